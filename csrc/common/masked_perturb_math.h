@@ -1,0 +1,239 @@
+// Per-element math and index arithmetic of masked_perturb, shared by the C++ CPU kernels and the
+// CUDA kernels (every function is __host__ __device__), so the CPU build executes the same code
+// the GPU runs.
+//
+// For output element (b, c, h, w) of the canvas [B, C, H, W] (1-D signals use H = 1):
+//   u  = sum over copies k covering (h, w) of  X[b, c, h - oy_k, w - ox_k]
+//        where X = resize(x / (255 if uint8), (Hr, Wr)) with the input channel c (or 0 if Cx = 1)
+//   u  = (u - mean_c) * inv_std_c   if normalize_before and some copy covers (h, w)
+//   a  = act(delta[b?, c?, h, w]),   m = mask[b?, c?, h / s, w / s]   (s = mask_scale)
+//   v  = u + m*a                     (blend add)
+//   v  = (1 - m)*u + m*a             (blend replace)
+//   v  = min(max(v, lo), hi)         (clamp)
+//   out = (v - mean_c) * inv_std_c   if normalize_after, else v
+#pragma once
+
+#include <c10/macros/Macros.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace reprogram_ext {
+
+#define RX_HD C10_HOST_DEVICE inline
+
+enum Activation : int64_t { kActNone = 0, kActTanh = 1, kActSigmoid = 2 };
+enum Blend : int64_t { kBlendAdd = 0, kBlendReplace = 1 };
+enum ResizeMode : int64_t { kResizeNone = 0, kResizeNearest = 1, kResizeBilinear = 2 };
+
+// Accumulation type: float for float/half/bfloat16, double for double.
+template <typename T> struct AccType { using type = float; };
+template <> struct AccType<double> { using type = double; };
+template <typename T> using acc_type_t = typename AccType<T>::type;
+
+// Element strides of a [B, C, H, W] view; a size-1 (broadcast) dimension gets stride 0.
+struct Strides4 {
+  int64_t b, c, h, w;
+  RX_HD int64_t at(int64_t ib, int64_t ic, int64_t ih, int64_t iw) const {
+    return ib * b + ic * c + ih * h + iw * w;
+  }
+};
+
+// Where and how the input is placed on the canvas.
+struct Placement {
+  int64_t Hin, Win;        // input spatial size
+  int64_t Hr, Wr;          // size after resize (== Hin, Win without resize)
+  int64_t resize_mode;     // ResizeMode
+  int64_t num_copies;      // offsets holds num_copies (oy, ox) pairs
+  const int64_t* offsets;  // canvas position of each copy's element (0, 0)
+};
+
+// Options of the pointwise part (steps 1-5 of the SPEC formula).
+struct Pointwise {
+  int64_t activation;  // Activation
+  int64_t blend;       // Blend
+  bool normalize_before;
+  bool normalize_after;
+  bool has_clamp;
+  double clamp_lo, clamp_hi;
+  int64_t mask_scale;
+};
+
+template <typename acc_t, typename x_t>
+RX_HD acc_t load_input(const x_t* p, int64_t i) {
+  return static_cast<acc_t>(p[i]);
+}
+template <>
+RX_HD float load_input<float, uint8_t>(const uint8_t* p, int64_t i) {
+  return static_cast<float>(p[i]) / 255.0f;
+}
+template <>
+RX_HD double load_input<double, uint8_t>(const uint8_t* p, int64_t i) {
+  return static_cast<double>(p[i]) / 255.0;
+}
+
+// torch.nn.functional.interpolate(mode="nearest") source index: floor(dst * (in / out)) in float.
+RX_HD int64_t nearest_source_index(int64_t dst, int64_t in_size, int64_t out_size) {
+  if (in_size == out_size) return dst;
+  if (out_size == 2 * in_size) return dst >> 1;
+  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
+  const int64_t src = static_cast<int64_t>(floorf(static_cast<float>(dst) * scale));
+  return src < in_size - 1 ? src : in_size - 1;
+}
+
+// torch.nn.functional.interpolate(mode="bilinear", align_corners=False) along one axis:
+// src = max((dst + 0.5) * in / out - 0.5, 0); i0 = floor(src); i1 = i0 + (i0 < in - 1);
+// weights (1 - l, l) with l = src - i0.
+template <typename acc_t>
+struct LinearTap {
+  int64_t i0, i1;
+  acc_t l0, l1;
+};
+template <typename acc_t>
+RX_HD LinearTap<acc_t> linear_source(int64_t dst, int64_t in_size, int64_t out_size) {
+  const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
+  acc_t src = scale * (static_cast<acc_t>(dst) + static_cast<acc_t>(0.5)) - static_cast<acc_t>(0.5);
+  if (src < 0) src = 0;
+  LinearTap<acc_t> t;
+  t.i0 = static_cast<int64_t>(src);
+  t.i1 = t.i0 + (t.i0 < in_size - 1 ? 1 : 0);
+  t.l1 = src - static_cast<acc_t>(t.i0);
+  t.l0 = static_cast<acc_t>(1) - t.l1;
+  return t;
+}
+
+// Value of the resized input at (y, x), 0 <= y < Hr, 0 <= x < Wr; x_bc points at x[b, c_in].
+template <typename acc_t, typename x_t>
+RX_HD acc_t sample_input(const x_t* x_bc, const Strides4& sx, const Placement& pl, int64_t y, int64_t x) {
+  if (pl.resize_mode == kResizeNone) {
+    return load_input<acc_t>(x_bc, y * sx.h + x * sx.w);
+  }
+  if (pl.resize_mode == kResizeNearest) {
+    const int64_t sy = nearest_source_index(y, pl.Hin, pl.Hr);
+    const int64_t sxi = nearest_source_index(x, pl.Win, pl.Wr);
+    return load_input<acc_t>(x_bc, sy * sx.h + sxi * sx.w);
+  }
+  const LinearTap<acc_t> ty = linear_source<acc_t>(y, pl.Hin, pl.Hr);
+  const LinearTap<acc_t> tx = linear_source<acc_t>(x, pl.Win, pl.Wr);
+  const acc_t v00 = load_input<acc_t>(x_bc, ty.i0 * sx.h + tx.i0 * sx.w);
+  const acc_t v01 = load_input<acc_t>(x_bc, ty.i0 * sx.h + tx.i1 * sx.w);
+  const acc_t v10 = load_input<acc_t>(x_bc, ty.i1 * sx.h + tx.i0 * sx.w);
+  const acc_t v11 = load_input<acc_t>(x_bc, ty.i1 * sx.h + tx.i1 * sx.w);
+  return ty.l0 * (tx.l0 * v00 + tx.l1 * v01) + ty.l1 * (tx.l0 * v10 + tx.l1 * v11);
+}
+
+// u at canvas (h, w): the sum of every copy covering it; *covered tells whether any does.
+template <typename acc_t, typename x_t>
+RX_HD acc_t placed_input(const x_t* x_bc, const Strides4& sx, const Placement& pl, int64_t h, int64_t w,
+                         bool* covered) {
+  acc_t u = 0;
+  bool any = false;
+  for (int64_t k = 0; k < pl.num_copies; ++k) {
+    const int64_t y = h - pl.offsets[2 * k];
+    const int64_t x = w - pl.offsets[2 * k + 1];
+    if (y >= 0 && y < pl.Hr && x >= 0 && x < pl.Wr) {
+      u += sample_input<acc_t>(x_bc, sx, pl, y, x);
+      any = true;
+    }
+  }
+  *covered = any;
+  return u;
+}
+
+template <typename acc_t>
+RX_HD acc_t activate(acc_t d, int64_t act) {
+  if (act == kActTanh) return tanh(d);
+  if (act == kActSigmoid) return static_cast<acc_t>(1) / (static_cast<acc_t>(1) + exp(-d));
+  return d;
+}
+
+// d act / d delta, written with the activated value a = act(delta).
+template <typename acc_t>
+RX_HD acc_t activation_derivative(acc_t a, int64_t act) {
+  if (act == kActTanh) return static_cast<acc_t>(1) - a * a;
+  if (act == kActSigmoid) return a * (static_cast<acc_t>(1) - a);
+  return static_cast<acc_t>(1);
+}
+
+// Per-channel constants of the pointwise formula (identity values when an option is off, so the
+// element functions are branch-free: (v - 0) * 1 == v exactly).
+template <typename acc_t>
+struct ChannelConstants {
+  acc_t before_mean, before_inv_std;  // normalize_before
+  acc_t after_mean, after_inv_std;    // normalize_after
+  acc_t lo, hi;                       // clamp (-inf, +inf when off)
+  acc_t replace;                      // 1 for blend replace, 0 for add
+};
+
+template <typename acc_t>
+RX_HD ChannelConstants<acc_t> channel_constants(const Pointwise& pw, const float* norm, int64_t C, int64_t c) {
+  ChannelConstants<acc_t> k;
+  const acc_t mean = static_cast<acc_t>(norm[c]);
+  const acc_t inv_std = static_cast<acc_t>(norm[C + c]);
+  k.before_mean = pw.normalize_before ? mean : static_cast<acc_t>(0);
+  k.before_inv_std = pw.normalize_before ? inv_std : static_cast<acc_t>(1);
+  k.after_mean = pw.normalize_after ? mean : static_cast<acc_t>(0);
+  k.after_inv_std = pw.normalize_after ? inv_std : static_cast<acc_t>(1);
+  k.lo = pw.has_clamp ? static_cast<acc_t>(pw.clamp_lo) : -static_cast<acc_t>(INFINITY);
+  k.hi = pw.has_clamp ? static_cast<acc_t>(pw.clamp_hi) : static_cast<acc_t>(INFINITY);
+  k.replace = pw.blend == kBlendReplace ? static_cast<acc_t>(1) : static_cast<acc_t>(0);
+  return k;
+}
+
+// Input value after normalize_before (applied only where a copy covers the position).
+template <typename acc_t>
+RX_HD acc_t normalized_input(acc_t u, bool covered, const ChannelConstants<acc_t>& k) {
+  return covered ? (u - k.before_mean) * k.before_inv_std : u;
+}
+
+// v of steps 3-4: blend then clamp (NaN passes through, as torch.clamp does).
+template <typename acc_t>
+RX_HD acc_t blend_clamp(acc_t u, acc_t a, acc_t m, const ChannelConstants<acc_t>& k) {
+  acc_t v = (static_cast<acc_t>(1) - m * k.replace) * u + m * a;
+  v = v < k.lo ? k.lo : v;
+  v = v > k.hi ? k.hi : v;
+  return v;
+}
+
+// The output element, from the raw placed input u, activated delta a and mask value m.
+template <typename acc_t>
+RX_HD acc_t perturb_element(acc_t u, bool covered, acc_t a, acc_t m, const ChannelConstants<acc_t>& k) {
+  const acc_t v = blend_clamp(normalized_input(u, covered, k), a, m, k);
+  return (v - k.after_mean) * k.after_inv_std;
+}
+
+// Gradients of one output element with respect to a (before the activation derivative), m and
+// the raw placed input u. Clamp passes gradient only where lo <= v <= hi (torch.clamp's rule).
+template <typename acc_t>
+struct ElementGrads {
+  acc_t ga, gm, gu;
+};
+template <typename acc_t>
+RX_HD ElementGrads<acc_t> perturb_element_backward(acc_t g, acc_t u, bool covered, acc_t a, acc_t m,
+                                                   const ChannelConstants<acc_t>& k) {
+  const acc_t un = normalized_input(u, covered, k);
+  acc_t gv = g * k.after_inv_std;
+  const acc_t v = (static_cast<acc_t>(1) - m * k.replace) * un + m * a;
+  if (!(v >= k.lo && v <= k.hi)) gv = 0;
+  ElementGrads<acc_t> r;
+  r.ga = gv * m;
+  r.gm = gv * (a - un * k.replace);
+  const acc_t gun = gv * (static_cast<acc_t>(1) - m * k.replace);
+  r.gu = covered ? gun * k.before_inv_std : static_cast<acc_t>(0);
+  return r;
+}
+
+// Batch chunks of the deterministic batch reduction in the backward pass: a function of the
+// shape only (never of the thread count), so CPU and CUDA reduce in the same order.
+RX_HD int64_t reduction_chunks(int64_t B, int64_t positions) {
+  if (B <= 1 || positions <= 0) return 1;
+  const int64_t target = 1 << 16;  // aim for ~64k independent (chunk, position) work items
+  int64_t n = (target + positions - 1) / positions;
+  if (n > B) n = B;
+  return n < 1 ? 1 : n;
+}
+RX_HD int64_t chunk_begin(int64_t B, int64_t chunks, int64_t j) { return (B * j) / chunks; }
+
+}  // namespace reprogram_ext

@@ -1,0 +1,230 @@
+// C++ CPU kernels of masked_perturb (formula: csrc/common/masked_perturb_math.h).
+//
+// Work is split into rows (c, h) of the canvas, times batch chunks. Per row the activated delta
+// and the mask are computed once and reused for every sample of the chunk; the placed input is
+// gathered into a row buffer; the output row is then one branch-free, vectorisable loop.
+// Forward: one read of x (+ delta, mask), one write of the output. Backward: one read of the
+// output gradient; the batch sum of the delta/mask gradient runs in a fixed order per position
+// over the chunks of reduction_chunks() (a function of the shape only), then the chunk partials
+// are summed: deterministic, and the same order as the CUDA kernels.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/masked_perturb_args.h"
+
+namespace reprogram_ext {
+namespace {
+
+using at::Tensor;
+
+// u_row[w] = raw placed input at (b, c, h, w); cov[w] = whether a copy covers it.
+template <typename acc_t, typename x_t>
+void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc_t* u_row, uint8_t* cov) {
+  std::fill(u_row, u_row + A.W, acc_t(0));
+  std::fill(cov, cov + A.W, uint8_t(0));
+  const Placement& pl = A.pl;
+  for (int64_t k = 0; k < pl.num_copies; ++k) {
+    const int64_t y = h - pl.offsets[2 * k];
+    const int64_t ox = pl.offsets[2 * k + 1];
+    if (y < 0 || y >= pl.Hr) continue;
+    const int64_t w_lo = std::max<int64_t>(0, ox), w_hi = std::min<int64_t>(A.W, ox + pl.Wr);
+    if (pl.resize_mode == kResizeNone) {
+      const x_t* src = x_bc + y * A.sx.h;
+      for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, (w - ox) * A.sx.w);
+    } else {
+      for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += sample_input<acc_t>(x_bc, A.sx, pl, y, w - ox);
+    }
+    for (int64_t w = w_lo; w < w_hi; ++w) cov[w] = 1;
+  }
+}
+
+// a_row[w] = act(delta[b?, c?, h, w]); with derivative when dact_row is given.
+template <typename acc_t, typename scalar_t>
+void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
+                         acc_t* a_row, acc_t* dact_row) {
+  const scalar_t* d = delta + A.sd.at(b, c, h, 0);
+  for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+  if (dact_row) {
+    for (int64_t w = 0; w < A.W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
+  }
+}
+
+// m_row[w] = mask[b?, c?, h / s, w / s], or 1 without a mask.
+template <typename acc_t, typename scalar_t>
+void fill_mask_row(const MaskedPerturbArgs& A, const scalar_t* mask, int64_t b, int64_t c, int64_t h, acc_t* m_row) {
+  if (!A.has_mask) {
+    std::fill(m_row, m_row + A.W, acc_t(1));
+    return;
+  }
+  const int64_t s = A.pw.mask_scale;
+  const scalar_t* mr = mask + A.sm.at(b, c, h / s, 0);
+  if (s == 1) {
+    for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[w * A.sm.w]);
+  } else {
+    for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[(w / s) * A.sm.w]);
+  }
+}
+
+// Batch chunks for the forward pass: enough (chunk, row) tasks to keep every thread busy.
+int64_t forward_chunks(int64_t B, int64_t rows) {
+  const int64_t want = 4 * at::get_num_threads();
+  return std::max<int64_t>(1, std::min<int64_t>(B, (want + rows - 1) / std::max<int64_t>(rows, 1)));
+}
+
+template <typename scalar_t, typename x_t>
+void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const scalar_t* mask,
+                 const float* norm, scalar_t* out) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t rows = A.C * A.H;
+  const int64_t chunks = forward_chunks(A.B, rows);
+  at::parallel_for(0, chunks * rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> a_row(A.W), m_row(A.W), u_row(A.W);
+    std::vector<uint8_t> cov(A.W);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
+      const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
+      const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
+      for (int64_t b = b0; b < b1; ++b) {
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), nullptr);
+        if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
+        fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+        scalar_t* o = out + ((b * A.C + c) * A.H + h) * A.W;
+        for (int64_t w = 0; w < A.W; ++w) {
+          o[w] = static_cast<scalar_t>(perturb_element<acc_t>(u_row[w], cov[w], a_row[w], m_row[w], k));
+        }
+      }
+    }
+  });
+}
+
+template <typename scalar_t, typename x_t>
+void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_t* x, const scalar_t* delta,
+                  const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
+                  int64_t chunks) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t rows = A.C * A.H, W = A.W;
+  const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
+  const int64_t plane = A.C * A.H * A.W;
+  at::parallel_for(0, chunks * rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
+    std::vector<uint8_t> cov(W, 0);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
+      const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
+      const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
+      const int64_t row = (c * A.H + h) * W;
+      std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
+      std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
+      for (int64_t b = b0; b < b1; ++b) {
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), dact_row.data());
+        if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
+        if (need_u) fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+        const scalar_t* g = grad_out + b * plane + row;
+        float* gd = grad_delta ? grad_delta + (A.Bd > 1 ? b : j) * plane + row : nullptr;
+        float* gm = grad_mask ? grad_mask + (A.Bm > 1 ? b : j) * plane + row : nullptr;
+        float* gp = grad_placed ? grad_placed + b * plane + row : nullptr;
+        for (int64_t w = 0; w < W; ++w) {
+          const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(g[w]), u_row[w], cov[w], a_row[w],
+                                                         m_row[w], k);
+          if (gd) {
+            if (A.Bd > 1) gd[w] = static_cast<float>(e.ga * dact_row[w]);
+            else acc_d[w] += e.ga;
+          }
+          if (gm) {
+            if (A.Bm > 1) gm[w] = static_cast<float>(e.gm);
+            else acc_m[w] += e.gm;
+          }
+          if (gp) gp[w] = static_cast<float>(e.gu);
+        }
+      }
+      float* gd = grad_delta ? grad_delta + j * plane + row : nullptr;
+      float* gm = grad_mask ? grad_mask + j * plane + row : nullptr;
+      if (gd && A.Bd == 1) {
+        for (int64_t w = 0; w < W; ++w) gd[w] = static_cast<float>(acc_d[w] * dact_row[w]);
+      }
+      if (gm && A.Bm == 1) {
+        for (int64_t w = 0; w < W; ++w) gm[w] = static_cast<float>(acc_m[w]);
+      }
+    }
+  });
+}
+
+// Dispatch over delta's dtype and x being that dtype or uint8.
+template <typename F>
+void dispatch_types(const Tensor& x, const Tensor& delta, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, delta.scalar_type(), "masked_perturb_cpu", [&] {
+    if (x.scalar_type() == at::kByte) {
+      f(scalar_t(), uint8_t());
+    } else {
+      f(scalar_t(), scalar_t());
+    }
+  });
+}
+
+Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+                                  at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
+                                  int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
+                                  bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
+                                  int64_t mask_scale) {
+  const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                                          normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+  Tensor out = at::empty({A.B, A.C, A.H, A.W}, delta.options().memory_format(at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) return out;
+  dispatch_types(x, delta, [&](auto s, auto xv) {
+    using scalar_t = decltype(s);
+    using x_t = decltype(xv);
+    forward_cpu<scalar_t, x_t>(A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
+                               A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
+                               out.mutable_data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
+    const Tensor& grad_out_in, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+    at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size, int64_t resize_mode, int64_t activation,
+    int64_t blend, bool normalize_before, bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
+    int64_t mask_scale, std::array<bool, 3> needs) {
+  const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                                          normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({A.B, A.C, A.H, A.W}) &&
+                  grad_out_in.scalar_type() == delta.scalar_type(),
+              "masked_perturb_backward: grad_out must be [", A.B, ", ", A.C, ", ", A.H, ", ", A.W, "] of delta's dtype");
+  const Tensor grad_out = grad_out_in.contiguous();
+  const int64_t chunks = reduction_chunks(A.B, A.C * A.H * A.W);
+  auto f32 = delta.options().dtype(at::kFloat);
+  const bool need_mask = needs[1] && A.has_mask;
+  Tensor gd = needs[0] ? at::empty({A.Bd > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  Tensor gm = need_mask ? at::empty({A.Bm > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  Tensor gp = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  if (A.B == 0) {
+    if (needs[0]) gd = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
+    if (need_mask) gm = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
+    return {gd, gm, gp};
+  }
+  dispatch_types(x, delta, [&](auto s, auto xv) {
+    using scalar_t = decltype(s);
+    using x_t = decltype(xv);
+    backward_cpu<scalar_t, x_t>(A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
+                                delta.const_data_ptr<scalar_t>(), A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+                                norm.const_data_ptr<float>(), needs[0] ? gd.mutable_data_ptr<float>() : nullptr,
+                                need_mask ? gm.mutable_data_ptr<float>() : nullptr,
+                                needs[2] ? gp.mutable_data_ptr<float>() : nullptr, chunks);
+  });
+  if (needs[0] && A.Bd == 1 && chunks > 1) gd = gd.sum(0, /*keepdim=*/true);
+  if (need_mask && A.Bm == 1 && chunks > 1) gm = gm.sum(0, /*keepdim=*/true);
+  return {gd, gm, gp};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(reprogram_ext, CPU, m) {
+  m.impl("masked_perturb_forward", &masked_perturb_forward_cpu);
+  m.impl("masked_perturb_backward", &masked_perturb_backward_cpu);
+}
+
+}  // namespace reprogram_ext

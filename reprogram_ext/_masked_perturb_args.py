@@ -1,0 +1,250 @@
+"""Validation of masked_perturb's user arguments and their canonical form.
+
+Every backend computes on a canonical 4-D layout ``[B, C, H, W]`` (1-D signals get ``H = 1``):
+``x [B, Cx, Hin, Win]``, ``delta [Bd, Cd, H, W]``, ``mask [Bm, Cm, Hm, Wm]`` (size-1 dimensions
+broadcast), offsets as ``(oy, ox)`` pairs, and the normalisation as a float32 ``[2, C]`` tensor
+``(mean, 1 / std)``. Errors name the argument, what was expected and what was given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2}
+BLENDS = {"add": 0, "replace": 1}
+RESIZE_MODES = {"nearest": 1, "bilinear": 2}
+NORMALIZE = ("before", "after", "none")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+Size = Union[int, Sequence[int]]
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """The non-tensor options, canonical (2-D) form; ``as_op_args()`` gives the op's arguments."""
+
+    resized_size: tuple
+    resize_mode: int  # 0 none, 1 nearest, 2 bilinear
+    activation: int
+    blend: int
+    normalize_before: bool
+    normalize_after: bool
+    has_clamp: bool
+    clamp_lo: float
+    clamp_hi: float
+    mask_scale: int
+    offsets: tuple  # ((oy, ox), ...)
+
+    def flat_offsets(self) -> list:
+        """The op's ``offsets`` argument: (oy, ox) of every copy, flattened."""
+        return [v for pair in self.offsets for v in pair]
+
+    def as_op_args(self) -> tuple:
+        """Arguments after (x, delta, mask, offsets, norm) of the masked_perturb_* ops."""
+        return (
+            list(self.resized_size), self.resize_mode, self.activation, self.blend, self.normalize_before,
+            self.normalize_after, self.has_clamp, self.clamp_lo, self.clamp_hi, self.mask_scale,
+        )
+
+
+@dataclass
+class CanonicalPerturb:
+    x: torch.Tensor  # [B, Cx, Hin, Win], out dtype or uint8
+    delta: torch.Tensor  # [Bd, Cd, H, W], out dtype
+    mask: Optional[torch.Tensor]  # [Bm, Cm, Hm, Wm], out dtype
+    norm: torch.Tensor  # float32 [2, C] on the device
+    config: PerturbConfig
+    channels: int
+    spatial_ndim: int
+    out_dtype: torch.dtype
+
+
+def _err(arg: str, expected: str, got) -> str:
+    return f"masked_perturb: {arg} must be {expected}, got {got}"
+
+
+def _as_size(value, nsp: int, arg: str) -> tuple:
+    if isinstance(value, bool):
+        raise TypeError(_err(arg, f"an int or a sequence of {nsp} ints", repr(value)))
+    if isinstance(value, int):
+        size = (value,) * nsp
+    elif isinstance(value, (tuple, list, torch.Size)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        size = tuple(value)
+    else:
+        raise TypeError(_err(arg, f"an int or a sequence of {nsp} ints", repr(value)))
+    if len(size) != nsp:
+        raise ValueError(_err(arg, f"{nsp} sizes (one per spatial dim of x)", repr(value)))
+    if any(s < 0 for s in size):
+        raise ValueError(_err(arg, "non-negative", repr(value)))
+    return size
+
+
+def _as_offsets(offset, nsp: int, out_size: tuple, in_size: tuple) -> tuple:
+    if offset is None:  # one copy, centred as ILM-VP pads: (out - in + 1) // 2
+        return (tuple((o - i + 1) // 2 for o, i in zip(out_size, in_size)),)
+
+    def one(v):
+        if isinstance(v, int) and not isinstance(v, bool) and nsp == 1:
+            return (v,)
+        if isinstance(v, (tuple, list)) and len(v) == nsp and all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+            return tuple(v)
+        raise TypeError(_err("offset", f"{nsp} int(s) per copy, or a list of such tuples", repr(offset)))
+
+    if isinstance(offset, (tuple, list)) and len(offset) > 0 and all(isinstance(v, (tuple, list)) for v in offset):
+        return tuple(one(v) for v in offset)
+    if isinstance(offset, (tuple, list)) and len(offset) > 1 and nsp == 1:
+        return tuple(one(v) for v in offset)  # 1-D: a list of ints is a list of copies
+    if isinstance(offset, (tuple, list)) and len(offset) == 0:
+        raise ValueError(_err("offset", "at least one copy", repr(offset)))
+    return (one(offset),)
+
+
+def _norm_values(value, channels: int, arg: str, device) -> torch.Tensor:
+    t = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
+    t = t.detach().to(device=device, dtype=torch.float32).reshape(-1)
+    if t.numel() not in (1, channels):
+        raise ValueError(_err(arg, f"1 or C={channels} values", f"{t.numel()} values"))
+    return t.expand(channels)
+
+
+def _to_4d(t: torch.Tensor, nsp: int, leading: int) -> torch.Tensor:
+    """View with `leading` dims of size 1 prepended (and H = 1 inserted for 1-D)."""
+    for _ in range(leading):
+        t = t.unsqueeze(0)
+    return t.unsqueeze(-2) if nsp == 1 else t
+
+
+def canonicalize(
+    x, delta, mask, *, out_size, resize, resize_mode, offset, activation, blend, normalize, mean, std, clamp,
+    mask_scale, out_dtype,
+) -> CanonicalPerturb:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(_err("x", "a torch.Tensor", type(x).__name__))
+    if not isinstance(delta, torch.Tensor):
+        raise TypeError(_err("delta", "a torch.Tensor", type(delta).__name__))
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        raise TypeError(_err("mask", "a torch.Tensor or None", type(mask).__name__))
+    if x.dtype not in FLOAT_DTYPES + (torch.uint8,):
+        raise TypeError(_err("x", "float16/bfloat16/float32/float64 or uint8", x.dtype))
+    if delta.dtype not in FLOAT_DTYPES:
+        raise TypeError(_err("delta", "a floating tensor (float16/bfloat16/float32/float64)", delta.dtype))
+    if mask is not None and not (mask.dtype in FLOAT_DTYPES or mask.dtype == torch.bool):
+        raise TypeError(_err("mask", "a floating or bool tensor", mask.dtype))
+    nsp = x.dim() - 2
+    if nsp not in (1, 2):
+        raise ValueError(_err("x", "[B, Cx, L] or [B, Cx, H, W] (1 or 2 spatial dims)", f"shape {tuple(x.shape)}"))
+    for name, t in (("delta", delta), ("mask", mask)):
+        if t is not None and t.device != x.device:
+            raise ValueError(f"masked_perturb: {name} is on {t.device} but x is on {x.device}")
+    B, Cx = x.shape[0], x.shape[1]
+    in_size = tuple(x.shape[2:])
+
+    if delta.dim() == nsp + 1:
+        delta4 = delta.unsqueeze(0)
+    elif delta.dim() == nsp + 2:
+        delta4 = delta
+    else:
+        raise ValueError(_err("delta", f"[Cd, *S_out] or [B, Cd, *S_out] with {nsp} spatial dim(s)", f"shape {tuple(delta.shape)}"))
+    Bd, Cd = delta4.shape[0], delta4.shape[1]
+    canvas = tuple(delta4.shape[2:])
+    C = Cx if Cd == 1 else Cd
+    if Bd not in (1, B):
+        raise ValueError(_err("delta", f"batch 1 or B={B}", f"shape {tuple(delta.shape)}"))
+    if Cx not in (1, C):
+        raise ValueError(_err("x", f"1 or C={C} channels (C is delta's channel count)", f"{Cx} channels"))
+    if out_size is not None and _as_size(out_size, nsp, "out_size") != canvas:
+        raise ValueError(_err("out_size", f"delta's spatial size {canvas}", repr(out_size)))
+    if any(s == 0 for s in canvas):
+        raise ValueError(_err("delta", "a non-empty canvas", f"shape {tuple(delta.shape)}"))
+
+    if resize is None:
+        resized, mode = in_size, 0
+    else:
+        resized = _as_size(resize, nsp, "resize")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(_err("resize_mode", f"one of {tuple(RESIZE_MODES)}", repr(resize_mode)))
+        if any(s == 0 for s in in_size):
+            raise ValueError(_err("x", "non-empty spatial dims when resize is given", f"shape {tuple(x.shape)}"))
+        mode = RESIZE_MODES[resize_mode]
+    offsets = _as_offsets(offset, nsp, canvas, resized)
+
+    if activation not in ACTIVATIONS:
+        raise ValueError(_err("activation", f"one of {tuple(ACTIVATIONS)}", repr(activation)))
+    if blend not in BLENDS:
+        raise ValueError(_err("blend", f"one of {tuple(BLENDS)}", repr(blend)))
+    if normalize not in NORMALIZE:
+        raise ValueError(_err("normalize", f"one of {NORMALIZE}", repr(normalize)))
+    if isinstance(mask_scale, bool) or not isinstance(mask_scale, int) or mask_scale < 1:
+        raise ValueError(_err("mask_scale", "a positive int", repr(mask_scale)))
+    if (mean is None) != (std is None):
+        raise ValueError("masked_perturb: mean and std must be given together (got only one)")
+    use_norm = normalize != "none" and mean is not None
+    if normalize == "before" and mean is None:
+        raise ValueError("masked_perturb: normalize='before' needs mean and std")
+    if clamp is not None:
+        if not (isinstance(clamp, (tuple, list)) and len(clamp) == 2):
+            raise TypeError(_err("clamp", "a (lo, hi) pair or None", repr(clamp)))
+        lo, hi = float(clamp[0]), float(clamp[1])
+        if lo > hi:
+            raise ValueError(_err("clamp", "lo <= hi", repr(clamp)))
+    else:
+        lo, hi = float("-inf"), float("inf")
+
+    if out_dtype is None:
+        if torch.is_autocast_enabled(x.device.type):
+            out_dtype = torch.get_autocast_dtype(x.device.type)
+        else:
+            out_dtype = delta.dtype
+    if out_dtype not in FLOAT_DTYPES:
+        raise TypeError(_err("out_dtype", "a floating dtype", out_dtype))
+
+    mask4 = None
+    if mask is not None:
+        s_m = tuple(-(-s // mask_scale) for s in canvas)
+        lead = nsp + 2 - mask.dim()
+        if lead < 0 or lead > 2:
+            raise ValueError(_err("mask", f"[*S_m], [1|C, *S_m] or [B, 1|C, *S_m] with S_m={s_m}", f"shape {tuple(mask.shape)}"))
+        mask4 = _to_4d(mask, nsp, lead)
+        ok = mask4.shape[0] in (1, B) and mask4.shape[1] in (1, C) and all(
+            m in (1, s) for m, s in zip(mask4.shape[2:], (s_m if nsp == 2 else (1,) + s_m))
+        )
+        if not ok:
+            raise ValueError(_err("mask", f"broadcastable to [B={B}, C={C}, *S_m={s_m}] (S_m = ceil(S_out / mask_scale))",
+                                  f"shape {tuple(mask.shape)}"))
+        mask4 = mask4.to(out_dtype)
+
+    device = x.device
+    if use_norm:
+        mean_t = _norm_values(mean, C, "mean", device)
+        std_t = _norm_values(std, C, "std", device)
+        norm = torch.stack([mean_t, 1.0 / std_t])
+    else:
+        norm = torch.stack([torch.zeros(C, device=device), torch.ones(C, device=device)])
+
+    off2 = tuple((0,) + o if nsp == 1 else o for o in offsets)
+    config = PerturbConfig(
+        resized_size=(1,) + resized if nsp == 1 else resized,
+        resize_mode=mode,
+        activation=ACTIVATIONS[activation],
+        blend=BLENDS[blend],
+        normalize_before=use_norm and normalize == "before",
+        normalize_after=use_norm and normalize == "after",
+        has_clamp=clamp is not None,
+        clamp_lo=lo,
+        clamp_hi=hi,
+        mask_scale=mask_scale,
+        offsets=off2,
+    )
+    x4 = x if x.dtype == torch.uint8 else x.to(out_dtype)
+    return CanonicalPerturb(
+        x=_to_4d(x4, nsp, 0),
+        delta=_to_4d(delta4.to(out_dtype), nsp, 0),
+        mask=mask4,
+        norm=norm.contiguous(),
+        config=config,
+        channels=C,
+        spatial_ndim=nsp,
+        out_dtype=out_dtype,
+    )
