@@ -57,7 +57,7 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
                 m = m.repeat_interleave(s, dim=dim).narrow(dim, 0, size)
         v = u + m * a if cfg.blend == 0 else (1 - m) * u + m * a
     else:
-        v = u + a if cfg.blend == 0 else a.expand_as(u)
+        v = u + a if cfg.blend == 0 else 0 * u + a  # replace with m = 1: x still gets its (zero) gradient
     if cfg.has_clamp:
         v = torch.clamp(v, cfg.clamp_lo, cfg.clamp_hi)
     if cfg.normalize_after:
