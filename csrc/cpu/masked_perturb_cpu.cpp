@@ -47,12 +47,28 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
   }
 }
 
-// a_row[w] = act(delta[b?, c?, h, w]); with derivative when dact_row is given.
+// act(delta[0]) as a contiguous [Cd, H, W] accumulation-type tensor, computed once by ATen's
+// vectorised sigmoid / tanh, when delta is shared by the batch and an activation is set;
+// an undefined tensor otherwise (rows then apply `activate` themselves).
+at::Tensor shared_activation(const MaskedPerturbArgs& A, const at::Tensor& delta) {
+  if (A.Bd != 1 || A.pw.activation == kActNone) return at::Tensor();
+  const auto acc = delta.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor d = delta.select(0, 0).to(acc);
+  return (A.pw.activation == kActSigmoid ? at::sigmoid(d) : at::tanh(d)).contiguous();
+}
+
+// a_row[w] = act(delta[b?, c?, h, w]), read from the shared activation when given; with the
+// derivative when dact_row is given.
 template <typename acc_t, typename scalar_t>
-void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
-                         acc_t* a_row, acc_t* dact_row) {
-  const scalar_t* d = delta + A.sd.at(b, c, h, 0);
-  for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, const acc_t* shared_act, int64_t b,
+                         int64_t c, int64_t h, acc_t* a_row, acc_t* dact_row) {
+  if (shared_act) {
+    const acc_t* src = shared_act + ((A.sd.c ? c : 0) * A.H + h) * A.W;
+    std::copy(src, src + A.W, a_row);
+  } else {
+    const scalar_t* d = delta + A.sd.at(b, c, h, 0);
+    for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+  }
   if (dact_row) {
     for (int64_t w = 0; w < A.W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
   }
@@ -130,8 +146,8 @@ int64_t forward_chunks(int64_t B, int64_t rows) {
 }
 
 template <typename scalar_t, typename x_t>
-void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const scalar_t* mask,
-                 const float* norm, scalar_t* out) {
+void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const acc_type_t<scalar_t>* shared_act,
+                 const scalar_t* mask, const float* norm, scalar_t* out) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H;
   const int64_t chunks = forward_chunks(A.B, rows);
@@ -143,7 +159,7 @@ void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta
       const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
       const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
       for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), nullptr);
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), nullptr);
         if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
         fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
         perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
@@ -155,7 +171,7 @@ void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta
 
 template <typename scalar_t, typename x_t>
 void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_t* x, const scalar_t* delta,
-                  const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
+                  const acc_type_t<scalar_t>* shared_act, const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
                   int64_t chunks) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H, W = A.W;
@@ -177,7 +193,7 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
       std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
       std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
       if (linear_shared) {
-        fill_activation_row<acc_t>(A, delta, 0, c, h, a_row.data(), dact_row.data());
+        fill_activation_row<acc_t>(A, delta, shared_act, 0, c, h, a_row.data(), dact_row.data());
         fill_mask_row<acc_t>(A, mask, 0, c, h, m_row.data());
         for (int64_t b = b0; b < b1; ++b) accumulate_row<acc_t>(W, grad_out + b * plane + row, acc_d.data());
         if (grad_delta)
@@ -189,7 +205,7 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
         continue;
       }
       for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), dact_row.data());
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), dact_row.data());
         if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
         if (need_u) fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
         perturb_row_backward<acc_t>(W, grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
@@ -230,7 +246,9 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
   dispatch_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    const at::Tensor act = shared_activation(A, delta);
     forward_cpu<scalar_t, x_t>(A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
+                               act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
                                A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
                                out.mutable_data_ptr<scalar_t>());
   });
@@ -262,8 +280,10 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
   dispatch_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    const at::Tensor act = shared_activation(A, delta);
     backward_cpu<scalar_t, x_t>(A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
-                                delta.const_data_ptr<scalar_t>(), A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+                                delta.const_data_ptr<scalar_t>(),
+                                act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr, A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
                                 norm.const_data_ptr<float>(), needs[0] ? gd.mutable_data_ptr<float>() : nullptr,
                                 need_mask ? gm.mutable_data_ptr<float>() : nullptr,
                                 needs[2] ? gp.mutable_data_ptr<float>() : nullptr, chunks);
