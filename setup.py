@@ -61,7 +61,9 @@ def extension():
     with_cuda = _want_cuda()
     _write_build_config(with_cuda)
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-DREPROGRAM_EXT_WITH_OPENMP"]
+    # REPROGRAM_EXT_PYTHON_MODULE: compile the PyInit__C stub (csrc/registration.cpp), which the
+    # CMake build for C++ users leaves out.
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-DREPROGRAM_EXT_WITH_OPENMP", "-DREPROGRAM_EXT_PYTHON_MODULE"]
     kwargs = dict(
         name="reprogram_ext._C",
         include_dirs=[os.path.join(HERE, "csrc")],
