@@ -58,8 +58,14 @@ for arch in sm_80 sm_90; do
     || { echo "check_cuda_build: FAILED: ptxas compiled no kernel for $arch" >&2; exit 1; }
 done
 echo "check_cuda_build: ptxas: $kernels kernel compilations, 0 bytes spilled"
-grep -E "Used [0-9]+ registers" "$LOG" | sed -E 's/.*Used ([0-9]+) registers.*/\1/' | sort -n | uniq -c \
-  | awk '{printf "  %s kernel(s) use %s registers\n", $1, $2}'
+# Registers per kernel and arch (demangled when c++filt is there).
+demangle() { if command -v c++filt >/dev/null; then c++filt; else cat; fi; }
+awk '/Compiling entry function/ { match($0, /_Z[A-Za-z0-9_]+/); name = substr($0, RSTART, RLENGTH);
+                                  match($0, /sm_[0-9]+/); arch = substr($0, RSTART, RLENGTH) }
+     /Used [0-9]+ registers/   { match($0, /Used [0-9]+/); print arch, substr($0, RSTART + 5, RLENGTH - 5), name }' "$LOG" \
+  | while read -r arch regs name; do
+      printf '  %s %4s registers  %s\n' "$arch" "$regs" "$(demangle <<<"$name" | sed -E 's/>\(.*/>/; s/^void //; s/.*namespace\)::|c10:://g')"
+    done | sort -k4 -k1
 
 # ---- the .so carries sm_80 / sm_90 cubins and compute_90 PTX.
 SO="$(ls "$SCRATCH"/reprogram_ext/_C*.so)"
