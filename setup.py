@@ -61,14 +61,15 @@ def extension():
     with_cuda = _want_cuda()
     _write_build_config(with_cuda)
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    # REPROGRAM_EXT_PYTHON_MODULE: compile the PyInit__C stub (csrc/registration.cpp), which the
-    # CMake build for C++ users leaves out.
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-DREPROGRAM_EXT_WITH_OPENMP", "-DREPROGRAM_EXT_PYTHON_MODULE"]
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-DREPROGRAM_EXT_WITH_OPENMP"]
     kwargs = dict(
         name="reprogram_ext._C",
         include_dirs=[os.path.join(HERE, "csrc")],
         extra_link_args=["-fopenmp"],
         py_limited_api=True,
+        # Compiles the PyInit__C stub of csrc/registration.cpp (the CMake build for C++ users leaves
+        # it out). Passed to both g++ and nvcc.
+        define_macros=[("REPROGRAM_EXT_PYTHON_MODULE", None)],
     )
     if not with_cuda:
         return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)
