@@ -67,6 +67,9 @@ def extension():
         include_dirs=[os.path.join(HERE, "csrc")],
         extra_link_args=["-fopenmp"],
         py_limited_api=True,
+        # Compiles the PyInit__C stub of csrc/registration.cpp (the CMake build for C++ users leaves
+        # it out). Passed to both g++ and nvcc.
+        define_macros=[("REPROGRAM_EXT_PYTHON_MODULE", None)],
     )
     if not with_cuda:
         return CppExtension(sources=sources, extra_compile_args={"cxx": cxx}, **kwargs)

@@ -1,14 +1,17 @@
 // Every schema of the reprogram_ext op library, forward and backward, in one TORCH_LIBRARY block.
 // Kernels are registered per device in csrc/cpu/*.cpp and csrc/cuda/*.cu (TORCH_LIBRARY_IMPL);
 // fake (meta) kernels and autograd are registered from Python (reprogram_ext/_registration_*.py).
-#include <Python.h>
 #include <torch/library.h>
+
+#ifdef REPROGRAM_EXT_PYTHON_MODULE  // defined by setup.py; the CMake library (C++ users) needs no Python
+#include <Python.h>
 
 // A plain module init so that `import reprogram_ext._C` loads this library (no pybind11 needed).
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&module_def);
 }
+#endif
 
 TORCH_LIBRARY(reprogram_ext, m) {
   // ---- masked_perturb (SPEC §1). Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1.

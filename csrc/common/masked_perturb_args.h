@@ -4,6 +4,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <array>
+#include <tuple>
 
 #include "common/masked_perturb_math.h"
 
@@ -100,6 +104,66 @@ inline MaskedPerturbArgs make_masked_perturb_args(
   a.pw.clamp_hi = clamp_hi;
   a.pw.mask_scale = mask_scale;
   return a;
+}
+
+// Calls f(scalar_t{}, x_t{}) for delta's dtype scalar_t (float16/bfloat16/float32/float64) and
+// x_t = scalar_t or uint8: the dtype pairs every masked_perturb kernel is instantiated for.
+template <typename F>
+void dispatch_masked_perturb_types(const at::Tensor& x, const at::Tensor& delta, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, delta.scalar_type(), "masked_perturb", [&] {
+    if (x.scalar_type() == at::kByte) {
+      f(scalar_t(), uint8_t());
+    } else {
+      f(scalar_t(), scalar_t());
+    }
+  });
+}
+
+// The float32 outputs of masked_perturb_backward, as the kernels fill them:
+//   delta  [Bd > 1 ? B : chunks, C, H, W]  per-sample gradient, or one partial sum per batch chunk
+//   mask   [Bm > 1 ? B : chunks, C, H, W]  the same for the mask (at canvas resolution)
+//   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u
+// An output not asked for is an empty tensor (and its pointer for the kernel is null).
+struct MaskedPerturbGrads {
+  at::Tensor delta, mask, placed;
+  int64_t chunks;  // reduction_chunks(B, C * H * W): batch chunks of the delta / mask sums
+
+  float* delta_ptr() { return delta.numel() ? delta.mutable_data_ptr<float>() : nullptr; }
+  float* mask_ptr() { return mask.numel() ? mask.mutable_data_ptr<float>() : nullptr; }
+  float* placed_ptr() { return placed.numel() ? placed.mutable_data_ptr<float>() : nullptr; }
+};
+
+// Checks grad_out against the canvas and allocates the gradients the kernels write (zeros of the
+// final shape when the batch is empty).
+inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs& A, const at::Tensor& grad_out,
+                                                        const at::Tensor& delta, std::array<bool, 3> needs) {
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({A.B, A.C, A.H, A.W}) &&
+                  grad_out.scalar_type() == delta.scalar_type() && grad_out.device() == delta.device(),
+              "masked_perturb_backward: grad_out must be [", A.B, ", ", A.C, ", ", A.H, ", ", A.W,
+              "] of delta's dtype on delta's device, got ", grad_out.sizes(), " ", grad_out.scalar_type());
+  const auto f32 = delta.options().dtype(at::kFloat);
+  const bool need_mask = needs[1] && A.has_mask;
+  MaskedPerturbGrads g;
+  g.chunks = reduction_chunks(A.B, A.C * A.H * A.W);
+  g.delta = needs[0] ? at::empty({A.Bd > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  g.mask = need_mask ? at::empty({A.Bm > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  g.placed = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  if (A.B == 0) {
+    if (needs[0]) g.delta = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
+    if (need_mask) g.mask = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
+  }
+  return g;
+}
+
+// After the kernel: sums the batch-chunk partials of a shared (batch-1) delta / mask gradient
+// in a fixed order (deterministic), giving [1, C, H, W].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grads(const MaskedPerturbArgs& A,
+                                                                                  MaskedPerturbGrads g) {
+  if (A.B > 0 && g.chunks > 1) {
+    if (g.delta.numel() && A.Bd == 1) g.delta = g.delta.sum(0, /*keepdim=*/true);
+    if (g.mask.numel() && A.Bm == 1) g.mask = g.mask.sum(0, /*keepdim=*/true);
+  }
+  return {g.delta, g.mask, g.placed};
 }
 
 }  // namespace reprogram_ext
