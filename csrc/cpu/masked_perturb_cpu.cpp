@@ -222,18 +222,6 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
   });
 }
 
-// Dispatch over delta's dtype and x being that dtype or uint8.
-template <typename F>
-void dispatch_types(const Tensor& x, const Tensor& delta, F&& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, delta.scalar_type(), "masked_perturb_cpu", [&] {
-    if (x.scalar_type() == at::kByte) {
-      f(scalar_t(), uint8_t());
-    } else {
-      f(scalar_t(), scalar_t());
-    }
-  });
-}
-
 Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
                                   at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
                                   int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
@@ -243,7 +231,7 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
                                           normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
   Tensor out = empty_large_cpu({A.B, A.C, A.H, A.W}, delta.options());
   if (out.numel() == 0) return out;
-  dispatch_types(x, delta, [&](auto s, auto xv) {
+  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
@@ -262,35 +250,20 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
     int64_t mask_scale, std::array<bool, 3> needs) {
   const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
                                           normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({A.B, A.C, A.H, A.W}) &&
-                  grad_out_in.scalar_type() == delta.scalar_type(),
-              "masked_perturb_backward: grad_out must be [", A.B, ", ", A.C, ", ", A.H, ", ", A.W, "] of delta's dtype");
+  auto g = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
+  if (A.B == 0) return finish_masked_perturb_grads(A, g);
   const Tensor grad_out = grad_out_in.contiguous();
-  const int64_t chunks = reduction_chunks(A.B, A.C * A.H * A.W);
-  auto f32 = delta.options().dtype(at::kFloat);
-  const bool need_mask = needs[1] && A.has_mask;
-  Tensor gd = needs[0] ? at::empty({A.Bd > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
-  Tensor gm = need_mask ? at::empty({A.Bm > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
-  Tensor gp = needs[2] ? empty_large_cpu({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
-  if (A.B == 0) {
-    if (needs[0]) gd = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
-    if (need_mask) gm = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
-    return {gd, gm, gp};
-  }
-  dispatch_types(x, delta, [&](auto s, auto xv) {
+  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
     backward_cpu<scalar_t, x_t>(A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
                                 delta.const_data_ptr<scalar_t>(),
-                                act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr, A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
-                                norm.const_data_ptr<float>(), needs[0] ? gd.mutable_data_ptr<float>() : nullptr,
-                                need_mask ? gm.mutable_data_ptr<float>() : nullptr,
-                                needs[2] ? gp.mutable_data_ptr<float>() : nullptr, chunks);
+                                act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
+                                A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
+                                g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks);
   });
-  if (needs[0] && A.Bd == 1 && chunks > 1) gd = gd.sum(0, /*keepdim=*/true);
-  if (need_mask && A.Bm == 1 && chunks > 1) gm = gm.sum(0, /*keepdim=*/true);
-  return {gd, gm, gp};
+  return finish_masked_perturb_grads(A, g);
 }
 
 }  // namespace
