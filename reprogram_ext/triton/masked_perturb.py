@@ -1,38 +1,28 @@
-"""Triton kernels of masked_perturb, registered as ``reprogram_ext::masked_perturb_forward_triton`` and
-``reprogram_ext::masked_perturb_backward_triton`` with the exact schemas and results of the C++ ops
-``masked_perturb_forward`` / ``masked_perturb_backward`` (csrc/registration.cpp).
+"""Triton backend of masked_perturb: the ops ``reprogram_ext::masked_perturb_forward_triton`` and
+``reprogram_ext::masked_perturb_backward_triton``, with the schemas and results of the C++ ops
+``masked_perturb_forward`` / ``masked_perturb_backward`` (csrc/registration.cpp): canonical
+[B, C, H, W] layout, stride-aware x / delta / mask with size-1 broadcast dims, (oy, ox) offsets of
+copies that add, float32 norm [2, C] = (mean, 1 / std). The backward returns float32
+canvas-resolution partials (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
+its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
+rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
+Kernels and formula: ``_masked_perturb_kernels.py``.
 
-Formula (csrc/common/masked_perturb_math.h), for canvas element (b, c, h, w) of [B, C, H, W]:
-    u   = sum over copies k covering (h, w) of X[b, c, h - oy_k, w - ox_k],
-          X = resize(x / (255 if uint8)) as F.interpolate(align_corners=False), channel 0 if Cx = 1
-    u   = (u - mean_c) * inv_std_c                  where covered        (normalize_before)
-    a   = act(delta[b?, c?, h, w]);   m = mask[b?, c?, h // s, w // s]   (1 without a mask)
-    v   = u + m*a  (add)   or   (1 - m)*u + m*a  (replace);   v = min(max(v, lo), hi)   (clamp)
-    out = (v - mean_c) * inv_std_c                                       (normalize_after)
-Backward, with gv = d out / d v (0 where the clamp clipped): d a = gv*m (times act'), d m = gv*(a - u*replace),
-d u = gv*(1 - m*replace)*inv_std_before where covered.
-
-Work split: one program owns BLOCK consecutive positions of one channel plane (h, w flattened) and
-loops over a chunk of the batch; the activated delta, the mask and the placement index math of
-one copy are computed once per program and reused for every sample of the chunk. The backward
-uses the chunks of ``reduction_chunks`` (the C++ rule): per position the batch sum runs in a fixed
-order inside each chunk, the chunk partials are summed afterwards; no atomics, deterministic.
-Math in float32 (float64 for float64 tensors).
-
-triton is imported here: import this module only after TRITON_INTERPRET is settled (it is
-imported lazily by ``forward_op()``'s caller).
+The ops are defined when this module is first imported, which ``reprogram_ext.masked_perturb`` does
+on the first ``backend="triton"`` call (triton is never imported with the package: TRITON_INTERPRET
+must be set before triton's import). They run on CUDA tensors, and on CPU tensors under
+TRITON_INTERPRET=1.
 """
 from __future__ import annotations
 
-import functools
 import os
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 import triton
-import triton.language as tl
 
 from .._masked_perturb_registration import register
+from ._masked_perturb_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 from .aot import AotKernel
 
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
@@ -57,359 +47,6 @@ INTERPRETER_FORWARD_TARGET_PROGRAMS = 8
 REDUCTION_TARGET_ITEMS = 1 << 16
 
 
-# ----------------------------------------------------------------------------------------------
-# Per-element helpers (the Triton twins of masked_perturb_math.h)
-# ----------------------------------------------------------------------------------------------
-@triton.jit
-def _div_rn(a, b):
-    """a / b rounded to nearest (Triton's ``/`` on float32 is an approximate division on GPUs)."""
-    if a.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.math.div_rn(a, b)
-
-
-@triton.jit
-def _tanh(d):
-    """tanh(d): odd Taylor series to d^17 for |d| < 1/8 (error < 1e-19 relative), else
-    sign(d) (1 - e) / (1 + e) with e = exp(-2|d|) (cancellation error <= eps / (2|d|) <= 4 eps)."""
-    ad = tl.abs(d)
-    e = tl.exp(-2.0 * ad)
-    far = (1.0 - e) / (1.0 + e)
-    far = tl.where(d < 0, -far, far)
-    z = d * d
-    series = -929569.0 / 638512875.0 + z * (6404582.0 / 10854718875.0)
-    series = 21844.0 / 6081075.0 + z * series
-    series = -1382.0 / 155925.0 + z * series
-    series = 62.0 / 2835.0 + z * series
-    series = -17.0 / 315.0 + z * series
-    series = 2.0 / 15.0 + z * series
-    series = -1.0 / 3.0 + z * series
-    near = d + d * (z * series)
-    return tl.where(ad < 0.125, near, far)
-
-
-@triton.jit
-def _activate(d, ACTIVATION: tl.constexpr):
-    """act(d): 0 none, 1 tanh, 2 sigmoid = 1 / (1 + exp(-d))."""
-    if ACTIVATION == 1:
-        return _tanh(d)
-    elif ACTIVATION == 2:
-        return 1.0 / (1.0 + tl.exp(-d))
-    else:
-        return d
-
-
-@triton.jit
-def _activation_derivative(a, ACTIVATION: tl.constexpr):
-    """d act / d delta from the activated value a: 1 - a^2 (tanh), a (1 - a) (sigmoid), 1 (none)."""
-    if ACTIVATION == 1:
-        return 1.0 - a * a
-    elif ACTIVATION == 2:
-        return a * (1.0 - a)
-    else:
-        return tl.full(a.shape, 1.0, a.dtype)
-
-
-@triton.jit
-def _load_input(ptrs, inside, ACC: tl.constexpr):
-    """x at ptrs as ACC (uint8 read as value / 255); 0 where not inside."""
-    v = tl.load(ptrs, mask=inside, other=0).to(ACC)
-    if ptrs.dtype.element_ty == tl.uint8:
-        v = _div_rn(v, 255.0)
-    return v
-
-
-@triton.jit
-def _nearest_index(dst, in_size, out_size):
-    """F.interpolate(mode="nearest") source index min(floor(dst * (in / out)), in - 1), float32 scale.
-    (PyTorch's shortcuts for out == in and out == 2 in give the same values: the products are exact.)"""
-    scale = _div_rn(in_size.to(tl.float32), out_size.to(tl.float32))
-    src = tl.floor(dst.to(tl.float32) * scale).to(tl.int32)
-    return tl.minimum(src, in_size - 1)
-
-
-@triton.jit
-def _linear_taps(dst, in_size, out_size, ACC: tl.constexpr):
-    """F.interpolate(mode="bilinear", align_corners=False) along one axis:
-    src = max((dst + 0.5) * in / out - 0.5, 0); i0 = floor(src); i1 = i0 + (i0 < in - 1); l1 = src - i0."""
-    scale = _div_rn(in_size.to(ACC), out_size.to(ACC))
-    src = scale * (dst.to(ACC) + 0.5) - 0.5
-    src = tl.where(src < 0, 0.0, src)
-    i0 = src.to(tl.int32)
-    i1 = i0 + (i0 < in_size - 1).to(tl.int32)
-    return i0, i1, src - i0.to(ACC)
-
-
-@triton.jit
-def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE: tl.constexpr, ACC: tl.constexpr):
-    """Where the copy placed at (oy, ox) reads x for canvas positions (h, w), independent of the sample:
-    (inside, offsets of the 4 bilinear taps in an x plane, row weight l1, column weight l1).
-    Without resize / with nearest only the first offset is used."""
-    y = h - oy
-    xi = w - ox
-    inside = valid & (y >= 0) & (y < Hr) & (xi >= 0) & (xi < Wr)
-    if RESIZE == 2:
-        y0, y1, ly = _linear_taps(y, Hin, Hr, ACC)
-        x0, x1, lx = _linear_taps(xi, Win, Wr, ACC)
-        return (inside, y0 * sxh + x0 * sxw, y0 * sxh + x1 * sxw, y1 * sxh + x0 * sxw, y1 * sxh + x1 * sxw, ly, lx)
-    else:
-        if RESIZE == 1:
-            y = _nearest_index(y, Hin, Hr)
-            xi = _nearest_index(xi, Win, Wr)
-        o = y * sxh + xi * sxw
-        zero = tl.zeros(h.shape, ACC)
-        return (inside, o, o, o, o, zero, zero)
-
-
-@triton.jit
-def _sample(x_bc, taps, RESIZE: tl.constexpr, ACC: tl.constexpr):
-    """The resized input at the taps of _copy_taps, in the x plane starting at x_bc (0 outside the copy)."""
-    inside, o00, o01, o10, o11, ly, lx = taps
-    v00 = _load_input(x_bc + o00, inside, ACC)
-    if RESIZE == 2:
-        v01 = _load_input(x_bc + o01, inside, ACC)
-        v10 = _load_input(x_bc + o10, inside, ACC)
-        v11 = _load_input(x_bc + o11, inside, ACC)
-        return (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11)
-    else:
-        return v00
-
-
-@triton.jit
-def _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
-                  ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, RESIZE: tl.constexpr, ACC: tl.constexpr):
-    """(u, covered): the sum of the copies covering each position, and whether any does.
-    X_FLAT: one copy at (0, 0), no resize, the x plane is the canvas plane (contiguous, vector loads);
-    ONE_COPY: taps precomputed by the caller; else the copies' (oy, ox) are read from offsets_ptr."""
-    if X_FLAT:
-        return _load_input(x_bc + p, valid, ACC), valid
-    elif ONE_COPY:
-        return _sample(x_bc, taps, RESIZE, ACC), taps[0]
-    else:
-        u = tl.zeros(h.shape, ACC)
-        covered = h < 0  # all False
-        for k in range(num_copies):
-            oy = tl.load(offsets_ptr + 2 * k)
-            ox = tl.load(offsets_ptr + 2 * k + 1)
-            copy_taps = _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
-            u += _sample(x_bc, copy_taps, RESIZE, ACC)
-            covered = covered | copy_taps[0]
-        return u, covered
-
-
-@triton.jit
-def _load_plane(base_ptr, p, h, w, valid, sh, sw, scale, FLAT: tl.constexpr, ACC: tl.constexpr):
-    """base[(h // scale) * sh + (w // scale) * sw] as ACC; FLAT: the plane is the contiguous canvas plane (base[p])."""
-    if FLAT:
-        ptrs = base_ptr + p
-    else:
-        ptrs = base_ptr + ((h // scale) * sh + (w // scale) * sw)
-    return tl.load(ptrs, mask=valid, other=0).to(ACC)
-
-
-@triton.jit
-def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
-                MASK_FLAT: tl.constexpr, ACC: tl.constexpr):
-    """m = mask[b?, c?, h // s, w // s] (strides 0 on broadcast dims), or 1 without a mask."""
-    if mask_ptr is None:
-        return tl.full(h.shape, 1.0, ACC)
-    else:
-        base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
-        return _load_plane(base, p, h, w, valid, smh, smw, mask_scale, MASK_FLAT, ACC)
-
-
-@triton.jit
-def _delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT: tl.constexpr, ACC: tl.constexpr):
-    """delta[b?, c?, h, w] (strides 0 on broadcast dims) as ACC."""
-    base = delta_ptr + (tl.cast(b, tl.int64) * sdb + c.to(tl.int64) * sdc)
-    return _load_plane(base, p, h, w, valid, sdh, sdw, 1, DELTA_FLAT, ACC)
-
-
-@triton.jit
-def _channel_constants(norm_ptr, C, c, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, ACC: tl.constexpr):
-    """(mean_c, inv_std_c) for normalize_before, then for normalize_after; (0, 1) when off."""
-    mean = tl.load(norm_ptr + c).to(ACC)
-    inv_std = tl.load(norm_ptr + C + c).to(ACC)
-    zero = tl.zeros((), ACC)
-    one = zero + 1.0
-    if NORM_BEFORE:
-        before = (mean, inv_std)
-    else:
-        before = (zero, one)
-    if NORM_AFTER:
-        after = (mean, inv_std)
-    else:
-        after = (zero, one)
-    return before[0], before[1], after[0], after[1]
-
-
-@triton.jit
-def _blend_clamp(u, a, m, lo, hi, REPLACE: tl.constexpr, HAS_CLAMP: tl.constexpr):
-    """v = u + m a (add) or (1 - m) u + m a (replace), then clamped to [lo, hi] (NaN passes through)."""
-    if REPLACE:
-        v = (1.0 - m) * u + m * a
-    else:
-        v = u + m * a
-    if HAS_CLAMP:
-        v = tl.where(v < lo, lo, v)
-        v = tl.where(v > hi, hi, v)
-    return v
-
-
-@triton.jit
-def _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE: tl.constexpr):
-    """u normalised where a copy covers the position (normalize_before)."""
-    if NORM_BEFORE:
-        return tl.where(covered, (u - before_mean) * before_inv, u)
-    else:
-        return u
-
-
-# ----------------------------------------------------------------------------------------------
-# Kernels
-# ----------------------------------------------------------------------------------------------
-@triton.jit
-def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr):
-    """Program -> (channel c, chunk j, samples [b0, b1), positions p = h*W + w of its block, valid).
-    Programs are ordered (chunk, channel, block) with the block fastest."""
-    tiles = tl.cdiv(H * W, BLOCK)
-    pid = tl.program_id(0)
-    t = pid % tiles
-    c = (pid // tiles) % C
-    j = pid // (tiles * C)
-    p = t * BLOCK + tl.arange(0, BLOCK)
-    valid = p < H * W
-    h = p // W
-    w = p - h * W
-    b0 = ((B.to(tl.int64) * j) // chunks).to(tl.int32)
-    b1 = ((B.to(tl.int64) * (j + 1)) // chunks).to(tl.int32)
-    return c, j, b0, b1, p, h, w, valid
-
-
-@triton.jit
-def masked_perturb_forward_kernel(
-    x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
-    B, C, H, W, chunks,
-    sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
-    clamp_lo: tl.float64, clamp_hi: tl.float64,
-    RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
-    NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
-    ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
-    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """out[b, c, h, w] of the module formula for the positions and batch chunk of this program."""
-    ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
-    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
-    lo = tl.cast(clamp_lo, ACC)
-    hi = tl.cast(clamp_hi, ACC)
-    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
-    if not DELTA_PER_SAMPLE:  # shared by the batch: activated once per program
-        a = _activate(_delta_value(delta_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
-    if not MASK_PER_SAMPLE:
-        m = _mask_value(mask_ptr, b0, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
-    for b in range(b0, b1):
-        if DELTA_PER_SAMPLE:
-            a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC),
-                          ACTIVATION)
-        if MASK_PER_SAMPLE:
-            m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
-        x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
-        u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
-                                   ONE_COPY, X_FLAT, RESIZE, ACC)
-        u = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
-        v = _blend_clamp(u, a, m, lo, hi, REPLACE, HAS_CLAMP)
-        out = (v - after_mean) * after_inv
-        out_row = out_ptr + (tl.cast(b, tl.int64) * C + c) * (H * W)
-        tl.store(out_row + p, out.to(out_ptr.dtype.element_ty), mask=valid)
-
-
-@triton.jit
-def masked_perturb_backward_kernel(
-    grad_ptr, x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, grad_delta_ptr, grad_mask_ptr, grad_placed_ptr,
-    B, C, H, W, chunks,
-    sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
-    clamp_lo: tl.float64, clamp_hi: tl.float64,
-    RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
-    NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
-    ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
-    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
-):
-    """float32 canvas-resolution partials for the positions and batch chunk j of this program:
-    grad_delta[b or j] = act' * sum_b g_a, grad_mask[b or j] = sum_b g_m (per sample when delta / mask
-    is per sample, else summed in order b0..b1-1 into chunk row j), grad_placed[b] = g_u.
-    A gradient pointer passed as None is not computed."""
-    ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
-    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
-    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
-    lo = tl.cast(clamp_lo, ACC)
-    hi = tl.cast(clamp_hi, ACC)
-    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
-    if not DELTA_PER_SAMPLE:  # shared by the batch: activated once per program
-        a = _activate(_delta_value(delta_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
-    if not MASK_PER_SAMPLE:
-        m = _mask_value(mask_ptr, b0, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
-    sum_ga = tl.zeros(h.shape, ACC)
-    sum_gm = tl.zeros(h.shape, ACC)
-    plane = H * W
-    for b in range(b0, b1):
-        if DELTA_PER_SAMPLE:
-            a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC),
-                          ACTIVATION)
-        if MASK_PER_SAMPLE:
-            m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
-        row = (tl.cast(b, tl.int64) * C + c) * plane
-        g = tl.load(grad_ptr + row + p, mask=valid, other=0).to(ACC)
-        if NEED_U:
-            x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
-            u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh,
-                                       sxw, ONE_COPY, X_FLAT, RESIZE, ACC)
-        else:
-            u = tl.zeros(h.shape, ACC)
-            covered = h < 0
-        un = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
-        gv = g * after_inv
-        if HAS_CLAMP:
-            v = _blend_clamp(un, a, m, lo, hi, REPLACE, False)
-            gv = tl.where((v >= lo) & (v <= hi), gv, 0.0)
-        ga = gv * m
-        if REPLACE:
-            gm = gv * (a - un)
-            gun = gv * (1.0 - m)
-        else:
-            gm = gv * a
-            gun = gv
-        if grad_delta_ptr is not None:
-            if DELTA_PER_SAMPLE:
-                ga_out = ga * _activation_derivative(a, ACTIVATION)
-                tl.store(grad_delta_ptr + row + p, ga_out.to(tl.float32), mask=valid)
-            else:
-                sum_ga += ga
-        if grad_mask_ptr is not None:
-            if MASK_PER_SAMPLE:
-                tl.store(grad_mask_ptr + row + p, gm.to(tl.float32), mask=valid)
-            else:
-                sum_gm += gm
-        if grad_placed_ptr is not None:
-            gu = tl.where(covered, gun * before_inv, 0.0)
-            tl.store(grad_placed_ptr + row + p, gu.to(tl.float32), mask=valid)
-    chunk_row = (j.to(tl.int64) * C + c) * plane
-    if grad_delta_ptr is not None:
-        if not DELTA_PER_SAMPLE:
-            tl.store(grad_delta_ptr + chunk_row + p, (sum_ga * _activation_derivative(a, ACTIVATION)).to(tl.float32),
-                     mask=valid)
-    if grad_mask_ptr is not None:
-        if not MASK_PER_SAMPLE:
-            tl.store(grad_mask_ptr + chunk_row + p, sum_gm.to(tl.float32), mask=valid)
-
-
-# ----------------------------------------------------------------------------------------------
-# Host side: checks, launch parameters, the two ops
-# ----------------------------------------------------------------------------------------------
 def reduction_chunks(B: int, positions: int) -> int:
     """Batch chunks of the deterministic backward reduction: reduction_chunks() of masked_perturb_math.h
     (a function of the shape only, so every backend sums in the same order)."""
@@ -418,17 +55,22 @@ def reduction_chunks(B: int, positions: int) -> int:
     return max(1, min(B, -(-REDUCTION_TARGET_ITEMS // positions)))
 
 
+def _on_gpu(device: torch.device) -> bool:
+    """GPU launch configuration: CUDA tensors, and meta tensors (launches planned for the AOT checks)."""
+    return device.type != "cpu"
+
+
 def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> int:
     """Batch chunks of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS), each
     reusing its activated delta, mask and placement indices for as many samples as possible."""
-    target = FORWARD_TARGET_PROGRAMS if device.type == "cuda" else INTERPRETER_FORWARD_TARGET_PROGRAMS
+    target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
     return max(1, min(B, -(-target // max(programs_per_sample, 1))))
 
 
 def block_size(dtype: torch.dtype, device: torch.device) -> int:
     """Positions per program: on GPUs 16 bytes of delta/out per thread (one 128-bit access) with
     NUM_WARPS warps; INTERPRETER_BLOCK under the interpreter."""
-    if device.type != "cuda":
+    if not _on_gpu(device):
         return INTERPRETER_BLOCK
     return NUM_WARPS * 32 * (16 // dtype.itemsize)
 
@@ -452,10 +94,8 @@ def _max_plane_offset(t: torch.Tensor) -> int:
     return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
 
 
-def _launch_parameters(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                       normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale):
-    """Checks the canonical arguments (as make_masked_perturb_args does for the C++ ops) and returns
-    (B, C, H, W, offsets tensor or None, scalar kernel arguments after `chunks`, constexpr arguments)."""
+def _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, mask_scale):
+    """The checks make_masked_perturb_args does for the C++ ops; returns the canvas (B, C, H, W)."""
     _check(x.dim() == 4, f"x must be [B, Cx, H, W], got shape {tuple(x.shape)}")
     _check(delta.dim() == 4, f"delta must be [Bd, Cd, H, W], got shape {tuple(delta.shape)}")
     _check(delta.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
@@ -463,7 +103,7 @@ def _launch_parameters(x, delta, mask, offsets, norm, resized_size, resize_mode,
     _check(x.dtype in (delta.dtype, torch.uint8), f"x must have delta's dtype ({delta.dtype}) or uint8, got {x.dtype}",
            TypeError)
     _check(x.device == delta.device, f"x is on {x.device} but delta is on {delta.device}")
-    if delta.device.type != "cuda":
+    if delta.device.type not in ("cuda", "meta"):  # meta: launch planning for the AOT checks
         _check(os.environ.get("TRITON_INTERPRET") == "1",
                f"tensors on {delta.device} need TRITON_INTERPRET=1 (the Triton interpreter), or use CUDA tensors",
                RuntimeError)
@@ -498,7 +138,21 @@ def _launch_parameters(x, delta, mask, offsets, norm, resized_size, resize_mode,
     for name, t in (("x", x), ("delta", delta), ("mask", mask)):  # in-plane offsets are 32-bit in the kernels
         _check(t is None or _max_plane_offset(t) < 2**31, f"{name}'s spatial extent exceeds 2^31 elements")
     _check(H * W < 2**31, f"the canvas {H} x {W} exceeds 2^31 elements")
+    return B, C, H, W
 
+
+class Launch(NamedTuple):
+    """One kernel launch: number of programs and every kernel argument by name."""
+
+    programs: int
+    args: dict
+
+
+def _shared_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                      normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale) -> dict:
+    """The arguments both kernels take after their pointers and before `chunks` is known, by name."""
+    B, C, H, W = _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                                  mask_scale)
     num_copies = len(offsets) // 2
     if num_copies == 1:
         oy0, ox0, offsets_t = offsets[0], offsets[1], None
@@ -508,19 +162,71 @@ def _launch_parameters(x, delta, mask, offsets, norm, resized_size, resize_mode,
         oy0, ox0 = 0, 0
         offsets_t = torch.tensor(list(offsets), dtype=torch.int32, device=delta.device)
     one_copy = offsets_t is None
-    sx, sd = _broadcast_strides(x), _broadcast_strides(delta)
     sm = _broadcast_strides(mask) if mask is not None else [0, 0, 0, 0]
-    scalars = [*sx, *sd, *sm, Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale, float(clamp_lo), float(clamp_hi)]
-    meta = dict(
+    return dict(
+        x_ptr=x, delta_ptr=delta, mask_ptr=mask, norm_ptr=norm, offsets_ptr=offsets_t, B=B, C=C, H=H, W=W,
+        **dict(zip(("sxb", "sxc", "sxh", "sxw"), _broadcast_strides(x))),
+        **dict(zip(("sdb", "sdc", "sdh", "sdw"), _broadcast_strides(delta))),
+        **dict(zip(("smb", "smc", "smh", "smw"), sm)),
+        Hin=x.shape[2], Win=x.shape[3], Hr=resized_size[0], Wr=resized_size[1], oy0=oy0, ox0=ox0,
+        num_copies=num_copies, mask_scale=mask_scale, clamp_lo=float(clamp_lo), clamp_hi=float(clamp_hi),
         RESIZE=resize_mode, ACTIVATION=activation, REPLACE=blend == 1, NORM_BEFORE=bool(normalize_before),
         NORM_AFTER=bool(normalize_after), HAS_CLAMP=bool(has_clamp), ONE_COPY=one_copy,
         X_FLAT=one_copy and (oy0, ox0) == (0, 0) and resize_mode == 0 and _plane_is_flat(x, H, W),
         DELTA_FLAT=_plane_is_flat(delta, H, W),
         MASK_FLAT=mask is not None and mask_scale == 1 and _plane_is_flat(mask, H, W),
-        DELTA_PER_SAMPLE=Bd > 1, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
+        DELTA_PER_SAMPLE=delta.shape[0] > 1, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
         BLOCK=block_size(delta.dtype, delta.device),
     )
-    return B, C, H, W, offsets_t, scalars, meta
+
+
+def _programs_per_sample(args: dict) -> int:
+    return args["C"] * triton.cdiv(args["H"] * args["W"], args["BLOCK"])
+
+
+def plan_forward(x, delta, mask, offsets, norm, *options) -> tuple:
+    """(out, Launch of masked_perturb_forward_kernel or None when out is empty); options as in the schema."""
+    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+    out = torch.empty((args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
+    if out.numel() == 0:
+        return out, None
+    chunks = forward_chunks(args["B"], _programs_per_sample(args), delta.device)
+    args.update(out_ptr=out, chunks=chunks)
+    return out, Launch(_programs_per_sample(args) * chunks, args)
+
+
+def plan_backward(grad_out, x, delta, mask, offsets, norm, *options_and_needs) -> tuple:
+    """((grad_delta, grad_mask, grad_placed) buffers, Launch of masked_perturb_backward_kernel or None).
+    Buffers not needed are None; the delta / mask buffers hold one row per chunk when shared by the batch."""
+    *options, needs = options_and_needs
+    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+    B, C, H, W = args["B"], args["C"], args["H"], args["W"]
+    _check(tuple(grad_out.shape) == (B, C, H, W) and grad_out.dtype == delta.dtype,
+           f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
+           f"got {tuple(grad_out.shape)} {grad_out.dtype}")
+    _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
+    chunks = reduction_chunks(B, C * H * W)
+
+    if B == 0:  # zero gradients of delta's / mask's batch size
+        grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if needs[0] else None,
+                 mask.new_zeros((mask.shape[0], C, H, W), dtype=torch.float32) if needs[1] and mask is not None
+                 else None,
+                 delta.new_zeros((0, C, H, W), dtype=torch.float32) if needs[2] else None)
+        return grads, None
+
+    def buffer(need: bool, per_sample: bool):
+        return delta.new_empty((B if per_sample else chunks, C, H, W), dtype=torch.float32) if need else None
+
+    grads = (buffer(bool(needs[0]), args["DELTA_PER_SAMPLE"]),
+             buffer(bool(needs[1]) and mask is not None, args["MASK_PER_SAMPLE"]),
+             buffer(bool(needs[2]), True))
+    args.update(grad_ptr=grad_out.contiguous(), grad_delta_ptr=grads[0], grad_mask_ptr=grads[1],
+                grad_placed_ptr=grads[2], chunks=chunks)
+    return grads, Launch(_programs_per_sample(args) * chunks, args)
+
+
+def _run(kernel, launch: Launch) -> None:
+    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=NUM_WARPS)
 
 
 def masked_perturb_forward_triton(
@@ -528,17 +234,11 @@ def masked_perturb_forward_triton(
     resized_size: List[int], resize_mode: int, activation: int, blend: int, normalize_before: bool,
     normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float, mask_scale: int,
 ) -> torch.Tensor:
-    """The forward op: out [B, C, H, W] of delta's dtype (formula in the module docstring)."""
-    B, C, H, W, offsets_t, scalars, meta = _launch_parameters(
-        x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize_before,
-        normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale)
-    out = torch.empty((B, C, H, W), dtype=delta.dtype, device=delta.device)
-    if out.numel() == 0:
-        return out
-    programs_per_sample = C * triton.cdiv(H * W, meta["BLOCK"])
-    chunks = forward_chunks(B, programs_per_sample, delta.device)
-    torch.library.wrap_triton(masked_perturb_forward_kernel)[(programs_per_sample * chunks,)](
-        x, delta, mask, norm, offsets_t, out, B, C, H, W, chunks, *scalars, **meta, num_warps=NUM_WARPS)
+    """The forward op: out [B, C, H, W] of delta's dtype (formula in _masked_perturb_kernels.py)."""
+    out, launch = plan_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                               normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale)
+    if launch is not None:
+        _run(masked_perturb_forward_kernel, launch)
     return out
 
 
@@ -548,60 +248,52 @@ def masked_perturb_backward_triton(
     normalize_before: bool, normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float,
     mask_scale: int, needs: List[bool],
 ) -> tuple:
-    """The backward op: float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]),
-    batch sums over the chunks of reduction_chunks(); an output not asked for by needs is empty."""
-    B, C, H, W, offsets_t, scalars, meta = _launch_parameters(
-        x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize_before,
-        normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale)
-    _check(tuple(grad_out.shape) == (B, C, H, W) and grad_out.dtype == delta.dtype,
-           f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
-           f"got {tuple(grad_out.shape)} {grad_out.dtype}")
-    _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
-    grad_out = grad_out.contiguous()
-    chunks = reduction_chunks(B, C * H * W)
-    need_delta, need_mask, need_placed = bool(needs[0]), bool(needs[1]) and mask is not None, bool(needs[2])
-
-    def empty():
-        return delta.new_empty((0,), dtype=torch.float32)
-
-    if B == 0:
-        gd = delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if need_delta else empty()
-        gm = mask.new_zeros((mask.shape[0], C, H, W), dtype=torch.float32) if need_mask else empty()
-        return gd, gm, delta.new_empty((0, C, H, W), dtype=torch.float32) if need_placed else empty()
-
-    def partials(need: bool, per_sample: bool):
-        rows = B if per_sample else chunks
-        return delta.new_empty((rows, C, H, W), dtype=torch.float32) if need else None
-
-    gd = partials(need_delta, meta["DELTA_PER_SAMPLE"])
-    gm = partials(need_mask, meta["MASK_PER_SAMPLE"])
-    gp = partials(need_placed, True)
-    programs_per_sample = C * triton.cdiv(H * W, meta["BLOCK"])
-    torch.library.wrap_triton(masked_perturb_backward_kernel)[(programs_per_sample * chunks,)](
-        grad_out, x, delta, mask, norm, offsets_t, gd, gm, gp, B, C, H, W, chunks, *scalars, **meta,
-        num_warps=NUM_WARPS)
-    if gd is not None and not meta["DELTA_PER_SAMPLE"] and chunks > 1:
-        gd = gd.sum(0, keepdim=True)
-    if gm is not None and not meta["MASK_PER_SAMPLE"] and chunks > 1:
-        gm = gm.sum(0, keepdim=True)
-    return (empty() if gd is None else gd, empty() if gm is None else gm, empty() if gp is None else gp)
+    """The backward op: float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
+    an output not asked for by needs is an empty tensor."""
+    grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation,
+                                  blend, normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi,
+                                  mask_scale, needs)
+    if launch is not None:
+        _run(masked_perturb_backward_kernel, launch)
+    shared = (delta.shape[0] == 1, mask is None or mask.shape[0] == 1, False)
+    result = []
+    for g, is_shared in zip(grads, shared):
+        if g is None:
+            g = delta.new_empty((0,), dtype=torch.float32)
+        elif is_shared and g.shape[0] > 1:  # chunk rows -> the batch sum
+            g = g.sum(0, keepdim=True)
+        result.append(g)
+    return tuple(result)
 
 
-@functools.cache
-def _ops() -> tuple:
-    """Defines the two ops (torch.library.triton_op) and registers their fake kernels and autograd, once."""
-    torch.library.triton_op(FORWARD_NAME, mutates_args=(), schema=FORWARD_SCHEMA)(masked_perturb_forward_triton)
-    torch.library.triton_op(BACKWARD_NAME, mutates_args=(), schema=BACKWARD_SCHEMA)(masked_perturb_backward_triton)
+def _define_op(name: str, schema: str, fn) -> None:
+    """Defines op `name` running `fn`: a ``torch.library.triton_op`` (torch.compile sees the kernel launch
+    and may fuse around it). Under TRITON_INTERPRET=1 the kernels are interpreted functions that
+    ``wrap_triton`` cannot trace (tracing would run them on fake tensors), so the op is an opaque
+    ``torch.library.custom_op`` with the same schema and body instead."""
+    if isinstance(masked_perturb_forward_kernel, triton.runtime.JITFunction):
+        torch.library.triton_op(name, mutates_args=(), schema=schema)(fn)
+    else:
+        torch.library.custom_op(name, mutates_args=(), schema=schema)(fn)
+
+
+def _register_ops() -> None:
+    """Defines the two ops and registers their fake kernels and autograd (shared with the C++ ops)."""
+    _define_op(FORWARD_NAME, FORWARD_SCHEMA, masked_perturb_forward_triton)
+    _define_op(BACKWARD_NAME, BACKWARD_SCHEMA, masked_perturb_backward_triton)
     register(FORWARD_NAME, BACKWARD_NAME)
-    return (torch.ops.reprogram_ext.masked_perturb_forward_triton.default,
-            torch.ops.reprogram_ext.masked_perturb_backward_triton.default)
+
+
+# Registered when this module is first imported, i.e. on the first backend="triton" call (the
+# package never imports it eagerly). Not inside forward_op(): torch.compile traces that function.
+_register_ops()
 
 
 def forward_op():
-    """``torch.ops.reprogram_ext.masked_perturb_forward_triton`` (registered on first use)."""
-    return _ops()[0]
+    """``torch.ops.reprogram_ext.masked_perturb_forward_triton`` (defined when this module is imported)."""
+    return torch.ops.reprogram_ext.masked_perturb_forward_triton.default
 
 
 def backward_op():
-    """``torch.ops.reprogram_ext.masked_perturb_backward_triton`` (registered on first use)."""
-    return _ops()[1]
+    """``torch.ops.reprogram_ext.masked_perturb_backward_triton`` (defined when this module is imported)."""
+    return torch.ops.reprogram_ext.masked_perturb_backward_triton.default
