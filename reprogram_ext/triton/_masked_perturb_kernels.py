@@ -197,6 +197,19 @@ def _delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT
 
 
 @triton.jit
+def _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+                      mask_scale, LOAD_DELTA: tl.constexpr, LOAD_MASK: tl.constexpr, ACTIVATION: tl.constexpr,
+                      DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, ACC: tl.constexpr):
+    """(a, m) of sample b: a = act(delta[b?, c?, h, w]) when LOAD_DELTA, m = mask value when LOAD_MASK;
+    the values passed in otherwise (a shared delta / mask is loaded once per program, before the batch loop)."""
+    if LOAD_DELTA:
+        a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
+    if LOAD_MASK:
+        m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
+    return a, m
+
+
+@triton.jit
 def _channel_constants(norm_ptr, C, c, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, ACC: tl.constexpr):
     """(mean_c, inv_std_c) for normalize_before, then for normalize_after; (0, 1) when off."""
     mean = tl.load(norm_ptr + c).to(ACC)
@@ -258,6 +271,26 @@ def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+                   Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE: tl.constexpr,
+                   ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr,
+                   DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, DELTA_PER_SAMPLE: tl.constexpr,
+                   MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid),
+    its constants (mean/inv_std before, mean/inv_std after, clamp lo, hi), the taps of copy 0, and
+    (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample)."""
+    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
+    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
+    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
+    zero = tl.zeros(h.shape, ACC)
+    a, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                             smw, mask_scale, not DELTA_PER_SAMPLE, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                             MASK_FLAT, ACC)
+    consts = (before_mean, before_inv, after_mean, after_inv, _as_acc(clamp_lo, ACC), _as_acc(clamp_hi, ACC))
+    return (c, j, b0, b1, p, h, w, valid), consts, taps, a, m
+
+
+@triton.jit
 def masked_perturb_forward_kernel(
     x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
     B, C, H, W, chunks,
@@ -271,21 +304,16 @@ def masked_perturb_forward_kernel(
 ):
     """out[b, c, h, w] of the module formula for the positions and batch chunk of this program."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
-    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
-    lo = _as_acc(clamp_lo, ACC)
-    hi = _as_acc(clamp_hi, ACC)
-    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
-    if not DELTA_PER_SAMPLE:  # shared by the batch: activated once per program
-        a = _activate(_delta_value(delta_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
-    if not MASK_PER_SAMPLE:
-        m = _mask_value(mask_ptr, b0, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
+    coords, consts, taps, a, m = _program_setup(
+        delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
+    c, j, b0, b1, p, h, w, valid = coords
+    before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
-        if DELTA_PER_SAMPLE:
-            a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC),
-                          ACTIVATION)
-        if MASK_PER_SAMPLE:
-            m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
+        a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                                 MASK_FLAT, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)
@@ -314,24 +342,20 @@ def masked_perturb_backward_kernel(
     A gradient pointer passed as None is not computed."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
     NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
-    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
-    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
-    lo = _as_acc(clamp_lo, ACC)
-    hi = _as_acc(clamp_hi, ACC)
-    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
-    if not DELTA_PER_SAMPLE:  # shared by the batch: activated once per program
-        a = _activate(_delta_value(delta_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
-    if not MASK_PER_SAMPLE:
-        m = _mask_value(mask_ptr, b0, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
-    sum_ga = tl.zeros(h.shape, ACC)
-    sum_gm = tl.zeros(h.shape, ACC)
+    coords, consts, taps, a, m = _program_setup(
+        delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
+    c, j, b0, b1, p, h, w, valid = coords
+    before_mean, before_inv, after_mean, after_inv, lo, hi = consts
+    zero = tl.zeros(h.shape, ACC)
+    sum_ga = zero
+    sum_gm = zero
     plane = H * W
     for b in range(b0, b1):
-        if DELTA_PER_SAMPLE:
-            a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC),
-                          ACTIVATION)
-        if MASK_PER_SAMPLE:
-            m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
+        a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                                 MASK_FLAT, ACC)
         row = (tl.cast(b, tl.int64) * C + c) * plane
         g = tl.load(grad_ptr + row + p, mask=valid, other=0).to(ACC)
         if NEED_U:
@@ -339,7 +363,7 @@ def masked_perturb_backward_kernel(
             u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh,
                                        sxw, ONE_COPY, X_FLAT, RESIZE, ACC)
         else:
-            u = tl.zeros(h.shape, ACC)
+            u = zero
             covered = h < 0
         un = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
         gv = g * after_inv
