@@ -61,7 +61,7 @@ def extension():
     with_cuda = _want_cuda()
     _write_build_config(with_cuda)
     sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-DREPROGRAM_EXT_WITH_OPENMP"]
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-DREPROGRAM_EXT_WITH_OPENMP"]
     kwargs = dict(
         name="reprogram_ext._C",
         include_dirs=[os.path.join(HERE, "csrc")],

@@ -13,15 +13,29 @@ except ImportError as exc:  # not built: only the reference (and Triton) backend
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
 
 
+def _compiled_kernels() -> frozenset:
+    """{(op, dispatch_key)} of the compiled library, read once at import (a constant for torch.compile)."""
+    if LOAD_ERROR is not None:
+        return frozenset()
+    ops = [name for name in torch._C._dispatch_get_all_op_names() if name.startswith("reprogram_ext::")]
+    return frozenset((name.split("::")[1], key) for name in ops for key in ("CPU", "CUDA")
+                     if torch._C._dispatch_has_kernel_for_dispatch_key(name, key))
+
+
+COMPILED_KERNELS = _compiled_kernels()
+
+
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """Whether ``reprogram_ext::<op>`` has a compiled kernel for ``dispatch_key`` ("CPU"/"CUDA")."""
-    if LOAD_ERROR is not None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"reprogram_ext::{op}", dispatch_key)
+    return (op, dispatch_key) in COMPILED_KERNELS
+
+
+TRITON_FOUND = importlib.util.find_spec("triton") is not None
 
 
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether the triton package is installed (read once at import; triton itself is not imported)."""
+    return TRITON_FOUND
 
 
 def build_config() -> tuple[bool, str]:

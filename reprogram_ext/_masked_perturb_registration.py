@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .reference.masked_perturb import copy_visible
+
 _OPTION_NAMES = ("resized_size", "resize_mode", "activation", "blend", "normalize_before", "normalize_after",
                  "has_clamp", "clamp_lo", "clamp_hi", "mask_scale")
 
@@ -58,10 +60,12 @@ def reduce_input_grad(gp: torch.Tensor, x: torch.Tensor, offsets: list, resized_
     """Placed-input gradient [B, C, H, W] -> gradient of x [B, Cx, Hin, Win] (offsets flattened pairs)."""
     hr, wr = resized_size
     H, W = gp.shape[-2:]
-    g = None
-    for oy, ox in zip(offsets[0::2], offsets[1::2]):  # adjoint of F.pad(X, (ox, W-ox-wr, oy, H-oy-hr)) is the opposite pad
+    g = gp.new_zeros((gp.shape[0], gp.shape[1], hr, wr))
+    for oy, ox in zip(offsets[0::2], offsets[1::2]):
+        if not copy_visible((oy, ox), (hr, wr), (H, W)):
+            continue  # adjoint of F.pad(X, (ox, W-ox-wr, oy, H-oy-hr)) is the opposite pad
         part = F.pad(gp, [-ox, -(W - ox - wr), -oy, -(H - oy - hr)])
-        g = part if g is None else g + part
+        g = g + part
     if x.shape[1] == 1 and g.shape[1] != 1:
         g = g.sum(1, keepdim=True)
     if resize_mode == 1:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/masked_perturb_args.h"
+#include "cpu/large_output.h"
 
 namespace reprogram_ext {
 namespace {
@@ -32,7 +33,11 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
     const int64_t ox = pl.offsets[2 * k + 1];
     if (y < 0 || y >= pl.Hr) continue;
     const int64_t w_lo = std::max<int64_t>(0, ox), w_hi = std::min<int64_t>(A.W, ox + pl.Wr);
-    if (pl.resize_mode == kResizeNone) {
+    if (pl.resize_mode == kResizeNone && A.sx.w == 1) {
+      const x_t* src = x_bc + y * A.sx.h - ox;
+#pragma omp simd
+      for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, w);
+    } else if (pl.resize_mode == kResizeNone) {
       const x_t* src = x_bc + y * A.sx.h;
       for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, (w - ox) * A.sx.w);
     } else {
@@ -42,12 +47,28 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
   }
 }
 
-// a_row[w] = act(delta[b?, c?, h, w]); with derivative when dact_row is given.
+// act(delta[0]) as a contiguous [Cd, H, W] accumulation-type tensor, computed once by ATen's
+// vectorised sigmoid / tanh, when delta is shared by the batch and an activation is set;
+// an undefined tensor otherwise (rows then apply `activate` themselves).
+at::Tensor shared_activation(const MaskedPerturbArgs& A, const at::Tensor& delta) {
+  if (A.Bd != 1 || A.pw.activation == kActNone) return at::Tensor();
+  const auto acc = delta.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor d = delta.select(0, 0).to(acc);
+  return (A.pw.activation == kActSigmoid ? at::sigmoid(d) : at::tanh(d)).contiguous();
+}
+
+// a_row[w] = act(delta[b?, c?, h, w]), read from the shared activation when given; with the
+// derivative when dact_row is given.
 template <typename acc_t, typename scalar_t>
-void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
-                         acc_t* a_row, acc_t* dact_row) {
-  const scalar_t* d = delta + A.sd.at(b, c, h, 0);
-  for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, const acc_t* shared_act, int64_t b,
+                         int64_t c, int64_t h, acc_t* a_row, acc_t* dact_row) {
+  if (shared_act) {
+    const acc_t* src = shared_act + ((A.sd.c ? c : 0) * A.H + h) * A.W;
+    std::copy(src, src + A.W, a_row);
+  } else {
+    const scalar_t* d = delta + A.sd.at(b, c, h, 0);
+    for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+  }
   if (dact_row) {
     for (int64_t w = 0; w < A.W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
   }
@@ -69,6 +90,55 @@ void fill_mask_row(const MaskedPerturbArgs& A, const scalar_t* mask, int64_t b, 
   }
 }
 
+// o[w] = the output of one row (perturb_element over row buffers; vectorised).
+template <typename acc_t, typename scalar_t>
+void perturb_row(int64_t W, const acc_t* __restrict u, const uint8_t* __restrict cov, const acc_t* __restrict a,
+                 const acc_t* __restrict m, const ChannelConstants<acc_t> k, scalar_t* __restrict o) {
+#pragma omp simd
+  for (int64_t w = 0; w < W; ++w) o[w] = static_cast<scalar_t>(perturb_element<acc_t>(u[w], cov[w] != 0, a[w], m[w], k));
+}
+
+// Element gradients of one row into row buffers ga, gm, gu (vectorised).
+template <typename acc_t, typename scalar_t>
+void perturb_row_backward(int64_t W, const scalar_t* __restrict g, const acc_t* __restrict u,
+                          const uint8_t* __restrict cov, const acc_t* __restrict a, const acc_t* __restrict m,
+                          const ChannelConstants<acc_t> k, acc_t* __restrict ga, acc_t* __restrict gm,
+                          acc_t* __restrict gu) {
+#pragma omp simd
+  for (int64_t w = 0; w < W; ++w) {
+    const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(g[w]), u[w], cov[w] != 0, a[w], m[w], k);
+    ga[w] = e.ga;
+    gm[w] = e.gm;
+    gu[w] = e.gu;
+  }
+}
+
+// out[w] = (float) (x[w] * scale[w]), or x[w] when scale is null.
+template <typename acc_t>
+void store_row(int64_t W, const acc_t* __restrict x, const acc_t* __restrict scale, float* __restrict out) {
+  if (scale) {
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(x[w] * scale[w]);
+  } else {
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(x[w]);
+  }
+}
+
+template <typename acc_t, typename T>
+void accumulate_row(int64_t W, const T* __restrict x, acc_t* __restrict acc) {
+#pragma omp simd
+  for (int64_t w = 0; w < W; ++w) acc[w] += static_cast<acc_t>(x[w]);
+}
+
+// out[w] = (float) (s * x[w] * y[w] * z[w]) (z may be null).
+template <typename acc_t>
+void store_scaled_product(int64_t W, acc_t s, const acc_t* __restrict x, const acc_t* __restrict y,
+                          const acc_t* __restrict z, float* __restrict out) {
+#pragma omp simd
+  for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(s * x[w] * y[w] * (z ? z[w] : acc_t(1)));
+}
+
 // Batch chunks for the forward pass: enough (chunk, row) tasks to keep every thread busy.
 int64_t forward_chunks(int64_t B, int64_t rows) {
   const int64_t want = 4 * at::get_num_threads();
@@ -76,8 +146,8 @@ int64_t forward_chunks(int64_t B, int64_t rows) {
 }
 
 template <typename scalar_t, typename x_t>
-void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const scalar_t* mask,
-                 const float* norm, scalar_t* out) {
+void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const acc_type_t<scalar_t>* shared_act,
+                 const scalar_t* mask, const float* norm, scalar_t* out) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H;
   const int64_t chunks = forward_chunks(A.B, rows);
@@ -89,13 +159,11 @@ void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta
       const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
       const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
       for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), nullptr);
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), nullptr);
         if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
         fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-        scalar_t* o = out + ((b * A.C + c) * A.H + h) * A.W;
-        for (int64_t w = 0; w < A.W; ++w) {
-          o[w] = static_cast<scalar_t>(perturb_element<acc_t>(u_row[w], cov[w], a_row[w], m_row[w], k));
-        }
+        perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
+                           out + ((b * A.C + c) * A.H + h) * A.W);
       }
     }
   });
@@ -103,14 +171,19 @@ void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta
 
 template <typename scalar_t, typename x_t>
 void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_t* x, const scalar_t* delta,
-                  const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
+                  const acc_type_t<scalar_t>* shared_act, const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
                   int64_t chunks) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H, W = A.W;
   const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
+  // Linear case (blend add, no clamp, delta and mask shared, no input gradient): with
+  // G = sum_b grad_out[b], grad_delta = inv_std * m * act'(delta) * G and grad_mask = inv_std * a * G,
+  // so the batch loop is a plain row sum.
+  const bool linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grad_placed;
   const int64_t plane = A.C * A.H * A.W;
   at::parallel_for(0, chunks * rows, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
+    std::vector<acc_t> ga(W), gm(W), gu(W);
     std::vector<uint8_t> cov(W, 0);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
@@ -119,36 +192,32 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
       const int64_t row = (c * A.H + h) * W;
       std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
       std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
+      if (linear_shared) {
+        fill_activation_row<acc_t>(A, delta, shared_act, 0, c, h, a_row.data(), dact_row.data());
+        fill_mask_row<acc_t>(A, mask, 0, c, h, m_row.data());
+        for (int64_t b = b0; b < b1; ++b) accumulate_row<acc_t>(W, grad_out + b * plane + row, acc_d.data());
+        if (grad_delta)
+          store_scaled_product<acc_t>(W, k.after_inv_std, acc_d.data(), m_row.data(), dact_row.data(),
+                                      grad_delta + j * plane + row);
+        if (grad_mask)
+          store_scaled_product<acc_t>(W, k.after_inv_std, acc_d.data(), a_row.data(), nullptr,
+                                      grad_mask + j * plane + row);
+        continue;
+      }
       for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, b, c, h, a_row.data(), dact_row.data());
+        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), dact_row.data());
         if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
         if (need_u) fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-        const scalar_t* g = grad_out + b * plane + row;
-        float* gd = grad_delta ? grad_delta + (A.Bd > 1 ? b : j) * plane + row : nullptr;
-        float* gm = grad_mask ? grad_mask + (A.Bm > 1 ? b : j) * plane + row : nullptr;
-        float* gp = grad_placed ? grad_placed + b * plane + row : nullptr;
-        for (int64_t w = 0; w < W; ++w) {
-          const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(g[w]), u_row[w], cov[w], a_row[w],
-                                                         m_row[w], k);
-          if (gd) {
-            if (A.Bd > 1) gd[w] = static_cast<float>(e.ga * dact_row[w]);
-            else acc_d[w] += e.ga;
-          }
-          if (gm) {
-            if (A.Bm > 1) gm[w] = static_cast<float>(e.gm);
-            else acc_m[w] += e.gm;
-          }
-          if (gp) gp[w] = static_cast<float>(e.gu);
-        }
+        perturb_row_backward<acc_t>(W, grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
+                                    m_row.data(), k, ga.data(), gm.data(), gu.data());
+        if (grad_delta && A.Bd > 1) store_row<acc_t>(W, ga.data(), dact_row.data(), grad_delta + b * plane + row);
+        if (grad_delta && A.Bd == 1) accumulate_row<acc_t>(W, ga.data(), acc_d.data());
+        if (grad_mask && A.Bm > 1) store_row<acc_t>(W, gm.data(), nullptr, grad_mask + b * plane + row);
+        if (grad_mask && A.Bm == 1) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
+        if (grad_placed) store_row<acc_t>(W, gu.data(), nullptr, grad_placed + b * plane + row);
       }
-      float* gd = grad_delta ? grad_delta + j * plane + row : nullptr;
-      float* gm = grad_mask ? grad_mask + j * plane + row : nullptr;
-      if (gd && A.Bd == 1) {
-        for (int64_t w = 0; w < W; ++w) gd[w] = static_cast<float>(acc_d[w] * dact_row[w]);
-      }
-      if (gm && A.Bm == 1) {
-        for (int64_t w = 0; w < W; ++w) gm[w] = static_cast<float>(acc_m[w]);
-      }
+      if (grad_delta && A.Bd == 1) store_row<acc_t>(W, acc_d.data(), dact_row.data(), grad_delta + j * plane + row);
+      if (grad_mask && A.Bm == 1) store_row<acc_t>(W, acc_m.data(), nullptr, grad_mask + j * plane + row);
     }
   });
 }
@@ -172,12 +241,14 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
                                   int64_t mask_scale) {
   const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
                                           normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
-  Tensor out = at::empty({A.B, A.C, A.H, A.W}, delta.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor out = empty_large_cpu({A.B, A.C, A.H, A.W}, delta.options());
   if (out.numel() == 0) return out;
   dispatch_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    const at::Tensor act = shared_activation(A, delta);
     forward_cpu<scalar_t, x_t>(A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
+                               act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
                                A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
                                out.mutable_data_ptr<scalar_t>());
   });
@@ -200,7 +271,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
   const bool need_mask = needs[1] && A.has_mask;
   Tensor gd = needs[0] ? at::empty({A.Bd > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
   Tensor gm = need_mask ? at::empty({A.Bm > 1 ? A.B : chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
-  Tensor gp = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  Tensor gp = needs[2] ? empty_large_cpu({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
   if (A.B == 0) {
     if (needs[0]) gd = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
     if (need_mask) gm = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
@@ -209,8 +280,10 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
   dispatch_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    const at::Tensor act = shared_activation(A, delta);
     backward_cpu<scalar_t, x_t>(A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
-                                delta.const_data_ptr<scalar_t>(), A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+                                delta.const_data_ptr<scalar_t>(),
+                                act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr, A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
                                 norm.const_data_ptr<float>(), needs[0] ? gd.mutable_data_ptr<float>() : nullptr,
                                 need_mask ? gm.mutable_data_ptr<float>() : nullptr,
                                 needs[2] ? gp.mutable_data_ptr<float>() : nullptr, chunks);

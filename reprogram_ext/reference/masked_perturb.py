@@ -17,6 +17,11 @@ from .._masked_perturb_args import CanonicalPerturb
 _ACT = {0: lambda d: d, 1: torch.tanh, 2: torch.sigmoid}
 
 
+def copy_visible(offset, resized, canvas) -> bool:
+    """Whether a copy of size `resized` placed at `offset` overlaps the canvas at all."""
+    return all(o < c and o + r > 0 for o, r, c in zip(offset, resized, canvas))
+
+
 def _pads(offset, resized, canvas):
     """F.pad amounts (left, right, top, bottom) placing a resized input at `offset` (negative = crop)."""
     (oy, ox), (hr, wr), (h, w) = offset, resized, canvas
@@ -36,14 +41,18 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
         x = F.interpolate(x, size=tuple(cfg.resized_size), mode=mode,
                           align_corners=False if mode == "bilinear" else None)
     resized = tuple(x.shape[2:])
-    u = None
-    covered = None
+    u, covered = None, None
     for off in cfg.offsets:
+        if not copy_visible(off, resized, (H, W)):
+            continue
         p = _pads(off, resized, (H, W))
         placed = F.pad(x, p)
         cov = F.pad(torch.ones(resized, dtype=torch.bool, device=x.device), p)
         u = placed if u is None else u + placed
         covered = cov if covered is None else covered | cov
+    if u is None:  # no copy reaches the canvas
+        u = torch.zeros((B, C, H, W), dtype=compute, device=x.device)
+        covered = torch.zeros((H, W), dtype=torch.bool, device=x.device)
     mean = cp.norm[0].to(compute).view(1, C, 1, 1)
     std = (1 / cp.norm[1]).to(compute).view(1, C, 1, 1)
     if cfg.normalize_before:
@@ -57,7 +66,7 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
                 m = m.repeat_interleave(s, dim=dim).narrow(dim, 0, size)
         v = u + m * a if cfg.blend == 0 else (1 - m) * u + m * a
     else:
-        v = u + a if cfg.blend == 0 else a.expand_as(u)
+        v = u + a if cfg.blend == 0 else 0 * u + a  # replace with m = 1: x still gets its (zero) gradient
     if cfg.has_clamp:
         v = torch.clamp(v, cfg.clamp_lo, cfg.clamp_hi)
     if cfg.normalize_after:

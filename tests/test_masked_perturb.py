@@ -1,0 +1,421 @@
+"""masked_perturb (SPEC §1) on every backend: the paper special cases against their formulas written
+out in plain torch, gradients, options, dtypes, layouts, properties and errors.
+
+The same test bodies run on each (backend, device) from tests/backend_params.py."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reprogram_ext import masked_perturb
+from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
+
+IN_MEAN = (0.485, 0.456, 0.406)
+IN_STD = (0.229, 0.224, 0.225)
+BACKENDS = backend_device_params()
+FUSED = backend_device_params(include_reference=False)
+# float64 gradcheck and torch.compile run on the compiled and reference backends (Triton: AOT test).
+NON_TRITON = [p for p in BACKENDS if p.values[0][0] != "triton"]
+
+
+def _n(z, mean=IN_MEAN, std=IN_STD):
+    """N_{mu,sigma}(z) = (z - mu_c) / sigma_c over the channel dim (dim 1)."""
+    c = z.shape[1]
+    shape = (1, c) + (1,) * (z.dim() - 2)
+    return (z - torch.tensor(mean, dtype=z.dtype).view(shape)) / torch.tensor(std, dtype=z.dtype).view(shape)
+
+
+def _leaf(t, device, grad=True):
+    t = t.detach().clone().to(device)
+    return t.requires_grad_(grad and t.is_floating_point())
+
+
+def _check_case(bd, inputs: dict, kwargs: dict, formula, rtol=1e-5, atol=1e-5, frozen=()):
+    """masked_perturb(**inputs, **kwargs) on backend bd equals `formula(**inputs)` (plain torch),
+    forward and the gradient of every floating input not named in `frozen`."""
+    backend, device = bd
+    ours = {k: _leaf(v, device, grad=k not in frozen) if v is not None else None for k, v in inputs.items()}
+    theirs = {k: _leaf(v, "cpu", grad=k not in frozen) if v is not None else None for k, v in inputs.items()}
+    out = masked_perturb(ours["x"], ours["delta"], ours.get("mask"), backend=backend, **kwargs)
+    expected = formula(**theirs)
+    torch.testing.assert_close(out.cpu(), expected.detach(), rtol=rtol, atol=atol)
+    g = torch.randn_like(expected)
+    out.backward(g.to(device))
+    expected.backward(g)
+    for name, t in ours.items():
+        if t is not None and t.requires_grad:
+            want = theirs[name].grad  # None when the output does not depend on the input at all
+            want = torch.zeros_like(theirs[name]) if want is None else want
+            torch.testing.assert_close(t.grad.cpu(), want, rtol=rtol, atol=atol,
+                                       msg=lambda m: f"grad of {name}: {m}")
+
+
+def _pad_to(x, out, offset=None):
+    h, w = x.shape[-2:]
+    oy, ox = offset if offset is not None else ((out - h + 1) // 2, (out - w + 1) // 2)
+    return F.pad(x, (ox, out - ox - w, oy, out - oy - h))
+
+
+def _frame_mask(out, inner, dtype=torch.float32):
+    """ILM-VP's binary mask: 1 outside the centred inner x inner region, 0 inside it."""
+    m = torch.ones(out, out, dtype=dtype)
+    o = (out - inner + 1) // 2
+    m[o:o + inner, o:o + inner] = 0
+    return m
+
+
+# ---------------------------------------------------------------- SPEC special cases
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_ilm_vp(bd):
+    """ILM-VP: N_IN(pad(x) + sigmoid(theta) * M)."""
+    x, theta, mask = torch.rand(3, 3, 32, 32), torch.randn(3, 48, 48), _frame_mask(48, 32)
+    _check_case(bd, dict(x=x, delta=theta, mask=mask), dict(activation="sigmoid", mean=IN_MEAN, std=IN_STD),
+                lambda x, delta, mask: _n(_pad_to(x, 48) + torch.sigmoid(delta) * mask))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_elsayed(bd):
+    """Elsayed et al.: N_IN(pad(x) + tanh(W * M)); with binary M, tanh(W * M) = M * tanh(W)."""
+    x, w, mask = torch.rand(2, 3, 20, 20), torch.randn(3, 40, 40), _frame_mask(40, 20)
+    _check_case(bd, dict(x=x, delta=w, mask=mask), dict(activation="tanh", mean=IN_MEAN, std=IN_STD),
+                lambda x, delta, mask: _n(_pad_to(x, 40) + torch.tanh(delta * mask)), frozen=("mask",))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_bar(bd):
+    """BAR: N(pad(x) + sigmoid(W) * M) with its own normalisation, off-centre placement."""
+    mean, std = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
+    x, w, mask = torch.rand(2, 3, 16, 16), torch.randn(3, 36, 36), torch.rand(36, 36)
+    _check_case(bd, dict(x=x, delta=w, mask=mask), dict(activation="sigmoid", mean=mean, std=std, offset=(3, 11)),
+                lambda x, delta, mask: _n(_pad_to(x, 36, (3, 11)) + torch.sigmoid(delta) * mask, mean, std))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("kind", ["pad", "fixed_patch"])
+def test_bahng(bd, kind):
+    """Bahng et al. prompters: x + prompt on an already normalised image (pad border / fixed patch)."""
+    size = 32
+    x, prompt = torch.randn(3, 3, size, size), torch.randn(3, size, size)
+    mask = torch.zeros(size, size)
+    if kind == "pad":
+        mask[:], mask[4:-4, 4:-4] = 1, 0
+    else:
+        mask[:6, :6] = 1
+    _check_case(bd, dict(x=x, delta=prompt, mask=mask), dict(normalize="none"),
+                lambda x, delta, mask: x + delta * mask)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_autovp(bd):
+    """AutoVP: N_IN(pad(resize(x, s*h)) + sigmoid(delta) * M), bilinear resize 20 -> 30, canvas 48."""
+    x, d, mask = torch.rand(2, 3, 20, 20), torch.randn(3, 48, 48), _frame_mask(48, 30)
+    _check_case(bd, dict(x=x, delta=d, mask=mask),
+                dict(resize=30, activation="sigmoid", mean=IN_MEAN, std=IN_STD),
+                lambda x, delta, mask: _n(_pad_to(F.interpolate(x, size=(30, 30), mode="bilinear",
+                                                                align_corners=False), 48)
+                                          + torch.sigmoid(delta) * mask))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_smm(bd):
+    """SMM: N_IN(resize(x)) + delta * up_f(mask(x)), per-sample mask at 1/f resolution, f = 8."""
+    B, f = 3, 8
+    x, d = torch.rand(B, 3, 16, 16), torch.randn(3, 44, 44)
+    mask = torch.rand(B, 1, math.ceil(44 / f), math.ceil(44 / f))
+
+    def formula(x, delta, mask):
+        up = mask.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :44, :44]
+        return _n(F.interpolate(x, size=(44, 44), mode="bilinear", align_corners=False)) + delta * up
+
+    _check_case(bd, dict(x=x, delta=d, mask=mask),
+                dict(resize=44, offset=(0, 0), normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=f), formula)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_voice2series(bd):
+    """Voice2Series: tile(x) + M * theta on a 16000-sample 1-D canvas (last copy cropped)."""
+    L, canvas = 3000, 16000
+    x, theta, mask = torch.randn(2, 1, L), torch.randn(1, canvas), (torch.rand(canvas) > 0.3).float()
+    offsets = [(k * L,) for k in range(math.ceil(canvas / L))]
+
+    def formula(x, delta, mask):
+        tiled = torch.cat([x] * len(offsets), dim=-1)[..., :canvas]
+        return tiled + mask * delta
+
+    _check_case(bd, dict(x=x, delta=theta, mask=mask), dict(offset=offsets, normalize="none"), formula)
+
+
+# ---------------------------------------------------------------- options against the reference
+
+def _against_reference(bd, inputs: dict, kwargs: dict, rtol=1e-5, atol=1e-5):
+    _check_case(bd, inputs, kwargs,
+                lambda **t: masked_perturb(t["x"], t["delta"], t.get("mask"), backend="reference", **kwargs),
+                rtol=rtol, atol=atol)
+
+
+OPTION_CASES = {
+    "nearest_resize": (dict(x=(2, 3, 7, 9), delta=(3, 20, 21), mask=(20, 21)), dict(resize=(13, 17), resize_mode="nearest")),
+    "bilinear_down": (dict(x=(2, 3, 19, 17), delta=(3, 16, 16), mask=None), dict(resize=(11, 7))),
+    "grey_input": (dict(x=(2, 1, 8, 8), delta=(3, 12, 12), mask=(1, 12, 12)), dict(activation="tanh")),
+    "grey_delta": (dict(x=(2, 3, 8, 8), delta=(1, 12, 12), mask=(3, 12, 12)), dict()),
+    "per_sample_delta_mask": (dict(x=(3, 3, 6, 6), delta=(3, 3, 10, 10), mask=(3, 3, 10, 10)), dict(activation="sigmoid")),
+    "replace_clamp": (dict(x=(2, 3, 8, 8), delta=(3, 12, 12), mask=(12, 12)), dict(blend="replace", clamp=(0.2, 0.7))),
+    "normalize_before": (dict(x=(2, 3, 8, 8), delta=(3, 12, 12), mask=(3, 12, 12)),
+                         dict(normalize="before", mean=IN_MEAN, std=IN_STD, offset=(1, 2))),
+    "overlapping_copies": (dict(x=(2, 3, 6, 7), delta=(3, 11, 13), mask=(11, 13)),
+                           dict(offset=[(0, 0), (3, 4), (8, 10), (-2, -3)])),
+    "crop_negative_offset": (dict(x=(2, 3, 9, 9), delta=(3, 8, 8), mask=None), dict(offset=(-3, 2))),
+    "mask_scale_ragged": (dict(x=(2, 3, 6, 6), delta=(3, 13, 11), mask=(2, 1, 4, 3)), dict(mask_scale=4)),
+    "mask_spatial_broadcast": (dict(x=(2, 3, 6, 6), delta=(3, 9, 9), mask=(3, 1, 1)), dict()),
+    "one_d_resize_copies": (dict(x=(2, 2, 9), delta=(2, 40), mask=(2, 40)),
+                            dict(resize=13, offset=[(0,), (13,), (26,), (39,)], activation="sigmoid")),
+    "batch_one": (dict(x=(1, 3, 5, 5), delta=(3, 9, 9), mask=(9, 9)), dict(clamp=(-1.0, 1.0), mean=IN_MEAN, std=IN_STD)),
+}
+
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_options_match_reference(bd, case):
+    shapes, kwargs = OPTION_CASES[case]
+    inputs = {k: (torch.randn(s) if k != "mask" else torch.rand(s)) if s is not None else None
+              for k, s in shapes.items()}
+    _against_reference(bd, inputs, kwargs)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_uint8_input(bd):
+    backend, device = bd
+    x = torch.randint(0, 256, (2, 3, 10, 10), dtype=torch.uint8)
+    d, m = torch.randn(3, 16, 16), torch.rand(16, 16)
+    out = masked_perturb(x.to(device), d.to(device), m.to(device), activation="sigmoid", mean=IN_MEAN, std=IN_STD,
+                         backend=backend)
+    expected = _pad_to(x.float() / 255, 16) + torch.sigmoid(d) * m
+    torch.testing.assert_close(out.cpu(), _n(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_channels_last_and_strided_inputs(bd):
+    backend, device = bd
+    x = torch.rand(2, 3, 12, 12).to(memory_format=torch.channels_last)
+    d = torch.randn(3, 24, 20).transpose(1, 2)  # non-contiguous [3, 20, 24]
+    m = torch.rand(20, 48)[:, ::2]  # strided [20, 24]
+    out = masked_perturb(x.to(device), d.to(device), m.to(device), activation="tanh", backend=backend)
+    ref = masked_perturb(x.contiguous(), d.contiguous(), m.contiguous(), activation="tanh", backend="reference")
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_empty_batch(bd):
+    backend, device = bd
+    d = torch.randn(3, 8, 8, device=device, requires_grad=True)
+    out = masked_perturb(torch.rand(0, 3, 4, 4, device=device), d, backend=backend)
+    assert out.shape == (0, 3, 8, 8)
+    out.sum().backward()
+    assert torch.equal(d.grad.cpu(), torch.zeros(3, 8, 8))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_inputs_not_modified(bd):
+    backend, device = bd
+    x, d, m = torch.rand(2, 3, 6, 6), torch.randn(3, 10, 10), torch.rand(10, 10)
+    xs, ds, ms = (t.to(device).requires_grad_() for t in (x, d, m))
+    out = masked_perturb(xs, ds, ms, activation="sigmoid", blend="replace", clamp=(0, 1), mean=IN_MEAN,
+                         std=IN_STD, backend=backend)
+    out.sum().backward()
+    for before, after in ((x, xs), (d, ds), (m, ms)):
+        assert torch.equal(before, after.detach().cpu())
+
+
+# ---------------------------------------------------------------- dtypes
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("dtype", interpreter_dtypes([torch.float16, torch.bfloat16]))
+def test_low_precision_tolerance_rule(bd, dtype):
+    """|out - ref32| <= 2 |pt - ref32| + atol, pt = the reference run in the low precision."""
+    backend, device = bd
+    x, d, m = torch.rand(2, 3, 10, 10), torch.randn(3, 16, 16), torch.rand(16, 16)
+    kw = dict(resize=12, activation="sigmoid", mean=IN_MEAN, std=IN_STD)
+    ref32 = masked_perturb(x, d, m, backend="reference", **kw)
+    pt = masked_perturb(x.to(dtype), d.to(dtype), m.to(dtype), backend="reference", **kw).float()
+    dl = d.to(dtype).to(device).requires_grad_()
+    out = masked_perturb(x.to(dtype).to(device), dl, m.to(dtype).to(device), backend=backend, **kw)
+    assert out.dtype == dtype
+    assert ((out.float().cpu() - ref32).abs() <= 2 * (pt - ref32).abs() + 1e-2).all()
+    out.float().sum().backward()
+    d32 = d.clone().requires_grad_()
+    masked_perturb(x, d32, m, backend="reference", **kw).sum().backward()
+    torch.testing.assert_close(dl.grad.float().cpu(), d32.grad, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_out_dtype_and_autocast(bd):
+    backend, device = bd
+    x, d = torch.rand(2, 3, 6, 6, device=device), torch.randn(3, 8, 8, device=device)
+    assert masked_perturb(x, d, backend=backend, out_dtype=torch.float16).dtype == torch.float16
+    if backend != "triton":  # the interpreter has no bf16 arithmetic
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+            assert masked_perturb(x, d, backend=backend).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bd", NON_TRITON)
+@pytest.mark.parametrize("kwargs", [
+    dict(resize=(7, 9), offset=[(0, 0), (2, 3)], activation="sigmoid", blend="replace", mean=IN_MEAN, std=IN_STD),
+    dict(resize=(5, 6), resize_mode="nearest", normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=3,
+         clamp=(-0.5, 0.8)),
+], ids=["bilinear-copies-replace", "nearest-before-clamp-scale"])
+def test_gradcheck_float64(bd, kwargs):
+    backend, device = bd
+    x = torch.rand(2, 1, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    d = torch.randn(3, 9, 10, dtype=torch.float64, device=device, requires_grad=True)
+    m = torch.rand(2, 1, 3 if kwargs.get("mask_scale") else 9, 4 if kwargs.get("mask_scale") else 10,
+                   dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, d, m: masked_perturb(x, d, m, backend=backend, **kwargs), (x, d, m))
+
+
+# ---------------------------------------------------------------- op registration
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_opcheck(bd):
+    from reprogram_ext._masked_perturb_args import canonicalize
+
+    backend, device = bd
+    x, d, m = (torch.rand(2, 3, 6, 6, device=device), torch.randn(3, 10, 10, device=device).requires_grad_(),
+               torch.rand(1, 1, 10, 10, device=device).requires_grad_())
+    cp = canonicalize(x, d, m, out_size=None, resize=8, resize_mode="bilinear", offset=None, activation="sigmoid",
+                      blend="add", normalize="after", mean=IN_MEAN, std=IN_STD, clamp=None, mask_scale=1,
+                      out_dtype=None)
+    if backend == "triton":
+        from reprogram_ext.triton import masked_perturb as tk
+        op = tk.forward_op()
+    else:
+        op = torch.ops.reprogram_ext.masked_perturb_forward
+    args = (cp.x, cp.delta, cp.mask, cp.config.flat_offsets(), cp.norm, *cp.config.as_op_args())
+    torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("bd", [p for p in NON_TRITON if p.values[0][0] != "reference"])
+def test_torch_compile_fullgraph(bd):
+    backend, device = bd
+
+    def step(x, d, m):
+        return masked_perturb(x, d, m, activation="sigmoid", mean=IN_MEAN, std=IN_STD, backend=backend).square().mean()
+
+    x, m = torch.rand(2, 3, 8, 8, device=device), torch.rand(12, 12, device=device)
+    d1 = torch.randn(3, 12, 12, device=device, requires_grad=True)
+    d2 = d1.detach().clone().requires_grad_()
+    compiled = torch.compile(step, fullgraph=True)
+    loss_c = compiled(x, d1, m)
+    loss_c.backward()
+    loss_e = step(x, d2, m)
+    loss_e.backward()
+    torch.testing.assert_close(loss_c, loss_e)
+    torch.testing.assert_close(d1.grad, d2.grad)
+
+
+# ---------------------------------------------------------------- properties
+
+@st.composite
+def _configs(draw):
+    nsp = draw(st.sampled_from([1, 2]))
+    B = draw(st.integers(1, 3))
+    C = draw(st.sampled_from([1, 2, 3]))
+    Cx = draw(st.sampled_from([1, C]))
+    Cd = draw(st.sampled_from([1, C])) if Cx == C else C
+    canvas = tuple(draw(st.integers(3, 14)) for _ in range(nsp))
+    size_in = tuple(draw(st.integers(1, 10)) for _ in range(nsp))
+    kw = {}
+    if draw(st.booleans()):
+        kw["resize"] = tuple(draw(st.integers(1, 12)) for _ in range(nsp))
+        kw["resize_mode"] = draw(st.sampled_from(["bilinear", "nearest"]))
+    copies = draw(st.integers(0, 3))
+    if copies:
+        kw["offset"] = [tuple(draw(st.integers(-4, 12)) for _ in range(nsp)) for _ in range(copies)]
+    kw["activation"] = draw(st.sampled_from(["none", "tanh", "sigmoid"]))
+    kw["blend"] = draw(st.sampled_from(["add", "replace"]))
+    kw["normalize"] = draw(st.sampled_from(["after", "before", "none"]))
+    if kw["normalize"] != "none" or draw(st.booleans()):
+        kw["mean"] = [draw(st.floats(-1, 1)) for _ in range(C)]
+        kw["std"] = [draw(st.floats(0.2, 2)) for _ in range(C)]
+    if draw(st.booleans()):
+        kw["clamp"] = (-0.5, 0.75)
+    kw["mask_scale"] = draw(st.integers(1, 4))
+    s_m = tuple(-(-s // kw["mask_scale"]) for s in canvas)
+    mask_shape = draw(st.sampled_from([None, s_m, (1,) + s_m, (C,) + s_m, (B, 1) + s_m, (B, C) + s_m]))
+    delta_shape = draw(st.sampled_from([(Cd,) + canvas, (B, Cd) + canvas]))
+    x_dtype = draw(st.sampled_from([torch.float32, torch.uint8]))
+    return dict(x=(B, Cx) + size_in, delta=delta_shape, mask=mask_shape, x_dtype=x_dtype, kw=kw)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_property_matches_reference(bd):
+    @settings(max_examples=30 if not INTERPRET else 12, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_configs())
+    def check(cfg):
+        x = (torch.randint(0, 256, cfg["x"], dtype=torch.uint8) if cfg["x_dtype"] == torch.uint8
+             else torch.randn(cfg["x"]))
+        inputs = dict(x=x, delta=torch.randn(cfg["delta"]),
+                      mask=torch.rand(cfg["mask"]) if cfg["mask"] is not None else None)
+        _against_reference(bd, inputs, cfg["kw"], rtol=1e-4, atol=1e-5)
+
+    check()
+
+
+# ---------------------------------------------------------------- errors
+
+def _bad(**over):
+    args = dict(x=torch.rand(2, 3, 8, 8), delta=torch.randn(3, 12, 12), mask=torch.rand(12, 12))
+    kwargs = {k: over.pop(k) for k in list(over) if k not in args}
+    args.update(over)
+    return args, kwargs
+
+
+BAD_INPUTS = [
+    ("x rank", _bad(x=torch.rand(8, 8)), ValueError, "x"),
+    ("x 3 spatial dims", _bad(x=torch.rand(1, 3, 2, 2, 2)), ValueError, "x"),
+    ("x channels", _bad(x=torch.rand(2, 2, 8, 8)), ValueError, "x"),
+    ("x int dtype", _bad(x=torch.randint(0, 5, (2, 3, 8, 8))), TypeError, "x"),
+    ("integer delta", _bad(delta=torch.randint(0, 5, (3, 12, 12))), TypeError, "delta"),
+    ("delta rank", _bad(delta=torch.randn(12)), ValueError, "delta"),
+    ("delta batch", _bad(delta=torch.randn(5, 3, 12, 12)), ValueError, "delta"),
+    ("mask not broadcastable", _bad(mask=torch.rand(11, 12)), ValueError, "mask"),
+    ("mask batch", _bad(mask=torch.rand(5, 1, 12, 12)), ValueError, "mask"),
+    ("mask not tensor", _bad(mask=[[1.0]]), TypeError, "mask"),
+    ("negative resize", _bad(resize=(-1, 4)), ValueError, "resize"),
+    ("resize mode", _bad(resize=4, resize_mode="bicubic"), ValueError, "resize_mode"),
+    ("out_size mismatch", _bad(out_size=13), ValueError, "out_size"),
+    ("offset type", _bad(offset="centre"), TypeError, "offset"),
+    ("offset arity", _bad(offset=(1, 2, 3)), TypeError, "offset"),
+    ("activation", _bad(activation="relu"), ValueError, "activation"),
+    ("blend", _bad(blend="mul"), ValueError, "blend"),
+    ("normalize", _bad(normalize="both"), ValueError, "normalize"),
+    ("mean without std", _bad(mean=IN_MEAN), ValueError, "std"),
+    ("mean length", _bad(mean=(0.1, 0.2), std=IN_STD), ValueError, "mean"),
+    ("before without mean", _bad(normalize="before"), ValueError, "normalize"),
+    ("mask_scale", _bad(mask_scale=0), ValueError, "mask_scale"),
+    ("clamp order", _bad(clamp=(1.0, 0.0)), ValueError, "clamp"),
+    ("clamp type", _bad(clamp=0.5), TypeError, "clamp"),
+    ("out_dtype", _bad(out_dtype=torch.int32), TypeError, "out_dtype"),
+    ("backend", _bad(backend="tpu"), ValueError, "backend"),
+]
+
+
+@pytest.mark.parametrize("name,args,exc,word", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_errors(name, args, exc, word):
+    a, kw = args
+    with pytest.raises(exc, match=word):
+        masked_perturb(a["x"], a["delta"], a["mask"], **kw)
+
+
+def test_unavailable_backend_errors():
+    x, d = torch.rand(1, 3, 4, 4), torch.randn(3, 6, 6)
+    with pytest.raises(ValueError, match="cuda"):
+        masked_perturb(x, d, backend="cuda")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        masked_perturb(x, d, backend="triton")
