@@ -352,7 +352,7 @@ def masked_perturb_backward_kernel(
     sum_ga = zero
     sum_gm = zero
     plane = H * W
-    for b in range(b0, b1):
+    for b in tl.range(b0, b1, loop_unroll_factor=4):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
                                  MASK_FLAT, ACC)
