@@ -23,14 +23,14 @@ def _norm_identity(channels, device):
 if TRITON:
 
     @pytest.mark.parametrize("bd", TRITON)
-    @pytest.mark.parametrize("batch", [3, 40])
+    @pytest.mark.parametrize("batch", [5, 10])
     def test_backward_sums_each_chunk_in_sample_order(bd, batch):
         """grad_delta = sum over chunks (torch.sum) of the float32 sample-order sums inside each chunk
         of reduction_chunks(), bit for bit, and the same on a second run."""
         from reprogram_ext.triton import masked_perturb as tk
 
         _, device = bd
-        C, H, W = 3, 20, 30
+        C, H, W = 3, 64, 128  # 24576 positions: reduction_chunks gives 3 chunks of several samples
         x = torch.rand(batch, C, 12, 12, device=device)
         delta = torch.randn(1, C, H, W, device=device)
         mask = torch.rand(1, 1, H, W, device=device)
@@ -39,7 +39,7 @@ if TRITON:
         args = (g, x, delta, mask, [4, 9], norm, [12, 12], 0, 0, 0, False, False, False, 0.0, 0.0, 1, [True, False, False])
         grad_delta = tk.backward_op()(*args)[0]
         chunks = tk.reduction_chunks(batch, C * H * W)
-        assert chunks > 1  # both shapes reduce over several chunks
+        assert 1 < chunks < batch  # several chunks, several samples in a chunk
         partials = []
         for j in range(chunks):
             b0, b1 = batch * j // chunks, batch * (j + 1) // chunks
