@@ -1,0 +1,401 @@
+"""``@triton.jit`` kernels of masked_perturb (the ops that launch them: ``masked_perturb.py``).
+
+Formula (csrc/common/masked_perturb_math.h), for canvas element (b, c, h, w) of [B, C, H, W]:
+    u   = sum over copies k covering (h, w) of X[b, c, h - oy_k, w - ox_k],
+          X = resize(x / (255 if uint8)) as F.interpolate(align_corners=False), channel 0 if Cx = 1
+    u   = (u - mean_c) * inv_std_c                  where covered        (normalize_before)
+    a   = act(delta[b?, c?, h, w]);   m = mask[b?, c?, h // s, w // s]   (1 without a mask)
+    v   = u + m*a  (add)   or   (1 - m)*u + m*a  (replace);   v = min(max(v, lo), hi)   (clamp)
+    out = (v - mean_c) * inv_std_c                                       (normalize_after)
+Backward, with gv = d out / d v (0 where the clamp clipped): d a = gv*m (times act'), d m = gv*(a - u*replace),
+d u = gv*(1 - m*replace)*inv_std_before where covered.
+
+Work split: one program owns BLOCK consecutive positions of one channel plane (h, w flattened) and
+loops over a chunk of the batch; the activated delta, the mask and the placement index math of
+one copy are computed once per program and reused for every sample of the chunk. In the backward
+the batch sum of a position runs in sample order inside its chunk; the host sums the chunk rows.
+Math in float32 (float64 for float64 tensors). Optional tensors passed as None (mask, offsets,
+unneeded gradients) specialise the kernel: their code is not generated.
+"""
+import triton
+import triton.language as tl
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-element helpers (the Triton twins of masked_perturb_math.h)
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _div_rn(a, b):
+    """a / b rounded to nearest (Triton's ``/`` on float32 is an approximate division on GPUs)."""
+    if a.dtype == tl.float64:
+        return a / b
+    else:
+        return tl.math.div_rn(a, b)
+
+
+@triton.jit
+def _as_acc(value, ACC: tl.constexpr):
+    """A float64 kernel argument as ACC (a Python float under the interpreter: kept exact for float64)."""
+    return (value + tl.zeros((), tl.float64)).to(ACC)
+
+
+@triton.jit
+def _tanh(d):
+    """tanh(d): odd Taylor series to d^17 for |d| < 1/8 (error < 1e-19 relative), else
+    sign(d) (1 - e) / (1 + e) with e = exp(-2|d|) (cancellation error <= eps / (2|d|) <= 4 eps)."""
+    ad = tl.abs(d)
+    e = tl.exp(-2.0 * ad)
+    far = (1.0 - e) / (1.0 + e)
+    far = tl.where(d < 0, -far, far)
+    z = d * d
+    series = -929569.0 / 638512875.0 + z * (6404582.0 / 10854718875.0)
+    series = 21844.0 / 6081075.0 + z * series
+    series = -1382.0 / 155925.0 + z * series
+    series = 62.0 / 2835.0 + z * series
+    series = -17.0 / 315.0 + z * series
+    series = 2.0 / 15.0 + z * series
+    series = -1.0 / 3.0 + z * series
+    near = d + d * (z * series)
+    return tl.where(ad < 0.125, near, far)
+
+
+@triton.jit
+def _activate(d, ACTIVATION: tl.constexpr):
+    """act(d): 0 none, 1 tanh, 2 sigmoid = 1 / (1 + exp(-d))."""
+    if ACTIVATION == 1:
+        return _tanh(d)
+    elif ACTIVATION == 2:
+        return 1.0 / (1.0 + tl.exp(-d))
+    else:
+        return d
+
+
+@triton.jit
+def _activation_derivative(a, ACTIVATION: tl.constexpr):
+    """d act / d delta from the activated value a: 1 - a^2 (tanh), a (1 - a) (sigmoid), 1 (none)."""
+    if ACTIVATION == 1:
+        return 1.0 - a * a
+    elif ACTIVATION == 2:
+        return a * (1.0 - a)
+    else:
+        return tl.full(a.shape, 1.0, a.dtype)
+
+
+@triton.jit
+def _load_input(ptrs, inside, ACC: tl.constexpr):
+    """x at ptrs as ACC (uint8 read as value / 255); 0 where not inside."""
+    v = tl.load(ptrs, mask=inside, other=0).to(ACC)
+    if ptrs.dtype.element_ty == tl.uint8:
+        v = _div_rn(v, 255.0)
+    return v
+
+
+@triton.jit
+def _nearest_index(dst, in_size, out_size):
+    """F.interpolate(mode="nearest") source index min(floor(dst * (in / out)), in - 1), float32 scale.
+    (PyTorch's shortcuts for out == in and out == 2 in give the same values: the products are exact.)"""
+    scale = _div_rn(in_size.to(tl.float32), out_size.to(tl.float32))
+    src = tl.floor(dst.to(tl.float32) * scale).to(tl.int32)
+    return tl.minimum(src, in_size - 1)
+
+
+@triton.jit
+def _linear_taps(dst, in_size, out_size, ACC: tl.constexpr):
+    """F.interpolate(mode="bilinear", align_corners=False) along one axis:
+    src = max((dst + 0.5) * in / out - 0.5, 0); i0 = floor(src); i1 = i0 + (i0 < in - 1); l1 = src - i0."""
+    scale = _div_rn(in_size.to(ACC), out_size.to(ACC))
+    src = scale * (dst.to(ACC) + 0.5) - 0.5
+    src = tl.where(src < 0, 0.0, src)
+    i0 = src.to(tl.int32)
+    i1 = i0 + (i0 < in_size - 1).to(tl.int32)
+    return i0, i1, src - i0.to(ACC)
+
+
+@triton.jit
+def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE: tl.constexpr, ACC: tl.constexpr):
+    """Where the copy placed at (oy, ox) reads x for canvas positions (h, w), independent of the sample:
+    (inside, offsets of the 4 bilinear taps in an x plane, row weight l1, column weight l1).
+    Without resize / with nearest only the first offset is used."""
+    y = h - oy
+    xi = w - ox
+    inside = valid & (y >= 0) & (y < Hr) & (xi >= 0) & (xi < Wr)
+    if RESIZE == 2:
+        y0, y1, ly = _linear_taps(y, Hin, Hr, ACC)
+        x0, x1, lx = _linear_taps(xi, Win, Wr, ACC)
+        return (inside, y0 * sxh + x0 * sxw, y0 * sxh + x1 * sxw, y1 * sxh + x0 * sxw, y1 * sxh + x1 * sxw, ly, lx)
+    else:
+        if RESIZE == 1:
+            y = _nearest_index(y, Hin, Hr)
+            xi = _nearest_index(xi, Win, Wr)
+        o = y * sxh + xi * sxw
+        zero = tl.zeros(h.shape, ACC)
+        return (inside, o, o, o, o, zero, zero)
+
+
+@triton.jit
+def _sample(x_bc, taps, RESIZE: tl.constexpr, ACC: tl.constexpr):
+    """The resized input at the taps of _copy_taps, in the x plane starting at x_bc (0 outside the copy)."""
+    inside, o00, o01, o10, o11, ly, lx = taps
+    v00 = _load_input(x_bc + o00, inside, ACC)
+    if RESIZE == 2:
+        v01 = _load_input(x_bc + o01, inside, ACC)
+        v10 = _load_input(x_bc + o10, inside, ACC)
+        v11 = _load_input(x_bc + o11, inside, ACC)
+        return (1.0 - ly) * ((1.0 - lx) * v00 + lx * v01) + ly * ((1.0 - lx) * v10 + lx * v11)
+    else:
+        return v00
+
+
+@triton.jit
+def _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
+                  ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, RESIZE: tl.constexpr, ACC: tl.constexpr):
+    """(u, covered): the sum of the copies covering each position, and whether any does.
+    X_FLAT: one copy at (0, 0), no resize, the x plane is the canvas plane (contiguous, vector loads);
+    ONE_COPY: taps precomputed by the caller; else the copies' (oy, ox) are read from offsets_ptr."""
+    if X_FLAT:
+        return _load_input(x_bc + p, valid, ACC), valid
+    elif ONE_COPY:
+        return _sample(x_bc, taps, RESIZE, ACC), taps[0]
+    else:
+        u = tl.zeros(h.shape, ACC)
+        covered = h < 0  # all False
+        for k in range(num_copies):
+            oy = tl.load(offsets_ptr + 2 * k)
+            ox = tl.load(offsets_ptr + 2 * k + 1)
+            copy_taps = _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
+            u += _sample(x_bc, copy_taps, RESIZE, ACC)
+            covered = covered | copy_taps[0]
+        return u, covered
+
+
+@triton.jit
+def _load_plane(base_ptr, p, h, w, valid, sh, sw, scale, FLAT: tl.constexpr, ACC: tl.constexpr):
+    """base[(h // scale) * sh + (w // scale) * sw] as ACC; FLAT: the plane is the contiguous canvas plane (base[p])."""
+    if FLAT:
+        ptrs = base_ptr + p
+    else:
+        ptrs = base_ptr + ((h // scale) * sh + (w // scale) * sw)
+    return tl.load(ptrs, mask=valid, other=0).to(ACC)
+
+
+@triton.jit
+def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
+                MASK_FLAT: tl.constexpr, ACC: tl.constexpr):
+    """m = mask[b?, c?, h // s, w // s] (strides 0 on broadcast dims), or 1 without a mask."""
+    if mask_ptr is None:
+        return tl.full(h.shape, 1.0, ACC)
+    else:
+        base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
+        return _load_plane(base, p, h, w, valid, smh, smw, mask_scale, MASK_FLAT, ACC)
+
+
+@triton.jit
+def _delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT: tl.constexpr, ACC: tl.constexpr):
+    """delta[b?, c?, h, w] (strides 0 on broadcast dims) as ACC."""
+    base = delta_ptr + (tl.cast(b, tl.int64) * sdb + c.to(tl.int64) * sdc)
+    return _load_plane(base, p, h, w, valid, sdh, sdw, 1, DELTA_FLAT, ACC)
+
+
+@triton.jit
+def _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+                      mask_scale, LOAD_DELTA: tl.constexpr, LOAD_MASK: tl.constexpr, ACTIVATION: tl.constexpr,
+                      DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, ACC: tl.constexpr):
+    """(a, m) of sample b: a = act(delta[b?, c?, h, w]) when LOAD_DELTA, m = mask value when LOAD_MASK;
+    the values passed in otherwise (a shared delta / mask is loaded once per program, before the batch loop)."""
+    if LOAD_DELTA:
+        a = _activate(_delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT, ACC), ACTIVATION)
+    if LOAD_MASK:
+        m = _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale, MASK_FLAT, ACC)
+    return a, m
+
+
+@triton.jit
+def _channel_constants(norm_ptr, C, c, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, ACC: tl.constexpr):
+    """(mean_c, inv_std_c) for normalize_before, then for normalize_after; (0, 1) when off."""
+    mean = tl.load(norm_ptr + c).to(ACC)
+    inv_std = tl.load(norm_ptr + C + c).to(ACC)
+    zero = tl.zeros((), ACC)
+    one = zero + 1.0
+    if NORM_BEFORE:
+        before = (mean, inv_std)
+    else:
+        before = (zero, one)
+    if NORM_AFTER:
+        after = (mean, inv_std)
+    else:
+        after = (zero, one)
+    return before[0], before[1], after[0], after[1]
+
+
+@triton.jit
+def _blend_clamp(u, a, m, lo, hi, REPLACE: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    """v = u + m a (add) or (1 - m) u + m a (replace), then clamped to [lo, hi] (NaN passes through)."""
+    if REPLACE:
+        v = (1.0 - m) * u + m * a
+    else:
+        v = u + m * a
+    if HAS_CLAMP:
+        v = tl.where(v < lo, lo, v)
+        v = tl.where(v > hi, hi, v)
+    return v
+
+
+@triton.jit
+def _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE: tl.constexpr):
+    """u normalised where a copy covers the position (normalize_before)."""
+    if NORM_BEFORE:
+        return tl.where(covered, (u - before_mean) * before_inv, u)
+    else:
+        return u
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+@triton.jit
+def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr):
+    """Program -> (channel c, chunk j, samples [b0, b1), positions p = h*W + w of its block, valid).
+    Programs are ordered (chunk, channel, block) with the block fastest."""
+    tiles = tl.cdiv(H * W, BLOCK)
+    pid = tl.program_id(0)
+    t = pid % tiles
+    c = (pid // tiles) % C
+    j = pid // (tiles * C)
+    p = t * BLOCK + tl.arange(0, BLOCK)
+    valid = p < H * W
+    h = p // W
+    w = p - h * W
+    b0 = ((B.to(tl.int64) * j) // chunks).to(tl.int32)
+    b1 = ((B.to(tl.int64) * (j + 1)) // chunks).to(tl.int32)
+    return c, j, b0, b1, p, h, w, valid
+
+
+@triton.jit
+def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+                   Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE: tl.constexpr,
+                   ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr,
+                   DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, DELTA_PER_SAMPLE: tl.constexpr,
+                   MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid),
+    its constants (mean/inv_std before, mean/inv_std after, clamp lo, hi), the taps of copy 0, and
+    (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample)."""
+    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
+    before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
+    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
+    zero = tl.zeros(h.shape, ACC)
+    a, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                             smw, mask_scale, not DELTA_PER_SAMPLE, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                             MASK_FLAT, ACC)
+    consts = (before_mean, before_inv, after_mean, after_inv, _as_acc(clamp_lo, ACC), _as_acc(clamp_hi, ACC))
+    return (c, j, b0, b1, p, h, w, valid), consts, taps, a, m
+
+
+@triton.jit
+def masked_perturb_forward_kernel(
+    x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
+    B, C, H, W, chunks,
+    sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
+    clamp_lo: tl.float64, clamp_hi: tl.float64,
+    RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
+    NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
+    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """out[b, c, h, w] of the module formula for the positions and batch chunk of this program."""
+    ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
+    coords, consts, taps, a, m = _program_setup(
+        delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
+    c, j, b0, b1, p, h, w, valid = coords
+    before_mean, before_inv, after_mean, after_inv, lo, hi = consts
+    for b in range(b0, b1):
+        a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                                 MASK_FLAT, ACC)
+        x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
+        u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
+                                   ONE_COPY, X_FLAT, RESIZE, ACC)
+        u = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
+        v = _blend_clamp(u, a, m, lo, hi, REPLACE, HAS_CLAMP)
+        out = (v - after_mean) * after_inv
+        out_row = out_ptr + (tl.cast(b, tl.int64) * C + c) * (H * W)
+        tl.store(out_row + p, out.to(out_ptr.dtype.element_ty), mask=valid)
+
+
+@triton.jit
+def masked_perturb_backward_kernel(
+    grad_ptr, x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, grad_delta_ptr, grad_mask_ptr, grad_placed_ptr,
+    B, C, H, W, chunks,
+    sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
+    clamp_lo: tl.float64, clamp_hi: tl.float64,
+    RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
+    NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
+    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """float32 canvas-resolution partials for the positions and batch chunk j of this program:
+    grad_delta[b or j] = act' * sum_b g_a, grad_mask[b or j] = sum_b g_m (per sample when delta / mask
+    is per sample, else summed in order b0..b1-1 into chunk row j), grad_placed[b] = g_u.
+    A gradient pointer passed as None is not computed."""
+    ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
+    NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
+    coords, consts, taps, a, m = _program_setup(
+        delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
+    c, j, b0, b1, p, h, w, valid = coords
+    before_mean, before_inv, after_mean, after_inv, lo, hi = consts
+    zero = tl.zeros(h.shape, ACC)
+    sum_ga = zero
+    sum_gm = zero
+    plane = H * W
+    for b in tl.range(b0, b1, loop_unroll_factor=4):
+        a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
+                                 MASK_FLAT, ACC)
+        row = (tl.cast(b, tl.int64) * C + c) * plane
+        g = tl.load(grad_ptr + row + p, mask=valid, other=0).to(ACC)
+        if NEED_U:
+            x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
+            u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh,
+                                       sxw, ONE_COPY, X_FLAT, RESIZE, ACC)
+        else:
+            u = zero
+            covered = h < 0
+        un = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
+        gv = g * after_inv
+        if HAS_CLAMP:
+            v = _blend_clamp(un, a, m, lo, hi, REPLACE, False)
+            gv = tl.where((v >= lo) & (v <= hi), gv, 0.0)
+        ga = gv * m
+        if REPLACE:
+            gm = gv * (a - un)
+            gun = gv * (1.0 - m)
+        else:
+            gm = gv * a
+            gun = gv
+        if grad_delta_ptr is not None:
+            if DELTA_PER_SAMPLE:
+                ga_out = ga * _activation_derivative(a, ACTIVATION)
+                tl.store(grad_delta_ptr + row + p, ga_out.to(tl.float32), mask=valid)
+            else:
+                sum_ga += ga
+        if grad_mask_ptr is not None:
+            if MASK_PER_SAMPLE:
+                tl.store(grad_mask_ptr + row + p, gm.to(tl.float32), mask=valid)
+            else:
+                sum_gm += gm
+        if grad_placed_ptr is not None:
+            gu = tl.where(covered, gun * before_inv, 0.0)
+            tl.store(grad_placed_ptr + row + p, gu.to(tl.float32), mask=valid)
+    chunk_row = (j.to(tl.int64) * C + c) * plane
+    if grad_delta_ptr is not None:
+        if not DELTA_PER_SAMPLE:
+            tl.store(grad_delta_ptr + chunk_row + p, (sum_ga * _activation_derivative(a, ACTIVATION)).to(tl.float32),
+                     mask=valid)
+    if grad_mask_ptr is not None:
+        if not MASK_PER_SAMPLE:
+            tl.store(grad_mask_ptr + chunk_row + p, sum_gm.to(tl.float32), mask=valid)
