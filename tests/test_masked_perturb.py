@@ -19,7 +19,7 @@ IN_MEAN = (0.485, 0.456, 0.406)
 IN_STD = (0.229, 0.224, 0.225)
 BACKENDS = backend_device_params()
 FUSED = backend_device_params(include_reference=False)
-# float64 gradcheck and torch.compile run on the compiled and reference backends (Triton: AOT test).
+# float64 gradcheck runs on the compiled and reference backends.
 NON_TRITON = [p for p in BACKENDS if p.values[0][0] != "triton"]
 
 
@@ -299,7 +299,7 @@ def test_opcheck(bd):
     torch.library.opcheck(op, args)
 
 
-@pytest.mark.parametrize("bd", [p for p in NON_TRITON if p.values[0][0] != "reference"])
+@pytest.mark.parametrize("bd", FUSED)
 def test_torch_compile_fullgraph(bd):
     backend, device = bd
 

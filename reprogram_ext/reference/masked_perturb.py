@@ -54,7 +54,7 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
         u = torch.zeros((B, C, H, W), dtype=compute, device=x.device)
         covered = torch.zeros((H, W), dtype=torch.bool, device=x.device)
     mean = cp.norm[0].to(compute).view(1, C, 1, 1)
-    std = (1 / cp.norm[1]).to(compute).view(1, C, 1, 1)
+    std = (1 / cp.norm[1].to(compute)).view(1, C, 1, 1)
     if cfg.normalize_before:
         u = torch.where(covered, (u - mean) / std, u)
     a = _ACT[cfg.activation](cp.delta.to(compute))
