@@ -64,8 +64,8 @@ def check_input(x: torch.Tensor, size: Tuple[int, ...], layer: str) -> None:
 
 
 def region_mask(canvas: Tuple[int, ...], origins, extent: Tuple[int, ...], inside: float, *, device=None) -> torch.Tensor:
-    """``[1, *canvas]`` float mask: ``inside`` over each box ``[o, o + extent)`` (cropped), ``1 - inside`` elsewhere."""
-    mask = torch.full((1, *canvas), 1.0 - inside, device=device)
+    """``[1, *canvas]`` float mask: ``inside`` over each box ``[o, o + extent)`` (cropped), 1 elsewhere."""
+    mask = torch.ones((1, *canvas), device=device)
     for origin in origins:
         box = tuple(slice(max(o, 0), max(min(o + e, c), 0)) for o, e, c in zip(origin, extent, canvas))
         mask[(slice(None),) + box] = inside
