@@ -331,8 +331,8 @@ def test_reprogrammer_trains_only_the_added_layers(backend_device):
     assert all(p.grad is None for p in model.parameters())
     assert not torch.equal(rp.input_transform.delta, delta0)
     rp.eval()
-    out = rp(torch.rand(2, 3, 6, 6))
-    assert out.shape == (2, 3)
+    out = rp(torch.rand(2, 3, 6, 6), torch.tensor([0, 1]))  # no counting outside training
+    assert out.shape == (2, 3) and torch.all(rp.output_mapping.counts == 0)
 
 
 def test_reprogrammer_eval_output_is_the_composition():
