@@ -6,6 +6,8 @@
 #   3. fails unless the built .so carries sm_80 and sm_90 machine code (cuobjdump --list-elf)
 #      and compute_90 PTX (cuobjdump --list-ptx);
 #   4. imports it and checks reprogram_ext.backends() reports the CUDA kernels as compiled.
+# With --existing, steps 2-4 check the extension already built in place by
+# `.ci/setup_env.sh` (its log: build/build.log) instead of building a scratch copy.
 # Run from the repository root. Environment: PYTHON (default python), CUDA_HOME (default: the
 # toolkit root of /usr/local/cuda*), MAX_JOBS (default 2), TORCH_CUDA_ARCH_LIST (default setup.py's).
 set -euo pipefail
@@ -22,6 +24,14 @@ fi
 [[ -n "${CUDA_HOME:-}" && -x "$CUDA_HOME/bin/nvcc" ]] || { echo "check_cuda_build: no nvcc; set CUDA_HOME to the toolkit root" >&2; exit 1; }
 export CUDA_HOME
 
+if [[ "${1:-}" == "--existing" ]]; then
+  SCRATCH="$REPO"
+  LOG="$REPO/build/build.log"
+  [[ -f "$LOG" ]] && ls "$REPO"/reprogram_ext/_C*.so >/dev/null 2>&1 \
+    || { echo "check_cuda_build: --existing needs an in-place build and its log $LOG" >&2; exit 1; }
+  grep -q "nvcc" "$LOG" || { echo "check_cuda_build: FAILED: $LOG shows no nvcc compilation" >&2; exit 1; }
+  echo "check_cuda_build: checking the existing build ($LOG)"
+else
 SCRATCH="$(mktemp -d "${TMPDIR:-/tmp}/reprogram_ext_cuda_build.XXXXXX")"
 trap 'rm -rf "$SCRATCH"' EXIT
 LOG="$SCRATCH/build.log"
@@ -40,6 +50,7 @@ if ! (cd "$SCRATCH" && REPROGRAM_EXT_CUDA=1 REPROGRAM_EXT_PTXAS_VERBOSE=1 MAX_JO
   tail -n 60 "$LOG" >&2
   echo "check_cuda_build: FAILED: the CUDA build did not compile / link" >&2
   exit 1
+fi
 fi
 
 # ---- ptxas: every kernel, every arch, 0 bytes spilled.

@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_quick_demo_end_to_end(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-m", "demo", "--quick", "--output", str(tmp_path)], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "reprogram_ext.demo", "--quick", "--output", str(tmp_path)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "linear probe" in proc.stdout and "] " in proc.stdout  # report and progress bar printed

@@ -139,6 +139,10 @@ void store_scaled_product(int64_t W, acc_t s, const acc_t* __restrict x, const a
   for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(s * x[w] * y[w] * (z ? z[w] : acc_t(1)));
 }
 
+// at::parallel_for grain for tasks of `elems` elements each: about 32k elements per thread at
+// least, so that small calls run on one thread instead of paying for waking the others.
+int64_t task_grain(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, elems)); }
+
 // Batch chunks for the forward pass: enough (chunk, row) tasks to keep every thread busy.
 int64_t forward_chunks(int64_t B, int64_t rows) {
   const int64_t want = 4 * at::get_num_threads();
@@ -151,7 +155,8 @@ void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H;
   const int64_t chunks = forward_chunks(A.B, rows);
-  at::parallel_for(0, chunks * rows, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = task_grain(A.W * ((A.B + chunks - 1) / chunks));
+  at::parallel_for(0, chunks * rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> a_row(A.W), m_row(A.W), u_row(A.W);
     std::vector<uint8_t> cov(A.W);
     for (int64_t task = begin; task < end; ++task) {
@@ -181,7 +186,8 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
   // so the batch loop is a plain row sum.
   const bool linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grad_placed;
   const int64_t plane = A.C * A.H * A.W;
-  at::parallel_for(0, chunks * rows, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = task_grain(W * ((A.B + chunks - 1) / chunks));
+  at::parallel_for(0, chunks * rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
     std::vector<acc_t> ga(W), gm(W), gu(W);
     std::vector<uint8_t> cov(W, 0);

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demo.progress import ProgressBar
+from .progress import ProgressBar
 from reprogram_ext.nn import Reprogrammer
 
 

@@ -12,7 +12,7 @@
    and against a linear probe on the frozen CNN's features; save demo/output/prompt.png and
    demo/output/label_mapping.png.
 
-Run: ``python -m demo`` or ``python demo/reprogram_digits.py`` from the repository root
+Run: ``python -m reprogram_ext.demo`` or ``python reprogram_ext/demo/reprogram_digits.py`` from the repository root
 (``--quick`` for a < 1 minute run).
 """
 from __future__ import annotations
@@ -24,17 +24,17 @@ import sys
 import time
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from demo import data, plots, source_model, training  # noqa: E402
+from reprogram_ext.demo import data, plots, source_model, training  # noqa: E402
 from reprogram_ext.mapping import count_matrix  # noqa: E402
 from reprogram_ext.nn import LabelMapping, PaddingPrompt, Reprogrammer  # noqa: E402
 
 NUM_CLASSES = 5
-DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "output")
+DEFAULT_OUTPUT = "demo-output"  # relative to the working directory
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from demo.progress import ProgressBar
+from .progress import ProgressBar
 
 
 def source_network(num_classes: int) -> nn.Sequential:
