@@ -403,6 +403,7 @@ BAD_INPUTS = [
     ("clamp type", _bad(clamp=0.5), TypeError, "clamp"),
     ("out_dtype", _bad(out_dtype=torch.int32), TypeError, "out_dtype"),
     ("backend", _bad(backend="tpu"), ValueError, "backend"),
+    ("mismatched devices", _bad(delta=torch.randn(3, 12, 12, device="meta")), ValueError, "delta"),
 ]
 
 
