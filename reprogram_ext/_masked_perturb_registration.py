@@ -69,9 +69,9 @@ def reduce_input_grad(gp: torch.Tensor, x: torch.Tensor, offsets: list, resized_
     if x.shape[1] == 1 and g.shape[1] != 1:
         g = g.sum(1, keepdim=True)
     if resize_mode == 1:
-        g = torch.ops.aten.upsample_nearest2d_backward(g, [hr, wr], list(x.shape), None, None)
+        g = torch.ops.aten.upsample_nearest2d_backward(g.contiguous(), [hr, wr], list(x.shape), None, None)
     elif resize_mode == 2:
-        g = torch.ops.aten.upsample_bilinear2d_backward(g, [hr, wr], list(x.shape), False, None, None)
+        g = torch.ops.aten.upsample_bilinear2d_backward(g.contiguous(), [hr, wr], list(x.shape), False, None, None)
     return g
 
 
