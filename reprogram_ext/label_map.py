@@ -13,17 +13,43 @@ from ._label_map_args import (
     canonicalize,
     check_loss_options,
 )
-from .backends import resolve_backend
+from .backends import BACKENDS, resolve_backend
 from .reference.label_map import label_map_reference, mapped_cross_entropy_reference
 
 _PRE_NAMES = ("none", "softmax", "log_softmax")
 _REDUCE_NAMES = ("sum", "mean", "max")
 
 
-@torch.compiler.assume_constant_result
+_OPS = ("label_map_forward", "mapped_cross_entropy_forward")
+
+
+def _resolve_all() -> dict:
+    """resolve_backend's answer (or error) for every (backend, device type, op), computed at import."""
+    table = {}
+    for backend in BACKENDS:
+        for device_type in ("cpu", "cuda"):
+            for op in _OPS:
+                try:
+                    table[backend, device_type, op] = resolve_backend(backend, torch.device(device_type), op)
+                except (RuntimeError, ValueError) as exc:
+                    table[backend, device_type, op] = exc
+    return table
+
+
+_RESOLVED = _resolve_all()
+
+
 def _choose_backend(backend: str, device: torch.device, op: str) -> str:
-    """resolve_backend, run once at trace time under torch.compile (it queries the dispatcher)."""
-    return resolve_backend(backend, device, op)
+    """resolve_backend; while torch.compile traces, its answer from the import-time table (the
+    dispatcher queries behind it cannot be traced)."""
+    if not torch.compiler.is_compiling():
+        return resolve_backend(backend, device, op)
+    chosen = _RESOLVED.get((backend, device.type, op))
+    if chosen is None:
+        return resolve_backend(backend, device, op)  # unknown backend name or device: its error
+    if isinstance(chosen, Exception):
+        raise chosen
+    return chosen
 
 
 def _ops(backend: str):

@@ -11,11 +11,13 @@ from label_map_cases import (COMBINATIONS, LOW_ATOL, PRES, REDUCES, assert_close
                              gradcheck_inputs, grads, make_index, on)
 
 import reprogram_ext as rx
-from backend_params import backend_device_params, interpreter_dtypes
+from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
 from reprogram_ext.reference import label_map_reference
 
 BACKENDS = backend_device_params()
 KERNEL_BACKENDS = backend_device_params(include_reference=False)
+# The Triton interpreter runs each program in Python: fewer examples, fast-mode gradcheck there.
+PROPERTY_EXAMPLES = 12 if INTERPRET else 30
 
 
 # ------------------------------------------------------------------ the papers' formulas, written out
@@ -150,9 +152,9 @@ def test_gradcheck_float64(bd, pre, reduce):
     backend, device = bd
     x, index, w = gradcheck_inputs(3, reduce, device)
     fn = lambda x, w: rx.label_map(x, index, w, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradcheck(fn, (x, w), fast_mode=INTERPRET)
     fn_unweighted = lambda x: rx.label_map(x, index, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
-    assert torch.autograd.gradcheck(fn_unweighted, (x,))
+    assert torch.autograd.gradcheck(fn_unweighted, (x,), fast_mode=INTERPRET)
 
 
 @pytest.mark.parametrize("bd", KERNEL_BACKENDS)
@@ -202,7 +204,7 @@ def mapping_cases(draw):
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
 @given(case=mapping_cases())
 def test_property_random_mappings(bd, case):
     backend, device = bd

@@ -12,11 +12,13 @@ from label_map_cases import (COMBINATIONS, LOW_ATOL, PRES, REDUCES, assert_close
                              gradcheck_inputs, grads, make_index, on)
 
 import reprogram_ext as rx
-from backend_params import backend_device_params, interpreter_dtypes
+from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
 from reprogram_ext.reference import label_map_reference, mapped_cross_entropy_reference
 
 BACKENDS = backend_device_params()
 KERNEL_BACKENDS = backend_device_params(include_reference=False)
+# The Triton interpreter runs each program in Python: fewer examples, fast-mode gradcheck there.
+PROPERTY_EXAMPLES = 12 if INTERPRET else 30
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -131,7 +133,7 @@ def test_gradcheck_float64(bd, pre, reduce):
         return rx.mapped_cross_entropy(x, target, index, w, reduce=reduce, pre=pre, label_smoothing=0.2,
                                        reduction="none", backend=backend)
 
-    assert torch.autograd.gradcheck(fn, (x, w))
+    assert torch.autograd.gradcheck(fn, (x, w), fast_mode=INTERPRET)
 
 
 @pytest.mark.parametrize("bd", KERNEL_BACKENDS)
@@ -182,7 +184,7 @@ def loss_cases(draw):
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=PROPERTY_EXAMPLES, deadline=None)
 @given(case=loss_cases())
 def test_property_random_mappings(bd, case):
     backend, device = bd

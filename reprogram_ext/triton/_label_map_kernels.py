@@ -1,0 +1,327 @@
+"""Triton kernels of label_map and mapped_cross_entropy (the formulas of
+csrc/common/label_map_math.h, written tile-wise).
+
+A row program holds a [BLOCK_T, BLOCK_K] tile of the mapping at a time: the sources
+``index[t, k]`` (-1 = padding), their weights and gathered logits ``x[n, index[t, k]]``; each
+target's reduction is a reduction over the tile's K axis. The gradient scatter into duplicated
+sources is deterministic without atomics: the index entries are sorted by source once per call
+(torch.sort, stable), and a segmented scan over that order sums each source's entries; the last
+entry of each segment adds the sum to the gradient row, which no other lane touches.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+NEG_INF = float("-inf")
+
+
+@triton.jit
+def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """(max, log sum_j exp(x_j - max)) of one row: a max pass and a sum-of-exp pass."""
+    offs = tl.arange(0, BLOCK_S)
+    m = tl.full([BLOCK_S], NEG_INF, ACC)
+    for s0 in range(0, S, BLOCK_S):
+        v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
+        m = tl.maximum(m, v)
+    mx = tl.max(m, 0)
+    acc = tl.zeros([BLOCK_S], ACC)
+    for s0 in range(0, S, BLOCK_S):
+        v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
+        acc += tl.exp(v - mx)
+    return mx, tl.log(tl.sum(acc, 0))
+
+
+@triton.jit
+def _pre_value(x, row_max, log_sum, PRE: tl.constexpr):
+    """v = pre(x): none x, softmax exp(x - lse), log_softmax x - lse, lse = row_max + log_sum."""
+    if PRE == 1:
+        return tl.exp((x - row_max) - log_sum)
+    elif PRE == 2:
+        return (x - row_max) - log_sum
+    else:
+        return x
+
+
+@triton.jit
+def _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
+          BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits, weights (0 where invalid))."""
+    t = t0 + tl.arange(0, BLOCK_T)
+    k = tl.arange(0, BLOCK_K)
+    inb = (t[:, None] < T) & (k[None, :] < K)
+    flat = t[:, None] * K + k[None, :]
+    src = tl.load(index_ptr + flat, mask=inb, other=-1)
+    valid = src >= 0
+    xv = tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
+    if HAS_W:
+        w = tl.load(weight_ptr + flat, mask=valid, other=0.0).to(ACC)
+    else:
+        w = tl.where(valid, 1.0, 0.0).to(ACC)
+    return t, k, flat, inb, valid, xv, w
+
+
+@triton.jit
+def _first_max(values, valid, k, BLOCK_K: tl.constexpr):
+    """(max over valid k of values, first k reaching it) per target."""
+    vm = tl.where(valid, values, NEG_INF)
+    best = tl.max(vm, 1)
+    arg = tl.min(tl.where(valid & (vm == best[:, None]), k[None, :], BLOCK_K), 1)
+    return best, arg
+
+
+@triton.jit
+def _group_value(v, w, valid, k, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr):
+    """label_map's reduction of w*v per target: (out, sum of weights, first maximal k)."""
+    wv = w * v
+    wsum = tl.sum(w, 1)
+    if REDUCE == 2:
+        out, arg = _first_max(wv, valid, k, BLOCK_K)
+    else:
+        out = tl.sum(tl.where(valid, wv, 0.0), 1)
+        arg = tl.zeros_like(wsum).to(tl.int32)
+        if REDUCE == 1:
+            out = out / wsum
+    return out, wsum, arg
+
+
+@triton.jit
+def _value_coefficient(w, wsum, arg, k, valid, REDUCE: tl.constexpr):
+    """d out_t / d v_{s_k}."""
+    if REDUCE == 2:
+        c = tl.where(k[None, :] == arg[:, None], w, 0.0)
+    elif REDUCE == 1:
+        c = w / wsum[:, None]
+    else:
+        c = w
+    return tl.where(valid, c, 0.0)
+
+
+@triton.jit
+def _value_weight_derivative(v, out, wsum, arg, k, valid, REDUCE: tl.constexpr):
+    """d out_t / d w_k."""
+    if REDUCE == 2:
+        d = tl.where(k[None, :] == arg[:, None], v, 0.0)
+    elif REDUCE == 1:
+        d = (v - out[:, None]) / wsum[:, None]
+    else:
+        d = v
+    return tl.where(valid, d, 0.0)
+
+
+@triton.jit
+def _group_log_prob(xv, w, valid, k, shift, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr):
+    """pre softmax in log space: L_t = (m - shift) + log(R) - log(wsum) [mean], with
+    e_k = exp(x_k - m), R = sum_k w e (or max_k w e). Returns (L, e, R, wsum, arg)."""
+    m = tl.max(tl.where(valid, xv, NEG_INF), 1)
+    m = tl.where(m == NEG_INF, 0.0, m)
+    e = tl.where(valid, tl.exp(xv - m[:, None]), 0.0)
+    we = w * e
+    wsum = tl.sum(w, 1)
+    if REDUCE == 2:
+        R, arg = _first_max(we, valid, k, BLOCK_K)
+    else:
+        R = tl.sum(we, 1)
+        arg = tl.zeros_like(wsum).to(tl.int32)
+    L = (m - shift) + tl.log(R)
+    if REDUCE == 1:
+        L = L - tl.log(wsum)
+    return L, e, R, wsum, arg
+
+
+@triton.jit
+def _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum, REDUCE: tl.constexpr,
+                   PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                   ACC: tl.constexpr):
+    """One tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through
+    (t, k), without the -p_j term), and d L_t / d w_k."""
+    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    if PRE == 1:
+        L, e, R, wsum, arg = _group_log_prob(xv, w, valid, k, shift, REDUCE, BLOCK_K)
+        if REDUCE == 2:
+            coef = tl.where(valid & (k[None, :] == arg[:, None]), 1.0, 0.0).to(ACC)
+            wder = tl.where(valid & (k[None, :] == arg[:, None]), e / R[:, None], 0.0)
+        else:
+            coef = tl.where(valid, w * e / R[:, None], 0.0)
+            wder = tl.where(valid, e / R[:, None], 0.0)
+            if REDUCE == 1:
+                wder = tl.where(valid, wder - 1.0 / wsum[:, None], 0.0)
+    else:
+        v = _pre_value(xv, row_max, log_sum, PRE)
+        L, wsum, arg = _group_value(v, w, valid, k, REDUCE, BLOCK_K)
+        coef = _value_coefficient(w, wsum, arg, k, valid, REDUCE)
+        wder = _value_weight_derivative(v, L, wsum, arg, k, valid, REDUCE)
+    L = tl.where(t < T, L, NEG_INF)
+    return t, flat, inb, L, coef, wder
+
+
+@triton.jit
+def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K,
+                             REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
+                             BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != 0."""
+    n = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + n * S
+    row_max = 0.0
+    log_sum = 0.0
+    if PRE != 0:
+        row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+        tl.store(stats_ptr + 2 * n, row_max)
+        tl.store(stats_ptr + 2 * n + 1, log_sum)
+    for t0 in range(0, T, BLOCK_T):
+        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
+        tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
+
+
+@triton.jit
+def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, stats_ptr, a_ptr, gw_ptr, S, T, K,
+                                  REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
+                                  WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                                  ACC: tl.constexpr):
+    """One row of label_map's backward: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax) and the
+    per-row weight-gradient terms gw[n, t, k] = g_t * d out_t / d w_k."""
+    n = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + n * S
+    row_max = 0.0
+    log_sum = 0.0
+    if PRE != 0:
+        row_max = tl.load(stats_ptr + 2 * n)
+        log_sum = tl.load(stats_ptr + 2 * n + 1)
+    for t0 in range(0, T, BLOCK_T):
+        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        v = _pre_value(xv, row_max, log_sum, PRE)
+        out, wsum, arg = _group_value(v, w, valid, k, REDUCE, BLOCK_K)
+        g = tl.load(grad_out_ptr + n * T + t, mask=t < T, other=0.0).to(ACC)
+        a = g[:, None] * _value_coefficient(w, wsum, arg, k, valid, REDUCE)
+        if PRE == 1:
+            a = a * v
+        tl.store(a_ptr + n * T * K + flat, a, mask=inb)
+        if WEIGHT_GRAD:
+            gw = g[:, None] * _value_weight_derivative(v, out, wsum, arg, k, valid, REDUCE)
+            tl.store(gw_ptr + n * T * K + flat, gw, mask=inb)
+
+
+@triton.jit
+def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_ptr, loss_ptr, a_ptr, dense_ptr,
+                     S, T, K, ignore_index, EPS: tl.constexpr, REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
+                     NEED_LSE: tl.constexpr, WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """One row of mapped_cross_entropy. Forward (WEIGHT_GRAD=False): loss[n], the unit-gradient
+    coefficients a[n, t, k] and dense[n] = (max, log_sum, D). Weight-gradient pass (True): the
+    per-row terms a[n, t, k] = scale[n] * d loss_n / d w_tk, with the row normaliser from stats.
+    EPS (label smoothing) is a compile-time constant so that float64 rows use it unrounded."""
+    n = tl.program_id(0).to(tl.int64)
+    x_row = x_ptr + n * S
+    y = tl.load(target_ptr + n)
+    eps = tl.full([1], EPS, ACC)  # in the accumulation dtype (a bare constant would be float32)
+    num_targets = tl.full([1], T, ACC)
+    row_max = 0.0
+    log_sum = 0.0
+    if NEED_LSE:
+        if WEIGHT_GRAD:
+            row_max = tl.load(stats_ptr + 3 * n)
+            log_sum = tl.load(stats_ptr + 3 * n + 1)
+        else:
+            row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+    shift = 0.0
+    if PRE == 1:  # the largest finite mapped logit keeps L small (the loss ignores the shift)
+        best = tl.full([BLOCK_T], NEG_INF, ACC)
+        for t0 in range(0, T, BLOCK_T):
+            t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K,
+                                                  ACC)
+            finite = valid & (xv < float("inf"))
+            best = tl.maximum(best, tl.max(tl.where(finite, xv, NEG_INF), 1))
+        shift = tl.max(best, 0)
+        shift = tl.where(shift == NEG_INF, 0.0, shift)
+    run_max = tl.full([1], NEG_INF, ACC)
+    run_sum = tl.zeros([1], ACC)
+    sum_L = tl.zeros([1], ACC)
+    L_y = tl.zeros([1], ACC)
+    for t0 in range(0, T, BLOCK_T):
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum,
+                                                      REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        new_max = tl.maximum(run_max, tl.max(L, 0))
+        safe = tl.where(new_max == NEG_INF, 0.0, new_max)
+        run_sum = run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(L - safe), 0)
+        run_max = new_max
+        sum_L += tl.sum(tl.where(t < T, L, 0.0), 0)
+        L_y += tl.sum(tl.where(t == y, L, 0.0), 0)
+    lse_L = tl.where(run_max == NEG_INF, NEG_INF, run_max + tl.log(run_sum))
+    ignored = y == ignore_index
+    scale = 1.0
+    if WEIGHT_GRAD:
+        scale = tl.load(scale_ptr + n).to(ACC)
+    scale = tl.where(ignored, 0.0, scale)
+    D = tl.zeros([1], ACC)
+    for t0 in range(0, T, BLOCK_T):
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum,
+                                                      REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        onehot = tl.where(t == y, 1.0, 0.0).to(ACC) * (1.0 - eps)
+        dL = scale * (tl.exp(L - lse_L) - onehot - eps / num_targets)
+        dL = tl.where(t < T, dL, 0.0)
+        if WEIGHT_GRAD:
+            tl.store(a_ptr + n * T * K + flat, dL[:, None] * wder, mask=inb)
+        else:
+            a = dL[:, None] * coef
+            tl.store(a_ptr + n * T * K + flat, a, mask=inb)
+            D += tl.sum(tl.sum(a, 1), 0)
+    if not WEIGHT_GRAD:
+        nll = lse_L - L_y
+        if EPS == 0.0:
+            loss = nll
+        else:
+            loss = (1.0 - eps) * nll + eps * (lse_L - sum_L / num_targets)
+        loss = tl.where(ignored, 0.0, loss)
+        one = tl.arange(0, 1)
+        tl.store(loss_ptr + n + one, loss)
+        if NEED_LSE:
+            tl.store(dense_ptr + 3 * n + one, tl.zeros([1], ACC) + row_max)
+            tl.store(dense_ptr + 3 * n + 1 + one, tl.zeros([1], ACC) + log_sum)
+            tl.store(dense_ptr + 3 * n + 2 + one, D)
+
+
+@triton.jit
+def dense_fill_kernel(x_ptr, stats_ptr, coef_ptr, grad_ptr, S, STATS_STRIDE, DENSE: tl.constexpr,
+                      BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """grad[n, j] = -coef[n] * softmax(x[n])_j (DENSE) or 0, for one block of a row."""
+    n = tl.program_id(0).to(tl.int64)
+    j = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    inb = j < S
+    if DENSE:
+        row_max = tl.load(stats_ptr + STATS_STRIDE * n)
+        log_sum = tl.load(stats_ptr + STATS_STRIDE * n + 1)
+        c = tl.load(coef_ptr + n)
+        x = tl.load(x_ptr + n * S + j, mask=inb, other=0.0).to(ACC)
+        g = -c * tl.exp((x - row_max) - log_sum)
+    else:
+        g = tl.zeros([BLOCK_S], ACC)
+    tl.store(grad_ptr + n * S + j, g.to(grad_ptr.dtype.element_ty), mask=inb)
+
+
+@triton.jit
+def _segment_add(v1, h1, v2, h2):
+    return tl.where(h2 != 0, v2, v1 + v2), h1 | h2
+
+
+@triton.jit
+def scatter_sorted_kernel(a_ptr, scale_ptr, sorted_src_ptr, perm_ptr, grad_ptr, S, TK, HAS_SCALE: tl.constexpr,
+                          BLOCK_E: tl.constexpr, ACC: tl.constexpr):
+    """grad[n, s] += scale[n] * sum of a[n, e] over the entries e with index e == s: a segmented
+    scan over the entries sorted by source; each segment's last lane adds its sum (no atomics)."""
+    n = tl.program_id(0).to(tl.int64)
+    i = tl.arange(0, BLOCK_E)
+    inb = i < TK
+    src = tl.load(sorted_src_ptr + i, mask=inb, other=-1)
+    prev = tl.load(sorted_src_ptr + i - 1, mask=inb & (i > 0), other=-2)
+    nxt = tl.load(sorted_src_ptr + i + 1, mask=(i + 1) < TK, other=-2)
+    e = tl.load(perm_ptr + i, mask=inb, other=0)
+    v = tl.load(a_ptr + n * TK + e, mask=inb & (src >= 0), other=0.0).to(ACC)
+    head = (src != prev).to(tl.int32)
+    total, _ = tl.associative_scan((v, head), 0, _segment_add)
+    if HAS_SCALE:
+        total = total * tl.load(scale_ptr + n).to(ACC)
+    tail = inb & (src >= 0) & (src != nxt)
+    dst = grad_ptr + n * S + tl.where(tail, src, 0)
+    g = tl.load(dst, mask=tail, other=0.0).to(ACC)
+    tl.store(dst, (g + total).to(grad_ptr.dtype.element_ty), mask=tail)
