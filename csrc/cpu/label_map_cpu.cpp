@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -54,6 +55,7 @@ CompactSources compact_sources(const int64_t* index, int64_t TK) {
   return c;
 }
 
+// buf[u] = x_row[sources[u]] (ascending addresses; each gather is a cache miss: latency bound).
 template <typename A, typename scalar_t>
 void gather_sources(const scalar_t* xr, const CompactSources& c, std::vector<A>& buf) {
   const int64_t U = static_cast<int64_t>(c.sources.size());
@@ -65,7 +67,7 @@ void gather_sources(const scalar_t* xr, const CompactSources& c, std::vector<A>&
 // The row normaliser (max, log sum_j exp(x_j - max)): a max pass and a sum-of-exp pass (the row
 // is in cache the second time).
 template <typename A, typename scalar_t>
-RowNorm<A> row_normaliser(const scalar_t* x, int64_t S) {
+RowNorm<A> row_normaliser_generic(const scalar_t* x, int64_t S) {
   A m = -static_cast<A>(INFINITY);
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < S; ++j) {
@@ -76,6 +78,42 @@ RowNorm<A> row_normaliser(const scalar_t* x, int64_t S) {
 #pragma omp simd reduction(+ : s)
   for (int64_t j = 0; j < S; ++j) s += exp_f(static_cast<A>(x[j]) - m);
   return row_norm_from(m, s);
+}
+
+// g_j = c * exp((x_j - max) - log_sum): the dense part of a gradient row.
+template <typename A, typename scalar_t>
+void softmax_scaled_generic(A* g, const scalar_t* x, int64_t S, A c, RowNorm<A> norm) {
+#pragma omp simd
+  for (int64_t j = 0; j < S; ++j) g[j] = c * exp_f(minus_lse(static_cast<A>(x[j]), norm));
+}
+
+// float32 rows, the common case, also compiled for AVX2 and AVX-512 and chosen at load time (the
+// build's baseline is SSE2, 4 lanes; these loops are bound by exp arithmetic, not memory).
+#define RX_LM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+RX_LM_CLONES RowNorm<float> row_normaliser_f32(const float* x, int64_t S) {
+  return row_normaliser_generic<float>(x, S);
+}
+RX_LM_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float c, RowNorm<float> norm) {
+  softmax_scaled_generic<float>(g, x, S, c, norm);
+}
+#undef RX_LM_CLONES
+
+template <typename A, typename scalar_t>
+RowNorm<A> row_normaliser(const scalar_t* x, int64_t S) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    return row_normaliser_f32(x, S);
+  } else {
+    return row_normaliser_generic<A>(x, S);
+  }
+}
+
+template <typename A, typename scalar_t>
+void softmax_scaled(A* g, const scalar_t* x, int64_t S, A c, const RowNorm<A>& norm) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    softmax_scaled_f32(g, x, S, c, norm);
+  } else {
+    softmax_scaled_generic<A>(g, x, S, c, norm);
+  }
 }
 
 template <typename A>
@@ -107,12 +145,9 @@ void write_grad_row(scalar_t* grad, const scalar_t* x, const LabelMapArgs& p, co
     g = acc_row.data();
   }
   if (dense) {
-    const A c = -scale * D;
-#pragma omp simd
-    for (int64_t j = 0; j < S; ++j) g[j] = c * exp_f(minus_lse(static_cast<A>(x[j]), lse));
+    softmax_scaled<A>(g, x, S, -scale * D, lse);
   } else {
-#pragma omp simd
-    for (int64_t j = 0; j < S; ++j) g[j] = static_cast<A>(0);
+    std::memset(g, 0, sizeof(A) * S);
   }
   for (int64_t e = 0; e < TK; ++e) {
     if (index[e] >= 0) g[index[e]] += scale * a[e];
