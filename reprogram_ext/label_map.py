@@ -13,43 +13,11 @@ from ._label_map_args import (
     canonicalize,
     check_loss_options,
 )
-from .backends import BACKENDS, resolve_backend
+from .backends import resolve_backend
 from .reference.label_map import label_map_reference, mapped_cross_entropy_reference
 
 _PRE_NAMES = ("none", "softmax", "log_softmax")
 _REDUCE_NAMES = ("sum", "mean", "max")
-
-
-_OPS = ("label_map_forward", "mapped_cross_entropy_forward")
-
-
-def _resolve_all() -> dict:
-    """resolve_backend's answer (or error) for every (backend, device type, op), computed at import."""
-    table = {}
-    for backend in BACKENDS:
-        for device_type in ("cpu", "cuda"):
-            for op in _OPS:
-                try:
-                    table[backend, device_type, op] = resolve_backend(backend, torch.device(device_type), op)
-                except (RuntimeError, ValueError) as exc:
-                    table[backend, device_type, op] = exc
-    return table
-
-
-_RESOLVED = _resolve_all()
-
-
-def _choose_backend(backend: str, device: torch.device, op: str) -> str:
-    """resolve_backend; while torch.compile traces, its answer from the import-time table (the
-    dispatcher queries behind it cannot be traced)."""
-    if not torch.compiler.is_compiling():
-        return resolve_backend(backend, device, op)
-    chosen = _RESOLVED.get((backend, device.type, op))
-    if chosen is None:
-        return resolve_backend(backend, device, op)  # unknown backend name or device: its error
-    if isinstance(chosen, Exception):
-        raise chosen
-    return chosen
 
 
 def _ops(backend: str):
@@ -98,7 +66,7 @@ def label_map(
         probs = label_map(logits, weight=omega, pre="softmax")
     """
     c = canonicalize("label_map", logits, index, weight, reduce, pre)
-    chosen = _choose_backend(backend, logits.device, "label_map_forward")
+    chosen = resolve_backend(backend, logits.device, "label_map_forward")
     if c.dense:
         out = _dense_values(c)
     elif chosen == "reference" or c.logits.shape[0] == 0:
@@ -143,7 +111,7 @@ def mapped_cross_entropy(
     c = canonicalize(op, logits, index, weight, reduce, pre)
     eps = check_loss_options(op, reduction, label_smoothing)
     y = canonical_target(op, target, c.lead_shape, c.num_targets, ignore_index)
-    chosen = _choose_backend(backend, logits.device, "mapped_cross_entropy_forward")
+    chosen = resolve_backend(backend, logits.device, "mapped_cross_entropy_forward")
     if c.dense or chosen == "reference" or c.logits.shape[0] == 0:
         loss = mapped_cross_entropy_reference(
             c.logits, y, c.index, c.weight, reduce=_REDUCE_NAMES[c.reduce], pre=pre, reduction=reduction,
