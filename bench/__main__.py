@@ -1,0 +1,128 @@
+"""``python -m bench``: run every op's benchmark cases on the device present, print the table and the
+performance-target checks, and write results.{txt,json,csv,png} (default directory bench/results/).
+
+Examples::
+
+    python -m bench                                  # everything, default sizes (< 10 min on 2 CPU cores)
+    python -m bench --quick                          # a subset with few repetitions (< 2 min)
+    python -m bench --ops masked_perturb --cases 'ilmvp_*' --reps 50
+    python -m bench --backend cpu,reference --dtype bfloat16 --out /tmp/bench
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+import torch
+
+from . import case_e2e_step, cases_label_map, cases_masked_perturb
+from .report import format_table, write_all
+from .runner import run_case
+from .targets import check_targets, format_targets
+from .utils import TimingBudget, machine_info
+
+CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
+OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
+IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _csv_list(text: Optional[str], allowed: Optional[Sequence[str]], flag: str) -> Optional[list]:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in items if allowed is not None and t not in allowed]
+    if unknown:
+        raise SystemExit(f"{flag}: unknown value(s) {unknown}; expected some of {list(allowed)}")
+    return items
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", help=f"comma-separated ops to run, of {', '.join(OPS)} (default: all)")
+    parser.add_argument("--cases", help="comma-separated case-name patterns (fnmatch, e.g. 'ilmvp_*,v2s_b32')")
+    parser.add_argument("--sizes", choices=("default", "tiny"), default="default",
+                        help="default: the papers' sizes; tiny: the same cases shrunk (smoke tests)")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda when a GPU is present, else cpu")
+    parser.add_argument("--backend", help=f"comma-separated implementations, of {', '.join(IMPLS)} (default: all)")
+    parser.add_argument("--reps", type=int, help="timed calls per measurement, at most (default 30; --quick 5)")
+    parser.add_argument("--seconds", type=float,
+                        help="time budget per measurement; stops early once min reps are done (default 1.5; quick 0.3)")
+    parser.add_argument("--quick", action="store_true", help="the cases marked quick, few repetitions (< 2 min)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="directory for results.{txt,json,csv,png}")
+    return parser.parse_args(argv)
+
+
+def select_cases(args: argparse.Namespace) -> list:
+    ops = _csv_list(args.ops, OPS, "--ops")
+    patterns = _csv_list(args.cases, None, "--cases")
+    selected = []
+    for family in CASE_FAMILIES:
+        for case in family(args.sizes):
+            if ops and case.op not in ops:
+                continue
+            if patterns and not any(fnmatch.fnmatch(case.name, p) for p in patterns):
+                continue
+            if args.quick and not patterns and not case.quick:
+                continue
+            selected.append(case)
+    return selected
+
+
+def budget_for(args: argparse.Namespace) -> TimingBudget:
+    if args.quick:
+        budget = TimingBudget(reps=5, min_reps=3, seconds=0.3, warmup=1)
+    else:
+        budget = TimingBudget(reps=30, min_reps=5, seconds=1.5, warmup=2)
+    if args.reps is not None:
+        budget.reps = max(1, args.reps)
+        budget.min_reps = min(budget.min_reps, budget.reps)
+    if args.seconds is not None:
+        budget.seconds = args.seconds
+    return budget
+
+
+def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
+    """Run the selected cases; print and write the results; return the JSON payload."""
+    args = parse_args(argv)
+    begin = time.perf_counter()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          (args.device if args.device != "auto" else "cpu"))
+    dtype = DTYPES[args.dtype]
+    impl_filter = set(_csv_list(args.backend, IMPLS, "--backend") or ()) or None
+    budget = budget_for(args)
+    cases = select_cases(args)
+    machine = machine_info(device)
+    log(f"reprogram_ext benchmarks: {len(cases)} case(s) on {machine['device_name']} ({device}), "
+        f"{machine['torch_threads']} threads, torch {machine['torch']}, {args.dtype}")
+    records = [run_case(case, device, dtype, budget, impl_filter, log=log) for case in cases]
+    targets = check_targets(records)
+    table = format_table(records) + "\n\n" + format_targets(targets)
+    duration = time.perf_counter() - begin
+    payload = {
+        "machine": machine,
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "settings": {"sizes": args.sizes, "quick": args.quick, "dtype": args.dtype, "device": str(device),
+                     "backend_filter": sorted(impl_filter) if impl_filter else None, "reps": budget.reps,
+                     "min_reps": budget.min_reps, "seconds_per_measurement": budget.seconds,
+                     "warmup": budget.warmup},
+        "cases": records,
+        "targets": targets,
+        "duration_s": duration,
+    }
+    paths = write_all(args.out, payload, table)
+    log("\n" + table)
+    log(f"\nTotal time {duration:.0f} s. Wrote " + ", ".join(paths.values()))
+    return payload
+
+
+if __name__ == "__main__":
+    main()
