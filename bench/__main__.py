@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import case_e2e_step, cases_label_map, cases_masked_perturb
+from .case_types import TIERS
 from .report import format_table, write_all
 from .runner import run_case
 from .targets import check_targets, format_targets
@@ -55,15 +56,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--backend", help=f"comma-separated implementations, of {', '.join(IMPLS)} (default: all)")
     parser.add_argument("--reps", type=int, help="timed calls per measurement, at most (default 30; --quick 5)")
     parser.add_argument("--seconds", type=float,
-                        help="time budget per measurement; stops early once min reps are done (default 1.5; quick 0.3)")
-    parser.add_argument("--quick", action="store_true", help="the cases marked quick, few repetitions (< 2 min)")
+                        help="time budget per implementation and phase, in seconds (default 1.0; --quick 0.3)")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--quick", action="store_true", help="the quick cases, few repetitions (< 2 min)")
+    scope.add_argument("--all", action="store_true", help="add the extended grid (more batch sizes and sizes)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="directory for results.{txt,json,csv,png}")
     return parser.parse_args(argv)
 
 
 def select_cases(args: argparse.Namespace) -> list:
     ops = _csv_list(args.ops, OPS, "--ops")
-    patterns = _csv_list(args.cases, None, "--cases")
+    patterns = _csv_list(args.cases, None, "--cases")  # named cases run whatever their tier
+    tier = "quick" if args.quick else ("all" if args.all else "default")
     selected = []
     for family in CASE_FAMILIES:
         for case in family(args.sizes):
@@ -71,7 +75,7 @@ def select_cases(args: argparse.Namespace) -> list:
                 continue
             if patterns and not any(fnmatch.fnmatch(case.name, p) for p in patterns):
                 continue
-            if args.quick and not patterns and not case.quick:
+            if not patterns and case.tier not in TIERS[tier]:
                 continue
             selected.append(case)
     return selected
@@ -79,9 +83,9 @@ def select_cases(args: argparse.Namespace) -> list:
 
 def budget_for(args: argparse.Namespace) -> TimingBudget:
     if args.quick:
-        budget = TimingBudget(reps=5, min_reps=3, seconds=0.3, warmup=1)
+        budget = TimingBudget(reps=5, min_reps=3, seconds=0.3, warmup=0)
     else:
-        budget = TimingBudget(reps=30, min_reps=5, seconds=1.5, warmup=2)
+        budget = TimingBudget(reps=30, min_reps=5, seconds=1.0, warmup=1)
     if args.reps is not None:
         budget.reps = max(1, args.reps)
         budget.min_reps = min(budget.min_reps, budget.reps)
@@ -110,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
     payload = {
         "machine": machine,
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": {"sizes": args.sizes, "quick": args.quick, "dtype": args.dtype, "device": str(device),
+        "settings": {"sizes": args.sizes, "quick": args.quick, "all": args.all, "dtype": args.dtype, "device": str(device),
                      "backend_filter": sorted(impl_filter) if impl_filter else None, "reps": budget.reps,
                      "min_reps": budget.min_reps, "seconds_per_measurement": budget.seconds,
                      "warmup": budget.warmup},

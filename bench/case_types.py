@@ -56,6 +56,9 @@ class CaseInstance:
 class Case:
     """A named configuration; ``build(device, dtype)`` makes its ``CaseInstance``.
 
+    ``tier`` keeps the default run within its time budget: ``--quick`` runs the "quick" cases,
+    the default run adds the "default" ones, ``--all`` adds the "extended" ones.
+
     ``build`` raises ``CaseUnavailable`` when a piece it needs (an op, a layer) is missing.
     """
 
@@ -65,7 +68,10 @@ class Case:
     params: dict
     build: Callable[[torch.device, torch.dtype], CaseInstance]
     headline: bool = False
-    quick: bool = False  # part of the --quick subset
+    tier: str = "default"  # "quick": in every run; "default": in the default run; "extended": with --all
+
+
+TIERS = {"quick": ("quick",), "default": ("quick", "default"), "all": ("quick", "default", "extended")}
 
 
 class CaseUnavailable(RuntimeError):

@@ -55,6 +55,14 @@ def _inputs(size: MappingSize, device, dtype):
     return logits, index.to(device), target.to(device), generator
 
 
+def _with_logits_sized_copy(instance: CaseInstance, size: MappingSize, dtype) -> CaseInstance:
+    """Copy baseline: clone() of a [B, S] tensor, the bytes that dominate (the output [B, T] is tiny)."""
+    instance.out_shape, instance.out_dtype = (size.batch, size.sources), dtype
+    instance.notes.append("copy baseline: clone() of a [B, S] tensor (the logits' size, which the backward "
+                          "writes as grad_logits), not of the small output")
+    return instance
+
+
 def _build_label_map(size: MappingSize, pre: str):
     def build(device: torch.device, dtype: torch.dtype) -> CaseInstance:
         label_map = _op("label_map")
@@ -70,7 +78,7 @@ def _build_label_map(size: MappingSize, pre: str):
         out_bytes = tensor_bytes(out_shape, dtype)
         fwd = logits_bytes + index_bytes + out_bytes
         bwd = out_bytes + index_bytes + logits_bytes + (logits_bytes if pre != "none" else 0)
-        return CaseInstance(impls, fwd, bwd, out_shape, dtype)
+        return _with_logits_sized_copy(CaseInstance(impls, fwd, bwd), size, dtype)
 
     return build
 
@@ -88,9 +96,7 @@ def _build_mapped_ce(size: MappingSize):
         small = tensor_bytes(index.shape, index.dtype) + tensor_bytes(target.shape, target.dtype)
         fwd = logits_bytes + small + tensor_bytes((), dtype)
         bwd = 2 * logits_bytes + small
-        instance = CaseInstance(impls, fwd, bwd, out_shape=(size.batch, size.sources), out_dtype=dtype)
-        instance.notes.append("copy baseline: clone() of a [B, S] tensor (the gradient the backward writes)")
-        return instance
+        return _with_logits_sized_copy(CaseInstance(impls, fwd, bwd), size, dtype)
 
     return build
 
@@ -107,11 +113,12 @@ def cases(sizes: str = "default") -> list:
             size = TINY
         large = key == "vocab32k"
         result.append(Case("label_map", f"label_map_softmax_{key}", f"{models}; mean of probabilities (V2S/BAR)",
-                           _params(size, pre="softmax", reduce="mean"), _build_label_map(size, "softmax")))
+                           _params(size, pre="softmax", reduce="mean"), _build_label_map(size, "softmax"),
+                           tier="default"))
         result.append(Case("mapped_cross_entropy", f"mapped_ce_softmax_{key}",
                            f"{models}; cross-entropy on the log of averaged probabilities (V2S loss)",
                            _params(size, pre="softmax"), _build_mapped_ce(size),
-                           headline=large or key == "in1k_to10", quick=key != "in1k_to100"))
+                           headline=large or key == "in1k_to10", tier="quick" if key != "in1k_to100" else "extended"))
     size = TINY if sizes == "tiny" else SIZES["in1k_to10"][0]
     result.append(Case("label_map", "label_map_logits_in1k_to10",
                        "AutoVP: mean of K=10 source logits per CIFAR-10 class (ImageNet-1k source)",

@@ -142,38 +142,38 @@ def _tiny(setting: PerturbSetting) -> PerturbSetting:
 
 
 def _settings() -> list:
-    """(name, what it models, setting, headline, in --quick) of every default case."""
+    """(name, what it models, setting, headline, tier) of every case."""
     ilmvp = dict(channels=3, out_size=(224, 224), activation="sigmoid", normalize="after")
     return [
         ("ilmvp_cifar32_b64", "ILM-VP: CIFAR 32x32 padded to 224x224, sigmoid prompt, add, ImageNet normalisation after",
-         PerturbSetting(batch=64, in_size=(32, 32), **ilmvp), False, False),
+         PerturbSetting(batch=64, in_size=(32, 32), **ilmvp), False, "extended"),
         ("ilmvp_cifar32_b256", "ILM-VP at its training batch size 256",
-         PerturbSetting(batch=256, in_size=(32, 32), **ilmvp), False, False),
+         PerturbSetting(batch=256, in_size=(32, 32), **ilmvp), False, "default"),
         ("ilmvp_128_b64", "ILM-VP headline: 3x128x128 padded to 224x224, B=64, sigmoid, add, mask, normalise after",
-         PerturbSetting(batch=64, in_size=(128, 128), **ilmvp), True, True),
+         PerturbSetting(batch=64, in_size=(128, 128), **ilmvp), True, "quick"),
         ("ilmvp_128_b256", "ILM-VP 128->224 at batch 256",
-         PerturbSetting(batch=256, in_size=(128, 128), **ilmvp), False, False),
+         PerturbSetting(batch=256, in_size=(128, 128), **ilmvp), False, "extended"),
         ("autovp_resize192_b64", "AutoVP: CIFAR 32x32 resized (bilinear) to 192, padded to 224, sigmoid, normalise after",
-         PerturbSetting(batch=64, in_size=(32, 32), resize=(192, 192), **ilmvp), False, False),
+         PerturbSetting(batch=64, in_size=(32, 32), resize=(192, 192), **ilmvp), False, "default"),
         ("smm_b64", "SMM: 32x32 resized to 224, normalise before, + delta * upsampled per-sample mask "
                     "[B,1,28,28] (mask_scale 8); gradients for delta and mask",
          PerturbSetting(batch=64, channels=3, in_size=(32, 32), out_size=(224, 224), resize=(224, 224),
-                        activation="none", normalize="before", mask="per_sample", mask_scale=8), False, True),
+                        activation="none", normalize="before", mask="per_sample", mask_scale=8), False, "default"),
         ("v2s_b32", "Voice2Series: 1-D series of 1000 samples tiled 8 times on a 16000-sample canvas, "
                     "+ M * theta outside the copies, no normalisation",
          PerturbSetting(batch=32, channels=1, in_size=(1000,), out_size=(16000,), copies=8,
-                        activation="none", normalize="none"), False, True),
+                        activation="none", normalize="none"), False, "default"),
         ("elsayed_odd_b17", "Elsayed-style odd sizes: B=17, 31x29 padded to 223x225, tanh program",
-         PerturbSetting(batch=17, channels=3, in_size=(31, 29), out_size=(223, 225), activation="tanh"), False, False),
+         PerturbSetting(batch=17, channels=3, in_size=(31, 29), out_size=(223, 225), activation="tanh"), False, "default"),
     ]
 
 
 def cases(sizes: str = "default") -> list:
     """Every masked_perturb case; ``sizes="tiny"`` shrinks them for smoke tests."""
     result = []
-    for name, models, setting, headline, quick in _settings():
+    for name, models, setting, headline, tier in _settings():
         if sizes == "tiny":
             setting = _tiny(setting)
         result.append(Case("masked_perturb", name, models, _params(setting), _build(setting), headline=headline,
-                           quick=quick))
+                           tier=tier))
     return result

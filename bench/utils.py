@@ -58,6 +58,10 @@ class TimingBudget:
     warmup: int = 2
 
 
+FLOOR_REPS = 3
+SLOW_FACTOR = 2.0
+
+
 def summarize(times_ms: Sequence[float]) -> TimingStats:
     """Median and quartiles (inclusive method) of a list of per-call times."""
     values = sorted(times_ms)
@@ -92,9 +96,11 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
 
     Each timed call is ``run(setup())``; ``setup`` (e.g. the forward before a timed backward, or
     None) is not timed. After the warm-up calls (excluded), rounds are made in which every callable
-    is timed once, so that a change in the machine's load affects all of them alike: at least
-    ``min_reps`` rounds, then more until ``reps`` rounds or ``seconds`` per callable have passed.
-    Garbage collection runs before, not during, the timed calls. Returns name -> TimingStats.
+    is timed once, so that a change in the machine's load affects all of them alike. Rounds go on
+    until ``reps`` rounds are done or ``seconds`` per callable have passed, but never fewer than
+    ``min_reps`` rounds -- unless those would take more than ``SLOW_FACTOR`` times the budget, in
+    which case ``FLOOR_REPS`` rounds suffice (large cases on a slow machine). Garbage collection runs
+    before, not during, the timed calls. Returns name -> TimingStats.
     """
     prepared = {name: (run, setup if setup is not None else (lambda: None)) for name, (run, setup) in calls.items()}
     for run, setup in prepared.values():
@@ -103,9 +109,19 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
     synchronize(device)
     gc.collect()
     times = {name: [] for name in prepared}
-    deadline = time.perf_counter() + budget.seconds * len(prepared)
+    begin = time.perf_counter()
+    allowed = budget.seconds * len(prepared)
     rounds = 0
-    while rounds < budget.reps and (rounds < budget.min_reps or time.perf_counter() < deadline):
+
+    def wanted() -> bool:
+        elapsed = time.perf_counter() - begin
+        if rounds >= budget.reps:
+            return False
+        if rounds < min(FLOOR_REPS, budget.min_reps):
+            return True
+        return elapsed < allowed or (rounds < budget.min_reps and elapsed < SLOW_FACTOR * allowed)
+
+    while wanted():
         for name, (run, setup) in prepared.items():
             state = setup()
             synchronize(device)
