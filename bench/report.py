@@ -30,8 +30,8 @@ def _megabytes(value: Optional[int]) -> Optional[float]:
 
 
 TABLE_COLUMNS = ("impl", "fwd ms ±IQR", "bwd ms ±IQR", "fwd+bwd ms ±IQR", "f+b GB/s", "f+b %copy",
-                 "fwd/clone", "peak f+b MB", "x eager", "x compile")
-WIDTHS = (10, 15, 15, 17, 9, 10, 10, 12, 8, 10)
+                 "fwd/clone", "peak f+b MB", "x eager", "paired", "x compile")
+WIDTHS = (10, 15, 15, 17, 9, 10, 10, 12, 8, 7, 10)
 
 
 def _impl_row(impl: dict) -> str:
@@ -41,6 +41,7 @@ def _impl_row(impl: dict) -> str:
     cells = (impl["name"], _timing(impl["fwd"]), _timing(impl["bwd"]), _timing(fb), _fmt(fb["gbps"]),
              _fmt(fb["pct_of_copy"], ".0f", "%"), _fmt(impl.get("fwd_over_clone")),
              _fmt(_megabytes(impl["peak_fwdbwd_bytes"]), ".1f"), _fmt(fb["speedup_vs_eager"], ".2f", "x"),
+             _fmt((fb.get("paired_speedup_vs_eager") or {}).get("median"), ".2f", "x"),
              _fmt(fb["speedup_vs_compile"], ".2f", "x"))
     return " ".join(f"{c:<{w}}" for c, w in zip(cells, WIDTHS))
 
@@ -99,6 +100,7 @@ def csv_rows(records: list, machine: dict) -> list:
                                 f"{phase}_reps": stats["reps"], f"{phase}_gbps": stats["gbps"],
                                 f"{phase}_pct_of_copy": stats["pct_of_copy"],
                                 f"{phase}_speedup_vs_eager": stats["speedup_vs_eager"],
+                                f"{phase}_paired_speedup_vs_eager": (stats.get("paired_speedup_vs_eager") or {}).get("median"),
                                 f"{phase}_speedup_vs_compile": stats["speedup_vs_compile"]})
                 row.update(fwd_over_clone=impl.get("fwd_over_clone"),
                            peak_fwd_mb=_megabytes(impl["peak_fwd_bytes"]),

@@ -14,7 +14,9 @@ of the baseline as they are part of the op.
 
 Derived, per implementation and phase: GB/s = bytes the op must move / median time; % of the copy
 bandwidth (the clone moves its bytes twice, read + write); speedups = other implementation's median
-time / this one's; for the forward also its time as a multiple of the clone's.
+time / this one's (ratio of medians), and the paired speedup vs eager: the median over rounds of the
+ratio of the two calls made back to back in that round (robust to load drifting between rounds);
+for the forward also its time as a multiple of the clone's.
 """
 from __future__ import annotations
 
@@ -22,12 +24,13 @@ import gc
 import os
 import time
 import traceback
+from dataclasses import replace
 from typing import Optional
 
 import torch
 
 from .case_types import COMPILED, EAGER, Case, CaseInstance, CaseUnavailable
-from .utils import TimingBudget, gbps, peak_extra_bytes, tensor_bytes, time_interleaved
+from .utils import TimingBudget, gbps, paired_ratio, peak_extra_bytes, summarize, tensor_bytes, time_interleaved
 
 PHASES = ("fwd", "bwd", "fwdbwd")
 CLONE = "clone()"
@@ -117,16 +120,22 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
         records[impl.name] = _first_call(impl)
     running = [impl for impl in impls if records[impl.name]["available"]]
     clone = _clone_call(instance, device)
+    if case.min_reps and budget.reps >= case.min_reps:  # the case needs more rounds to resolve its differences
+        budget = replace(budget, min_reps=case.min_reps, floor_reps=case.min_reps)
     for phase in PHASES:
         calls = {impl.name: _phase_calls(impl, phase) for impl in running}
         if phase == "fwd" and clone is not None:
             calls[CLONE] = clone
-        for name, stats in time_interleaved(calls, device, budget).items():
+        times = time_interleaved(calls, device, budget)
+        for name, values in times.items():
+            stats = summarize(values)
             if name == CLONE:
                 copied = 2 * tensor_bytes(instance.out_shape, instance.out_dtype)
                 result["clone"] = {**stats.as_dict(), "bytes": copied, "gbps": gbps(copied, stats.median_ms)}
-            else:
-                records[name][phase] = stats.as_dict()
+                continue
+            records[name][phase] = stats.as_dict()
+            if EAGER in times and name != EAGER:
+                records[name][phase]["paired_speedup_vs_eager"] = paired_ratio(times[EAGER], values)
     outputs = {}
     for impl in running:
         records[impl.name]["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device)

@@ -10,7 +10,9 @@ Targets (from the project issues), per fused backend that ran:
   4. mapped_cross_entropy(pre="softmax") fwd+bwd >= 3x eager at (256, 1000, 10, 10) and at
      (2048, 32000, 100, 8);
   5. ... its peak extra memory (fwd+bwd) <= 0.5x eager's at the large size;
-  6. end-to-end ResNet-18 reprogramming step: fused layers faster and lighter than reference layers.
+  6. end-to-end ResNet-18 reprogramming step: fused layers faster and lighter than reference layers
+     (time: the median of per-round paired ratios, since the difference is a few percent of a step
+     dominated by the frozen model, and the machine's load drifts between rounds).
 """
 from __future__ import annotations
 
@@ -46,6 +48,12 @@ def _peak(impl: dict) -> Optional[float]:
     return impl.get("peak_fwdbwd_bytes") if impl and impl.get("available") else None
 
 
+def _paired_time_ratio(impl: dict, phase: str) -> Optional[float]:
+    """impl's time / eager's time, as the median over interleaved rounds (the step differs by ~1%)."""
+    paired = impl.get(phase, {}).get("paired_speedup_vs_eager") if impl and impl.get("available") else None
+    return 1.0 / paired["median"] if paired and paired["median"] else None
+
+
 TARGETS = [
     Target(HEADLINE_PERTURB, "ILM-VP headline fwd+bwd speedup vs eager reference",
            lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 6.0),
@@ -59,8 +67,8 @@ TARGETS = [
            lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0),
     Target(MAPPED_CE_LARGE, "mapped_cross_entropy(softmax) peak extra memory / eager's, large size",
            lambda f, e, c: _ratio(_peak(f), _peak(e)), "<=", 0.5),
-    Target(E2E_STEP, "e2e ResNet-18 step time, fused layers / reference layers",
-           lambda f, e, c: _ratio(_median(f, "fwdbwd"), _median(e, "fwdbwd")), "<", 1.0),
+    Target(E2E_STEP, "e2e ResNet-18 step time, fused layers / reference layers (median of paired rounds)",
+           lambda f, e, c: _paired_time_ratio(f, "fwdbwd"), "<", 1.0),
     Target(E2E_STEP, "e2e ResNet-18 step peak memory, fused layers / reference layers",
            lambda f, e, c: _ratio(_peak(f), _peak(e)), "<", 1.0),
 ]
@@ -101,7 +109,7 @@ def check_targets(records: list) -> list:
 def format_targets(rows: list) -> str:
     lines = ["Performance targets (checks, not tests):"]
     for row in rows:
-        value = "-" if row["value"] is None else f"{row['value']:.2f}"
+        value = "-" if row["value"] is None else f"{row['value']:.3f}"
         backend = f"[{row['backend']}] " if row["backend"] else ""
         why = f"  ({row['reason']})" if row["reason"] else ""
         lines.append(f"  {row['status']:<4} {backend}{row['target']}: {value} (target {row['comparison']} {row['threshold']:g}){why}")

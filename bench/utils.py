@@ -50,16 +50,14 @@ class TimingStats:
 
 @dataclass
 class TimingBudget:
-    """How many timed calls to make: up to ``reps``, at least ``min_reps``, stopping after ``seconds``."""
+    """How many timed rounds to make (see ``time_interleaved``)."""
 
-    reps: int = 30
-    min_reps: int = 5
-    seconds: float = 2.0
-    warmup: int = 2
-
-
-FLOOR_REPS = 3
-SLOW_FACTOR = 2.0
+    reps: int = 30  # at most
+    min_reps: int = 5  # at least, unless that takes more than slow_factor x the time budget ...
+    seconds: float = 1.0  # time budget per callable
+    warmup: int = 1  # untimed calls of each callable first
+    floor_reps: int = 3  # ... then this many suffice
+    slow_factor: float = 2.0
 
 
 def summarize(times_ms: Sequence[float]) -> TimingStats:
@@ -98,9 +96,10 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
     None) is not timed. After the warm-up calls (excluded), rounds are made in which every callable
     is timed once, so that a change in the machine's load affects all of them alike. Rounds go on
     until ``reps`` rounds are done or ``seconds`` per callable have passed, but never fewer than
-    ``min_reps`` rounds -- unless those would take more than ``SLOW_FACTOR`` times the budget, in
-    which case ``FLOOR_REPS`` rounds suffice (large cases on a slow machine). Garbage collection runs
-    before, not during, the timed calls. Returns name -> TimingStats.
+    ``min_reps`` rounds -- unless those would take more than ``slow_factor`` times the budget, in
+    which case ``floor_reps`` rounds suffice (large cases on a slow machine). Garbage collection runs
+    before, not during, the timed calls. Returns name -> per-round times in ms (index i of every
+    list is round i, so ratios of the same round are paired measurements).
     """
     prepared = {name: (run, setup if setup is not None else (lambda: None)) for name, (run, setup) in calls.items()}
     for run, setup in prepared.values():
@@ -117,9 +116,9 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
         elapsed = time.perf_counter() - begin
         if rounds >= budget.reps:
             return False
-        if rounds < min(FLOOR_REPS, budget.min_reps):
+        if rounds < min(budget.floor_reps, budget.min_reps):
             return True
-        return elapsed < allowed or (rounds < budget.min_reps and elapsed < SLOW_FACTOR * allowed)
+        return elapsed < allowed or (rounds < budget.min_reps and elapsed < budget.slow_factor * allowed)
 
     while wanted():
         for name, (run, setup) in prepared.items():
@@ -128,7 +127,17 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
             times[name].append(_time_one(lambda: run(state), device))
             del state
         rounds += 1
-    return {name: summarize(values) for name, values in times.items()}
+    return times
+
+
+def paired_ratio(numerator_ms: Sequence[float], denominator_ms: Sequence[float]) -> dict:
+    """Median, quartiles and count of the per-round ratios numerator/denominator of two interleaved series.
+
+    Both calls of a round ran back to back, so a change in the machine's load between rounds
+    largely cancels in their ratio.
+    """
+    stats = summarize([n / d for n, d in zip(numerator_ms, denominator_ms) if d > 0])
+    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "rounds": stats.reps}
 
 
 @contextlib.contextmanager

@@ -31,8 +31,13 @@ SMOKE_CASES = ("ilmvp_128_b64", "mapped_ce_softmax_vocab32k", "e2e_resnet18_ilmv
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    payload = main(["--sizes", "tiny", "--cases", ",".join(SMOKE_CASES), "--reps", "3", "--seconds", "0",
-                    "--out", str(out)], log=lambda *_: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops on a busy CI machine: spare them OpenMP barrier waits
+    try:
+        payload = main(["--sizes", "tiny", "--cases", ",".join(SMOKE_CASES), "--reps", "3", "--seconds", "0",
+                        "--out", str(out)], log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
     return payload, out
 
 
