@@ -1,0 +1,82 @@
+// Host-side checks of the label_map / mapped_cross_entropy op arguments (canonical form:
+// logits [N, S] contiguous, index int64 [T, K] contiguous with -1 padding, weight [T, K] in the
+// accumulation dtype or absent). The Python front end (reprogram_ext/_label_map_args.py) validates
+// user input with friendlier messages; these checks guard direct torch.ops callers.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "common/label_map_math.h"
+
+namespace reprogram_ext {
+namespace label_map {
+
+struct LabelMapArgs {
+  int64_t N, S, T, K;
+  int64_t reduce, pre;
+  bool weighted;
+};
+
+inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
+  return logits_type == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+inline LabelMapArgs make_label_map_args(const at::Tensor& logits, const at::Tensor& index,
+                                        const std::optional<at::Tensor>& weight, int64_t reduce, int64_t pre) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "label_map: logits must be a contiguous [N, S] tensor, got ",
+              logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "label_map: logits must be floating, got ",
+              logits.scalar_type());
+  TORCH_CHECK(index.dim() == 2 && index.scalar_type() == at::kLong && index.is_contiguous(),
+              "label_map: index must be a contiguous int64 [T, K] tensor, got ", index.scalar_type(), " ",
+              index.sizes());
+  TORCH_CHECK(index.device() == logits.device(), "label_map: index and logits are on different devices");
+  TORCH_CHECK(reduce >= kSum && reduce <= kMax, "label_map: bad reduce code ", reduce);
+  TORCH_CHECK(pre >= kPreNone && pre <= kPreLogSoftmax, "label_map: bad pre code ", pre);
+  LabelMapArgs a;
+  a.N = logits.size(0);
+  a.S = logits.size(1);
+  a.T = index.size(0);
+  a.K = index.size(1);
+  a.reduce = reduce;
+  a.pre = pre;
+  a.weighted = weight.has_value();
+  TORCH_CHECK(a.K >= 1, "label_map: index must have K >= 1 sources per target, got ", index.sizes());
+  if (a.weighted) {
+    const at::Tensor& w = *weight;
+    TORCH_CHECK(w.sizes() == index.sizes() && w.is_contiguous() &&
+                    w.scalar_type() == acc_scalar_type(logits.scalar_type()) && w.device() == logits.device(),
+                "label_map: weight must be a contiguous ", acc_scalar_type(logits.scalar_type()), " ", index.sizes(),
+                " tensor on logits' device, got ", w.scalar_type(), " ", w.sizes());
+  }
+  if (index.device().is_cpu()) {  // device indices are checked by the Python front end
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    for (int64_t t = 0; t < a.T; ++t) {
+      bool any = false;
+      for (int64_t k = 0; k < a.K; ++k) {
+        const int64_t s = idx[t * a.K + k];
+        TORCH_CHECK(s >= -1 && s < a.S, "label_map: index[", t, ", ", k, "] = ", s, " is out of range [-1, ", a.S, ")");
+        any = any || s >= 0;
+      }
+      TORCH_CHECK(any, "label_map: index row ", t, " (target ", t, ") has no valid source (all -1)");
+    }
+  }
+  return a;
+}
+
+inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_t ignore_index) {
+  TORCH_CHECK(target.dim() == 1 && target.size(0) == a.N && target.scalar_type() == at::kLong &&
+                  target.is_contiguous(),
+              "mapped_cross_entropy: target must be a contiguous int64 [", a.N, "] tensor, got ", target.scalar_type(),
+              " ", target.sizes());
+  if (target.device().is_cpu()) {
+    const int64_t* y = target.const_data_ptr<int64_t>();
+    for (int64_t n = 0; n < a.N; ++n) {
+      TORCH_CHECK(y[n] == ignore_index || (y[n] >= 0 && y[n] < a.T), "mapped_cross_entropy: target[", n, "] = ", y[n],
+                  " is out of range [0, ", a.T, ") and is not ignore_index (", ignore_index, ")");
+    }
+  }
+}
+
+}  // namespace label_map
+}  // namespace reprogram_ext

@@ -1,0 +1,276 @@
+// Per-row math of label_map and mapped_cross_entropy, shared by the C++ CPU kernels and the CUDA
+// kernels (every function is __host__ __device__), so the CPU build executes the same code the
+// GPU runs. Kernels only map rows / targets / sources to threads and call these functions.
+//
+// One row n of logits x[S]; target t owns the sources s_k = index[t, k], k < K (-1 = padding),
+// with weights w_k (1 without a weight tensor). With lse = log sum_j exp(x_j):
+//   v_j = pre(x_j):  none x_j,  softmax exp(x_j - lse),  log_softmax x_j - lse
+//   label_map:  out_t = sum_k w_k v_{s_k}                  (reduce sum)
+//                     = sum_k w_k v_{s_k} / sum_k w_k      (reduce mean)
+//                     = max_k w_k v_{s_k}                  (reduce max; first maximal k wins)
+// mapped_cross_entropy uses L_t = out_t, except with pre softmax, where L_t = log out_t is
+// computed in log space: with m_t = max_k x_{s_k} and e_k = exp(x_{s_k} - m_t),
+//   L_t = m_t + log(sum_k w_k e_k  [or max_k w_k e_k]) - log(sum_k w_k  [mean only]) - lse.
+// Cross-entropy over the T targets only sees L up to a per-row constant (softmax over t is
+// shift invariant), so every "- c * lse" with c equal for all targets is dropped: the softmax
+// loss never needs lse at all (ce_needs_lse() says when it does).
+//   loss = -(1 - eps) log q_y - eps / T * sum_t log q_t,   q = softmax_t(L),  0 if y == ignore_index
+//   dloss/dL_t = q_t - (1 - eps) [t == y] - eps / T      (sums to 0 over t)
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace reprogram_ext {
+namespace label_map {
+
+#define RX_LM_HD C10_HOST_DEVICE inline
+
+enum Reduce : int64_t { kSum = 0, kMean = 1, kMax = 2 };
+enum Pre : int64_t { kPreNone = 0, kPreSoftmax = 1, kPreLogSoftmax = 2 };
+
+// Accumulation type: float for float/half/bfloat16, double for double.
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+template <typename T> using acc_t = typename Acc<T>::type;
+
+// exp(x) for float. On the host a branch-free Cody-Waite + degree-6 polynomial (relative error
+// ~1 ulp), so that row loops under `#pragma omp simd` vectorise without -ffast-math; on the
+// device the hardware-backed expf. exp(-inf) = 0, exp(+inf) = inf, NaN propagates.
+RX_LM_HD float exp_f(float x) {
+#ifdef __CUDA_ARCH__
+  return expf(x);
+#else
+  const float hi = 88.0f, lo = -87.33654f;
+  float xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  const float t = xc * 1.44269504088896341f + 12582912.0f;  // round to nearest via the magic number
+  const float n = t - 12582912.0f;
+  float r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  union { int32_t i; float f; } scale;
+  scale.i = (static_cast<int32_t>(n) + 127) << 23;
+  float out = y * scale.f;
+  out = x > 88.72283f ? INFINITY : out;
+  out = x < lo ? 0.0f : out;
+  return x != x ? x : out;
+#endif
+}
+RX_LM_HD double exp_f(double x) { return exp(x); }
+
+// A row's log-sum-exp kept as (max, log sum_j exp(x_j - max)), so that x - lse is computed as
+// (x - max) - log_sum without rounding a large lse first (softmax's own trick).
+template <typename A>
+struct RowNorm {
+  A max, log_sum;
+};
+
+template <typename A>
+RX_LM_HD A minus_lse(A x, const RowNorm<A>& r) {
+  return (x - r.max) - r.log_sum;
+}
+
+// v = pre(x) given the row's normaliser.
+template <typename A>
+RX_LM_HD A pre_value(A x, int64_t pre, const RowNorm<A>& r) {
+  if (pre == kPreSoftmax) return exp_f(minus_lse(x, r));
+  if (pre == kPreLogSoftmax) return minus_lse(x, r);
+  return x;
+}
+
+// The sparse mapping of one target: its K source ids (-1 pads) and weights (nullptr = all 1).
+template <typename A>
+struct Group {
+  const int64_t* src;
+  const A* w;
+  int64_t K;
+  RX_LM_HD bool valid(int64_t k) const { return src[k] >= 0; }
+  RX_LM_HD A weight(int64_t k) const { return w ? w[k] : static_cast<A>(1); }
+};
+
+// label_map's reduction of one group on values v_{s_k} = pre(x_{s_k}).
+template <typename A>
+struct GroupValue {
+  A out;       // out_t
+  A wsum;      // sum of the valid weights (the mean's denominator)
+  int64_t arg; // first maximal k (reduce max), else -1
+};
+
+template <typename A, typename scalar_t>
+RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, int64_t reduce, int64_t pre,
+                                   const RowNorm<A>& lse) {
+  GroupValue<A> r;
+  r.out = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
+  r.wsum = 0;
+  r.arg = -1;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (!g.valid(k)) continue;
+    const A w = g.weight(k);
+    const A wv = w * pre_value(static_cast<A>(x[g.src[k]]), pre, lse);
+    r.wsum += w;
+    if (reduce == kMax) {
+      if (r.arg < 0 || wv > r.out) {
+        r.out = wv;
+        r.arg = k;
+      }
+    } else {
+      r.out += wv;
+    }
+  }
+  if (reduce == kMean) r.out /= r.wsum;
+  return r;
+}
+
+// d out_t / d v_{s_k}: the coefficient c_k of source k in target t's reduction.
+template <typename A>
+RX_LM_HD A value_coefficient(const Group<A>& g, const GroupValue<A>& gv, int64_t reduce, int64_t k) {
+  if (reduce == kMax) return k == gv.arg ? g.weight(k) : static_cast<A>(0);
+  if (reduce == kMean) return g.weight(k) / gv.wsum;
+  return g.weight(k);
+}
+
+// d out_t / d w_k, given v_k = pre(x_{s_k}).
+template <typename A>
+RX_LM_HD A value_weight_derivative(const GroupValue<A>& gv, int64_t reduce, int64_t k, A v) {
+  if (reduce == kMax) return k == gv.arg ? v : static_cast<A>(0);
+  if (reduce == kMean) return (v - gv.out) / gv.wsum;
+  return v;
+}
+
+// pre softmax in log space: L_t + lse = m + log(R) - log(wsum) [mean], where
+// R = sum_k w_k e_k (sum, mean) or max_k w_k e_k (max), e_k = exp(x_{s_k} - m).
+template <typename A>
+struct GroupLog {
+  A L;         // log out_t + lse - shift
+  A m, R, wsum;
+  int64_t arg; // first maximal k (reduce max)
+};
+
+// `shift` is subtracted from L (cross-entropy ignores a per-row constant): pass the row's largest
+// mapped logit so that L stays small and the loss does not cancel large numbers in float32.
+template <typename A, typename scalar_t>
+RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_t reduce, A shift) {
+  GroupLog<A> r;
+  r.m = -static_cast<A>(INFINITY);
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (g.valid(k)) {
+      const A xv = static_cast<A>(x[g.src[k]]);
+      r.m = xv > r.m ? xv : r.m;
+    }
+  }
+  if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
+  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
+  r.wsum = 0;
+  r.arg = -1;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (!g.valid(k)) continue;
+    const A w = g.weight(k);
+    const A we = w * exp_f(static_cast<A>(x[g.src[k]]) - r.m);
+    r.wsum += w;
+    if (reduce == kMax) {
+      if (r.arg < 0 || we > r.R) {
+        r.R = we;
+        r.arg = k;
+      }
+    } else {
+      r.R += we;
+    }
+  }
+  r.L = (r.m - shift) + log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
+  return r;
+}
+
+// The largest finite value of v[0, n), or 0 when there is none.
+template <typename A>
+RX_LM_HD A finite_max(const A* v, int64_t n) {
+  A m = -static_cast<A>(INFINITY);
+  for (int64_t i = 0; i < n; ++i) {
+    if (v[i] > m && v[i] < static_cast<A>(INFINITY)) m = v[i];
+  }
+  return m == -static_cast<A>(INFINITY) ? static_cast<A>(0) : m;
+}
+
+// Responsibility of source k in a log-space group: d L_t / d x_{s_k} without the -p_j term,
+// = w_k e_k / R (only k = arg for max).
+template <typename A, typename scalar_t>
+RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
+                                    int64_t k) {
+  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
+  return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
+}
+
+// d L_t / d w_k of a log-space group: e_k / R (k = arg only for max) - 1 / wsum (mean).
+template <typename A, typename scalar_t>
+RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
+                                       int64_t k) {
+  const A e = exp_f(static_cast<A>(x[g.src[k]]) - gl.m);
+  A d = (reduce != kMax || k == gl.arg) ? e / gl.R : static_cast<A>(0);
+  if (reduce == kMean) d -= static_cast<A>(1) / gl.wsum;
+  return d;
+}
+
+// Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t
+// differing between targets, i.e. pre log_softmax with reduce sum, or reduce max with weights
+// (c_t = sum_k of value_coefficient). Mean (c_t = 1), unweighted max (c_t = 1), none and
+// softmax (log space) never do.
+RX_LM_HD bool ce_needs_lse(int64_t pre, int64_t reduce, bool weighted) {
+  return pre == kPreLogSoftmax && (reduce == kSum || (reduce == kMax && weighted));
+}
+
+// Whether label_map's output needs the row's lse (any pre but none).
+RX_LM_HD bool map_needs_lse(int64_t pre) { return pre != kPreNone; }
+
+// Row normaliser from its max and sum_j exp(x_j - max).
+template <typename A>
+RX_LM_HD RowNorm<A> row_norm_from(A row_max, A sum_exp) {
+  return RowNorm<A>{row_max, static_cast<A>(log(sum_exp))};
+}
+
+// log-sum-exp from a max and sum_j exp(x_j - max) (an infinite max is returned as is).
+template <typename A>
+RX_LM_HD A lse_from(A row_max, A sum_exp) {
+  if (row_max == -static_cast<A>(INFINITY) || row_max == static_cast<A>(INFINITY)) return row_max;
+  return row_max + log(sum_exp);
+}
+
+// Cross-entropy of one row from logsumexp_t(L) and the two sums it needs.
+//   loss = -(1 - eps)(L_y - lseL) - eps / T * (sum_t L_t - T * lseL)
+template <typename A>
+RX_LM_HD A ce_loss(A L_target, A sum_L, A lse_L, int64_t T, A eps) {
+  const A nll = lse_L - L_target;
+  if (eps == static_cast<A>(0)) return nll;
+  const A smooth = lse_L - sum_L / static_cast<A>(T);
+  return (static_cast<A>(1) - eps) * nll + eps * smooth;
+}
+
+// d loss / d L_t, times the row's scale (the upstream gradient of this row's loss).
+template <typename A>
+RX_LM_HD A ce_logit_grad(A L_t, A lse_L, bool is_target, int64_t T, A eps, A scale) {
+  const A q = exp_f(L_t - lse_L);
+  const A onehot = is_target ? static_cast<A>(1) - eps : static_cast<A>(0);
+  return scale * (q - onehot - eps / static_cast<A>(T));
+}
+
+// Deterministic batch chunks of the weight-gradient reduction: a function of the shape only, so
+// CPU and CUDA sum the per-row contributions in the same order.
+RX_LM_HD int64_t weight_grad_chunks(int64_t N, int64_t TK) {
+  if (N <= 1) return 1;
+  const int64_t target = 1 << 14;
+  int64_t n = (target + TK - 1) / (TK > 0 ? TK : 1);
+  if (n > N) n = N;
+  if (n > 64) n = 64;
+  return n < 1 ? 1 : n;
+}
+RX_LM_HD int64_t chunk_begin(int64_t N, int64_t chunks, int64_t j) { return (N * j) / chunks; }
+
+}  // namespace label_map
+}  // namespace reprogram_ext

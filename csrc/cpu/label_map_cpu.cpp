@@ -1,0 +1,452 @@
+// C++ CPU kernels of label_map and mapped_cross_entropy (formulas: csrc/common/label_map_math.h).
+//
+// Rows are split over threads with at::parallel_for; one thread owns a row, so the scatter of a
+// row's gradient into its mapped sources is sequential (in (t, k) order) and deterministic.
+// Bytes per row: the forward gathers the T*K mapped logits (in address order, into a compact
+// buffer), plus reads the whole row once (twice, the second time from cache) only when the row's
+// log-sum-exp is needed. mapped_cross_entropy's forward also stores the per-entry gradient of a
+// unit loss ([N, T, K], small next to [N, S]), so its backward does not read the logits: it
+// writes each gradient row once (a fused zero or -p*D fill, then the sparse scatter).
+// The weight gradient is summed per batch chunk (weight_grad_chunks(), a function of the shape
+// only), then over chunks: deterministic.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "common/label_map_args.h"
+
+namespace reprogram_ext {
+namespace label_map {
+namespace {
+
+using at::Tensor;
+
+template <typename A>
+Group<A> group_of(const int64_t* pos, const A* weight, int64_t K, int64_t t) {
+  return Group<A>{pos + t * K, weight ? weight + t * K : nullptr, K};
+}
+
+// The distinct valid sources in ascending order, and each index entry's position among them:
+// a row's mapped logits are gathered once, in address order, into a compact buffer that the
+// group math then indexes with `pos` (random access into a 128 KB row costs a cache miss each).
+struct CompactSources {
+  std::vector<int64_t> sources;
+  std::vector<int64_t> pos;  // [T * K], -1 for padding
+};
+
+CompactSources compact_sources(const int64_t* index, int64_t TK) {
+  CompactSources c;
+  for (int64_t e = 0; e < TK; ++e) {
+    if (index[e] >= 0) c.sources.push_back(index[e]);
+  }
+  std::sort(c.sources.begin(), c.sources.end());
+  c.sources.erase(std::unique(c.sources.begin(), c.sources.end()), c.sources.end());
+  c.pos.resize(TK);
+  for (int64_t e = 0; e < TK; ++e) {
+    c.pos[e] = index[e] < 0 ? -1
+                            : std::lower_bound(c.sources.begin(), c.sources.end(), index[e]) - c.sources.begin();
+  }
+  return c;
+}
+
+template <typename A, typename scalar_t>
+void gather_sources(const scalar_t* xr, const CompactSources& c, std::vector<A>& buf) {
+  const int64_t U = static_cast<int64_t>(c.sources.size());
+  buf.resize(U);
+  const int64_t* src = c.sources.data();
+  for (int64_t u = 0; u < U; ++u) buf[u] = static_cast<A>(xr[src[u]]);
+}
+
+// The row normaliser (max, log sum_j exp(x_j - max)): a max pass and a sum-of-exp pass (the row
+// is in cache the second time).
+template <typename A, typename scalar_t>
+RowNorm<A> row_normaliser(const scalar_t* x, int64_t S) {
+  A m = -static_cast<A>(INFINITY);
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < S; ++j) {
+    const A v = static_cast<A>(x[j]);
+    m = v > m ? v : m;
+  }
+  A s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < S; ++j) s += exp_f(static_cast<A>(x[j]) - m);
+  return row_norm_from(m, s);
+}
+
+template <typename A>
+RowNorm<A> load_norm(const A* stats, int64_t n) {
+  return stats ? RowNorm<A>{stats[2 * n], stats[2 * n + 1]} : RowNorm<A>{0, 0};
+}
+
+template <typename A>
+void store_norm(A* stats, int64_t n, const RowNorm<A>& r) {
+  if (stats) {
+    stats[2 * n] = r.max;
+    stats[2 * n + 1] = r.log_sum;
+  }
+}
+
+// Writes one gradient row: g_j = -scale * D * softmax(x)_j when `dense` (else 0), then adds
+// scale * a[t*K + k] at source index[t, k] for every valid entry, in (t, k) order. Low-precision
+// rows are accumulated in `acc_row` (accumulation dtype) and rounded once.
+template <typename A, typename scalar_t>
+void write_grad_row(scalar_t* grad, const scalar_t* x, const LabelMapArgs& p, const int64_t* index, const A* a,
+                    A scale, bool dense, const RowNorm<A>& lse, A D, std::vector<A>& acc_row) {
+  const int64_t S = p.S, TK = p.T * p.K;
+  constexpr bool direct = std::is_same<scalar_t, A>::value;
+  A* g = nullptr;
+  if constexpr (direct) {
+    g = grad;
+  } else {
+    acc_row.resize(S);
+    g = acc_row.data();
+  }
+  if (dense) {
+    const A c = -scale * D;
+#pragma omp simd
+    for (int64_t j = 0; j < S; ++j) g[j] = c * exp_f(minus_lse(static_cast<A>(x[j]), lse));
+  } else {
+#pragma omp simd
+    for (int64_t j = 0; j < S; ++j) g[j] = static_cast<A>(0);
+  }
+  for (int64_t e = 0; e < TK; ++e) {
+    if (index[e] >= 0) g[index[e]] += scale * a[e];
+  }
+  if constexpr (!direct) {
+#pragma omp simd
+    for (int64_t j = 0; j < S; ++j) grad[j] = static_cast<scalar_t>(g[j]);
+  }
+}
+
+// Rows [chunk_begin(j), chunk_begin(j + 1)) for each of `chunks` chunks, in parallel over chunks.
+template <typename F>
+void for_row_chunks(int64_t N, int64_t chunks, F&& f) {
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) f(j, chunk_begin(N, chunks, j), chunk_begin(N, chunks, j + 1));
+  });
+}
+
+// Row chunks: fine grained for load balance, or the deterministic weight-gradient chunks.
+int64_t row_chunks(const LabelMapArgs& p, bool need_weight_grad) {
+  if (need_weight_grad) return weight_grad_chunks(p.N, p.T * p.K);
+  return std::max<int64_t>(1, std::min<int64_t>(p.N, 8 * at::get_num_threads()));
+}
+
+// ------------------------------------------------------------------------------------------- label_map
+
+template <typename scalar_t>
+void label_map_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const CompactSources& cs,
+                              const acc_t<scalar_t>* weight, scalar_t* out, acc_t<scalar_t>* row_lse) {
+  using A = acc_t<scalar_t>;
+  for_row_chunks(p.N, row_chunks(p, false), [&](int64_t, int64_t n0, int64_t n1) {
+    std::vector<A> buf;
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t* xr = x + n * p.S;
+      const RowNorm<A> lse = map_needs_lse(p.pre) ? row_normaliser<A>(xr, p.S) : RowNorm<A>{0, 0};
+      store_norm(row_lse, n, lse);
+      gather_sources(xr, cs, buf);
+      for (int64_t t = 0; t < p.T; ++t) {
+        const GroupValue<A> gv = group_value<A>(buf.data(), group_of(cs.pos.data(), weight, p.K, t), p.reduce, p.pre, lse);
+        out[n * p.T + t] = static_cast<scalar_t>(gv.out);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void label_map_backward_kernel(const LabelMapArgs& p, const scalar_t* grad_out, const scalar_t* x,
+                               const int64_t* index, const CompactSources& cs, const acc_t<scalar_t>* weight,
+                               const acc_t<scalar_t>* row_lse, scalar_t* grad, acc_t<scalar_t>* grad_weight_chunks,
+                               int64_t chunks) {
+  using A = acc_t<scalar_t>;
+  const int64_t TK = p.T * p.K;
+  for_row_chunks(p.N, chunks, [&](int64_t j, int64_t n0, int64_t n1) {
+    std::vector<A> a(TK), acc_row, buf;
+    A* gw = grad_weight_chunks ? grad_weight_chunks + j * TK : nullptr;
+    if (gw) std::fill(gw, gw + TK, static_cast<A>(0));
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t* xr = x + n * p.S;
+      const RowNorm<A> lse = load_norm(row_lse, n);
+      gather_sources(xr, cs, buf);
+      A D = 0;
+      for (int64_t t = 0; t < p.T; ++t) {
+        const Group<A> g = group_of(cs.pos.data(), weight, p.K, t);
+        const GroupValue<A> gv = group_value<A>(buf.data(), g, p.reduce, p.pre, lse);
+        const A go = static_cast<A>(grad_out[n * p.T + t]);
+        for (int64_t k = 0; k < p.K; ++k) {
+          A ak = 0;
+          if (g.valid(k)) {
+            const A v = pre_value(buf[g.src[k]], p.pre, lse);
+            ak = go * value_coefficient(g, gv, p.reduce, k) * (p.pre == kPreSoftmax ? v : static_cast<A>(1));
+            if (gw) gw[t * p.K + k] += go * value_weight_derivative(gv, p.reduce, k, v);
+          }
+          a[t * p.K + k] = ak;
+          D += ak;
+        }
+      }
+      write_grad_row<A>(grad + n * p.S, xr, p, index, a.data(), static_cast<A>(1), p.pre != kPreNone, lse, D,
+                        acc_row);
+    }
+  });
+}
+
+// --------------------------------------------------------------------------------- mapped_cross_entropy
+
+// L_t of one row (shifted by a per-row constant that cross-entropy ignores; see the header) and
+// the per-group state the gradient needs.
+template <typename A>
+struct RowLogits {
+  std::vector<A> L;
+  std::vector<GroupValue<A>> value;  // pre none / log_softmax
+  std::vector<GroupLog<A>> logp;     // pre softmax
+  A lse_L = 0, sum_L = 0;
+};
+
+template <typename A>
+void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t* pos, const A* weight,
+                   const RowNorm<A>& lse, RowLogits<A>& r) {
+  r.L.resize(p.T);
+  if (p.pre == kPreSoftmax) r.logp.resize(p.T);
+  else r.value.resize(p.T);
+  A shift = 0;  // the largest mapped logit (finite), for pre softmax
+  if (p.pre == kPreSoftmax) shift = finite_max(buf, U);
+  A m = -static_cast<A>(INFINITY);
+  r.sum_L = 0;
+  for (int64_t t = 0; t < p.T; ++t) {
+    const Group<A> g = group_of(pos, weight, p.K, t);
+    if (p.pre == kPreSoftmax) {
+      r.logp[t] = group_log_prob<A>(buf, g, p.reduce, shift);
+      r.L[t] = r.logp[t].L;
+    } else {
+      r.value[t] = group_value<A>(buf, g, p.reduce, p.pre, lse);
+      r.L[t] = r.value[t].out;
+    }
+    m = r.L[t] > m ? r.L[t] : m;
+    r.sum_L += r.L[t];
+  }
+  A s = 0;
+  if (m != -static_cast<A>(INFINITY) && m != static_cast<A>(INFINITY)) {
+    for (int64_t t = 0; t < p.T; ++t) s += exp_f(r.L[t] - m);
+  }
+  r.lse_L = lse_from(m, s);
+}
+
+// The gradient of one row's loss (unit upstream gradient): a[t*K + k] = d loss / d x through
+// entry (t, k) (when `a`), the dense coefficient D = sum_t dL_t * sum_k c_tk (pre log_softmax;
+// the -D * p_j term is kept only when ce_needs_lse), and gw += scale * d loss / d w (when `gw`).
+template <typename A>
+void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, const A* weight, const RowLogits<A>& r,
+                     int64_t y, const RowNorm<A>& lse, A eps, A scale, A* a, A* D, A* gw) {
+  A dsum = 0;
+  for (int64_t t = 0; t < p.T; ++t) {
+    const Group<A> g = group_of(pos, weight, p.K, t);
+    const A dL = ce_logit_grad<A>(r.L[t], r.lse_L, t == y, p.T, eps, scale);
+    for (int64_t k = 0; k < p.K; ++k) {
+      A ak = 0;
+      if (g.valid(k)) {
+        if (p.pre == kPreSoftmax) {
+          ak = dL * log_group_responsibility<A>(buf, g, r.logp[t], p.reduce, k);
+          if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative<A>(buf, g, r.logp[t], p.reduce, k);
+        } else {
+          ak = dL * value_coefficient(g, r.value[t], p.reduce, k);
+          if (gw) gw[t * p.K + k] += dL * value_weight_derivative(r.value[t], p.reduce, k,
+                                                                    pre_value(buf[g.src[k]], p.pre, lse));
+        }
+      }
+      dsum += ak;
+      if (a) a[t * p.K + k] = ak;
+    }
+  }
+  if (D) *D = p.pre == kPreSoftmax ? static_cast<A>(0) : dsum;
+}
+
+template <typename scalar_t>
+void ce_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const int64_t* target, const CompactSources& cs,
+                       const acc_t<scalar_t>* weight, double eps, int64_t ignore_index, acc_t<scalar_t>* loss,
+                       acc_t<scalar_t>* unit_grad, acc_t<scalar_t>* dense) {
+  using A = acc_t<scalar_t>;
+  const int64_t TK = p.T * p.K;
+  const bool need_lse = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  for_row_chunks(p.N, row_chunks(p, false), [&](int64_t, int64_t n0, int64_t n1) {
+    RowLogits<A> r;
+    std::vector<A> buf;
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t* xr = x + n * p.S;
+      const int64_t y = target[n];
+      A* a = unit_grad + n * TK;
+      A D = 0;
+      RowNorm<A> lse{0, 0};
+      if (y == ignore_index) {
+        loss[n] = 0;
+        std::fill(a, a + TK, static_cast<A>(0));
+      } else {
+        if (need_lse) lse = row_normaliser<A>(xr, p.S);
+        gather_sources(xr, cs, buf);
+        mapped_logits<A>(p, buf.data(), static_cast<int64_t>(buf.size()), cs.pos.data(), weight, lse, r);
+        loss[n] = ce_loss<A>(r.L[y], r.sum_L, r.lse_L, p.T, static_cast<A>(eps));
+        ce_row_gradient<A>(p, buf.data(), cs.pos.data(), weight, r, y, lse, static_cast<A>(eps), static_cast<A>(1), a,
+                           &D, nullptr);
+      }
+      if (dense) {
+        dense[3 * n] = lse.max;
+        dense[3 * n + 1] = lse.log_sum;
+        dense[3 * n + 2] = D;
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void ce_backward_kernel(const LabelMapArgs& p, const acc_t<scalar_t>* grad_loss, const scalar_t* x,
+                        const int64_t* target, const int64_t* index, const CompactSources& cs,
+                        const acc_t<scalar_t>* weight, const acc_t<scalar_t>* unit_grad, const acc_t<scalar_t>* dense,
+                        double eps, int64_t ignore_index, scalar_t* grad, acc_t<scalar_t>* grad_weight_chunks,
+                        int64_t chunks) {
+  using A = acc_t<scalar_t>;
+  const int64_t TK = p.T * p.K;
+  for_row_chunks(p.N, chunks, [&](int64_t j, int64_t n0, int64_t n1) {
+    std::vector<A> acc_row, buf;
+    RowLogits<A> r;
+    A* gw = grad_weight_chunks ? grad_weight_chunks + j * TK : nullptr;
+    if (gw) std::fill(gw, gw + TK, static_cast<A>(0));
+    for (int64_t n = n0; n < n1; ++n) {
+      const scalar_t* xr = x + n * p.S;
+      const RowNorm<A> lse = dense ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : RowNorm<A>{0, 0};
+      const A D = dense ? dense[3 * n + 2] : static_cast<A>(0);
+      if (gw && target[n] != ignore_index) {  // weight gradient: recompute the row
+        gather_sources(xr, cs, buf);
+        mapped_logits<A>(p, buf.data(), static_cast<int64_t>(buf.size()), cs.pos.data(), weight, lse, r);
+        ce_row_gradient<A>(p, buf.data(), cs.pos.data(), weight, r, target[n], lse, static_cast<A>(eps),
+                           grad_loss[n], nullptr, nullptr, gw);
+      }
+      write_grad_row<A>(grad + n * p.S, xr, p, index, unit_grad + n * TK, grad_loss[n], dense != nullptr && D != 0,
+                        lse, D, acc_row);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------- ops
+
+template <typename scalar_t>
+const acc_t<scalar_t>* weight_ptr(const std::optional<Tensor>& weight) {
+  return weight.has_value() ? weight->const_data_ptr<acc_t<scalar_t>>() : nullptr;
+}
+
+Tensor empty_acc(const Tensor& logits, at::IntArrayRef size) {
+  return at::empty(size, logits.options().dtype(acc_scalar_type(logits.scalar_type())));
+}
+
+// Sums the [chunks, T, K] weight-gradient partials in a fixed order (or passes the empty tensor).
+Tensor finish_weight_grad(const Tensor& partials, bool need) { return need ? partials.sum(0) : partials; }
+
+std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Tensor& index,
+                                                 const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
+  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
+  Tensor out = at::empty({p.N, p.T}, logits.options());
+  Tensor row_lse = empty_acc(logits, map_needs_lse(pre) ? at::IntArrayRef({p.N, 2}) : at::IntArrayRef({0}));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cpu", [&] {
+    label_map_forward_kernel<scalar_t>(p, logits.const_data_ptr<scalar_t>(), cs, weight_ptr<scalar_t>(weight),
+                                       out.mutable_data_ptr<scalar_t>(),
+                                       row_lse.numel() ? row_lse.mutable_data_ptr<acc_t<scalar_t>>() : nullptr);
+  });
+  return {out, row_lse};
+}
+
+std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, const Tensor& logits,
+                                                  const Tensor& index, const std::optional<Tensor>& weight,
+                                                  const Tensor& row_lse, int64_t reduce, int64_t pre,
+                                                  bool need_weight_grad) {
+  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({p.N, p.T}) && grad_out_in.scalar_type() == logits.scalar_type(),
+              "label_map_backward: grad_out must be [", p.N, ", ", p.T, "] of logits' dtype");
+  TORCH_CHECK(!map_needs_lse(pre) || (row_lse.sizes() == at::IntArrayRef({p.N, 2}) && row_lse.is_contiguous()),
+              "label_map_backward: row_lse must be a contiguous [", p.N, ", 2] tensor");
+  const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
+  const Tensor grad_out = grad_out_in.contiguous();
+  const bool need_w = need_weight_grad && p.weighted;
+  const int64_t chunks = row_chunks(p, need_w);
+  Tensor grad = at::empty({p.N, p.S}, logits.options());
+  Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cpu", [&] {
+    label_map_backward_kernel<scalar_t>(
+        p, grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), cs,
+        weight_ptr<scalar_t>(weight), map_needs_lse(pre) ? row_lse.const_data_ptr<acc_t<scalar_t>>() : nullptr,
+        grad.mutable_data_ptr<scalar_t>(), need_w ? gw.mutable_data_ptr<acc_t<scalar_t>>() : nullptr, chunks);
+  });
+  return {grad, finish_weight_grad(gw, need_w)};
+}
+
+std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cpu(const Tensor& logits, const Tensor& target,
+                                                                    const Tensor& index,
+                                                                    const std::optional<Tensor>& weight,
+                                                                    int64_t reduce, int64_t pre,
+                                                                    double label_smoothing, int64_t ignore_index) {
+  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  check_target(target, p, ignore_index);
+  const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
+  Tensor loss = empty_acc(logits, {p.N});
+  Tensor unit_grad = empty_acc(logits, {p.N, p.T, p.K});
+  Tensor dense = empty_acc(logits, ce_needs_lse(pre, reduce, p.weighted) ? at::IntArrayRef({p.N, 3})
+                                                                         : at::IntArrayRef({0}));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_forward_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    ce_forward_kernel<scalar_t>(p, logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), cs,
+                                weight_ptr<scalar_t>(weight), label_smoothing, ignore_index,
+                                loss.mutable_data_ptr<A>(), unit_grad.mutable_data_ptr<A>(),
+                                dense.numel() ? dense.mutable_data_ptr<A>() : nullptr);
+  });
+  return {loss, unit_grad, dense};
+}
+
+std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_loss_in, const Tensor& logits,
+                                                             const Tensor& target, const Tensor& index,
+                                                             const std::optional<Tensor>& weight,
+                                                             const Tensor& unit_grad_in, const Tensor& dense_in,
+                                                             int64_t reduce, int64_t pre, double label_smoothing,
+                                                             int64_t ignore_index, bool need_weight_grad) {
+  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  check_target(target, p, ignore_index);
+  const auto acc = acc_scalar_type(logits.scalar_type());
+  TORCH_CHECK(grad_loss_in.sizes() == at::IntArrayRef({p.N}) && grad_loss_in.scalar_type() == acc,
+              "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
+  TORCH_CHECK(unit_grad_in.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad_in.scalar_type() == acc,
+              "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
+  const bool has_dense = ce_needs_lse(pre, reduce, p.weighted);
+  TORCH_CHECK(!has_dense || (dense_in.sizes() == at::IntArrayRef({p.N, 3}) && dense_in.scalar_type() == acc),
+              "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
+  const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
+  const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
+  const Tensor dense = dense_in.contiguous();
+  const bool need_w = need_weight_grad && p.weighted;
+  const int64_t chunks = row_chunks(p, need_w);
+  Tensor grad = at::empty({p.N, p.S}, logits.options());
+  Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_backward_cpu", [&] {
+    using A = acc_t<scalar_t>;
+    ce_backward_kernel<scalar_t>(p, grad_loss.const_data_ptr<A>(), logits.const_data_ptr<scalar_t>(),
+                                 target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(), cs,
+                                 weight_ptr<scalar_t>(weight), unit_grad.const_data_ptr<A>(),
+                                 has_dense ? dense.const_data_ptr<A>() : nullptr, label_smoothing, ignore_index,
+                                 grad.mutable_data_ptr<scalar_t>(), need_w ? gw.mutable_data_ptr<A>() : nullptr,
+                                 chunks);
+  });
+  return {grad, finish_weight_grad(gw, need_w)};
+}
+
+}  // namespace
+}  // namespace label_map
+
+TORCH_LIBRARY_IMPL(reprogram_ext, CPU, m) {
+  m.impl("label_map_forward", &label_map::label_map_forward_cpu);
+  m.impl("label_map_backward", &label_map::label_map_backward_cpu);
+  m.impl("mapped_cross_entropy_forward", &label_map::mapped_cross_entropy_forward_cpu);
+  m.impl("mapped_cross_entropy_backward", &label_map::mapped_cross_entropy_backward_cpu);
+}
+
+}  // namespace reprogram_ext

@@ -1,0 +1,135 @@
+"""Validation of label_map / mapped_cross_entropy arguments and their canonical form.
+
+Every backend computes on ``logits [N, S]`` (leading dims flattened, contiguous), a sparse
+``index`` int64 ``[T, K]`` (``-1`` pads ragged groups) with an optional ``weight [T, K]`` in the
+accumulation dtype (float32, float64 for float64 logits), or a dense ``weight [S, T]``.
+Errors name the argument, what was expected and what was given. Checks on index/target *values*
+need a host read, so they run eagerly and are skipped while ``torch.compile`` traces.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+REDUCES = {"sum": 0, "mean": 1, "max": 2}
+PRES = {"none": 0, "softmax": 1, "log_softmax": 2}
+REDUCTIONS = ("mean", "sum", "none")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+@dataclass
+class CanonicalLabelMap:
+    logits: torch.Tensor  # [N, S], contiguous
+    lead_shape: tuple  # logits.shape[:-1]
+    index: Optional[torch.Tensor]  # int64 [T, K], contiguous; None for the dense form
+    weight: Optional[torch.Tensor]  # sparse: [T, K] accumulation dtype; dense: [S, T]
+    reduce: int
+    pre: int
+    num_targets: int
+
+    @property
+    def dense(self) -> bool:
+        return self.index is None
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_values_now() -> bool:
+    return not torch.compiler.is_compiling()
+
+
+def _check_index_values(op: str, index: torch.Tensor, S: int) -> None:
+    if index.numel() == 0:
+        return
+    lo, hi = int(index.min()), int(index.max())
+    if lo < -1 or hi >= S:
+        bad = lo if lo < -1 else hi
+        raise ValueError(f"{op}: index must hold source classes in [0, S={S}) or -1 (padding), got {bad}")
+    empty = (index < 0).all(dim=1)
+    if bool(empty.any()):
+        t = int(empty.nonzero()[0, 0])
+        raise ValueError(f"{op}: index row {t} is an empty target group (every entry is -1); "
+                         "each target needs at least one source")
+
+
+def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> CanonicalLabelMap:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{op}: logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: logits must be float16/bfloat16/float32/float64, got {logits.dtype}")
+    if logits.dim() < 1 or logits.shape[-1] == 0:
+        raise ValueError(f"{op}: logits must be [*, S] with S >= 1 source classes, got shape {tuple(logits.shape)}")
+    if not isinstance(reduce, str) or reduce not in REDUCES:
+        raise ValueError(f"{op}: reduce must be one of {tuple(REDUCES)}, got {reduce!r}")
+    if not isinstance(pre, str) or pre not in PRES:
+        raise ValueError(f"{op}: pre must be one of {tuple(PRES)}, got {pre!r}")
+    for name, t in (("index", index), ("weight", weight)):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
+        if t is not None and t.device != logits.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but logits is on {logits.device}")
+    S = logits.shape[-1]
+    lead = tuple(logits.shape[:-1])
+    x2 = logits.reshape(-1, S).contiguous()
+    acc = accumulation_dtype(logits.dtype)
+    if weight is not None and not weight.is_floating_point():
+        raise TypeError(f"{op}: weight must be a floating tensor, got {weight.dtype}")
+
+    if index is None:  # dense form: out = pre(logits) @ weight
+        if weight is None:
+            raise ValueError(f"{op}: give index [T, K] (sparse form) or weight [S, T] (dense form); got neither")
+        if weight.dim() != 2 or weight.shape[0] != S:
+            raise ValueError(f"{op}: dense weight must be [S={S}, T], got shape {tuple(weight.shape)}")
+        if weight.shape[1] == 0:
+            raise ValueError(f"{op}: dense weight must have T >= 1 target columns, got shape {tuple(weight.shape)}")
+        return CanonicalLabelMap(x2, lead, None, weight, REDUCES[reduce], PRES[pre], weight.shape[1])
+
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"{op}: index must be an integer tensor (int64 source classes, -1 = padding), got {index.dtype}")
+    if index.dim() == 1:  # one-to-one mapping [T] == [T, 1]
+        index = index.unsqueeze(1)
+    if index.dim() != 2 or index.shape[0] == 0 or index.shape[1] == 0:
+        raise ValueError(f"{op}: index must be [T, K] with T, K >= 1, got shape {tuple(index.shape)}")
+    if _check_values_now():
+        _check_index_values(op, index, S)
+    if weight is not None:
+        if tuple(weight.shape) != tuple(index.shape):
+            raise ValueError(f"{op}: sparse weight must have index's shape {tuple(index.shape)}, "
+                             f"got shape {tuple(weight.shape)}")
+        weight = weight.to(acc).contiguous()
+    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, REDUCES[reduce], PRES[pre],
+                             index.shape[0])
+
+
+def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int) -> torch.Tensor:
+    """``target`` as int64 ``[N]``, checked against the logits' leading shape and ``[0, T)``."""
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"{op}: target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+        raise TypeError(f"{op}: target must be an integer tensor of class indices, got {target.dtype}")
+    if tuple(target.shape) != lead_shape:
+        raise ValueError(f"{op}: target must have logits' leading shape {lead_shape}, got {tuple(target.shape)}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
+    y = target.reshape(-1).to(torch.int64).contiguous()
+    if _check_values_now() and y.numel():
+        bad = (y != ignore_index) & ((y < 0) | (y >= num_targets))
+        if bool(bad.any()):
+            v = int(y[bad.nonzero()[0, 0]])
+            raise ValueError(f"{op}: target must hold classes in [0, T={num_targets}) or ignore_index "
+                             f"({ignore_index}), got {v}")
+    return y
+
+
+def check_loss_options(op: str, reduction: str, label_smoothing: float) -> float:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"{op}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)):
+        raise TypeError(f"{op}: label_smoothing must be a float, got {label_smoothing!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    return float(label_smoothing)

@@ -1,0 +1,320 @@
+"""label_map (SPEC §2) on every backend: the papers' formulas written out, every pre x reduce x
+layout against the reference, gradcheck, opcheck, torch.compile, property tests, bad inputs."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from label_map_cases import (COMBINATIONS, LOW_ATOL, PRES, REDUCES, assert_close_relative,
+                             assert_compiled_matches_eager, assert_low_precision_close, forward_ops, gen,
+                             gradcheck_inputs, grads, make_index, on)
+
+import reprogram_ext as rx
+from backend_params import backend_device_params, interpreter_dtypes
+from reprogram_ext.reference import label_map_reference
+
+BACKENDS = backend_device_params()
+KERNEL_BACKENDS = backend_device_params(include_reference=False)
+
+
+# ------------------------------------------------------------------ the papers' formulas, written out
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_autovp_mean_of_logits(bd):
+    """AutoVP / ILM-VP: out[n, t] = (1/k) sum_j logits[n, index[t, j]]."""
+    backend, device = bd
+    g = gen(1)
+    logits = torch.randn(6, 50, generator=g)
+    index = torch.randperm(50, generator=g)[:12].reshape(4, 3)
+    expected = torch.empty(6, 4)
+    for n in range(6):
+        for t in range(4):
+            expected[n, t] = sum(logits[n, int(s)] for s in index[t]) / 3
+    out = rx.label_map(*on(device, logits, index), backend=backend)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_v2s_bar_mean_of_probabilities(bd):
+    """Voice2Series / BAR: out[n, t] = (1/k) sum_j softmax(logits[n])[index[t, j]]."""
+    backend, device = bd
+    g = gen(2)
+    logits = torch.randn(5, 30, generator=g) * 3
+    index = torch.randperm(30, generator=g)[:8].reshape(4, 2)
+    expected = torch.empty(5, 4)
+    for n in range(5):
+        z = torch.exp(logits[n] - logits[n].max())
+        p = z / z.sum()
+        for t in range(4):
+            expected[n, t] = (p[index[t, 0]] + p[index[t, 1]]) / 2
+    out = rx.label_map(*on(device, logits, index), pre="softmax", backend=backend)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_blm_dense_omega(bd):
+    """BLM: out[n, t] = sum_s softmax(logits[n])_s * omega[s, t]."""
+    backend, device = bd
+    g = gen(3)
+    logits = torch.randn(4, 20, generator=g)
+    omega = torch.rand(20, 5, generator=g)
+    omega = omega / omega.sum(0, keepdim=True)
+    p = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
+    expected = torch.stack([torch.stack([(p[n] * omega[:, t]).sum() for t in range(5)]) for n in range(4)])
+    out = rx.label_map(*on(device, logits), weight=omega.to(device), pre="softmax", backend=backend)
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_one_to_one_is_plain_indexing(bd, reduce):
+    """K = 1 (index [T] or [T, 1]) is logits[..., index] for every reduce."""
+    backend, device = bd
+    g = gen(4)
+    logits = torch.randn(3, 7, 40, generator=g)
+    index = torch.randperm(40, generator=g)[:9]
+    for idx in (index, index[:, None]):
+        out = rx.label_map(*on(device, logits, idx), reduce=reduce, backend=backend)
+        torch.testing.assert_close(out.cpu(), logits[..., index], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_weighted_reductions_written_out(bd):
+    """sum = sum_k w v, mean = sum_k w v / sum_k w, max = max_k w v over valid entries."""
+    backend, device = bd
+    logits = torch.tensor([[1.0, -2.0, 3.0, 0.5]])
+    index = torch.tensor([[0, 2, -1], [3, 3, 1]])
+    weight = torch.tensor([[0.5, 2.0, 9.0], [1.0, 3.0, -1.0]])
+    expected = {
+        "sum": [[0.5 * 1 + 2 * 3, 1 * 0.5 + 3 * 0.5 + -1 * -2.0]],
+        "mean": [[(0.5 * 1 + 2 * 3) / 2.5, (0.5 + 1.5 + 2.0) / 3.0]],
+        "max": [[6.0, 2.0]],
+    }
+    for reduce, exp in expected.items():
+        out = rx.label_map(*on(device, logits, index, weight), reduce=reduce, backend=backend)
+        torch.testing.assert_close(out.cpu(), torch.tensor(exp), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_max_sends_gradient_to_first_maximal_entry(bd):
+    backend, device = bd
+    logits = torch.tensor([[2.0, 5.0, 5.0, 1.0]], requires_grad=True)
+    index = torch.tensor([[0, 2, 1, 2]])  # maximum 5 at sources 2 (k=1) and 1 (k=2), and 2 again (k=3)
+    x = logits.to(device)
+    out = rx.label_map(x, index.to(device), reduce="max", backend=backend)
+    (g,) = torch.autograd.grad(out.sum(), logits)
+    torch.testing.assert_close(g, torch.tensor([[0.0, 0.0, 1.0, 0.0]]))
+
+
+# --------------------------------------------------------- every combination against the reference
+
+
+def _case(layout, weighted, dtype=torch.float32, seed=0, S=37, T=5, K=4, lead=(3, 2)):
+    g = gen(seed)
+    logits = torch.randn(*lead, S, generator=g, dtype=torch.float64).to(dtype) * 2
+    if layout == "dense":
+        return logits, None, torch.rand(S, T, generator=g, dtype=torch.float64).to(dtype)
+    index = make_index(layout, S, T, K, g)
+    weight = torch.rand(T, K, generator=g, dtype=torch.float64).to(dtype) + 0.25 if weighted else None
+    return logits, index, weight
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre,reduce,layout,weighted", COMBINATIONS)
+def test_matches_reference_fp32(bd, pre, reduce, layout, weighted):
+    """Forward and gradients (logits, weight) at 1e-5 relative against the float64 reference."""
+    backend, device = bd
+    logits, index, weight = _case(layout, weighted)
+    x = logits.to(device).requires_grad_(True)
+    w = None if weight is None else weight.to(device).requires_grad_(True)
+    out = rx.label_map(x, None if index is None else index.to(device), w, reduce=reduce, pre=pre, backend=backend)
+    up = torch.randn(out.shape, generator=gen(9)).to(device)
+    got = (out, *grads(out, (x, w), up))
+
+    x64 = logits.double().requires_grad_(True)
+    w64 = None if weight is None else weight.double().requires_grad_(True)
+    ref = label_map_reference(x64, index, w64, reduce=reduce, pre=pre)
+    want = (ref, *grads(ref, (x64, w64), up.double().cpu()))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32
+        assert_close_relative(a.cpu(), b)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_gradcheck_float64(bd, pre, reduce):
+    backend, device = bd
+    x, index, w = gradcheck_inputs(3, reduce, device)
+    fn = lambda x, w: rx.label_map(x, index, w, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w))
+    fn_unweighted = lambda x: rx.label_map(x, index, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn_unweighted, (x,))
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_opcheck(bd, pre, reduce):
+    backend, device = bd
+    forward, _ = forward_ops(backend)
+    logits, index, weight = _case("duplicate", True, lead=(4,))
+    args_w = (logits.to(device).requires_grad_(True), index.to(device), weight.to(device).requires_grad_(True))
+    args = (logits.to(device).requires_grad_(True), index.to(device), None)
+    for a in (args_w, args):
+        torch.library.opcheck(forward, (*a, REDUCES.index(reduce), PRES.index(pre)))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", ["none", "softmax"])
+def test_torch_compile_fullgraph(bd, pre):
+    backend, device = bd
+    logits, index, weight = _case("ragged", True)
+    x = logits.to(device).requires_grad_(True)
+    w = weight.to(device).requires_grad_(True)
+    idx = index.to(device)
+
+    def step(x, w):
+        return rx.label_map(x, idx, w, reduce="mean", pre=pre, backend=backend).square().sum()
+
+    assert_compiled_matches_eager(step, (x, w))
+
+
+@st.composite
+def mapping_cases(draw):
+    S = draw(st.integers(1, 40))
+    T = draw(st.integers(1, 6))
+    K = draw(st.integers(1, 5))
+    lead = tuple(draw(st.lists(st.integers(0, 3), min_size=0, max_size=2)))
+    seed = draw(st.integers(0, 2**16))
+    g = gen(seed)
+    index = torch.randint(0, S, (T, K), generator=g)  # duplicates arise naturally
+    pad = torch.rand(T, K, generator=g) < draw(st.floats(0, 0.6))
+    pad[torch.arange(T), torch.randint(0, K, (T,), generator=g)] = False  # no empty group
+    index[pad] = -1
+    weighted = draw(st.booleans())
+    weight = torch.rand(T, K, generator=g) + 0.5 if weighted else None
+    logits = torch.randn(*lead, S, generator=g) * draw(st.sampled_from([0.1, 1.0, 10.0]))
+    return logits, index, weight, draw(st.sampled_from(REDUCES)), draw(st.sampled_from(PRES))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@settings(max_examples=30, deadline=None)
+@given(case=mapping_cases())
+def test_property_random_mappings(bd, case):
+    backend, device = bd
+    logits, index, weight, reduce, pre = case
+    x = logits.to(device).requires_grad_(True)
+    w = None if weight is None else weight.to(device).requires_grad_(True)
+    out = rx.label_map(x, index.to(device), w, reduce=reduce, pre=pre, backend=backend)
+    assert out.shape == (*logits.shape[:-1], index.shape[0])
+    got = (out, *grads(out, (x, w)))
+    x64 = logits.double().requires_grad_(True)
+    w64 = None if weight is None else weight.double().requires_grad_(True)
+    ref = label_map_reference(x64, index, w64, reduce=reduce, pre=pre)
+    want = (ref, *grads(ref, (x64, w64)))
+    for a, b in zip(got, want):  # random groups of up to 5 duplicates: cancellation of ~5x larger terms
+        assert_close_relative(a.cpu(), b, floor=1e-5)
+
+
+# ---------------------------------------------------------------------------------- dtypes, shapes
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("dtype", interpreter_dtypes([torch.float16, torch.bfloat16]))
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_low_precision_tolerance_rule(bd, dtype, pre, reduce):
+    backend, device = bd
+    logits, index, weight = _case("duplicate", True, dtype=torch.float32, S=64, T=6, K=5)
+    lp = logits.to(dtype)
+    x = lp.to(device).requires_grad_(True)
+    out = rx.label_map(x, index.to(device), weight.to(device), reduce=reduce, pre=pre, backend=backend)
+    assert out.dtype == dtype
+    up = torch.randn(out.shape, generator=gen(3))
+    (gx,) = grads(out, (x,), up.to(device=device, dtype=dtype))
+    x32 = lp.float().requires_grad_(True)
+    ref32 = label_map_reference(x32, index, weight, reduce=reduce, pre=pre)
+    (g32,) = grads(ref32, (x32,), up)
+    xpt = lp.clone().requires_grad_(True)
+    pt = label_map_reference(xpt, index, weight, reduce=reduce, pre=pre, compute_dtype=dtype)
+    (gpt,) = grads(pt, (xpt,), up.to(dtype))
+    assert_low_precision_close(out.cpu(), pt, ref32, LOW_ATOL[dtype])
+    assert_low_precision_close(gx.cpu(), gpt, g32, LOW_ATOL[dtype])
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_leading_dims_and_empty_batch(bd):
+    backend, device = bd
+    logits, index, weight = _case("ragged", True, lead=(2, 3, 4))
+    out = rx.label_map(*on(device, logits, index, weight), pre="softmax", backend=backend)
+    flat = rx.label_map(*on(device, logits.reshape(-1, logits.shape[-1]), index, weight), pre="softmax",
+                        backend=backend)
+    assert out.shape == (2, 3, 4, index.shape[0])
+    torch.testing.assert_close(out.reshape(-1, index.shape[0]), flat)
+    empty = torch.randn(0, 5, logits.shape[-1], device=device, requires_grad=True)
+    out = rx.label_map(empty, index.to(device), weight.to(device), pre="softmax", backend=backend)
+    assert out.shape == (0, 5, index.shape[0])
+    out.sum().backward()
+    assert empty.grad.shape == empty.shape
+    vec = rx.label_map(logits[0, 0, 0].to(device), index.to(device), backend=backend)  # no leading dims
+    assert vec.shape == (index.shape[0],)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_inputs_not_modified(bd):
+    backend, device = bd
+    logits, index, weight = _case("duplicate", True)
+    x, i, w = on(device, logits, index, weight)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    before = [t.detach().clone() for t in (x, i, w)]
+    for pre in PRES:
+        out = rx.label_map(x, i, w, reduce="max", pre=pre, backend=backend)
+        out.sum().backward()
+    for t, b in zip((x, i, w), before):
+        assert torch.equal(t.detach(), b)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_extreme_logits_stay_finite(bd):
+    """Softmax over very large / very negative logits: no overflow, probabilities sum as expected."""
+    backend, device = bd
+    logits = torch.tensor([[1000.0, -1000.0, 0.0, 999.0], [-1e4, -1e4 + 1, -1e4 + 2, -1e4 + 3]])
+    index = torch.tensor([[0, 3], [1, 2]])
+    out = rx.label_map(*on(device, logits, index), reduce="sum", pre="softmax", backend=backend).cpu()
+    ref = label_map_reference(logits.double(), index, reduce="sum", pre="softmax")
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_bad_inputs_name_the_argument(bd):
+    backend, device = bd
+    x = torch.randn(2, 10, device=device)
+    idx = torch.tensor([[0, 1], [2, -1]], device=device)
+    cases = [
+        (dict(index=torch.tensor([[0, 10]], device=device)), ValueError, "index"),
+        (dict(index=torch.tensor([[0, -2]], device=device)), ValueError, "index"),
+        (dict(index=torch.tensor([[0.0, 1.0]], device=device)), TypeError, "index"),
+        (dict(index=torch.tensor([[0, 1], [-1, -1]], device=device)), ValueError, "empty target group"),
+        (dict(index=idx, weight=torch.ones(2, 3, device=device)), ValueError, "weight"),
+        (dict(index=None, weight=torch.ones(9, 3, device=device)), ValueError, "weight"),
+        (dict(index=idx, reduce="median"), ValueError, "reduce"),
+        (dict(index=idx, pre="sigmoid"), ValueError, "pre"),
+        (dict(index=None), ValueError, "index"),
+        (dict(index=idx, weight=torch.ones(2, 2, dtype=torch.int64, device=device)), TypeError, "weight"),
+    ]
+    for kwargs, exc, word in cases:
+        index = kwargs.pop("index")
+        with pytest.raises(exc, match=word):
+            rx.label_map(x, index, backend=backend, **kwargs)
+    with pytest.raises(TypeError, match="logits"):
+        rx.label_map(torch.ones(2, 10, dtype=torch.int64, device=device), idx, backend=backend)
+    with pytest.raises(ValueError, match="backend"):
+        rx.label_map(x, idx, backend="fpga")
