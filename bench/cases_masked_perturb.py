@@ -169,7 +169,7 @@ def _settings() -> list:
 
 
 def cases(sizes: str = "default") -> list:
-    """Every masked_perturb case; ``sizes="tiny"`` shrinks them for smoke tests."""
+    """Every masked_perturb case; ``sizes="tiny"`` shrinks them for smoke tests (any other value: paper sizes)."""
     result = []
     for name, models, setting, headline, tier in _settings():
         if sizes == "tiny":

@@ -71,6 +71,13 @@ def _phase_calls(impl, phase: str) -> tuple:
     return (lambda _: impl.backward(impl.forward()), None)
 
 
+def _phase_budget(case: Case, phase: str, budget: TimingBudget) -> TimingBudget:
+    """More fwd+bwd rounds for a case that asks for them (not when the run allows fewer, as --quick)."""
+    if phase == "fwdbwd" and case.min_reps_fwdbwd and budget.reps >= case.min_reps_fwdbwd:
+        return replace(budget, min_reps=case.min_reps_fwdbwd, floor_reps=case.min_reps_fwdbwd)
+    return budget
+
+
 def _clone_call(instance: CaseInstance, device) -> Optional[tuple]:
     if instance.out_shape is None:
         return None
@@ -120,13 +127,11 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
         records[impl.name] = _first_call(impl)
     running = [impl for impl in impls if records[impl.name]["available"]]
     clone = _clone_call(instance, device)
-    if case.min_reps and budget.reps >= case.min_reps:  # the case needs more rounds to resolve its differences
-        budget = replace(budget, min_reps=case.min_reps, floor_reps=case.min_reps)
     for phase in PHASES:
         calls = {impl.name: _phase_calls(impl, phase) for impl in running}
         if phase == "fwd" and clone is not None:
             calls[CLONE] = clone
-        times = time_interleaved(calls, device, budget)
+        times = time_interleaved(calls, device, _phase_budget(case, phase, budget))
         for name, values in times.items():
             stats = summarize(values)
             if name == CLONE:
