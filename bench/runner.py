@@ -6,7 +6,8 @@ For each implementation (fused backends, eager reference, torch.compile(referenc
   - ``fwd``: forward alone (autograd recording on, as in training);
   - ``bwd``: backward alone, each timed call after an untimed forward that builds a fresh graph;
   - ``fwdbwd``: forward then backward;
-  - peak extra memory of one forward and of one forward+backward (see ``utils.peak_extra_bytes``).
+  - peak extra memory of one forward and of one forward+backward (``utils.peak_extra_bytes``; on
+    CPU also the torch-allocator figure ``utils.peak_torch_alloc_bytes`` as a cross-check).
 The implementations are timed in alternation, phase by phase (``utils.time_interleaved``), and the
 forward phase also alternates with ``clone()`` of a tensor the size of the op's output (the copy
 baseline). On the CPU a clone allocates fresh memory each call, so first-touch page faults are part
@@ -30,7 +31,8 @@ from typing import Optional
 import torch
 
 from .case_types import COMPILED, EAGER, Case, CaseInstance, CaseUnavailable
-from .utils import TimingBudget, gbps, paired_ratio, peak_extra_bytes, summarize, tensor_bytes, time_interleaved
+from .utils import (TimingBudget, gbps, paired_ratio, peak_extra_bytes, peak_torch_alloc_bytes, summarize,
+                    tensor_bytes, time_interleaved)
 
 PHASES = ("fwd", "bwd", "fwdbwd")
 CLONE = "clone()"
@@ -143,8 +145,12 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
                 records[name][phase]["paired_speedup_vs_eager"] = paired_ratio(times[EAGER], values)
     outputs = {}
     for impl in running:
-        records[impl.name]["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device)
-        records[impl.name]["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device)
+        record = records[impl.name]
+        record["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device)
+        record["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device)
+        if device.type == "cpu":
+            record["peak_fwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(impl.forward)
+            record["peak_fwdbwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(lambda: impl.backward(impl.forward()))
         with torch.no_grad():
             outputs[impl.name] = impl.forward()
         gc.collect()

@@ -126,17 +126,25 @@ def test_summarize_quartiles():
     assert (stats.median_ms, stats.q1_ms, stats.q3_ms, stats.iqr_ms, stats.reps) == (3.0, 2.0, 4.0, 2.0, 5)
 
 
-def test_peak_extra_bytes_counts_a_temporary():
-    size = 3 * 2 ** 20
-
+def _two_temporaries(size: int):
     def allocate_and_free():
-        first = torch.empty(size, dtype=torch.uint8)
-        second = torch.empty(size, dtype=torch.uint8)
+        first = torch.ones(size, dtype=torch.uint8)  # written, so its pages are resident
+        second = torch.ones(size, dtype=torch.uint8)
         del first, second
-        return None
 
-    peak = utils.peak_extra_bytes(allocate_and_free, torch.device("cpu"))
+    return allocate_and_free
+
+
+def test_peak_torch_alloc_bytes_counts_temporaries():
+    size = 3 * 2 ** 20
+    peak = utils.peak_torch_alloc_bytes(_two_temporaries(size))
     assert 2 * size <= peak < 2 * size + 2 ** 16
+
+
+def test_peak_extra_bytes_counts_temporaries():
+    size = 24 * 2 ** 20
+    peak = utils.peak_extra_bytes(_two_temporaries(size), torch.device("cpu"))
+    assert 2 * size - 2 ** 20 <= peak < 2 * size + 4 * 2 ** 20  # resident pages: a little noise either way
 
 
 def test_perturb_bytes_formula():
