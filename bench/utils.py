@@ -38,7 +38,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-MB = 1024.0 ** 2
+MB = 1e6  # decimal megabytes, as GB/s uses 1e9 bytes
 GB = 1e9
 
 
