@@ -69,7 +69,7 @@ class Case:
     build: Callable[[torch.device, torch.dtype], CaseInstance]
     headline: bool = False
     tier: str = "default"  # "quick": in every run; "default": in the default run; "extended": with --all
-    min_reps_fwdbwd: Optional[int] = None  # more fwd+bwd rounds than the run's default (not in --quick)
+    min_reps: Optional[int] = None  # more timing rounds than the run's default (not in --quick)
 
 
 TIERS = {"quick": ("quick",), "default": ("quick", "default"), "all": ("quick", "default", "extended")}

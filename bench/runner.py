@@ -8,9 +8,9 @@ For each implementation (fused backends, eager reference, torch.compile(referenc
   - ``fwdbwd``: forward then backward;
   - peak extra memory of one forward and of one forward+backward (``utils.peak_extra_bytes``; on
     CPU also the torch-allocator figure ``utils.peak_torch_alloc_bytes`` as a cross-check).
-The implementations are timed in alternation, phase by phase (``utils.time_interleaved``), and the
-forward phase also alternates with ``clone()`` of a tensor the size of the op's output (the copy
-baseline). On the CPU a clone allocates fresh memory each call, so first-touch page faults are part
+Every (implementation, phase) pair and ``clone()`` of a tensor the size of the op's output (the copy
+baseline) are timed in alternation (``utils.time_interleaved``): each round times each of them once,
+so a change in the machine's load affects all the figures of a case alike. On the CPU a clone allocates fresh memory each call, so first-touch page faults are part
 of the baseline as they are part of the op.
 
 Derived, per implementation and phase: GB/s = bytes the op must move / median time; % of the copy
@@ -73,10 +73,10 @@ def _phase_calls(impl, phase: str) -> tuple:
     return (lambda _: impl.backward(impl.forward()), None)
 
 
-def _phase_budget(case: Case, phase: str, budget: TimingBudget) -> TimingBudget:
-    """More fwd+bwd rounds for a case that asks for them (not when the run allows fewer, as --quick)."""
-    if phase == "fwdbwd" and case.min_reps_fwdbwd and budget.reps >= case.min_reps_fwdbwd:
-        return replace(budget, min_reps=case.min_reps_fwdbwd, floor_reps=case.min_reps_fwdbwd)
+def _case_budget(case: Case, budget: TimingBudget) -> TimingBudget:
+    """More rounds for a case that asks for them (not when the run allows fewer, as --quick does)."""
+    if case.min_reps and budget.reps >= case.min_reps:
+        return replace(budget, min_reps=case.min_reps, floor_reps=case.min_reps)
     return budget
 
 
@@ -129,20 +129,19 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
         records[impl.name] = _first_call(impl)
     running = [impl for impl in impls if records[impl.name]["available"]]
     clone = _clone_call(instance, device)
-    for phase in PHASES:
-        calls = {impl.name: _phase_calls(impl, phase) for impl in running}
-        if phase == "fwd" and clone is not None:
-            calls[CLONE] = clone
-        times = time_interleaved(calls, device, _phase_budget(case, phase, budget))
-        for name, values in times.items():
-            stats = summarize(values)
-            if name == CLONE:
-                copied = 2 * tensor_bytes(instance.out_shape, instance.out_dtype)
-                result["clone"] = {**stats.as_dict(), "bytes": copied, "gbps": gbps(copied, stats.median_ms)}
-                continue
-            records[name][phase] = stats.as_dict()
-            if EAGER in times and name != EAGER:
-                records[name][phase]["paired_speedup_vs_eager"] = paired_ratio(times[EAGER], values)
+    calls = {(impl.name, phase): _phase_calls(impl, phase) for impl in running for phase in PHASES}
+    if clone is not None:
+        calls[(CLONE, "fwd")] = clone
+    times = time_interleaved(calls, device, _case_budget(case, budget))
+    for (name, phase), values in times.items():
+        stats = summarize(values)
+        if name == CLONE:
+            copied = 2 * tensor_bytes(instance.out_shape, instance.out_dtype)
+            result["clone"] = {**stats.as_dict(), "bytes": copied, "gbps": gbps(copied, stats.median_ms)}
+            continue
+        records[name][phase] = stats.as_dict()
+        if (EAGER, phase) in times and name != EAGER:
+            records[name][phase]["paired_speedup_vs_eager"] = paired_ratio(times[(EAGER, phase)], values)
     outputs = {}
     for impl in running:
         record = records[impl.name]
