@@ -69,8 +69,9 @@ def select_cases(args: argparse.Namespace) -> list:
     patterns = _csv_list(args.cases, None, "--cases")  # named cases run whatever their tier
     tier = "quick" if args.quick else ("all" if args.all else "default")
     selected = []
+    sizes = "quick" if args.quick and args.sizes == "default" else args.sizes  # a family may shrink for --quick
     for family in CASE_FAMILIES:
-        for case in family(args.sizes):
+        for case in family(sizes):
             if ops and case.op not in ops:
                 continue
             if patterns and not any(fnmatch.fnmatch(case.name, p) for p in patterns):
@@ -83,7 +84,7 @@ def select_cases(args: argparse.Namespace) -> list:
 
 def budget_for(args: argparse.Namespace) -> TimingBudget:
     if args.quick:
-        budget = TimingBudget(reps=5, min_reps=3, seconds=0.3, warmup=0)
+        budget = TimingBudget(reps=5, min_reps=3, seconds=0.3, warmup=0, memory_repeats=1, memory_cross_check=False)
     else:
         budget = TimingBudget(reps=30, min_reps=5, seconds=1.0, warmup=1)
     if args.reps is not None:
@@ -117,7 +118,8 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
         "settings": {"sizes": args.sizes, "quick": args.quick, "all": args.all, "dtype": args.dtype, "device": str(device),
                      "backend_filter": sorted(impl_filter) if impl_filter else None, "reps": budget.reps,
                      "min_reps": budget.min_reps, "seconds_per_measurement": budget.seconds,
-                     "warmup": budget.warmup},
+                     "warmup": budget.warmup, "memory_repeats": budget.memory_repeats,
+                     "memory_cross_check": budget.memory_cross_check},
         "cases": records,
         "targets": targets,
         "duration_s": duration,

@@ -41,6 +41,7 @@ class StepSetting:
 # scale with B), and a 2-core CPU runs a ResNet-18 step at B=4 in about a second.
 SETTINGS = {
     "default": StepSetting(batch=4, input_size=32, canvas=224),
+    "quick": StepSetting(batch=2, input_size=32, canvas=224),  # --quick
     "tiny": StepSetting(batch=2, input_size=16, canvas=32),  # smoke tests
 }
 

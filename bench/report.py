@@ -97,6 +97,7 @@ def csv_rows(records: list, machine: dict) -> list:
                 for phase in ("fwd", "bwd", "fwdbwd"):
                     stats = impl[phase]
                     row.update({f"{phase}_ms": stats["median_ms"], f"{phase}_iqr_ms": stats["iqr_ms"],
+                                f"{phase}_min_ms": stats["min_ms"],
                                 f"{phase}_reps": stats["reps"], f"{phase}_gbps": stats["gbps"],
                                 f"{phase}_pct_of_copy": stats["pct_of_copy"],
                                 f"{phase}_speedup_vs_eager": stats["speedup_vs_eager"],

@@ -145,9 +145,10 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
     outputs = {}
     for impl in running:
         record = records[impl.name]
-        record["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device)
-        record["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device)
-        if device.type == "cpu":
+        record["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device, budget.memory_repeats)
+        record["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device,
+                                                       budget.memory_repeats)
+        if device.type == "cpu" and budget.memory_cross_check:
             record["peak_fwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(impl.forward)
             record["peak_fwdbwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(lambda: impl.backward(impl.forward()))
         with torch.no_grad():

@@ -15,7 +15,7 @@ started (tensors alive before the call, e.g. the inputs, do not count).
     heap memory is returned to the OS (``malloc_trim(0)``), the kernel's resident-set high-water
     mark is reset (``echo 5 > /proc/self/clear_refs``), the call runs, and the figure is the new
     high-water mark (``VmHWM``) minus the resident set before the call (``VmRSS``); the smallest of
-    ``RSS_REPEATS`` calls is kept (the noise -- heap pages the C library keeps, scratch buffers of
+    a few calls is kept (the noise -- heap pages the C library keeps, scratch buffers of
     other libraries -- only ever adds). It counts every page touched, whatever allocated it, at page
     granularity; what remains of the noise is a few MB on a ResNet-18 step, under 1 MB on an op.
   - ``peak_torch_alloc_bytes`` (CPU, kept in the JSON/CSV as a cross-check): the call runs under
@@ -46,13 +46,14 @@ GB = 1e9
 
 @dataclass
 class TimingStats:
-    """Per-call wall times in milliseconds: median, quartiles, IQR and how many calls were timed."""
+    """Per-call wall times in milliseconds: median, quartiles, IQR, minimum and how many calls were timed."""
 
     median_ms: float
     q1_ms: float
     q3_ms: float
     iqr_ms: float
     reps: int
+    min_ms: float
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,7 @@ class TimingStats:
 
 @dataclass
 class TimingBudget:
-    """How many timed rounds to make (see ``time_interleaved``)."""
+    """How many timed rounds to make (see ``time_interleaved``) and how often to measure memory."""
 
     reps: int = 30  # at most
     min_reps: int = 5  # at least, unless that takes more than slow_factor x the time budget ...
@@ -68,6 +69,8 @@ class TimingBudget:
     warmup: int = 1  # untimed calls of each callable first
     floor_reps: int = 3  # ... then this many suffice
     slow_factor: float = 2.0
+    memory_repeats: int = 2  # CPU resident-memory peaks: the smallest of this many calls
+    memory_cross_check: bool = True  # CPU: also the torch-allocator peak (one more call each)
 
 
 def summarize(times_ms: Sequence[float]) -> TimingStats:
@@ -77,7 +80,7 @@ def summarize(times_ms: Sequence[float]) -> TimingStats:
         q1 = q3 = values[0]
     else:
         q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
-    return TimingStats(statistics.median(values), q1, q3, q3 - q1, len(values))
+    return TimingStats(statistics.median(values), q1, q3, q3 - q1, len(values), values[0])
 
 
 def synchronize(device: torch.device) -> None:
@@ -180,9 +183,6 @@ def _allocation_events(prof, device_type: str) -> list:
     return events
 
 
-RSS_REPEATS = 3
-
-
 def peak_torch_alloc_bytes(run: Callable[[], object]) -> int:
     """Peak bytes allocated through torch's CPU allocator by one call of ``run``, above the start."""
     from torch.profiler import ProfilerActivity, profile
@@ -219,8 +219,11 @@ def _reset_resident_high_water_mark() -> bool:
         return False
 
 
-def peak_extra_bytes(run: Callable[[], object], device: torch.device) -> int:
-    """Peak memory taken by one call of ``run`` above what was in use when it began (see above)."""
+def peak_extra_bytes(run: Callable[[], object], device: torch.device, repeats: int = 2) -> int:
+    """Peak memory taken by one call of ``run`` above what was in use when it began (see above).
+
+    On CPU the smallest figure of ``repeats`` calls is kept.
+    """
     gc.collect()
     if device.type == "cuda":
         synchronize(device)
@@ -234,7 +237,7 @@ def peak_extra_bytes(run: Callable[[], object], device: torch.device) -> int:
     if not _reset_resident_high_water_mark():
         return peak_torch_alloc_bytes(run)
     peaks = []
-    for _ in range(RSS_REPEATS):
+    for _ in range(max(1, repeats)):
         _reset_resident_high_water_mark()
         base = _proc_status_bytes("VmRSS")
         result = run()

@@ -43,7 +43,7 @@ def run(tmp_path_factory):
 
 def _timing_is_sane(stats: dict) -> None:
     assert stats["reps"] >= 1
-    assert 0 < stats["q1_ms"] <= stats["median_ms"] <= stats["q3_ms"]
+    assert 0 < stats["min_ms"] <= stats["q1_ms"] <= stats["median_ms"] <= stats["q3_ms"]
     assert stats["iqr_ms"] == pytest.approx(stats["q3_ms"] - stats["q1_ms"])
 
 
@@ -123,7 +123,7 @@ def test_csv_rows(run):
 
 def test_summarize_quartiles():
     stats = utils.summarize([5.0, 1.0, 3.0, 2.0, 4.0])
-    assert (stats.median_ms, stats.q1_ms, stats.q3_ms, stats.iqr_ms, stats.reps) == (3.0, 2.0, 4.0, 2.0, 5)
+    assert (stats.median_ms, stats.q1_ms, stats.q3_ms, stats.iqr_ms, stats.reps, stats.min_ms) == (3.0, 2.0, 4.0, 2.0, 5, 1.0)
 
 
 def _two_temporaries(size: int):
