@@ -1,0 +1,1 @@
+"""reprogram_ext's benchmark suite: ``python -m bench`` (see bench/README.md)."""
