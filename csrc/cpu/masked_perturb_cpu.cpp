@@ -143,6 +143,24 @@ void store_scaled_product(int64_t W, acc_t s, const acc_t* __restrict x, const a
 // least, so that small calls run on one thread instead of paying for waking the others.
 int64_t task_grain(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, elems)); }
 
+// sums[j, p] = sum over b in batch chunk j (in order) of g[b, p], for every position p of a plane:
+// the plane is cut into contiguous spans, so each sample contributes one long sequential read.
+template <typename acc_t, typename scalar_t>
+void batch_chunk_sums(const scalar_t* g, int64_t B, int64_t plane, int64_t chunks, acc_t* sums) {
+  constexpr int64_t kSpan = 4096;
+  const int64_t spans = (plane + kSpan - 1) / kSpan;
+  at::parallel_for(0, chunks * spans, task_grain(kSpan * ((B + chunks - 1) / chunks)), [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t j = task / spans, p0 = (task % spans) * kSpan, len = std::min(kSpan, plane - p0);
+      acc_t* acc = sums + j * plane + p0;
+      std::fill(acc, acc + len, acc_t(0));
+      for (int64_t b = chunk_begin(B, chunks, j); b < chunk_begin(B, chunks, j + 1); ++b) {
+        accumulate_row<acc_t>(len, g + b * plane + p0, acc);
+      }
+    }
+  });
+}
+
 // Batch chunks for the forward pass: enough (chunk, row) tasks to keep every thread busy.
 int64_t forward_chunks(int64_t B, int64_t rows) {
   const int64_t want = 4 * at::get_num_threads();
@@ -186,7 +204,12 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
   // so the batch loop is a plain row sum.
   const bool linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grad_placed;
   const int64_t plane = A.C * A.H * A.W;
-  const int64_t grain = task_grain(W * ((A.B + chunks - 1) / chunks));
+  std::vector<acc_t> sums;
+  if (linear_shared) {
+    sums.resize(chunks * plane);
+    batch_chunk_sums<acc_t>(grad_out, A.B, plane, chunks, sums.data());
+  }
+  const int64_t grain = linear_shared ? task_grain(W) : task_grain(W * ((A.B + chunks - 1) / chunks));
   at::parallel_for(0, chunks * rows, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
     std::vector<acc_t> ga(W), gm(W), gu(W);
@@ -201,13 +224,11 @@ void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_
       if (linear_shared) {
         fill_activation_row<acc_t>(A, delta, shared_act, 0, c, h, a_row.data(), dact_row.data());
         fill_mask_row<acc_t>(A, mask, 0, c, h, m_row.data());
-        for (int64_t b = b0; b < b1; ++b) accumulate_row<acc_t>(W, grad_out + b * plane + row, acc_d.data());
+        const acc_t* G = sums.data() + j * plane + row;
         if (grad_delta)
-          store_scaled_product<acc_t>(W, k.after_inv_std, acc_d.data(), m_row.data(), dact_row.data(),
-                                      grad_delta + j * plane + row);
+          store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row.data(), dact_row.data(), grad_delta + j * plane + row);
         if (grad_mask)
-          store_scaled_product<acc_t>(W, k.after_inv_std, acc_d.data(), a_row.data(), nullptr,
-                                      grad_mask + j * plane + row);
+          store_scaled_product<acc_t>(W, k.after_inv_std, G, a_row.data(), nullptr, grad_mask + j * plane + row);
         continue;
       }
       for (int64_t b = b0; b < b1; ++b) {
