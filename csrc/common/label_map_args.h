@@ -78,5 +78,21 @@ inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_
   }
 }
 
+// The saved forward results handed to mapped_cross_entropy_backward: grad_loss [N] and unit_grad
+// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_needs_lse(); returns that flag.
+inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
+                                          const at::Tensor& grad_loss, const at::Tensor& unit_grad,
+                                          const at::Tensor& dense) {
+  const auto acc = acc_scalar_type(logits_type);
+  TORCH_CHECK(grad_loss.sizes() == at::IntArrayRef({p.N}) && grad_loss.scalar_type() == acc,
+              "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
+  TORCH_CHECK(unit_grad.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad.scalar_type() == acc,
+              "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
+  const bool has_dense = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  TORCH_CHECK(!has_dense || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
+              "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
+  return has_dense;
+}
+
 }  // namespace label_map
 }  // namespace reprogram_ext

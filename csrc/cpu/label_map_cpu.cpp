@@ -447,14 +447,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
                                                              int64_t ignore_index, bool need_weight_grad) {
   const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
   check_target(target, p, ignore_index);
-  const auto acc = acc_scalar_type(logits.scalar_type());
-  TORCH_CHECK(grad_loss_in.sizes() == at::IntArrayRef({p.N}) && grad_loss_in.scalar_type() == acc,
-              "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
-  TORCH_CHECK(unit_grad_in.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad_in.scalar_type() == acc,
-              "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
-  const bool has_dense = ce_needs_lse(pre, reduce, p.weighted);
-  TORCH_CHECK(!has_dense || (dense_in.sizes() == at::IntArrayRef({p.N, 3}) && dense_in.scalar_type() == acc),
-              "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
+  const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   const Tensor dense = dense_in.contiguous();
