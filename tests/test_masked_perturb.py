@@ -420,3 +420,21 @@ def test_unavailable_backend_errors():
         masked_perturb(x, d, backend="cuda")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         masked_perturb(x, d, backend="triton")
+
+
+def test_large_outputs_reuse_cached_blocks_safely():
+    """Outputs >= 2 MiB come from the C++ huge-page block cache: a freed block is reused for the
+    next output of the same size, a live one never is, and results do not depend on reuse."""
+    d, m = torch.randn(3, 128, 128), torch.rand(128, 128)
+    xs = [torch.rand(16, 3, 64, 64) for _ in range(3)]
+    refs = [masked_perturb(x, d, m, activation="sigmoid", backend="reference") for x in xs]
+    first = masked_perturb(xs[0], d, m, activation="sigmoid", backend="cpu")
+    ptr = first.data_ptr()
+    second = masked_perturb(xs[1], d, m, activation="sigmoid", backend="cpu")  # first is alive
+    assert second.data_ptr() != ptr
+    torch.testing.assert_close(first, refs[0])
+    del first
+    third = masked_perturb(xs[2], d, m, activation="sigmoid", backend="cpu")
+    assert third.data_ptr() == ptr  # the freed block came back
+    torch.testing.assert_close(second, refs[1])
+    torch.testing.assert_close(third, refs[2])

@@ -6,6 +6,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -13,21 +16,74 @@
 namespace reprogram_ext {
 namespace {
 
-void free_huge(void* p) { std::free(p); }
+// Freed large blocks are kept, up to REPROGRAM_EXT_CPU_CACHE_MB (default 256) MiB in all, and
+// handed to the next request of the same rounded size: a training loop's per-step output is then
+// neither faulted in nor zeroed by the kernel again. 0 turns the cache off.
+class BlockCache {
+ public:
+  void* take(size_t len) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = blocks_.find(len);
+    if (it == blocks_.end()) return nullptr;
+    void* p = it->second;
+    blocks_.erase(it);
+    cached_ -= len;
+    return p;
+  }
+  void give(void* p, size_t len) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + len <= budget_) {
+        blocks_.emplace(len, p);
+        cached_ += len;
+        return;
+      }
+    }
+    std::free(p);
+  }
 
-// Large requests: 2 MiB-aligned, rounded up to whole huge pages, advised MADV_HUGEPAGE.
-// Small requests go to PyTorch's own CPU allocator.
+ private:
+  static size_t budget_from_env() {
+    const char* v = std::getenv("REPROGRAM_EXT_CPU_CACHE_MB");
+    return (v && *v ? static_cast<size_t>(std::stoull(v)) : size_t(256)) << 20;
+  }
+  std::mutex mu_;
+  std::unordered_multimap<size_t, void*> blocks_;
+  size_t cached_ = 0;
+  const size_t budget_ = budget_from_env();
+};
+
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache();  // never destroyed: tensors may be freed at exit
+  return *cache;
+}
+
+struct Block {
+  void* ptr;
+  size_t len;
+};
+
+void release_block(void* ctx) {
+  auto* b = static_cast<Block*>(ctx);
+  block_cache().give(b->ptr, b->len);
+  delete b;
+}
+
+// Large requests: 2 MiB-aligned, rounded up to whole huge pages, advised MADV_HUGEPAGE, reused
+// through the block cache. Small requests go to PyTorch's own CPU allocator.
 struct HugePageAllocator final : at::Allocator {
   at::DataPtr allocate(size_t nbytes) override {
     if (nbytes < kHugePageBytes) return c10::GetCPUAllocator()->allocate(nbytes);
     const size_t len = (nbytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
-    void* p = nullptr;
-    TORCH_CHECK(posix_memalign(&p, kHugePageBytes, len) == 0 && p, "reprogram_ext: out of memory allocating ",
-                nbytes, " bytes");
+    void* p = block_cache().take(len);
+    if (!p) {
+      TORCH_CHECK(posix_memalign(&p, kHugePageBytes, len) == 0 && p, "reprogram_ext: out of memory allocating ",
+                  nbytes, " bytes");
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-    madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
+      madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
 #endif
-    return {p, p, &free_huge, at::Device(at::kCPU)};
+    }
+    return {p, new Block{p, len}, &release_block, at::Device(at::kCPU)};
   }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
 };

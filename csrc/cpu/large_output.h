@@ -4,7 +4,8 @@
 // canvas that is ~9,400 faults, more than the kernel's own work). Outputs of at least
 // kHugePageBytes are allocated 2 MiB-aligned and advised MADV_HUGEPAGE, so the kernel backs them
 // with 2 MiB pages where it allows (THP "madvise" or "always" mode); elsewhere this is a plain
-// aligned allocation. Tensors made here are ordinary resizable CPU tensors.
+// aligned allocation. Freed blocks are cached for reuse by the next output of the same size (up to
+// REPROGRAM_EXT_CPU_CACHE_MB, default 256 MiB). Tensors made here are ordinary resizable CPU tensors.
 #pragma once
 
 #include <ATen/ATen.h>
