@@ -207,9 +207,15 @@ def _proc_status_bytes(field: str) -> int:
 
 
 def _reset_resident_high_water_mark() -> bool:
-    """Return free heap pages to the OS and reset VmHWM; False where that is not possible."""
+    """Return free heap pages (and reprogram_ext's cached output blocks, so that a reused block is
+    counted as the new allocation it stands for) to the OS and reset VmHWM; False where that is
+    not possible."""
     try:
         import ctypes
+
+        import reprogram_ext
+
+        reprogram_ext.empty_cpu_cache()
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         with open("/proc/self/clear_refs", "w") as f:

@@ -3,6 +3,8 @@
 // fake (meta) kernels and autograd are registered from Python (reprogram_ext/_registration_*.py).
 #include <torch/library.h>
 
+#include "cpu/large_output.h"
+
 #ifdef REPROGRAM_EXT_PYTHON_MODULE  // defined by setup.py; the CMake library (C++ users) needs no Python
 #include <Python.h>
 
@@ -14,6 +16,9 @@ extern "C" PyObject* PyInit__C(void) {
 #endif
 
 TORCH_LIBRARY(reprogram_ext, m) {
+  // Frees the C++ CPU kernels' cache of large output blocks (csrc/cpu/large_output.h).
+  m.def("empty_cpu_cache() -> ()", &reprogram_ext::empty_cpu_cache);
+
   // ---- masked_perturb (SPEC §1). Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1.
   // offsets: (oy, ox) of every copy, flattened; norm: float32 [2, C] = (mean, 1 / std).
   // resize_mode 0 none / 1 nearest / 2 bilinear; activation 0 none / 1 tanh / 2 sigmoid;

@@ -8,7 +8,7 @@ pure-PyTorch oracle; ``python -m reprogram_ext.demo`` runs the end-to-end demo.
 from . import _extension  # noqa: F401  (loads the compiled op library when it was built)
 from . import mapping, nn, presets
 from . import _label_map_registration, _masked_perturb_registration
-from .backends import backends
+from .backends import backends, empty_cpu_cache
 from .label_map import label_map, mapped_cross_entropy
 from .masked_perturb import masked_perturb
 
@@ -17,4 +17,4 @@ if _extension.LOAD_ERROR is None:
                                           "reprogram_ext::masked_perturb_backward")
     _label_map_registration.register_compiled()
 
-__all__ = ["masked_perturb", "label_map", "mapped_cross_entropy", "backends", "mapping", "nn", "presets"]
+__all__ = ["masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]

@@ -25,6 +25,13 @@ def backends() -> dict:
     }
 
 
+def empty_cpu_cache() -> None:
+    """Free the C++ CPU kernels' cached large output blocks (reused across calls, capped by
+    REPROGRAM_EXT_CPU_CACHE_MB), as torch.cuda.empty_cache() does on CUDA. No-op when not built."""
+    if _extension.LOAD_ERROR is None:
+        torch.ops.reprogram_ext.empty_cpu_cache()
+
+
 def resolve_backend(backend: str, device: torch.device, op: str) -> str:
     """The concrete backend ("cuda", "triton", "cpu" or "reference") to run ``op`` on ``device``.
 

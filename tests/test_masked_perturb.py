@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import reprogram_ext
 from reprogram_ext import masked_perturb
 from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
 
@@ -438,3 +439,6 @@ def test_large_outputs_reuse_cached_blocks_safely():
     assert third.data_ptr() == ptr  # the freed block came back
     torch.testing.assert_close(second, refs[1])
     torch.testing.assert_close(third, refs[2])
+    del second, third
+    reprogram_ext.empty_cpu_cache()  # frees the cached blocks; later outputs are still correct
+    torch.testing.assert_close(masked_perturb(xs[1], d, m, activation="sigmoid", backend="cpu"), refs[1])

@@ -30,6 +30,12 @@ class BlockCache {
     cached_ -= len;
     return p;
   }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& kv : blocks_) std::free(kv.second);
+    blocks_.clear();
+    cached_ = 0;
+  }
   void give(void* p, size_t len) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -91,6 +97,8 @@ struct HugePageAllocator final : at::Allocator {
 HugePageAllocator g_allocator;
 
 }  // namespace
+
+void empty_cpu_cache() { block_cache().clear(); }
 
 at::Tensor empty_large_cpu(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_INTERNAL_ASSERT(options.device().is_cpu());

@@ -17,4 +17,7 @@ constexpr size_t kHugePageBytes = size_t(2) << 20;
 // at::empty(sizes, options) for a CPU tensor, huge-page backed when it is large.
 at::Tensor empty_large_cpu(at::IntArrayRef sizes, const at::TensorOptions& options);
 
+// Frees every cached block (as torch.cuda.empty_cache does for CUDA): reprogram_ext.empty_cpu_cache().
+void empty_cpu_cache();
+
 }  // namespace reprogram_ext
