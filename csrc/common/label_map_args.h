@@ -78,6 +78,16 @@ inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_
   }
 }
 
+// The saved forward results handed to label_map_backward: grad_out [N, T] of logits' dtype and,
+// when map_needs_lse(pre), row_lse [N, 2].
+inline void check_label_map_backward_args(const LabelMapArgs& p, const at::Tensor& logits, const at::Tensor& grad_out,
+                                          const at::Tensor& row_lse) {
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({p.N, p.T}) && grad_out.scalar_type() == logits.scalar_type(),
+              "label_map_backward: grad_out must be [", p.N, ", ", p.T, "] of logits' dtype");
+  TORCH_CHECK(!map_needs_lse(p.pre) || (row_lse.sizes() == at::IntArrayRef({p.N, 2}) && row_lse.is_contiguous()),
+              "label_map_backward: row_lse must be a contiguous [", p.N, ", 2] tensor");
+}
+
 // The saved forward results handed to mapped_cross_entropy_backward: grad_loss [N] and unit_grad
 // [N, T, K] in the accumulation dtype, dense [N, 3] when ce_needs_lse(); returns that flag.
 inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,

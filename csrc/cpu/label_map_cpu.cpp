@@ -398,10 +398,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, con
                                                   const Tensor& row_lse, int64_t reduce, int64_t pre,
                                                   bool need_weight_grad) {
   const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({p.N, p.T}) && grad_out_in.scalar_type() == logits.scalar_type(),
-              "label_map_backward: grad_out must be [", p.N, ", ", p.T, "] of logits' dtype");
-  TORCH_CHECK(!map_needs_lse(pre) || (row_lse.sizes() == at::IntArrayRef({p.N, 2}) && row_lse.is_contiguous()),
-              "label_map_backward: row_lse must be a contiguous [", p.N, ", 2] tensor");
+  check_label_map_backward_args(p, logits, grad_out_in, row_lse);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
