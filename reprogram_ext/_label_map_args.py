@@ -4,7 +4,9 @@ Every backend computes on ``logits [N, S]`` (leading dims flattened, contiguous)
 ``index`` int64 ``[T, K]`` (``-1`` pads ragged groups) with an optional ``weight [T, K]`` in the
 accumulation dtype (float32, float64 for float64 logits), or a dense ``weight [S, T]``.
 Errors name the argument, what was expected and what was given. Checks on index/target *values*
-need a host read, so they run eagerly and are skipped while ``torch.compile`` traces.
+need a host read, so they run eagerly and are skipped while ``torch.compile`` traces; when the C++
+CPU kernels run, they make the same checks (same messages) in their own pass over the values, and
+the front end skips its own (``check_values=False``: ten fewer small aten ops per call).
 """
 from __future__ import annotations
 
@@ -42,8 +44,16 @@ def _check_values_now() -> bool:
     return not torch.compiler.is_compiling()
 
 
-def _check_index_values(op: str, index: torch.Tensor, S: int) -> None:
-    if index.numel() == 0:
+def values_checked_by_kernel(chosen: str, c: CanonicalLabelMap) -> bool:
+    """Whether the chosen kernel checks index/target values itself: the C++ CPU ops do (a sparse
+    map with rows; the dense form and empty batches run the reference)."""
+    return chosen == "cpu" and not c.dense and c.logits.shape[0] > 0
+
+
+def check_index_values(op: str, c: CanonicalLabelMap) -> None:
+    """Sources in [0, S) or -1, and no all-padding group (a host read: skipped while compiling)."""
+    index, S = c.index, c.logits.shape[-1]
+    if index is None or index.numel() == 0 or not _check_values_now():
         return
     lo, hi = int(index.min()), int(index.max())
     if lo < -1 or hi >= S:
@@ -94,8 +104,6 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
         index = index.unsqueeze(1)
     if index.dim() != 2 or index.shape[0] == 0 or index.shape[1] == 0:
         raise ValueError(f"{op}: index must be [T, K] with T, K >= 1, got shape {tuple(index.shape)}")
-    if _check_values_now():
-        _check_index_values(op, index, S)
     if weight is not None:
         if tuple(weight.shape) != tuple(index.shape):
             raise ValueError(f"{op}: sparse weight must have index's shape {tuple(index.shape)}, "
@@ -105,8 +113,10 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
                              index.shape[0])
 
 
-def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int) -> torch.Tensor:
-    """``target`` as int64 ``[N]``, checked against the logits' leading shape and ``[0, T)``."""
+def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int,
+                     check_values: bool = True) -> torch.Tensor:
+    """``target`` as int64 ``[N]``, checked against the logits' leading shape and (``check_values``)
+    ``[0, T)``."""
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"{op}: target must be a torch.Tensor, got {type(target).__name__}")
     if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
@@ -116,7 +126,7 @@ def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignor
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
     y = target.reshape(-1).to(torch.int64).contiguous()
-    if _check_values_now() and y.numel():
+    if check_values and _check_values_now() and y.numel():
         bad = (y != ignore_index) & ((y < 0) | (y >= num_targets))
         if bool(bad.any()):
             v = int(y[bad.nonzero()[0, 0]])

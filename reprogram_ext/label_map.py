@@ -11,7 +11,9 @@ from ._label_map_args import (
     accumulation_dtype,
     canonical_target,
     canonicalize,
+    check_index_values,
     check_loss_options,
+    values_checked_by_kernel,
 )
 from .backends import resolve_backend
 from .reference.label_map import label_map_reference, mapped_cross_entropy_reference
@@ -67,6 +69,8 @@ def label_map(
     """
     c = canonicalize("label_map", logits, index, weight, reduce, pre)
     chosen = resolve_backend(backend, logits.device, "label_map_forward")
+    if not values_checked_by_kernel(chosen, c):
+        check_index_values("label_map", c)
     if c.dense:
         out = _dense_values(c)
     elif chosen == "reference" or c.logits.shape[0] == 0:
@@ -110,8 +114,11 @@ def mapped_cross_entropy(
     op = "mapped_cross_entropy"
     c = canonicalize(op, logits, index, weight, reduce, pre)
     eps = check_loss_options(op, reduction, label_smoothing)
-    y = canonical_target(op, target, c.lead_shape, c.num_targets, ignore_index)
     chosen = resolve_backend(backend, logits.device, "mapped_cross_entropy_forward")
+    kernel_checks = values_checked_by_kernel(chosen, c)
+    if not kernel_checks:
+        check_index_values(op, c)
+    y = canonical_target(op, target, c.lead_shape, c.num_targets, ignore_index, check_values=not kernel_checks)
     if c.dense or chosen == "reference" or c.logits.shape[0] == 0:
         loss = mapped_cross_entropy_reference(
             c.logits, y, c.index, c.weight, reduce=_REDUCE_NAMES[c.reduce], pre=pre, reduction=reduction,

@@ -231,6 +231,34 @@ def test_softmax_loss_is_stable_in_log_space(bd):
     assert bool(torch.isfinite(g).all())
 
 
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("weighted", (False, True))
+def test_softmax_groups_far_below_the_largest_mapped_logit(bd, reduce, weighted):
+    """Groups 60-150 below the row's largest mapped logit (their exp against it underflows float32)
+    and a group spread 150 wide: the loss and every gradient entry match float64 to 1e-5 relative.
+    (The CPU kernel exponentiates against the row's largest mapped logit and falls back to the
+    group's own max where that underflows.)"""
+    backend, device = bd
+    x = torch.randn(4, 12, generator=gen(3), dtype=torch.float64)
+    x[:, 0:2] += 5.0      # group 0: the largest mapped logits
+    x[:, 2:4] -= 60.0     # group 1: exp(-60) ~ 1e-26, normal in float32
+    x[:, 4:6] -= 150.0    # group 2: exp(-150) underflows float32
+    x[:, 7] -= 150.0      # group 3: spread 150 wide (x[:, 6] near 0)
+    index = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])
+    weight = torch.tensor([[0.5, 2.0], [1.0, 3.0], [0.25, 1.0], [2.0, 0.5]], dtype=torch.float64) if weighted else None
+    target = torch.tensor([1, 2, 3, 0])
+    want_x = x.clone().requires_grad_(True)
+    want = mapped_cross_entropy_reference(want_x, target, index, weight, reduce=reduce, pre="softmax")
+    (want_g,) = torch.autograd.grad(want, want_x)
+    got_x = x.float().to(device).requires_grad_(True)
+    got = rx.mapped_cross_entropy(got_x, target.to(device), index.to(device), on(device, weight)[0],
+                                  reduce=reduce, pre="softmax", backend=backend)
+    (got_g,) = torch.autograd.grad(got, got_x)
+    torch.testing.assert_close(got.double().cpu(), want.detach(), rtol=1e-5, atol=0)
+    assert_close_relative(got_g.cpu(), want_g, floor=0)
+
+
 @pytest.mark.parametrize("bd", BACKENDS)
 @pytest.mark.parametrize("dtype", interpreter_dtypes([torch.float16, torch.bfloat16]))
 @pytest.mark.parametrize("pre", PRES)
@@ -329,3 +357,27 @@ def test_reference_backend_matches_label_map_reference():
     expected = F.cross_entropy(L.reshape(-1, L.shape[-1]), target.reshape(-1))
     got = mapped_cross_entropy_reference(logits, target, index, weight, pre="softmax")
     torch.testing.assert_close(got, expected)
+
+
+def test_gradients_reuse_cached_blocks_safely():
+    """The CPU kernels' [N, S] gradients (here 1 MB, in the 64 KiB - 2 MiB cached tier) come from
+    the C++ block cache: a freed gradient's block is reused by the next one, a live one never is,
+    and the values do not depend on reuse."""
+    g = gen(4)
+    xs = [torch.randn(256, 1000, generator=g, requires_grad=True) for _ in range(3)]
+    index = torch.randperm(1000, generator=g)[:100].view(10, 10)
+    y = torch.randint(0, 10, (256,), generator=g)
+
+    def grad(x, backend):
+        return torch.autograd.grad(rx.mapped_cross_entropy(x, y, index, pre="softmax", backend=backend), x)[0]
+
+    refs = [grad(x, "reference") for x in xs]
+    first = grad(xs[0], "cpu")
+    ptr = first.data_ptr()
+    second = grad(xs[1], "cpu")  # first is alive
+    assert second.data_ptr() != ptr
+    del first
+    third = grad(xs[2], "cpu")
+    assert third.data_ptr() == ptr  # the freed block came back
+    assert_close_relative(second, refs[1])
+    assert_close_relative(third, refs[2])

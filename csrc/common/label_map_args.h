@@ -21,18 +21,19 @@ inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
   return logits_type == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-inline LabelMapArgs make_label_map_args(const at::Tensor& logits, const at::Tensor& index,
+// `op` names the calling public op in error messages ("label_map" / "mapped_cross_entropy").
+inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits, const at::Tensor& index,
                                         const std::optional<at::Tensor>& weight, int64_t reduce, int64_t pre) {
-  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "label_map: logits must be a contiguous [N, S] tensor, got ",
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), op, ": logits must be a contiguous [N, S] tensor, got ",
               logits.sizes());
-  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), "label_map: logits must be floating, got ",
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), op, ": logits must be floating, got ",
               logits.scalar_type());
   TORCH_CHECK(index.dim() == 2 && index.scalar_type() == at::kLong && index.is_contiguous(),
-              "label_map: index must be a contiguous int64 [T, K] tensor, got ", index.scalar_type(), " ",
+              op, ": index must be a contiguous int64 [T, K] tensor, got ", index.scalar_type(), " ",
               index.sizes());
-  TORCH_CHECK(index.device() == logits.device(), "label_map: index and logits are on different devices");
-  TORCH_CHECK(reduce >= kSum && reduce <= kMax, "label_map: bad reduce code ", reduce);
-  TORCH_CHECK(pre >= kPreNone && pre <= kPreLogSoftmax, "label_map: bad pre code ", pre);
+  TORCH_CHECK(index.device() == logits.device(), op, ": index and logits are on different devices");
+  TORCH_CHECK(reduce >= kSum && reduce <= kMax, op, ": bad reduce code ", reduce);
+  TORCH_CHECK(pre >= kPreNone && pre <= kPreLogSoftmax, op, ": bad pre code ", pre);
   LabelMapArgs a;
   a.N = logits.size(0);
   a.S = logits.size(1);
@@ -41,24 +42,28 @@ inline LabelMapArgs make_label_map_args(const at::Tensor& logits, const at::Tens
   a.reduce = reduce;
   a.pre = pre;
   a.weighted = weight.has_value();
-  TORCH_CHECK(a.K >= 1, "label_map: index must have K >= 1 sources per target, got ", index.sizes());
+  TORCH_CHECK(a.K >= 1, op, ": index must have K >= 1 sources per target, got ", index.sizes());
   if (a.weighted) {
     const at::Tensor& w = *weight;
     TORCH_CHECK(w.sizes() == index.sizes() && w.is_contiguous() &&
                     w.scalar_type() == acc_scalar_type(logits.scalar_type()) && w.device() == logits.device(),
-                "label_map: weight must be a contiguous ", acc_scalar_type(logits.scalar_type()), " ", index.sizes(),
+                op, ": weight must be a contiguous ", acc_scalar_type(logits.scalar_type()), " ", index.sizes(),
                 " tensor on logits' device, got ", w.scalar_type(), " ", w.sizes());
   }
-  if (index.device().is_cpu()) {  // device indices are checked by the Python front end
+  // Values of CPU tensors are checked here (the Python front end leaves them to this check when the
+  // CPU kernels run, and checks device tensors itself); the messages are the front end's.
+  if (index.device().is_cpu()) {
     const int64_t* idx = index.const_data_ptr<int64_t>();
     for (int64_t t = 0; t < a.T; ++t) {
       bool any = false;
       for (int64_t k = 0; k < a.K; ++k) {
         const int64_t s = idx[t * a.K + k];
-        TORCH_CHECK(s >= -1 && s < a.S, "label_map: index[", t, ", ", k, "] = ", s, " is out of range [-1, ", a.S, ")");
+        TORCH_CHECK_VALUE(s >= -1 && s < a.S, op, ": index must hold source classes in [0, S=", a.S,
+                          ") or -1 (padding), got ", s, " at index[", t, ", ", k, "]");
         any = any || s >= 0;
       }
-      TORCH_CHECK(any, "label_map: index row ", t, " (target ", t, ") has no valid source (all -1)");
+      TORCH_CHECK_VALUE(any, op, ": index row ", t, " is an empty target group (every entry is -1); "
+                        "each target needs at least one source");
     }
   }
   return a;
@@ -72,8 +77,9 @@ inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_
   if (target.device().is_cpu()) {
     const int64_t* y = target.const_data_ptr<int64_t>();
     for (int64_t n = 0; n < a.N; ++n) {
-      TORCH_CHECK(y[n] == ignore_index || (y[n] >= 0 && y[n] < a.T), "mapped_cross_entropy: target[", n, "] = ", y[n],
-                  " is out of range [0, ", a.T, ") and is not ignore_index (", ignore_index, ")");
+      TORCH_CHECK_VALUE(y[n] == ignore_index || (y[n] >= 0 && y[n] < a.T), "mapped_cross_entropy: target must hold ",
+                        "classes in [0, T=", a.T, ") or ignore_index (", ignore_index, "), got ", y[n], " at target[",
+                        n, "]");
     }
   }
 }

@@ -38,8 +38,9 @@ template <typename T> using acc_t = typename Acc<T>::type;
 
 // exp(x) for float. On the host a branch-free Cody-Waite + degree-6 polynomial (relative error
 // ~1 ulp), so that row loops under `#pragma omp simd` vectorise without -ffast-math; on the
-// device the hardware-backed expf. exp(-inf) = 0, exp(+inf) = inf, NaN propagates.
-RX_LM_HD float exp_f(float x) {
+// device the hardware-backed expf. exp(-inf) = 0, exp(+inf) = inf, NaN propagates. Always inlined:
+// GCC otherwise calls it out of line (through the PLT), which keeps every row loop scalar.
+C10_HOST_DEVICE C10_ALWAYS_INLINE float exp_f(float x) {
 #ifdef __CUDA_ARCH__
   return expf(x);
 #else
@@ -65,7 +66,7 @@ RX_LM_HD float exp_f(float x) {
   return x != x ? x : out;
 #endif
 }
-RX_LM_HD double exp_f(double x) { return exp(x); }
+C10_HOST_DEVICE C10_ALWAYS_INLINE double exp_f(double x) { return exp(x); }
 
 // A row's log-sum-exp kept as (max, log sum_j exp(x_j - max)), so that x - lse is computed as
 // (x - max) - log_sum without rounding a large lse first (softmax's own trick).
@@ -201,21 +202,32 @@ RX_LM_HD A finite_max(const A* v, int64_t n) {
 
 // Responsibility of source k in a log-space group: d L_t / d x_{s_k} without the -p_j term,
 // = w_k e_k / R (only k = arg for max).
+// `e` = e_k = exp(x_{s_k} - gl.m).
+template <typename A>
+RX_LM_HD A log_group_responsibility_e(A e, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce, int64_t k) {
+  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
+  return g.weight(k) * e / gl.R;
+}
+
 template <typename A, typename scalar_t>
 RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
                                     int64_t k) {
-  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
-  return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
+  if (reduce == kMax) return log_group_responsibility_e(static_cast<A>(0), g, gl, reduce, k);
+  return log_group_responsibility_e(exp_f(static_cast<A>(x[g.src[k]]) - gl.m), g, gl, reduce, k);
 }
 
 // d L_t / d w_k of a log-space group: e_k / R (k = arg only for max) - 1 / wsum (mean).
-template <typename A, typename scalar_t>
-RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
-                                       int64_t k) {
-  const A e = exp_f(static_cast<A>(x[g.src[k]]) - gl.m);
+template <typename A>
+RX_LM_HD A log_group_weight_derivative_e(A e, const GroupLog<A>& gl, int64_t reduce, int64_t k) {
   A d = (reduce != kMax || k == gl.arg) ? e / gl.R : static_cast<A>(0);
   if (reduce == kMean) d -= static_cast<A>(1) / gl.wsum;
   return d;
+}
+
+template <typename A, typename scalar_t>
+RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
+                                       int64_t k) {
+  return log_group_weight_derivative_e(exp_f(static_cast<A>(x[g.src[k]]) - gl.m), gl, reduce, k);
 }
 
 // Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t
@@ -253,11 +265,16 @@ RX_LM_HD A ce_loss(A L_target, A sum_L, A lse_L, int64_t T, A eps) {
 }
 
 // d loss / d L_t, times the row's scale (the upstream gradient of this row's loss).
+// `q` = softmax_t(L) = exp(L_t - lseL).
 template <typename A>
-RX_LM_HD A ce_logit_grad(A L_t, A lse_L, bool is_target, int64_t T, A eps, A scale) {
-  const A q = exp_f(L_t - lse_L);
+RX_LM_HD A ce_logit_grad_q(A q, bool is_target, int64_t T, A eps, A scale) {
   const A onehot = is_target ? static_cast<A>(1) - eps : static_cast<A>(0);
   return scale * (q - onehot - eps / static_cast<A>(T));
+}
+
+template <typename A>
+RX_LM_HD A ce_logit_grad(A L_t, A lse_L, bool is_target, int64_t T, A eps, A scale) {
+  return ce_logit_grad_q(exp_f(L_t - lse_L), is_target, T, eps, scale);
 }
 
 // Deterministic batch chunks of the weight-gradient reduction: a function of the shape only, so

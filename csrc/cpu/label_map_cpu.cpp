@@ -16,10 +16,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
 #include "common/label_map_args.h"
+#include "cpu/large_output.h"
 
 namespace reprogram_ext {
 namespace label_map {
@@ -87,14 +89,25 @@ void softmax_scaled_generic(A* g, const scalar_t* x, int64_t S, A c, RowNorm<A> 
   for (int64_t j = 0; j < S; ++j) g[j] = c * exp_f(minus_lse(static_cast<A>(x[j]), norm));
 }
 
+// e_u = exp(v_u - shift).
+template <typename A>
+void exp_shifted_generic(A* e, const A* v, int64_t n, A shift) {
+#pragma omp simd
+  for (int64_t u = 0; u < n; ++u) e[u] = exp_f(v[u] - shift);
+}
+
 // float32 rows, the common case, also compiled for AVX2 and AVX-512 and chosen at load time (the
 // build's baseline is SSE2, 4 lanes; these loops are bound by exp arithmetic, not memory).
-#define RX_LM_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// `flatten` inlines the generic loop into each clone: a call would run the SSE2 build of it.
+#define RX_LM_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
 RX_LM_CLONES RowNorm<float> row_normaliser_f32(const float* x, int64_t S) {
   return row_normaliser_generic<float>(x, S);
 }
 RX_LM_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float c, RowNorm<float> norm) {
   softmax_scaled_generic<float>(g, x, S, c, norm);
+}
+RX_LM_CLONES void exp_shifted_f32(float* e, const float* v, int64_t n, float shift) {
+  exp_shifted_generic<float>(e, v, n, shift);
 }
 #undef RX_LM_CLONES
 
@@ -113,6 +126,15 @@ void softmax_scaled(A* g, const scalar_t* x, int64_t S, A c, const RowNorm<A>& n
     softmax_scaled_f32(g, x, S, c, norm);
   } else {
     softmax_scaled_generic<A>(g, x, S, c, norm);
+  }
+}
+
+template <typename A>
+void exp_shifted(A* e, const A* v, int64_t n, A shift) {
+  if constexpr (std::is_same<A, float>::value) {
+    exp_shifted_f32(e, v, n, shift);
+  } else {
+    exp_shifted_generic<A>(e, v, n, shift);
   }
 }
 
@@ -239,8 +261,51 @@ struct RowLogits {
   std::vector<A> L;
   std::vector<GroupValue<A>> value;  // pre none / log_softmax
   std::vector<GroupLog<A>> logp;     // pre softmax
+  std::vector<A> q;                  // softmax_t(L): the cross-entropy's probabilities
+  std::vector<A> e;                  // pre softmax: e_u = exp(buf_u - shift) over the row's mapped logits
+  A shift = 0;                       // pre softmax: the largest finite mapped logit
   A lse_L = 0, sum_L = 0;
+
+  // exp(x_{s_k} - gl.m) of entry k of a log-space group, from the table when the group is shifted by
+  // the row's shift (every group but the group_log_prob_table fall-backs).
+  A entry_exp(const A* buf, const Group<A>& g, const GroupLog<A>& gl, int64_t k) const {
+    const int64_t u = g.src[k];
+    return gl.m == shift ? e[u] : exp_f(buf[u] - gl.m);
+  }
 };
+
+// group_log_prob with every e_k = exp(x_{s_k} - shift) read from the row's table `e` (one vectorised
+// exp pass per row) instead of exponentiated twice per entry against the group's own max. Used when
+// R = sum_k w_k e_k (max_k for reduce max) is a finite float >= 1e-20: entries too small to be
+// represented then weigh < 1e-18 of R. Otherwise (a group ~46 or more below the row's largest
+// mapped logit, inf/NaN logits, cancelling weights) the group-max form group_log_prob is used.
+template <typename A>
+GroupLog<A> group_log_prob_table(const A* buf, const A* e, const Group<A>& g, int64_t reduce, A shift) {
+  GroupLog<A> r;
+  r.m = shift;
+  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
+  r.wsum = 0;
+  r.arg = -1;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (!g.valid(k)) continue;
+    const A w = g.weight(k);
+    const A we = w * e[g.src[k]];
+    r.wsum += w;
+    if (reduce == kMax) {
+      if (r.arg < 0 || we > r.R) {
+        r.R = we;
+        r.arg = k;
+      }
+    } else {
+      r.R += we;
+    }
+  }
+  if (!(r.R >= static_cast<A>(1e-20) && r.R <= std::numeric_limits<A>::max())) {
+    return group_log_prob<A>(buf, g, reduce, shift);
+  }
+  r.L = log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
+  return r;
+}
 
 template <typename A>
 void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t* pos, const A* weight,
@@ -248,14 +313,17 @@ void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t
   r.L.resize(p.T);
   if (p.pre == kPreSoftmax) r.logp.resize(p.T);
   else r.value.resize(p.T);
-  A shift = 0;  // the largest mapped logit (finite), for pre softmax
-  if (p.pre == kPreSoftmax) shift = finite_max(buf, U);
+  if (p.pre == kPreSoftmax) {
+    r.shift = finite_max(buf, U);
+    r.e.resize(U);
+    exp_shifted<A>(r.e.data(), buf, U, r.shift);
+  }
   A m = -static_cast<A>(INFINITY);
   r.sum_L = 0;
   for (int64_t t = 0; t < p.T; ++t) {
     const Group<A> g = group_of(pos, weight, p.K, t);
     if (p.pre == kPreSoftmax) {
-      r.logp[t] = group_log_prob<A>(buf, g, p.reduce, shift);
+      r.logp[t] = group_log_prob_table<A>(buf, r.e.data(), g, p.reduce, r.shift);
       r.L[t] = r.logp[t].L;
     } else {
       r.value[t] = group_value<A>(buf, g, p.reduce, p.pre, lse);
@@ -265,8 +333,13 @@ void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t
     r.sum_L += r.L[t];
   }
   A s = 0;
+  r.q.resize(p.T);
   if (m != -static_cast<A>(INFINITY) && m != static_cast<A>(INFINITY)) {
-    for (int64_t t = 0; t < p.T; ++t) s += exp_f(r.L[t] - m);
+    exp_shifted<A>(r.q.data(), r.L.data(), p.T, m);
+    for (int64_t t = 0; t < p.T; ++t) s += r.q[t];
+    for (int64_t t = 0; t < p.T; ++t) r.q[t] /= s;
+  } else {
+    for (int64_t t = 0; t < p.T; ++t) r.q[t] = exp_f(r.L[t] - m);  // NaN, as exp(L_t - lseL) is
   }
   r.lse_L = lse_from(m, s);
 }
@@ -280,13 +353,14 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
   A dsum = 0;
   for (int64_t t = 0; t < p.T; ++t) {
     const Group<A> g = group_of(pos, weight, p.K, t);
-    const A dL = ce_logit_grad<A>(r.L[t], r.lse_L, t == y, p.T, eps, scale);
+    const A dL = ce_logit_grad_q<A>(r.q[t], t == y, p.T, eps, scale);
     for (int64_t k = 0; k < p.K; ++k) {
       A ak = 0;
       if (g.valid(k)) {
         if (p.pre == kPreSoftmax) {
-          ak = dL * log_group_responsibility<A>(buf, g, r.logp[t], p.reduce, k);
-          if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative<A>(buf, g, r.logp[t], p.reduce, k);
+          const A e = r.entry_exp(buf, g, r.logp[t], k);
+          ak = dL * log_group_responsibility_e<A>(e, g, r.logp[t], p.reduce, k);
+          if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative_e<A>(e, r.logp[t], p.reduce, k);
         } else {
           ak = dL * value_coefficient(g, r.value[t], p.reduce, k);
           if (gw) gw[t * p.K + k] += dL * value_weight_derivative(r.value[t], p.reduce, k,
@@ -373,7 +447,7 @@ const acc_t<scalar_t>* weight_ptr(const std::optional<Tensor>& weight) {
 }
 
 Tensor empty_acc(const Tensor& logits, at::IntArrayRef size) {
-  return at::empty(size, logits.options().dtype(acc_scalar_type(logits.scalar_type())));
+  return empty_large_cpu(size, logits.options().dtype(acc_scalar_type(logits.scalar_type())));
 }
 
 // Sums the [chunks, T, K] weight-gradient partials in a fixed order (or passes the empty tensor).
@@ -381,7 +455,7 @@ Tensor finish_weight_grad(const Tensor& partials, bool need) { return need ? par
 
 std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Tensor& index,
                                                  const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor row_lse = empty_acc(logits, map_needs_lse(pre) ? at::IntArrayRef({p.N, 2}) : at::IntArrayRef({0}));
@@ -397,13 +471,13 @@ std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, con
                                                   const Tensor& index, const std::optional<Tensor>& weight,
                                                   const Tensor& row_lse, int64_t reduce, int64_t pre,
                                                   bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
   check_label_map_backward_args(p, logits, grad_out_in, row_lse);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
   const int64_t chunks = row_chunks(p, need_w);
-  Tensor grad = at::empty({p.N, p.S}, logits.options());
+  Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
   Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cpu", [&] {
     label_map_backward_kernel<scalar_t>(
@@ -419,7 +493,7 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cpu(const Tensor
                                                                     const std::optional<Tensor>& weight,
                                                                     int64_t reduce, int64_t pre,
                                                                     double label_smoothing, int64_t ignore_index) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
   check_target(target, p, ignore_index);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   Tensor loss = empty_acc(logits, {p.N});
@@ -442,7 +516,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
                                                              const Tensor& unit_grad_in, const Tensor& dense_in,
                                                              int64_t reduce, int64_t pre, double label_smoothing,
                                                              int64_t ignore_index, bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
   check_target(target, p, ignore_index);
   const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
@@ -450,7 +524,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
   const Tensor dense = dense_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
   const int64_t chunks = row_chunks(p, need_w);
-  Tensor grad = at::empty({p.N, p.S}, logits.options());
+  Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
   Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_backward_cpu", [&] {
     using A = acc_t<scalar_t>;

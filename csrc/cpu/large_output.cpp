@@ -75,18 +75,21 @@ void release_block(void* ctx) {
   delete b;
 }
 
-// Large requests: 2 MiB-aligned, rounded up to whole huge pages, advised MADV_HUGEPAGE, reused
-// through the block cache. Small requests go to PyTorch's own CPU allocator.
+// Requests of at least kHugePageBytes: 2 MiB-aligned, rounded up to whole huge pages, advised
+// MADV_HUGEPAGE. Requests of at least kCachedBytes: rounded up to whole 4 KiB pages. Both are reused
+// through the block cache. Smaller requests go to PyTorch's own CPU allocator.
 struct HugePageAllocator final : at::Allocator {
   at::DataPtr allocate(size_t nbytes) override {
-    if (nbytes < kHugePageBytes) return c10::GetCPUAllocator()->allocate(nbytes);
-    const size_t len = (nbytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+    if (nbytes < kCachedBytes) return c10::GetCPUAllocator()->allocate(nbytes);
+    const bool huge = nbytes >= kHugePageBytes;
+    const size_t unit = huge ? kHugePageBytes : kPageBytes;
+    const size_t len = (nbytes + unit - 1) / unit * unit;
     void* p = block_cache().take(len);
     if (!p) {
-      TORCH_CHECK(posix_memalign(&p, kHugePageBytes, len) == 0 && p, "reprogram_ext: out of memory allocating ",
-                  nbytes, " bytes");
+      TORCH_CHECK(posix_memalign(&p, unit, len) == 0 && p, "reprogram_ext: out of memory allocating ", nbytes,
+                  " bytes");
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-      madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
+      if (huge) madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
 #endif
     }
     return {p, new Block{p, len}, &release_block, at::Device(at::kCPU)};

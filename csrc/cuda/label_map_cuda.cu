@@ -303,7 +303,7 @@ Tensor write_gradient(const Tensor& logits, const Tensor& index, const Tensor& c
 
 std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Tensor& index,
                                                   const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor stats = empty_acc(logits, map_needs_lse(pre) ? at::IntArrayRef({p.N, 2}) : at::IntArrayRef({0}));
@@ -322,7 +322,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
                                                    const Tensor& index, const std::optional<Tensor>& weight,
                                                    const Tensor& row_lse, int64_t reduce, int64_t pre,
                                                    bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
   check_label_map_backward_args(p, logits, grad_out_in, row_lse);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_out = grad_out_in.contiguous();
@@ -368,7 +368,7 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cuda(const Tenso
                                                                      const std::optional<Tensor>& weight,
                                                                      int64_t reduce, int64_t pre,
                                                                      double label_smoothing, int64_t ignore_index) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
   check_target(target, p, ignore_index);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor loss = empty_acc(logits, {p.N});
@@ -385,7 +385,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
                                                               const Tensor& unit_grad_in, const Tensor& dense_in,
                                                               int64_t reduce, int64_t pre, double label_smoothing,
                                                               int64_t ignore_index, bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args(logits, index, weight, reduce, pre);
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
   check_target(target, p, ignore_index);
   const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
   const c10::cuda::CUDAGuard guard(logits.device());
