@@ -172,4 +172,4 @@ def cases(sizes: str = "default") -> list:
                   canvas=f"{setting.canvas}x{setting.canvas}", model="resnet18", targets=setting.num_target)
     return [Case("e2e_step", "e2e_resnet18_ilmvp",
                  "one ILM-VP training step: padding prompt + frozen ResNet-18 + frequency label mapping + "
-                 "cross-entropy + Adam on the prompt", params, _build(setting), tier="quick", min_reps=8)]
+                 "cross-entropy + Adam on the prompt", params, _build(setting), tier="quick", min_reps=30)]

@@ -106,8 +106,8 @@ def csv_rows(records: list, machine: dict) -> list:
                 row.update(fwd_over_clone=impl.get("fwd_over_clone"),
                            peak_fwd_mb=_megabytes(impl["peak_fwd_bytes"]),
                            peak_fwdbwd_mb=_megabytes(impl["peak_fwdbwd_bytes"]),
-                           peak_fwd_torch_alloc_mb=_megabytes(impl.get("peak_fwd_torch_alloc_bytes")),
-                           peak_fwdbwd_torch_alloc_mb=_megabytes(impl.get("peak_fwdbwd_torch_alloc_bytes")),
+                           peak_fwd_rss_mb=_megabytes(impl.get("peak_fwd_rss_bytes")),
+                           peak_fwdbwd_rss_mb=_megabytes(impl.get("peak_fwdbwd_rss_bytes")),
                            first_call_s=impl["first_call_s"], max_abs_diff_vs_eager=impl.get("max_abs_diff_vs_eager"))
             rows.append(row)
     return rows

@@ -6,8 +6,9 @@ For each implementation (fused backends, eager reference, torch.compile(referenc
   - ``fwd``: forward alone (autograd recording on, as in training);
   - ``bwd``: backward alone, each timed call after an untimed forward that builds a fresh graph;
   - ``fwdbwd``: forward then backward;
-  - peak extra memory of one forward and of one forward+backward (``utils.peak_extra_bytes``; on
-    CPU also the torch-allocator figure ``utils.peak_torch_alloc_bytes`` as a cross-check).
+  - peak extra memory of one forward and of one forward+backward (``utils.peak_extra_bytes``, the
+    allocators' figure; on CPU also the resident-memory figure ``utils.peak_resident_bytes`` as a
+    cross-check).
 Every (implementation, phase) pair and ``clone()`` of a tensor the size of the op's output (the copy
 baseline) are timed in alternation (``utils.time_interleaved``): each round times each of them once,
 so a change in the machine's load affects all the figures of a case alike. On the CPU a clone allocates fresh memory each call, so first-touch page faults are part
@@ -31,7 +32,7 @@ from typing import Optional
 import torch
 
 from .case_types import COMPILED, EAGER, Case, CaseInstance, CaseUnavailable
-from .utils import (TimingBudget, gbps, paired_ratio, peak_extra_bytes, peak_torch_alloc_bytes, summarize,
+from .utils import (TimingBudget, gbps, paired_ratio, peak_extra_bytes, peak_resident_bytes, summarize,
                     tensor_bytes, time_interleaved)
 
 PHASES = ("fwd", "bwd", "fwdbwd")
@@ -145,12 +146,12 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
     outputs = {}
     for impl in running:
         record = records[impl.name]
-        record["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device, budget.memory_repeats)
-        record["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device,
-                                                       budget.memory_repeats)
+        record["peak_fwd_bytes"] = peak_extra_bytes(impl.forward, device)
+        record["peak_fwdbwd_bytes"] = peak_extra_bytes(lambda: impl.backward(impl.forward()), device)
         if device.type == "cpu" and budget.memory_cross_check:
-            record["peak_fwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(impl.forward)
-            record["peak_fwdbwd_torch_alloc_bytes"] = peak_torch_alloc_bytes(lambda: impl.backward(impl.forward()))
+            record["peak_fwd_rss_bytes"] = peak_resident_bytes(impl.forward, budget.memory_repeats)
+            record["peak_fwdbwd_rss_bytes"] = peak_resident_bytes(lambda: impl.backward(impl.forward()),
+                                                                  budget.memory_repeats)
         with torch.no_grad():
             outputs[impl.name] = impl.forward()
         gc.collect()

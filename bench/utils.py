@@ -10,20 +10,19 @@ Peak memory: the highest amount of memory taken *during* a call above what was i
 started (tensors alive before the call, e.g. the inputs, do not count).
   - ``peak_extra_bytes`` (the figure the tables and targets use):
     CUDA: ``torch.cuda.max_memory_allocated() - memory_allocated()`` after resetting the peak.
-    CPU: torch's CPU allocator keeps no peak statistics, and a kernel may allocate its outputs
-    through an allocator of its own, so the process's resident memory is measured instead: free
-    heap memory is returned to the OS (``malloc_trim(0)``), the kernel's resident-set high-water
-    mark is reset (``echo 5 > /proc/self/clear_refs``), the call runs, and the figure is the new
-    high-water mark (``VmHWM``) minus the resident set before the call (``VmRSS``); the smallest of
-    a few calls is kept (the noise -- heap pages the C library keeps, scratch buffers of
-    other libraries -- only ever adds). It counts every page touched, whatever allocated it, at page
-    granularity; what remains of the noise is a few MB on a ResNet-18 step, under 1 MB on an op.
-  - ``peak_torch_alloc_bytes`` (CPU, kept in the JSON/CSV as a cross-check): the call runs under
-    ``torch.profiler`` with ``profile_memory=True``; every allocation and free made through c10's
-    allocator is recorded with its size and time, and the figure is the maximum running sum of
-    those signed sizes. Exact for torch's allocator, blind to memory allocated outside it.
-  Where /proc/self/clear_refs is not available (not Linux), ``peak_extra_bytes`` falls back to
-  the profiler's figure.
+    CPU (``peak_torch_alloc_bytes``): the call runs under ``torch.profiler`` with
+    ``profile_memory=True``; every allocation and free made through c10's CPU allocator, and
+    through reprogram_ext's own block allocator for large outputs (it reports to the profiler
+    the same way), is recorded with its size and time, and the figure is the maximum running sum
+    of those signed sizes: the CPU counterpart of CUDA's allocator statistics. Exact and
+    repeatable; blind to memory that libraries allocate outside both (oneDNN's scratch buffers).
+  - ``peak_resident_bytes`` (CPU, kept in the JSON/CSV as a cross-check): free heap memory is
+    returned to the OS (``malloc_trim(0)``), the resident-set high-water mark is reset
+    (``echo 5 > /proc/self/clear_refs``), the call runs, and the figure is the new high-water mark
+    (``VmHWM``) minus the resident set before (``VmRSS``), the smallest of a few calls. It counts
+    every page touched, whatever allocated it, at page granularity (a huge page counts 2 MiB);
+    its noise -- heap pages the C library keeps, other libraries' scratch -- is a few MB on a
+    ResNet-18 step, under 1 MB on an op. None where /proc/self/clear_refs is not available.
 """
 from __future__ import annotations
 
@@ -184,7 +183,8 @@ def _allocation_events(prof, device_type: str) -> list:
 
 
 def peak_torch_alloc_bytes(run: Callable[[], object]) -> int:
-    """Peak bytes allocated through torch's CPU allocator by one call of ``run``, above the start."""
+    """Peak bytes allocated by one call of ``run`` through c10's CPU allocator and reprogram_ext's
+    block allocator (both report to the profiler), above the start."""
     from torch.profiler import ProfilerActivity, profile
 
     gc.collect()
@@ -225,11 +225,25 @@ def _reset_resident_high_water_mark() -> bool:
         return False
 
 
-def peak_extra_bytes(run: Callable[[], object], device: torch.device, repeats: int = 2) -> int:
-    """Peak memory taken by one call of ``run`` above what was in use when it began (see above).
+def peak_resident_bytes(run: Callable[[], object], repeats: int = 2) -> Optional[int]:
+    """Resident-memory high-water mark of one call of ``run`` above the resident set when it began
+    (the smallest of ``repeats`` calls; see above), or None where it cannot be measured."""
+    gc.collect()
+    if not _reset_resident_high_water_mark():
+        return None
+    peaks = []
+    for _ in range(max(1, repeats)):
+        _reset_resident_high_water_mark()
+        base = _proc_status_bytes("VmRSS")
+        result = run()
+        peaks.append(_proc_status_bytes("VmHWM") - base)
+        del result
+        gc.collect()
+    return max(0, int(min(peaks)))
 
-    On CPU the smallest figure of ``repeats`` calls is kept.
-    """
+
+def peak_extra_bytes(run: Callable[[], object], device: torch.device) -> int:
+    """Peak memory allocated by one call of ``run`` above what was allocated when it began (see above)."""
     gc.collect()
     if device.type == "cuda":
         synchronize(device)
@@ -240,17 +254,7 @@ def peak_extra_bytes(run: Callable[[], object], device: torch.device, repeats: i
         peak = torch.cuda.max_memory_allocated(device) - base
         del result
         return int(peak)
-    if not _reset_resident_high_water_mark():
-        return peak_torch_alloc_bytes(run)
-    peaks = []
-    for _ in range(max(1, repeats)):
-        _reset_resident_high_water_mark()
-        base = _proc_status_bytes("VmRSS")
-        result = run()
-        peaks.append(_proc_status_bytes("VmHWM") - base)
-        del result
-        gc.collect()
-    return max(0, int(min(peaks)))
+    return peak_torch_alloc_bytes(run)
 
 
 def tensor_bytes(shape: Sequence[int], dtype: torch.dtype) -> int:

@@ -4,6 +4,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -69,29 +70,43 @@ struct Block {
   size_t len;
 };
 
+// Blocks handed out (bytes), reported with every allocation and free to torch.profiler's memory
+// profiling (profile_memory=True), as c10's own CPU allocator reports its allocations.
+std::atomic<size_t> g_live_bytes{0};
+
+void report(void* ptr, int64_t signed_len) {
+  if (c10::memoryProfilingEnabled()) {
+    c10::reportMemoryUsageToProfiler(ptr, signed_len, g_live_bytes.load(), 0, at::Device(at::kCPU));
+  }
+}
+
 void release_block(void* ctx) {
   auto* b = static_cast<Block*>(ctx);
+  g_live_bytes -= b->len;
+  report(b->ptr, -static_cast<int64_t>(b->len));
   block_cache().give(b->ptr, b->len);
   delete b;
 }
 
-// Requests of at least kHugePageBytes: 2 MiB-aligned, rounded up to whole huge pages, advised
-// MADV_HUGEPAGE. Requests of at least kCachedBytes: rounded up to whole 4 KiB pages. Both are reused
-// through the block cache. Smaller requests go to PyTorch's own CPU allocator.
+// Requests of at least kCachedBytes are rounded up to whole 4 KiB pages and reused through the
+// block cache; those of at least kHugePageBytes are also 2 MiB-aligned and advised MADV_HUGEPAGE
+// (the kernel backs each whole 2 MiB of the block with a huge page, the tail with 4 KiB pages: no
+// resident memory is wasted on rounding). Smaller requests go to PyTorch's own CPU allocator.
 struct HugePageAllocator final : at::Allocator {
   at::DataPtr allocate(size_t nbytes) override {
     if (nbytes < kCachedBytes) return c10::GetCPUAllocator()->allocate(nbytes);
     const bool huge = nbytes >= kHugePageBytes;
-    const size_t unit = huge ? kHugePageBytes : kPageBytes;
-    const size_t len = (nbytes + unit - 1) / unit * unit;
+    const size_t len = (nbytes + kPageBytes - 1) / kPageBytes * kPageBytes;
     void* p = block_cache().take(len);
     if (!p) {
-      TORCH_CHECK(posix_memalign(&p, unit, len) == 0 && p, "reprogram_ext: out of memory allocating ", nbytes,
-                  " bytes");
+      TORCH_CHECK(posix_memalign(&p, huge ? kHugePageBytes : kPageBytes, len) == 0 && p,
+                  "reprogram_ext: out of memory allocating ", nbytes, " bytes");
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
       if (huge) madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
 #endif
     }
+    g_live_bytes += len;
+    report(p, static_cast<int64_t>(len));
     return {p, new Block{p, len}, &release_block, at::Device(at::kCPU)};
   }
   void copy_data(void* dest, const void* src, std::size_t count) const override { std::memcpy(dest, src, count); }
