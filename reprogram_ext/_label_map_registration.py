@@ -1,4 +1,4 @@
-"""Fake (meta) kernels and autograd of the label_map / mapped_cross_entropy ops, for every backend.
+"""Fake (meta) kernels of the label_map / mapped_cross_entropy ops, and autograd of the Triton ones.
 
 The backward of each forward op is its registered backward op (compiled or Triton):
 ``label_map_backward`` / ``mapped_cross_entropy_backward`` return the logits gradient and the
@@ -108,8 +108,7 @@ def register_autograd(label_map_forward: str, label_map_backward, ce_forward: st
 
 
 def register_compiled() -> None:
-    """Fake kernels and autograd of the compiled (C++ / CUDA) ops."""
+    """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
+    (csrc/label_map_autograd.cpp, the same contract as ``register_autograd``): these ops run per
+    step on small tensors, where this module's Python wrapper cost as much as the kernels."""
     register_fakes()
-    ops = torch.ops.reprogram_ext
-    register_autograd("reprogram_ext::label_map_forward", ops.label_map_backward,
-                      "reprogram_ext::mapped_cross_entropy_forward", ops.mapped_cross_entropy_backward)

@@ -191,11 +191,17 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_
 }
 
 // The largest finite value of v[0, n), or 0 when there is none.
+// (Branch-free and a SIMD max reduction on the host: a data-dependent branch here cost a
+// misprediction every few entries, a scalar select chain ~8 cycles per entry.)
 template <typename A>
 RX_LM_HD A finite_max(const A* v, int64_t n) {
   A m = -static_cast<A>(INFINITY);
+#ifndef __CUDA_ARCH__
+#pragma omp simd reduction(max : m)
+#endif
   for (int64_t i = 0; i < n; ++i) {
-    if (v[i] > m && v[i] < static_cast<A>(INFINITY)) m = v[i];
+    const A x = v[i] < static_cast<A>(INFINITY) ? v[i] : -static_cast<A>(INFINITY);  // +inf, NaN: skipped
+    m = x > m ? x : m;
   }
   return m == -static_cast<A>(INFINITY) ? static_cast<A>(0) : m;
 }

@@ -109,7 +109,6 @@ RX_LM_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float 
 RX_LM_CLONES void exp_shifted_f32(float* e, const float* v, int64_t n, float shift) {
   exp_shifted_generic<float>(e, v, n, shift);
 }
-#undef RX_LM_CLONES
 
 template <typename A, typename scalar_t>
 RowNorm<A> row_normaliser(const scalar_t* x, int64_t S) {
@@ -188,11 +187,23 @@ void for_row_chunks(int64_t N, int64_t chunks, F&& f) {
   });
 }
 
-// Row chunks: fine grained for load balance, or the deterministic weight-gradient chunks.
-int64_t row_chunks(const LabelMapArgs& p, bool need_weight_grad) {
+// Calls that touch fewer elements than this run on the calling thread: waking the OpenMP team
+// costs more than their work (see bench/notes/label_map.md).
+constexpr int64_t kSerialElements = int64_t(1) << 16;
+
+// Row chunks: the deterministic weight-gradient chunks; else fine grained for load balance, or one
+// (no parallel region) when the call touches fewer than kSerialElements elements (`row_elements`
+// per row).
+int64_t row_chunks(const LabelMapArgs& p, bool need_weight_grad, int64_t row_elements) {
   if (need_weight_grad) return weight_grad_chunks(p.N, p.T * p.K);
+  if (p.N * row_elements < kSerialElements) return 1;
   return std::max<int64_t>(1, std::min<int64_t>(p.N, 8 * at::get_num_threads()));
 }
+
+// Elements a forward touches per row (the T*K mapped logits, the row when its lse is needed), and
+// a backward (the gradient row it writes, plus the mapped entries).
+int64_t forward_row_elements(const LabelMapArgs& p, bool need_lse) { return p.T * p.K + (need_lse ? p.S : 0); }
+int64_t backward_row_elements(const LabelMapArgs& p) { return p.S + p.T * p.K; }
 
 // ------------------------------------------------------------------------------------------- label_map
 
@@ -200,7 +211,7 @@ template <typename scalar_t>
 void label_map_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const CompactSources& cs,
                               const acc_t<scalar_t>* weight, scalar_t* out, acc_t<scalar_t>* row_lse) {
   using A = acc_t<scalar_t>;
-  for_row_chunks(p.N, row_chunks(p, false), [&](int64_t, int64_t n0, int64_t n1) {
+  for_row_chunks(p.N, row_chunks(p, false, forward_row_elements(p, map_needs_lse(p.pre))), [&](int64_t, int64_t n0, int64_t n1) {
     std::vector<A> buf;
     for (int64_t n = n0; n < n1; ++n) {
       const scalar_t* xr = x + n * p.S;
@@ -263,6 +274,7 @@ struct RowLogits {
   std::vector<GroupLog<A>> logp;     // pre softmax
   std::vector<A> q;                  // softmax_t(L): the cross-entropy's probabilities
   std::vector<A> e;                  // pre softmax: e_u = exp(buf_u - shift) over the row's mapped logits
+  std::vector<A> ew, c;              // softmax_ce_row's scratch: w_i e_i per entry, per-group sums / coefficients
   A shift = 0;                       // pre softmax: the largest finite mapped logit
   A lse_L = 0, sum_L = 0;
 
@@ -307,6 +319,21 @@ GroupLog<A> group_log_prob_table(const A* buf, const A* e, const Group<A>& g, in
   return r;
 }
 
+// r.lse_L = logsumexp_t(L) and r.q = softmax_t(L), given m = max_t L_t.
+template <typename A>
+void finish_lse_and_softmax(const LabelMapArgs& p, A m, RowLogits<A>& r) {
+  A s = 0;
+  r.q.resize(p.T);
+  if (m != -static_cast<A>(INFINITY) && m != static_cast<A>(INFINITY)) {
+    exp_shifted<A>(r.q.data(), r.L.data(), p.T, m);
+    for (int64_t t = 0; t < p.T; ++t) s += r.q[t];
+    for (int64_t t = 0; t < p.T; ++t) r.q[t] /= s;
+  } else {
+    for (int64_t t = 0; t < p.T; ++t) r.q[t] = exp_f(r.L[t] - m);  // NaN, as exp(L_t - lseL) is
+  }
+  r.lse_L = lse_from(m, s);
+}
+
 template <typename A>
 void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t* pos, const A* weight,
                    const RowNorm<A>& lse, RowLogits<A>& r) {
@@ -332,16 +359,7 @@ void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t
     m = r.L[t] > m ? r.L[t] : m;
     r.sum_L += r.L[t];
   }
-  A s = 0;
-  r.q.resize(p.T);
-  if (m != -static_cast<A>(INFINITY) && m != static_cast<A>(INFINITY)) {
-    exp_shifted<A>(r.q.data(), r.L.data(), p.T, m);
-    for (int64_t t = 0; t < p.T; ++t) s += r.q[t];
-    for (int64_t t = 0; t < p.T; ++t) r.q[t] /= s;
-  } else {
-    for (int64_t t = 0; t < p.T; ++t) r.q[t] = exp_f(r.L[t] - m);  // NaN, as exp(L_t - lseL) is
-  }
-  r.lse_L = lse_from(m, s);
+  finish_lse_and_softmax(p, m, r);
 }
 
 // The gradient of one row's loss (unit upstream gradient): a[t*K + k] = d loss / d x through
@@ -374,6 +392,158 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
   if (D) *D = p.pre == kPreSoftmax ? static_cast<A>(0) : dsum;
 }
 
+// pre softmax with reduce sum / mean, the loss's common case: the valid index entries in (t, k)
+// order with what a row needs that does not depend on the row, so that the row's loops have no
+// padding, weight or reduce branches and vectorise (gathers and scatters over the entries).
+template <typename A>
+struct SoftmaxGroups {
+  std::vector<int32_t> begin;  // [T + 1]: group t's entries are [begin[t], begin[t + 1])
+  std::vector<int32_t> u;      // each entry's position among the row's compact sources
+  std::vector<int32_t> slot;   // its t * K + k
+  std::vector<int32_t> group;  // its t
+  std::vector<A> w;            // its weight (1 unweighted)
+  std::vector<A> log_wsum;     // [T]: log sum_k w_k (mean), 0 (sum)
+};
+
+// Whether the softmax row path applies: pre softmax, reduce sum / mean, 32-bit entry indices.
+bool softmax_rows(const LabelMapArgs& p) {
+  return p.pre == kPreSoftmax && p.reduce != kMax && p.T * p.K <= std::numeric_limits<int32_t>::max();
+}
+
+template <typename A>
+SoftmaxGroups<A> softmax_groups(const LabelMapArgs& p, const CompactSources& cs, const A* weight) {
+  SoftmaxGroups<A> sg;
+  sg.begin.push_back(0);
+  for (int64_t t = 0; t < p.T; ++t) {
+    A wsum = 0;
+    for (int64_t k = 0; k < p.K; ++k) {
+      const int64_t e = t * p.K + k;
+      if (cs.pos[e] < 0) continue;
+      sg.u.push_back(static_cast<int32_t>(cs.pos[e]));
+      sg.slot.push_back(static_cast<int32_t>(e));
+      sg.group.push_back(static_cast<int32_t>(t));
+      sg.w.push_back(weight ? weight[e] : static_cast<A>(1));
+      wsum += sg.w.back();
+    }
+    sg.begin.push_back(static_cast<int32_t>(sg.u.size()));
+    sg.log_wsum.push_back(p.reduce == kMean ? static_cast<A>(log(wsum)) : static_cast<A>(0));
+  }
+  return sg;
+}
+
+// Natural log of a positive normal float: x = 2^n * m with m in [sqrt(1/2), sqrt(2)), then
+// log(m) = f - f^2/2 + f^3 P(f), f = m - 1, with the degree-8 minimax P of the Cephes logf
+// (relative error ~1 ulp), n * log 2 added in two parts. Branch-free, so it vectorises. Garbage
+// (not UB) for zero, subnormal, inf or NaN: callers use it only on normal finite inputs.
+C10_ALWAYS_INLINE float log_f(float x) {
+  union { float f; int32_t i; } v{x};
+  int32_t n = ((v.i >> 23) & 0xff) - 127;
+  v.i = (v.i & 0x007fffff) | 0x3f800000;  // m in [1, 2)
+  const bool big = v.f > 1.41421356f;
+  const float m = big ? v.f * 0.5f : v.f;
+  n += big ? 1 : 0;
+  const float f = m - 1.0f, z = f * f;
+  float y = 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  const float fn = static_cast<float>(n);
+  y = y * f * z + fn * -2.12194440e-4f - 0.5f * z;
+  return f + y + fn * 0.693359375f;
+}
+C10_ALWAYS_INLINE double log_f(double x) { return log(x); }
+
+// One row of the pre-softmax loss from the gathered mapped logits `buf` [U]: returns the loss and
+// writes the unit gradient `a` [T*K]. The formulas of mapped_logits + ce_row_gradient: e_u =
+// exp(x_u - shift) against the row's largest mapped logit, R_t = sum_k w_k e_k, L_t = log R_t -
+// log wsum_t (group_log_prob's group-max form where R_t is not a finite float >= 1e-20), and
+// a_tk = (dL_t / R_t) w_k e_k.
+template <typename A>
+A softmax_ce_row_generic(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, const CompactSources& cs,
+                         const A* weight, const A* buf, int64_t U, int64_t y, A eps, RowLogits<A>& r, A* a) {
+  const int64_t T = p.T, E = static_cast<int64_t>(sg.u.size());
+  const int32_t *ui = sg.u.data(), *slot = sg.slot.data(), *group = sg.group.data();
+  const A* w = sg.w.data();
+  r.shift = finite_max(buf, U);
+  r.e.resize(U);
+  r.ew.resize(E);
+  r.L.resize(T);
+  r.logp.resize(T);
+  r.c.resize(T);
+  A *e = r.e.data(), *ew = r.ew.data(), *L = r.L.data(), *c = r.c.data();
+  const A shift = r.shift;
+#pragma omp simd
+  for (int64_t v = 0; v < U; ++v) e[v] = exp_f(buf[v] - shift);
+#pragma omp simd
+  for (int64_t i = 0; i < E; ++i) ew[i] = w[i] * e[ui[i]];
+  for (int64_t t = 0; t < T; ++t) {
+    A R = 0;
+    for (int64_t i = sg.begin[t]; i < sg.begin[t + 1]; ++i) R += ew[i];
+    c[t] = R;
+  }
+#pragma omp simd
+  for (int64_t t = 0; t < T; ++t) L[t] = log_f(c[t]) - sg.log_wsum[t];
+  A m = -static_cast<A>(INFINITY);
+  r.sum_L = 0;
+  bool all_table = true;
+  for (int64_t t = 0; t < T; ++t) {
+    GroupLog<A>& gl = r.logp[t];
+    if (c[t] >= static_cast<A>(1e-20) && c[t] <= std::numeric_limits<A>::max()) {
+      gl.m = shift;
+      gl.R = c[t];
+      gl.L = L[t];
+    } else {
+      gl = group_log_prob<A>(buf, group_of(cs.pos.data(), weight, p.K, t), p.reduce, shift);
+      L[t] = gl.L;
+      all_table = false;
+    }
+    m = L[t] > m ? L[t] : m;
+    r.sum_L += L[t];
+  }
+  finish_lse_and_softmax(p, m, r);
+  const A* q = r.q.data();
+  for (int64_t t = 0; t < T; ++t) {
+    c[t] = ce_logit_grad_q<A>(q[t], t == y, T, eps, static_cast<A>(1)) / r.logp[t].R;
+  }
+  if (E == T * p.K) {  // no padding: entry i is slot i
+#pragma omp simd
+    for (int64_t i = 0; i < E; ++i) a[i] = c[group[i]] * ew[i];
+  } else {  // (a scalar scatter: AVX-512 scatters measured slower here)
+    std::fill(a, a + T * p.K, static_cast<A>(0));
+    for (int64_t i = 0; i < E; ++i) a[slot[i]] = c[group[i]] * ew[i];
+  }
+  if (!all_table) {  // groups on their own max: e_k against gl.m
+    for (int64_t t = 0; t < T; ++t) {
+      const GroupLog<A>& gl = r.logp[t];
+      if (gl.m == shift) continue;
+      for (int64_t i = sg.begin[t]; i < sg.begin[t + 1]; ++i) a[slot[i]] = c[t] * w[i] * exp_f(buf[ui[i]] - gl.m);
+    }
+  }
+  return ce_loss<A>(L[y], r.sum_L, r.lse_L, T, eps);
+}
+
+RX_LM_CLONES float softmax_ce_row_f32(const LabelMapArgs& p, const SoftmaxGroups<float>& sg,
+                                      const CompactSources& cs, const float* weight, const float* buf, int64_t U,
+                                      int64_t y, float eps, RowLogits<float>& r, float* a) {
+  return softmax_ce_row_generic<float>(p, sg, cs, weight, buf, U, y, eps, r, a);
+}
+#undef RX_LM_CLONES
+
+template <typename A>
+A softmax_ce_row(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, const CompactSources& cs, const A* weight,
+                 const A* buf, int64_t U, int64_t y, A eps, RowLogits<A>& r, A* a) {
+  if constexpr (std::is_same<A, float>::value) {
+    return softmax_ce_row_f32(p, sg, cs, weight, buf, U, y, eps, r, a);
+  } else {
+    return softmax_ce_row_generic<A>(p, sg, cs, weight, buf, U, y, eps, r, a);
+  }
+}
+
 template <typename scalar_t>
 void ce_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const int64_t* target, const CompactSources& cs,
                        const acc_t<scalar_t>* weight, double eps, int64_t ignore_index, acc_t<scalar_t>* loss,
@@ -381,7 +551,9 @@ void ce_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const int64_t* 
   using A = acc_t<scalar_t>;
   const int64_t TK = p.T * p.K;
   const bool need_lse = ce_needs_lse(p.pre, p.reduce, p.weighted);
-  for_row_chunks(p.N, row_chunks(p, false), [&](int64_t, int64_t n0, int64_t n1) {
+  const bool softmax_sum = softmax_rows(p);
+  const SoftmaxGroups<A> sg = softmax_sum ? softmax_groups<A>(p, cs, weight) : SoftmaxGroups<A>{};
+  for_row_chunks(p.N, row_chunks(p, false, forward_row_elements(p, need_lse)), [&](int64_t, int64_t n0, int64_t n1) {
     RowLogits<A> r;
     std::vector<A> buf;
     for (int64_t n = n0; n < n1; ++n) {
@@ -396,6 +568,11 @@ void ce_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const int64_t* 
       } else {
         if (need_lse) lse = row_normaliser<A>(xr, p.S);
         gather_sources(xr, cs, buf);
+        if (softmax_sum) {
+          loss[n] = softmax_ce_row<A>(p, sg, cs, weight, buf.data(), static_cast<int64_t>(buf.size()), y,
+                                      static_cast<A>(eps), r, a);
+          continue;  // pre softmax: no dense part
+        }
         mapped_logits<A>(p, buf.data(), static_cast<int64_t>(buf.size()), cs.pos.data(), weight, lse, r);
         loss[n] = ce_loss<A>(r.L[y], r.sum_L, r.lse_L, p.T, static_cast<A>(eps));
         ce_row_gradient<A>(p, buf.data(), cs.pos.data(), weight, r, y, lse, static_cast<A>(eps), static_cast<A>(1), a,
@@ -476,7 +653,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, con
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
-  const int64_t chunks = row_chunks(p, need_w);
+  const int64_t chunks = row_chunks(p, need_w, backward_row_elements(p));
   Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
   Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cpu", [&] {
@@ -523,7 +700,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   const Tensor dense = dense_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
-  const int64_t chunks = row_chunks(p, need_w);
+  const int64_t chunks = row_chunks(p, need_w, backward_row_elements(p));
   Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
   Tensor gw = empty_acc(logits, need_w ? at::IntArrayRef({chunks, p.T, p.K}) : at::IntArrayRef({0}));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_backward_cpu", [&] {

@@ -1,0 +1,130 @@
+// Autograd of the compiled (C++ CPU and CUDA) label_map / mapped_cross_entropy forward ops, in C++.
+//
+// The same contract as reprogram_ext/_label_map_registration.py (which does this for the Triton
+// ops through torch.library.register_autograd): the backward of each forward op is its registered
+// backward op; the auxiliary outputs (label_map's row_lse, mapped_cross_entropy's unit_grad and
+// dense) are saved for it and are not differentiable; no zero gradients are materialised for them.
+// Written in C++ because these ops are called per step on small tensors: the Python autograd
+// wrapper cost ~0.1 ms per forward+backward, as much as the kernels themselves at 1000 -> 10
+// classes (bench/notes/label_map.md).
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+namespace reprogram_ext {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// `weight` round-trips through save_for_backward as an undefined tensor when absent.
+std::optional<Tensor> optional_of(const Tensor& t) {
+  return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
+}
+
+class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& index,
+                               const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::label_map_forward", "")
+                         .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&,
+                                                           int64_t, int64_t)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, row_lse] = op.call(logits, index, weight, reduce, pre);
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({row_lse});
+    ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse});
+    ctx->saved_data["reduce"] = reduce;
+    ctx->saved_data["pre"] = pre;
+    return {out, row_lse};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::label_map_backward", "")
+                         .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                           const std::optional<Tensor>&, const Tensor&, int64_t,
+                                                           int64_t, bool)>();
+    if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    const auto saved = ctx->get_saved_variables();
+    const std::optional<Tensor> weight = optional_of(saved[2]);
+    const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
+    auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], weight, saved[3],
+                              ctx->saved_data["reduce"].toInt(), ctx->saved_data["pre"].toInt(), need_w);
+    return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor()};
+  }
+};
+
+class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossEntropyFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const Tensor& index,
+                               const std::optional<Tensor>& weight, int64_t reduce, int64_t pre,
+                               double label_smoothing, int64_t ignore_index) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::mapped_cross_entropy_forward", "")
+                         .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                                   const std::optional<Tensor>&, int64_t, int64_t,
+                                                                   double, int64_t)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [loss, unit_grad, dense] = op.call(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index);
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({unit_grad, dense});
+    ctx->save_for_backward({logits, target, index, weight.value_or(Tensor()), unit_grad, dense});
+    ctx->saved_data["reduce"] = reduce;
+    ctx->saved_data["pre"] = pre;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    return {loss, unit_grad, dense};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::mapped_cross_entropy_backward", "")
+                         .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                                           const std::optional<Tensor>&, const Tensor&, const Tensor&,
+                                                           int64_t, int64_t, double, int64_t, bool)>();
+    if (!grads[0].defined()) return variable_list(8);
+    const auto saved = ctx->get_saved_variables();
+    const std::optional<Tensor> weight = optional_of(saved[3]);
+    const bool need_w = weight.has_value() && ctx->needs_input_grad(3);
+    auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], saved[2], weight, saved[4], saved[5],
+                              ctx->saved_data["reduce"].toInt(), ctx->saved_data["pre"].toInt(),
+                              ctx->saved_data["label_smoothing"].toDouble(),
+                              ctx->saved_data["ignore_index"].toInt(), need_w);
+    variable_list out(8);
+    out[0] = grad;
+    if (need_w) out[3] = gw;
+    return out;
+  }
+};
+
+std::tuple<Tensor, Tensor> label_map_forward_autograd(const Tensor& logits, const Tensor& index,
+                                                      const std::optional<Tensor>& weight, int64_t reduce,
+                                                      int64_t pre) {
+  auto out = LabelMapFunction::apply(logits, index, weight, reduce, pre);
+  return {out[0], out[1]};
+}
+
+std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_autograd(const Tensor& logits, const Tensor& target,
+                                                                         const Tensor& index,
+                                                                         const std::optional<Tensor>& weight,
+                                                                         int64_t reduce, int64_t pre,
+                                                                         double label_smoothing, int64_t ignore_index) {
+  auto out = MappedCrossEntropyFunction::apply(logits, target, index, weight, reduce, pre, label_smoothing,
+                                               ignore_index);
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(reprogram_ext, Autograd, m) {
+  m.impl("label_map_forward", &label_map_forward_autograd);
+  m.impl("mapped_cross_entropy_forward", &mapped_cross_entropy_forward_autograd);
+}
+
+}  // namespace reprogram_ext
