@@ -158,6 +158,29 @@ struct GroupLog {
 
 // `shift` is subtracted from L (cross-entropy ignores a per-row constant): pass the row's largest
 // mapped logit so that L stays small and the loss does not cancel large numbers in float32.
+// r.R = sum_k w_k e_k (max_k and its first arg for reduce max) and r.wsum = sum_k w_k over the
+// group's valid entries, e_k = e_of(k).
+template <typename A, typename ExpOf>
+RX_LM_HD void accumulate_group(const Group<A>& g, int64_t reduce, ExpOf e_of, GroupLog<A>& r) {
+  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
+  r.wsum = 0;
+  r.arg = -1;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (!g.valid(k)) continue;
+    const A w = g.weight(k);
+    const A we = w * e_of(k);
+    r.wsum += w;
+    if (reduce == kMax) {
+      if (r.arg < 0 || we > r.R) {
+        r.R = we;
+        r.arg = k;
+      }
+    } else {
+      r.R += we;
+    }
+  }
+}
+
 template <typename A, typename scalar_t>
 RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_t reduce, A shift) {
   GroupLog<A> r;
@@ -169,23 +192,8 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_
     }
   }
   if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
-  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  r.wsum = 0;
-  r.arg = -1;
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (!g.valid(k)) continue;
-    const A w = g.weight(k);
-    const A we = w * exp_f(static_cast<A>(x[g.src[k]]) - r.m);
-    r.wsum += w;
-    if (reduce == kMax) {
-      if (r.arg < 0 || we > r.R) {
-        r.R = we;
-        r.arg = k;
-      }
-    } else {
-      r.R += we;
-    }
-  }
+  const A m = r.m;
+  accumulate_group(g, reduce, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - m); }, r);
   r.L = (r.m - shift) + log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
   return r;
 }

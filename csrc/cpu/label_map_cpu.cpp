@@ -295,23 +295,7 @@ template <typename A>
 GroupLog<A> group_log_prob_table(const A* buf, const A* e, const Group<A>& g, int64_t reduce, A shift) {
   GroupLog<A> r;
   r.m = shift;
-  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  r.wsum = 0;
-  r.arg = -1;
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (!g.valid(k)) continue;
-    const A w = g.weight(k);
-    const A we = w * e[g.src[k]];
-    r.wsum += w;
-    if (reduce == kMax) {
-      if (r.arg < 0 || we > r.R) {
-        r.R = we;
-        r.arg = k;
-      }
-    } else {
-      r.R += we;
-    }
-  }
+  accumulate_group(g, reduce, [&](int64_t k) { return e[g.src[k]]; }, r);
   if (!(r.R >= static_cast<A>(1e-20) && r.R <= std::numeric_limits<A>::max())) {
     return group_log_prob<A>(buf, g, reduce, shift);
   }
