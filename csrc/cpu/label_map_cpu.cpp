@@ -96,6 +96,19 @@ void exp_shifted_generic(A* e, const A* v, int64_t n, A shift) {
   for (int64_t u = 0; u < n; ++u) e[u] = exp_f(v[u] - shift);
 }
 
+// v[u] = pre(v[u]) over a row's gathered logits: one vector pass, so that softmax's exp is taken
+// once per source rather than at every use of it.
+template <typename A>
+void apply_pre_generic(A* v, int64_t n, int64_t pre, RowNorm<A> lse) {
+  if (pre == kPreSoftmax) {
+#pragma omp simd
+    for (int64_t u = 0; u < n; ++u) v[u] = exp_f(minus_lse(v[u], lse));
+  } else if (pre == kPreLogSoftmax) {
+#pragma omp simd
+    for (int64_t u = 0; u < n; ++u) v[u] = minus_lse(v[u], lse);
+  }
+}
+
 // float32 rows, the common case, also compiled for AVX2 and AVX-512 and chosen at load time (the
 // build's baseline is SSE2, 4 lanes; these loops are bound by exp arithmetic, not memory).
 // `flatten` inlines the generic loop into each clone: a call would run the SSE2 build of it.
@@ -108,6 +121,9 @@ RX_LM_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float 
 }
 RX_LM_CLONES void exp_shifted_f32(float* e, const float* v, int64_t n, float shift) {
   exp_shifted_generic<float>(e, v, n, shift);
+}
+RX_LM_CLONES void apply_pre_f32(float* v, int64_t n, int64_t pre, RowNorm<float> lse) {
+  apply_pre_generic<float>(v, n, pre, lse);
 }
 
 template <typename A, typename scalar_t>
@@ -125,6 +141,15 @@ void softmax_scaled(A* g, const scalar_t* x, int64_t S, A c, const RowNorm<A>& n
     softmax_scaled_f32(g, x, S, c, norm);
   } else {
     softmax_scaled_generic<A>(g, x, S, c, norm);
+  }
+}
+
+template <typename A>
+void apply_pre(A* v, int64_t n, int64_t pre, const RowNorm<A>& lse) {
+  if constexpr (std::is_same<A, float>::value) {
+    apply_pre_f32(v, n, pre, lse);
+  } else {
+    apply_pre_generic<A>(v, n, pre, lse);
   }
 }
 
@@ -218,8 +243,9 @@ void label_map_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const Co
       const RowNorm<A> lse = map_needs_lse(p.pre) ? row_normaliser<A>(xr, p.S) : RowNorm<A>{0, 0};
       store_norm(row_lse, n, lse);
       gather_sources(xr, cs, buf);
+      apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);
       for (int64_t t = 0; t < p.T; ++t) {
-        const GroupValue<A> gv = group_value<A>(buf.data(), group_of(cs.pos.data(), weight, p.K, t), p.reduce, p.pre, lse);
+        const GroupValue<A> gv = group_value<A>(buf.data(), group_of(cs.pos.data(), weight, p.K, t), p.reduce, kPreNone, lse);
         out[n * p.T + t] = static_cast<scalar_t>(gv.out);
       }
     }
@@ -241,15 +267,16 @@ void label_map_backward_kernel(const LabelMapArgs& p, const scalar_t* grad_out, 
       const scalar_t* xr = x + n * p.S;
       const RowNorm<A> lse = load_norm(row_lse, n);
       gather_sources(xr, cs, buf);
+      apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);  // buf now holds v = pre(x)
       A D = 0;
       for (int64_t t = 0; t < p.T; ++t) {
         const Group<A> g = group_of(cs.pos.data(), weight, p.K, t);
-        const GroupValue<A> gv = group_value<A>(buf.data(), g, p.reduce, p.pre, lse);
+        const GroupValue<A> gv = group_value<A>(buf.data(), g, p.reduce, kPreNone, lse);
         const A go = static_cast<A>(grad_out[n * p.T + t]);
         for (int64_t k = 0; k < p.K; ++k) {
           A ak = 0;
           if (g.valid(k)) {
-            const A v = pre_value(buf[g.src[k]], p.pre, lse);
+            const A v = buf[g.src[k]];
             ak = go * value_coefficient(g, gv, p.reduce, k) * (p.pre == kPreSoftmax ? v : static_cast<A>(1));
             if (gw) gw[t * p.K + k] += go * value_weight_derivative(gv, p.reduce, k, v);
           }
