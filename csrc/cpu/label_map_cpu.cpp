@@ -214,7 +214,7 @@ void for_row_chunks(int64_t N, int64_t chunks, F&& f) {
 
 // Calls that touch fewer elements than this run on the calling thread: waking the OpenMP team
 // costs more than their work (see bench/notes/label_map.md).
-constexpr int64_t kSerialElements = int64_t(1) << 16;
+constexpr int64_t kSerialElements = int64_t(1) << 14;
 
 // Row chunks: the deterministic weight-gradient chunks; else fine grained for load balance, or one
 // (no parallel region) when the call touches fewer than kSerialElements elements (`row_elements`
