@@ -216,13 +216,14 @@ void for_row_chunks(int64_t N, int64_t chunks, F&& f) {
 // costs more than their work (see bench/notes/label_map.md).
 constexpr int64_t kSerialElements = int64_t(1) << 14;
 
-// Row chunks: the deterministic weight-gradient chunks; else fine grained for load balance, or one
-// (no parallel region) when the call touches fewer than kSerialElements elements (`row_elements`
-// per row).
+// Row chunks: the deterministic weight-gradient chunks; else one per thread (at::parallel_for
+// hands each thread one contiguous block of chunks anyway, and each chunk allocates its row
+// scratch), or one (no parallel region) when the call touches fewer than kSerialElements elements
+// (`row_elements` per row).
 int64_t row_chunks(const LabelMapArgs& p, bool need_weight_grad, int64_t row_elements) {
   if (need_weight_grad) return weight_grad_chunks(p.N, p.T * p.K);
   if (p.N * row_elements < kSerialElements) return 1;
-  return std::max<int64_t>(1, std::min<int64_t>(p.N, 8 * at::get_num_threads()));
+  return std::max<int64_t>(1, std::min<int64_t>(p.N, at::get_num_threads()));
 }
 
 // Elements a forward touches per row (the T*K mapped logits, the row when its lse is needed), and
