@@ -158,29 +158,6 @@ struct GroupLog {
 
 // `shift` is subtracted from L (cross-entropy ignores a per-row constant): pass the row's largest
 // mapped logit so that L stays small and the loss does not cancel large numbers in float32.
-// r.R = sum_k w_k e_k (max_k and its first arg for reduce max) and r.wsum = sum_k w_k over the
-// group's valid entries, e_k = e_of(k).
-template <typename A, typename ExpOf>
-RX_LM_HD void accumulate_group(const Group<A>& g, int64_t reduce, ExpOf e_of, GroupLog<A>& r) {
-  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  r.wsum = 0;
-  r.arg = -1;
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (!g.valid(k)) continue;
-    const A w = g.weight(k);
-    const A we = w * e_of(k);
-    r.wsum += w;
-    if (reduce == kMax) {
-      if (r.arg < 0 || we > r.R) {
-        r.R = we;
-        r.arg = k;
-      }
-    } else {
-      r.R += we;
-    }
-  }
-}
-
 template <typename A, typename scalar_t>
 RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_t reduce, A shift) {
   GroupLog<A> r;
@@ -192,8 +169,23 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_
     }
   }
   if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
-  const A m = r.m;
-  accumulate_group(g, reduce, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - m); }, r);
+  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
+  r.wsum = 0;
+  r.arg = -1;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (!g.valid(k)) continue;
+    const A w = g.weight(k);
+    const A we = w * exp_f(static_cast<A>(x[g.src[k]]) - r.m);
+    r.wsum += w;
+    if (reduce == kMax) {
+      if (r.arg < 0 || we > r.R) {
+        r.R = we;
+        r.arg = k;
+      }
+    } else {
+      r.R += we;
+    }
+  }
   r.L = (r.m - shift) + log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
   return r;
 }
@@ -216,32 +208,21 @@ RX_LM_HD A finite_max(const A* v, int64_t n) {
 
 // Responsibility of source k in a log-space group: d L_t / d x_{s_k} without the -p_j term,
 // = w_k e_k / R (only k = arg for max).
-// `e` = e_k = exp(x_{s_k} - gl.m).
-template <typename A>
-RX_LM_HD A log_group_responsibility_e(A e, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce, int64_t k) {
-  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
-  return g.weight(k) * e / gl.R;
-}
-
 template <typename A, typename scalar_t>
 RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
                                     int64_t k) {
-  if (reduce == kMax) return log_group_responsibility_e(static_cast<A>(0), g, gl, reduce, k);
-  return log_group_responsibility_e(exp_f(static_cast<A>(x[g.src[k]]) - gl.m), g, gl, reduce, k);
+  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
+  return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
 }
 
 // d L_t / d w_k of a log-space group: e_k / R (k = arg only for max) - 1 / wsum (mean).
-template <typename A>
-RX_LM_HD A log_group_weight_derivative_e(A e, const GroupLog<A>& gl, int64_t reduce, int64_t k) {
-  A d = (reduce != kMax || k == gl.arg) ? e / gl.R : static_cast<A>(0);
-  if (reduce == kMean) d -= static_cast<A>(1) / gl.wsum;
-  return d;
-}
-
 template <typename A, typename scalar_t>
 RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
                                        int64_t k) {
-  return log_group_weight_derivative_e(exp_f(static_cast<A>(x[g.src[k]]) - gl.m), gl, reduce, k);
+  const A e = exp_f(static_cast<A>(x[g.src[k]]) - gl.m);
+  A d = (reduce != kMax || k == gl.arg) ? e / gl.R : static_cast<A>(0);
+  if (reduce == kMean) d -= static_cast<A>(1) / gl.wsum;
+  return d;
 }
 
 // Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t

@@ -301,35 +301,9 @@ struct RowLogits {
   std::vector<GroupValue<A>> value;  // pre none / log_softmax
   std::vector<GroupLog<A>> logp;     // pre softmax
   std::vector<A> q;                  // softmax_t(L): the cross-entropy's probabilities
-  std::vector<A> e;                  // pre softmax: e_u = exp(buf_u - shift) over the row's mapped logits
-  std::vector<A> ew, c;              // softmax_ce_row's scratch: w_i e_i per entry, per-group sums / coefficients
-  A shift = 0;                       // pre softmax: the largest finite mapped logit
+  std::vector<A> e, ew, c;           // softmax_ce_row's scratch: exp table, w_i e_i, per-group sums
   A lse_L = 0, sum_L = 0;
-
-  // exp(x_{s_k} - gl.m) of entry k of a log-space group, from the table when the group is shifted by
-  // the row's shift (every group but the group_log_prob_table fall-backs).
-  A entry_exp(const A* buf, const Group<A>& g, const GroupLog<A>& gl, int64_t k) const {
-    const int64_t u = g.src[k];
-    return gl.m == shift ? e[u] : exp_f(buf[u] - gl.m);
-  }
 };
-
-// group_log_prob with every e_k = exp(x_{s_k} - shift) read from the row's table `e` (one vectorised
-// exp pass per row) instead of exponentiated twice per entry against the group's own max. Used when
-// R = sum_k w_k e_k (max_k for reduce max) is a finite float >= 1e-20: entries too small to be
-// represented then weigh < 1e-18 of R. Otherwise (a group ~46 or more below the row's largest
-// mapped logit, inf/NaN logits, cancelling weights) the group-max form group_log_prob is used.
-template <typename A>
-GroupLog<A> group_log_prob_table(const A* buf, const A* e, const Group<A>& g, int64_t reduce, A shift) {
-  GroupLog<A> r;
-  r.m = shift;
-  accumulate_group(g, reduce, [&](int64_t k) { return e[g.src[k]]; }, r);
-  if (!(r.R >= static_cast<A>(1e-20) && r.R <= std::numeric_limits<A>::max())) {
-    return group_log_prob<A>(buf, g, reduce, shift);
-  }
-  r.L = log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
-  return r;
-}
 
 // r.lse_L = logsumexp_t(L) and r.q = softmax_t(L), given m = max_t L_t.
 template <typename A>
@@ -352,17 +326,13 @@ void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t
   r.L.resize(p.T);
   if (p.pre == kPreSoftmax) r.logp.resize(p.T);
   else r.value.resize(p.T);
-  if (p.pre == kPreSoftmax) {
-    r.shift = finite_max(buf, U);
-    r.e.resize(U);
-    exp_shifted<A>(r.e.data(), buf, U, r.shift);
-  }
+  const A shift = p.pre == kPreSoftmax ? finite_max(buf, U) : static_cast<A>(0);  // the largest mapped logit
   A m = -static_cast<A>(INFINITY);
   r.sum_L = 0;
   for (int64_t t = 0; t < p.T; ++t) {
     const Group<A> g = group_of(pos, weight, p.K, t);
     if (p.pre == kPreSoftmax) {
-      r.logp[t] = group_log_prob_table<A>(buf, r.e.data(), g, p.reduce, r.shift);
+      r.logp[t] = group_log_prob<A>(buf, g, p.reduce, shift);
       r.L[t] = r.logp[t].L;
     } else {
       r.value[t] = group_value<A>(buf, g, p.reduce, p.pre, lse);
@@ -388,9 +358,8 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
       A ak = 0;
       if (g.valid(k)) {
         if (p.pre == kPreSoftmax) {
-          const A e = r.entry_exp(buf, g, r.logp[t], k);
-          ak = dL * log_group_responsibility_e<A>(e, g, r.logp[t], p.reduce, k);
-          if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative_e<A>(e, r.logp[t], p.reduce, k);
+          ak = dL * log_group_responsibility<A>(buf, g, r.logp[t], p.reduce, k);
+          if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative<A>(buf, g, r.logp[t], p.reduce, k);
         } else {
           ak = dL * value_coefficient(g, r.value[t], p.reduce, k);
           if (gw) gw[t * p.K + k] += dL * value_weight_derivative(r.value[t], p.reduce, k,
@@ -481,14 +450,13 @@ A softmax_ce_row_generic(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, cons
   const int64_t T = p.T, E = static_cast<int64_t>(sg.u.size());
   const int32_t *ui = sg.u.data(), *slot = sg.slot.data(), *group = sg.group.data();
   const A* w = sg.w.data();
-  r.shift = finite_max(buf, U);
+  const A shift = finite_max(buf, U);
   r.e.resize(U);
   r.ew.resize(E);
   r.L.resize(T);
   r.logp.resize(T);
   r.c.resize(T);
   A *e = r.e.data(), *ew = r.ew.data(), *L = r.L.data(), *c = r.c.data();
-  const A shift = r.shift;
 #pragma omp simd
   for (int64_t v = 0; v < U; ++v) e[v] = exp_f(buf[v] - shift);
 #pragma omp simd
