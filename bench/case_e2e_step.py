@@ -5,23 +5,22 @@ program, mask = 1 on the padding, ImageNet normalisation after) -> frozen ResNet
 weights, eval mode, no download) -> frequency label mapping 1000 -> 10 classes (one source class
 per target) -> cross-entropy -> backward to the prompt -> Adam step on the prompt.
 
-Two variants share the frozen model: "fused" (layers with ``backend="auto"``: the compiled kernels
-of the device) and "reference" (the same layers with ``backend="reference"``). Phases: ``fwd`` =
-forward and loss, ``bwd`` = backward + optimizer step, ``fwdbwd`` = the whole step.
+Two variants share the frozen model: "fused" (``reprogram_ext.nn`` layers with ``backend="auto"``:
+the compiled kernels of the device) and "reference" (the same layers with ``backend="reference"``).
+Phases: ``fwd`` = forward and loss, ``bwd`` = backward + optimizer step, ``fwdbwd`` = the whole step.
 
-The layers come from ``reprogram_ext.nn`` (PaddingPrompt, LabelMapping, Reprogrammer, SPEC §4)
-when that module is present; otherwise the case builds the same step from ``masked_perturb`` and
-``label_map`` (or plain indexing when label_map is missing) and says so in its notes.
+The layers are about 1% of such a step, less than the step-to-step noise of a CPU, so each variant
+also clocks its trained layers *inside* every complete step it runs (``LayerClock``): the record's
+``in_step`` holds the medians of the layers' time, of the whole step and of the rest (the model).
 """
 from __future__ import annotations
 
-import importlib
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-import reprogram_ext
 
 from .case_types import Case, CaseInstance, CaseUnavailable, Impl
 from .cases_masked_perturb import IMAGENET_MEAN, IMAGENET_STD
@@ -38,44 +37,61 @@ class StepSetting:
 
 
 # Batch 4: the prompt's and the mapping's share of a step does not depend on the batch size (all
-# scale with B), and a 2-core CPU runs a ResNet-18 step at B=4 in about a second.
+# scale with B), and a 2-core CPU runs a ResNet-18 step at B=4 in about a quarter of a second.
 SETTINGS = {
     "default": StepSetting(batch=4, input_size=32, canvas=224),
     "quick": StepSetting(batch=2, input_size=32, canvas=224),  # --quick
     "tiny": StepSetting(batch=2, input_size=16, canvas=32),  # smoke tests
 }
 
-
-class PromptFromOps(torch.nn.Module):
-    """ILM-VP padding prompt on ``masked_perturb``: N(pad(x) + sigmoid(theta) * M), M = 1 on the padding."""
-
-    def __init__(self, input_size: int, canvas: int, backend: str):
-        super().__init__()
-        self.theta = torch.nn.Parameter(torch.zeros(3, canvas, canvas))
-        pad = (canvas - input_size + 1) // 2
-        mask = torch.ones(canvas, canvas)
-        mask[pad:pad + input_size, pad:pad + input_size] = 0
-        self.register_buffer("mask", mask)
-        self.backend = backend
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reprogram_ext.masked_perturb(x, self.theta, self.mask, activation="sigmoid", mean=IMAGENET_MEAN,
-                                            std=IMAGENET_STD, backend=self.backend)
+LAYER_PARTS = ("prompt_fwd", "mapping_fwd", "mapping_bwd", "prompt_bwd")
 
 
-class MappingFromOps(torch.nn.Module):
-    """One-to-one label mapping ``out[:, t] = logits[:, index[t, 0]]`` via ``label_map`` when present."""
+class LayerClock:
+    """Wall time spent in the prompt and the label mapping during each step, from hooks.
 
-    def __init__(self, index: torch.Tensor, backend: str):
-        super().__init__()
-        self.register_buffer("index", index)
-        self.backend = backend
+    Forward: from each layer's forward pre-hook to its forward hook. Backward: the mapping's runs
+    from the gradient of its output (the mapped scores) to the gradient of its input (the source
+    logits); the prompt's from the gradient of its output (the canvas) to the accumulation of the
+    program's gradient. A step is recorded when all eight marks are set (a forward without backward
+    is not), with ``step`` = from ``start()`` to ``finish()``, ``layers`` = the sum of the four parts
+    and ``rest`` = step - layers (model, loss, optimizer). The hooks cost a few microseconds per step
+    and are the same for both variants.
+    """
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        label_map = getattr(reprogram_ext, "label_map", None)
-        if label_map is None:
-            return logits[:, self.index[:, 0]]
-        return label_map(logits, self.index, backend=self.backend)
+    def __init__(self, prompt: torch.nn.Module, mapping: torch.nn.Module, program: torch.nn.Parameter):
+        self.marks: dict = {}
+        self.steps: list = []
+        prompt.register_forward_pre_hook(lambda *_: self._mark("prompt_fwd0"))
+        prompt.register_forward_hook(lambda _m, _i, out: self._mark("prompt_fwd1", out, "prompt_bwd0"))
+        mapping.register_forward_pre_hook(lambda _m, inputs: self._mark("mapping_fwd0", inputs[0], "mapping_bwd1"))
+        mapping.register_forward_hook(lambda _m, _i, out: self._mark("mapping_fwd1", out, "mapping_bwd0"))
+        program.register_post_accumulate_grad_hook(lambda _p: self._mark("prompt_bwd1"))
+
+    def _mark(self, name: str, tensor=None, grad_mark: str = None) -> None:
+        self.marks[name] = time.perf_counter()
+        if tensor is not None and tensor.requires_grad:
+            tensor.register_hook(lambda _g: self._mark(grad_mark))
+
+    def start(self) -> None:
+        self.marks = {"start": time.perf_counter()}
+
+    def finish(self) -> None:
+        end = time.perf_counter()
+        m = self.marks
+        if not all(f"{part}{i}" in m for part in LAYER_PARTS for i in (0, 1)):
+            return
+        parts = {part: (m[f"{part}1"] - m[f"{part}0"]) * 1e3 for part in LAYER_PARTS}
+        step = (end - m["start"]) * 1e3
+        layers = sum(parts.values())
+        self.steps.append(dict(parts, layers=layers, step=step, rest=step - layers))
+
+    def summary(self) -> dict:
+        """Median (ms) of each part over the recorded steps, and how many steps."""
+        if not self.steps:
+            return {"steps": 0}
+        return {"steps": len(self.steps),
+                **{f"{key}_ms": statistics.median(s[key] for s in self.steps) for key in self.steps[0]}}
 
 
 def _frozen_resnet18(device) -> torch.nn.Module:
@@ -90,7 +106,7 @@ def _frozen_resnet18(device) -> torch.nn.Module:
     return model
 
 
-def _reprogrammer_from_nn(model, setting: StepSetting, backend: str, x, target):
+def _reprogrammer(model, setting: StepSetting, backend: str, x, target):
     """Reprogrammer(PaddingPrompt, LabelMapping('frequency')) from reprogram_ext.nn, mapping fitted on one batch."""
     from reprogram_ext import nn as rnn
 
@@ -104,36 +120,22 @@ def _reprogrammer_from_nn(model, setting: StepSetting, backend: str, x, target):
     return net
 
 
-def _reprogrammer_from_ops(model, setting: StepSetting, backend: str, index):
-    return torch.nn.Sequential(PromptFromOps(setting.input_size, setting.canvas, backend), model,
-                               MappingFromOps(index, backend)).to(index.device)
-
-
-def _frequency_index(model, prompt_input, target, num_target):
-    """ILM-VP's frequency mapping index [T, 1] when reprogram_ext.mapping exists, else the first T classes."""
-    try:
-        mapping = importlib.import_module("reprogram_ext.mapping")
-        mapping.frequency_mapping, mapping.count_matrix
-    except (ImportError, AttributeError):
-        return torch.arange(num_target, device=target.device).view(num_target, 1), False
-    with torch.no_grad():
-        counts = mapping.count_matrix(model(prompt_input), target, num_target)
-    return mapping.frequency_mapping(counts, k=1), True
-
-
 def _step_impl(name: str, kind: str, net: torch.nn.Module, x, target) -> Impl:
-    trained = [p for p in net.parameters() if p.requires_grad]
+    trained = list(net.trainable_parameters())
     optimizer = torch.optim.Adam(trained, lr=0.01)
+    clock = LayerClock(net.input_transform, net.output_mapping, net.input_transform.delta)
 
     def forward():
+        clock.start()
         return F.cross_entropy(net(x), target)
 
     def backward(loss):
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        clock.finish()
 
-    return Impl(name, kind, forward, backward)
+    return Impl(name, kind, forward, backward, in_step=clock.summary)
 
 
 def _build(setting: StepSetting):
@@ -144,23 +146,10 @@ def _build(setting: StepSetting):
         generator = torch.Generator().manual_seed(0)
         x = torch.rand((setting.batch, 3, setting.input_size, setting.input_size), generator=generator).to(device)
         target = torch.randint(0, setting.num_target, (setting.batch,), generator=generator).to(device)
-        notes = []
-        nets = {}
-        try:
-            for backend in ("auto", "reference"):
-                nets[backend] = _reprogrammer_from_nn(model, setting, backend, x, target)
-            notes.append("layers: reprogram_ext.nn Reprogrammer(PaddingPrompt, LabelMapping('frequency'))")
-        except Exception as exc:  # nn layers missing or incomplete: same step from the ops
-            padded = PromptFromOps(setting.input_size, setting.canvas, "reference").to(device)(x)
-            index, frequency = _frequency_index(model, padded, target, setting.num_target)
-            nets = {backend: _reprogrammer_from_ops(model, setting, backend, index) for backend in ("auto", "reference")}
-            has_label_map = hasattr(reprogram_ext, "label_map")
-            notes.append(f"reprogram_ext.nn not usable ({type(exc).__name__}: {str(exc)[:120]}); step built from "
-                         f"masked_perturb + {'label_map' if has_label_map else 'plain indexing (label_map missing)'}, "
-                         f"index from {'frequency_mapping' if frequency else 'the first T classes (mapping missing)'}")
-        impls = [_step_impl("fused", "fused", nets["auto"], x, target),
-                 _step_impl("reference", "eager", nets["reference"], x, target)]
-        notes.append("no torch.compile variant: compiling ResNet-18 costs minutes on 2 CPU cores")
+        impls = [_step_impl("fused", "fused", _reprogrammer(model, setting, "auto", x, target), x, target),
+                 _step_impl("reference", "eager", _reprogrammer(model, setting, "reference", x, target), x, target)]
+        notes = ["layers: reprogram_ext.nn Reprogrammer(PaddingPrompt, LabelMapping('frequency'))",
+                 "no torch.compile variant: compiling ResNet-18 costs minutes on 2 CPU cores"]
         return CaseInstance(impls, notes=notes)
 
     return build

@@ -26,12 +26,17 @@ COMPILED = "compile"
 
 @dataclass
 class Impl:
-    """One implementation of a case: ``kind`` is "fused", "eager" or "compiled"."""
+    """One implementation of a case: ``kind`` is "fused", "eager" or "compiled".
+
+    ``in_step``, when given, returns figures the implementation clocked about its own parts during
+    the timed calls (the end-to-end step's layer times); the runner stores them as ``in_step``.
+    """
 
     name: str
     kind: str
     forward: Callable[[], torch.Tensor]
     backward: Callable[[torch.Tensor], object]
+    in_step: Optional[Callable[[], dict]] = None
 
 
 @dataclass

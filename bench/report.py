@@ -64,7 +64,16 @@ def format_case(record: dict) -> str:
         lines.append(f"   note: {note}")
     lines.append("   " + " ".join(f"{c:<{w}}" for c, w in zip(TABLE_COLUMNS, WIDTHS)))
     lines.extend("   " + _impl_row(impl) for impl in record["impls"])
+    lines.extend(_in_step_line(impl) for impl in record["impls"] if impl.get("in_step", {}).get("steps"))
     return "\n".join(lines)
+
+
+def _in_step_line(impl: dict) -> str:
+    """The layers' share of a step, clocked inside the steps (medians in ms)."""
+    s = impl["in_step"]
+    return (f"   in the step, {impl['name']}: layers {s['layers_ms']:.3f} ms (prompt fwd {s['prompt_fwd_ms']:.3f} + "
+            f"bwd {s['prompt_bwd_ms']:.3f}, mapping fwd {s['mapping_fwd_ms']:.3f} + bwd {s['mapping_bwd_ms']:.3f}), "
+            f"rest {s['rest_ms']:.1f} ms, step {s['step_ms']:.1f} ms; medians of {s['steps']} steps")
 
 
 def format_table(records: list) -> str:
@@ -109,6 +118,7 @@ def csv_rows(records: list, machine: dict) -> list:
                            peak_fwd_rss_mb=_megabytes(impl.get("peak_fwd_rss_bytes")),
                            peak_fwdbwd_rss_mb=_megabytes(impl.get("peak_fwdbwd_rss_bytes")),
                            first_call_s=impl["first_call_s"], max_abs_diff_vs_eager=impl.get("max_abs_diff_vs_eager"))
+                row.update({f"in_step_{key}": value for key, value in impl.get("in_step", {}).items()})
             rows.append(row)
     return rows
 

@@ -9,6 +9,8 @@ For each implementation (fused backends, eager reference, torch.compile(referenc
   - peak extra memory of one forward and of one forward+backward (``utils.peak_extra_bytes``, the
     allocators' figure; on CPU also the resident-memory figure ``utils.peak_resident_bytes`` as a
     cross-check).
+An implementation that clocks its own parts (the end-to-end step's layers, ``Impl.in_step``) has
+those figures, from the timed rounds and the calls before them, stored as ``in_step``.
 Every (implementation, phase) pair and ``clone()`` of a tensor the size of the op's output (the copy
 baseline) are timed in alternation (``utils.time_interleaved``): each round times each of them once,
 so a change in the machine's load affects all the figures of a case alike. On the CPU a clone allocates fresh memory each call, so first-touch page faults are part
@@ -134,6 +136,9 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
     if clone is not None:
         calls[(CLONE, "fwd")] = clone
     times = time_interleaved(calls, device, _case_budget(case, budget))
+    for impl in running:
+        if impl.in_step is not None:
+            records[impl.name]["in_step"] = impl.in_step()
     for (name, phase), values in times.items():
         stats = summarize(values)
         if name == CLONE:

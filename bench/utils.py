@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import math
 import os
 import platform
 import statistics
@@ -142,14 +143,35 @@ def time_interleaved(calls: dict, device: torch.device, budget: TimingBudget) ->
     return times
 
 
+def median_ci95(values: Sequence[float]) -> tuple:
+    """Distribution-free 95% confidence interval of the median: order statistics ``(x_(k), x_(n+1-k))``.
+
+    ``k`` is the largest rank with ``P(Binomial(n, 1/2) < k) <= 2.5%``, so the interval covers the true
+    median with probability >= 95% whatever the distribution (n >= 6; below that the whole range).
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    k, below = 0, 0.0  # below = P(Binomial(n, 1/2) < k + 1)
+    while k < n // 2:
+        below += math.comb(n, k) / 2 ** n
+        if below > 0.025:
+            break
+        k += 1
+    k = max(k, 1)
+    return ordered[k - 1], ordered[n - k]
+
+
 def paired_ratio(numerator_ms: Sequence[float], denominator_ms: Sequence[float]) -> dict:
-    """Median, quartiles and count of the per-round ratios numerator/denominator of two interleaved series.
+    """Median, quartiles, 95% CI of the median and count of the per-round ratios numerator/denominator.
 
     Both calls of a round ran back to back, so a change in the machine's load between rounds
     largely cancels in their ratio.
     """
-    stats = summarize([n / d for n, d in zip(numerator_ms, denominator_ms) if d > 0])
-    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "rounds": stats.reps}
+    ratios = [n / d for n, d in zip(numerator_ms, denominator_ms) if d > 0]
+    stats = summarize(ratios)
+    low, high = median_ci95(ratios)
+    return {"median": stats.median_ms, "q1": stats.q1_ms, "q3": stats.q3_ms, "ci95_low": low, "ci95_high": high,
+            "rounds": stats.reps}
 
 
 @contextlib.contextmanager

@@ -101,6 +101,29 @@ def test_other_cases_report_or_explain(run):
             assert record["error"]  # says what is missing instead of crashing
 
 
+def test_e2e_step_clocks_its_layers(run):
+    """Each variant of the end-to-end step clocks its layers inside its complete steps."""
+    payload, _ = run
+    record = next(c for c in payload["cases"] if c["case"] == "e2e_resnet18_ilmvp")
+    assert record["available"], record["error"]
+    for impl in record["impls"]:
+        clock = impl["in_step"]
+        assert clock["steps"] >= 3 * 2  # at least the timed bwd and fwd+bwd calls of 3 rounds
+        parts = [clock[f"{part}_ms"] for part in ("prompt_fwd", "prompt_bwd", "mapping_fwd", "mapping_bwd")]
+        assert all(p > 0 for p in parts)
+        assert clock["layers_ms"] < clock["step_ms"]
+        assert clock["rest_ms"] > 0
+    rows = [r for r in payload["targets"] if r["case"] == "e2e_resnet18_ilmvp" and r["status"] != "N/A"]
+    assert len(rows) == 3 and all(r["detail"] for r in rows[:2])
+
+
+def test_median_ci95_order_statistics():
+    """The distribution-free interval of the median: ranks 10 and 21 of 30, 40 and 61 of 100."""
+    assert utils.median_ci95([float(v) for v in range(30, 0, -1)]) == (10.0, 21.0)
+    assert utils.median_ci95(list(range(1, 101))) == (40, 61)
+    assert utils.median_ci95([2.0, 1.0, 3.0]) == (1.0, 3.0)  # too few values: the whole range
+
+
 def test_targets_reported(run):
     payload, _ = run
     assert {t.description for t in TARGETS} == {row["target"] for row in payload["targets"]}
