@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "common/label_map_args.h"
+#include "cpu/cpu_clones.h"
 #include "cpu/large_output.h"
 
 namespace reprogram_ext {
@@ -109,20 +110,18 @@ void apply_pre_generic(A* v, int64_t n, int64_t pre, RowNorm<A> lse) {
   }
 }
 
-// float32 rows, the common case, also compiled for AVX2 and AVX-512 and chosen at load time (the
-// build's baseline is SSE2, 4 lanes; these loops are bound by exp arithmetic, not memory).
-// `flatten` inlines the generic loop into each clone: a call would run the SSE2 build of it.
-#define RX_LM_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
-RX_LM_CLONES RowNorm<float> row_normaliser_f32(const float* x, int64_t S) {
+// float32 rows, the common case, also compiled for AVX2 and AVX-512 and chosen at load time
+// (cpu/cpu_clones.h; these loops are bound by exp arithmetic, not memory).
+RX_CPU_CLONES RowNorm<float> row_normaliser_f32(const float* x, int64_t S) {
   return row_normaliser_generic<float>(x, S);
 }
-RX_LM_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float c, RowNorm<float> norm) {
+RX_CPU_CLONES void softmax_scaled_f32(float* g, const float* x, int64_t S, float c, RowNorm<float> norm) {
   softmax_scaled_generic<float>(g, x, S, c, norm);
 }
-RX_LM_CLONES void exp_shifted_f32(float* e, const float* v, int64_t n, float shift) {
+RX_CPU_CLONES void exp_shifted_f32(float* e, const float* v, int64_t n, float shift) {
   exp_shifted_generic<float>(e, v, n, shift);
 }
-RX_LM_CLONES void apply_pre_f32(float* v, int64_t n, int64_t pre, RowNorm<float> lse) {
+RX_CPU_CLONES void apply_pre_f32(float* v, int64_t n, int64_t pre, RowNorm<float> lse) {
   apply_pre_generic<float>(v, n, pre, lse);
 }
 
@@ -507,12 +506,11 @@ A softmax_ce_row_generic(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, cons
   return ce_loss<A>(L[y], r.sum_L, r.lse_L, T, eps);
 }
 
-RX_LM_CLONES float softmax_ce_row_f32(const LabelMapArgs& p, const SoftmaxGroups<float>& sg,
+RX_CPU_CLONES float softmax_ce_row_f32(const LabelMapArgs& p, const SoftmaxGroups<float>& sg,
                                       const CompactSources& cs, const float* weight, const float* buf, int64_t U,
                                       int64_t y, float eps, RowLogits<float>& r, float* a) {
   return softmax_ce_row_generic<float>(p, sg, cs, weight, buf, U, y, eps, r, a);
 }
-#undef RX_LM_CLONES
 
 template <typename A>
 A softmax_ce_row(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, const CompactSources& cs, const A* weight,

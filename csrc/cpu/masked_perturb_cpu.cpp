@@ -12,9 +12,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common/masked_perturb_args.h"
+#include "cpu/cpu_clones.h"
 #include "cpu/large_output.h"
 
 namespace reprogram_ext {
@@ -145,18 +147,36 @@ int64_t task_grain(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 1
 
 // sums[j, p] = sum over b in batch chunk j (in order) of g[b, p], for every position p of a plane:
 // the plane is cut into contiguous spans, so each sample contributes one long sequential read.
+constexpr int64_t kSpan = 4096;
+
+// Tasks [begin, end) of batch_chunk_sums: task = (chunk j, span of kSpan positions).
+template <typename acc_t, typename scalar_t>
+void chunk_sum_tasks(const scalar_t* g, int64_t B, int64_t plane, int64_t chunks, acc_t* sums, int64_t begin,
+                     int64_t end) {
+  const int64_t spans = (plane + kSpan - 1) / kSpan;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t j = task / spans, p0 = (task % spans) * kSpan, len = std::min(kSpan, plane - p0);
+    acc_t* acc = sums + j * plane + p0;
+    std::fill(acc, acc + len, acc_t(0));
+    for (int64_t b = chunk_begin(B, chunks, j); b < chunk_begin(B, chunks, j + 1); ++b) {
+      accumulate_row<acc_t>(len, g + b * plane + p0, acc);
+    }
+  }
+}
+
+RX_CPU_CLONES void chunk_sum_tasks_f32(const float* g, int64_t B, int64_t plane, int64_t chunks, float* sums,
+                                       int64_t begin, int64_t end) {
+  chunk_sum_tasks<float, float>(g, B, plane, chunks, sums, begin, end);
+}
+
 template <typename acc_t, typename scalar_t>
 void batch_chunk_sums(const scalar_t* g, int64_t B, int64_t plane, int64_t chunks, acc_t* sums) {
-  constexpr int64_t kSpan = 4096;
   const int64_t spans = (plane + kSpan - 1) / kSpan;
   at::parallel_for(0, chunks * spans, task_grain(kSpan * ((B + chunks - 1) / chunks)), [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t j = task / spans, p0 = (task % spans) * kSpan, len = std::min(kSpan, plane - p0);
-      acc_t* acc = sums + j * plane + p0;
-      std::fill(acc, acc + len, acc_t(0));
-      for (int64_t b = chunk_begin(B, chunks, j); b < chunk_begin(B, chunks, j + 1); ++b) {
-        accumulate_row<acc_t>(len, g + b * plane + p0, acc);
-      }
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      chunk_sum_tasks_f32(g, B, plane, chunks, sums, begin, end);
+    } else {
+      chunk_sum_tasks<acc_t, scalar_t>(g, B, plane, chunks, sums, begin, end);
     }
   });
 }
@@ -167,84 +187,144 @@ int64_t forward_chunks(int64_t B, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(B, (want + rows - 1) / std::max<int64_t>(rows, 1)));
 }
 
+// The forward's inputs and output (typed pointers) and its batch chunking.
 template <typename scalar_t, typename x_t>
-void forward_cpu(const MaskedPerturbArgs& A, const x_t* x, const scalar_t* delta, const acc_type_t<scalar_t>* shared_act,
-                 const scalar_t* mask, const float* norm, scalar_t* out) {
+struct ForwardData {
+  const x_t* x;
+  const scalar_t* delta;
+  const acc_type_t<scalar_t>* shared_act;
+  const scalar_t* mask;
+  const float* norm;
+  scalar_t* out;
+  int64_t chunks;
+};
+
+// Forward tasks [begin, end): task = (batch chunk j, row (c, h)).
+template <typename scalar_t, typename x_t>
+void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>& d, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H;
-  const int64_t chunks = forward_chunks(A.B, rows);
-  const int64_t grain = task_grain(A.W * ((A.B + chunks - 1) / chunks));
-  at::parallel_for(0, chunks * rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> a_row(A.W), m_row(A.W), u_row(A.W);
-    std::vector<uint8_t> cov(A.W);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
-      const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
-      const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
-      for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), nullptr);
-        if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
-        fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-        perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
-                           out + ((b * A.C + c) * A.H + h) * A.W);
-      }
+  std::vector<acc_t> a_row(A.W), m_row(A.W), u_row(A.W);
+  std::vector<uint8_t> cov(A.W);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
+    const auto k = channel_constants<acc_t>(A.pw, d.norm, A.C, c);
+    const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
+    for (int64_t b = b0; b < b1; ++b) {
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.delta, d.shared_act, b, c, h, a_row.data(), nullptr);
+      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.mask, b, c, h, m_row.data());
+      fill_placed_row<acc_t>(A, d.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
+                         d.out + ((b * A.C + c) * A.H + h) * A.W);
+    }
+  }
+}
+
+RX_CPU_CLONES void forward_tasks_f32(const MaskedPerturbArgs& A, const ForwardData<float, float>& d, int64_t begin,
+                                     int64_t end) {
+  forward_tasks<float, float>(A, d, begin, end);
+}
+
+template <typename scalar_t, typename x_t>
+void forward_cpu(const MaskedPerturbArgs& A, ForwardData<scalar_t, x_t> d) {
+  const int64_t rows = A.C * A.H;
+  d.chunks = forward_chunks(A.B, rows);
+  const int64_t grain = task_grain(A.W * ((A.B + d.chunks - 1) / d.chunks));
+  at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
+      forward_tasks_f32(A, d, begin, end);
+    } else {
+      forward_tasks<scalar_t, x_t>(A, d, begin, end);
     }
   });
 }
 
+// The backward's inputs and outputs (typed pointers), its batch chunking and which path it takes.
+// Linear case (blend add, no clamp, delta and mask shared, no input gradient): with
+// G = sum_b grad_out[b] (`sums`, per batch chunk), grad_delta = inv_std * m * act'(delta) * G and
+// grad_mask = inv_std * a * G, so the batch loop is a plain row sum.
 template <typename scalar_t, typename x_t>
-void backward_cpu(const MaskedPerturbArgs& A, const scalar_t* grad_out, const x_t* x, const scalar_t* delta,
-                  const acc_type_t<scalar_t>* shared_act, const scalar_t* mask, const float* norm, float* grad_delta, float* grad_mask, float* grad_placed,
-                  int64_t chunks) {
+struct BackwardData {
+  const scalar_t* grad_out;
+  const x_t* x;
+  const scalar_t* delta;
+  const acc_type_t<scalar_t>* shared_act;
+  const scalar_t* mask;
+  const float* norm;
+  float* grad_delta;
+  float* grad_mask;
+  float* grad_placed;
+  int64_t chunks;
+  bool linear_shared;
+  bool need_u;  // the placed input enters the element gradients
+  const acc_type_t<scalar_t>* sums;
+};
+
+// Backward tasks [begin, end): task = (batch chunk j, row (c, h)).
+template <typename scalar_t, typename x_t>
+void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t>& d, int64_t begin, int64_t end) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t rows = A.C * A.H, W = A.W, plane = A.C * A.H * A.W;
+  std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
+  std::vector<acc_t> ga(W), gm(W), gu(W);
+  std::vector<uint8_t> cov(W, 0);
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
+    const auto k = channel_constants<acc_t>(A.pw, d.norm, A.C, c);
+    const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
+    const int64_t row = (c * A.H + h) * W;
+    if (d.linear_shared) {
+      fill_activation_row<acc_t>(A, d.delta, d.shared_act, 0, c, h, a_row.data(), dact_row.data());
+      fill_mask_row<acc_t>(A, d.mask, 0, c, h, m_row.data());
+      const acc_t* G = d.sums + j * plane + row;
+      if (d.grad_delta)
+        store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row.data(), dact_row.data(), d.grad_delta + j * plane + row);
+      if (d.grad_mask)
+        store_scaled_product<acc_t>(W, k.after_inv_std, G, a_row.data(), nullptr, d.grad_mask + j * plane + row);
+      continue;
+    }
+    std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
+    std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
+    for (int64_t b = b0; b < b1; ++b) {
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.delta, d.shared_act, b, c, h, a_row.data(), dact_row.data());
+      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.mask, b, c, h, m_row.data());
+      if (d.need_u) fill_placed_row<acc_t>(A, d.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      perturb_row_backward<acc_t>(W, d.grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
+                                  m_row.data(), k, ga.data(), gm.data(), gu.data());
+      if (d.grad_delta && A.Bd > 1) store_row<acc_t>(W, ga.data(), dact_row.data(), d.grad_delta + b * plane + row);
+      if (d.grad_delta && A.Bd == 1) accumulate_row<acc_t>(W, ga.data(), acc_d.data());
+      if (d.grad_mask && A.Bm > 1) store_row<acc_t>(W, gm.data(), nullptr, d.grad_mask + b * plane + row);
+      if (d.grad_mask && A.Bm == 1) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
+      if (d.grad_placed) store_row<acc_t>(W, gu.data(), nullptr, d.grad_placed + b * plane + row);
+    }
+    if (d.grad_delta && A.Bd == 1) store_row<acc_t>(W, acc_d.data(), dact_row.data(), d.grad_delta + j * plane + row);
+    if (d.grad_mask && A.Bm == 1) store_row<acc_t>(W, acc_m.data(), nullptr, d.grad_mask + j * plane + row);
+  }
+}
+
+RX_CPU_CLONES void backward_tasks_f32(const MaskedPerturbArgs& A, const BackwardData<float, float>& d, int64_t begin,
+                                      int64_t end) {
+  backward_tasks<float, float>(A, d, begin, end);
+}
+
+template <typename scalar_t, typename x_t>
+void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H, W = A.W;
-  const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
-  // Linear case (blend add, no clamp, delta and mask shared, no input gradient): with
-  // G = sum_b grad_out[b], grad_delta = inv_std * m * act'(delta) * G and grad_mask = inv_std * a * G,
-  // so the batch loop is a plain row sum.
-  const bool linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grad_placed;
-  const int64_t plane = A.C * A.H * A.W;
+  d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
+  d.linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !d.grad_placed;
   std::vector<acc_t> sums;
-  if (linear_shared) {
-    sums.resize(chunks * plane);
-    batch_chunk_sums<acc_t>(grad_out, A.B, plane, chunks, sums.data());
+  if (d.linear_shared) {
+    sums.resize(d.chunks * A.C * A.H * A.W);
+    batch_chunk_sums<acc_t>(d.grad_out, A.B, A.C * A.H * A.W, d.chunks, sums.data());
+    d.sums = sums.data();
   }
-  const int64_t grain = linear_shared ? task_grain(W) : task_grain(W * ((A.B + chunks - 1) / chunks));
-  at::parallel_for(0, chunks * rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
-    std::vector<acc_t> ga(W), gm(W), gu(W);
-    std::vector<uint8_t> cov(W, 0);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
-      const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
-      const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
-      const int64_t row = (c * A.H + h) * W;
-      std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
-      std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
-      if (linear_shared) {
-        fill_activation_row<acc_t>(A, delta, shared_act, 0, c, h, a_row.data(), dact_row.data());
-        fill_mask_row<acc_t>(A, mask, 0, c, h, m_row.data());
-        const acc_t* G = sums.data() + j * plane + row;
-        if (grad_delta)
-          store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row.data(), dact_row.data(), grad_delta + j * plane + row);
-        if (grad_mask)
-          store_scaled_product<acc_t>(W, k.after_inv_std, G, a_row.data(), nullptr, grad_mask + j * plane + row);
-        continue;
-      }
-      for (int64_t b = b0; b < b1; ++b) {
-        if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, delta, shared_act, b, c, h, a_row.data(), dact_row.data());
-        if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, mask, b, c, h, m_row.data());
-        if (need_u) fill_placed_row<acc_t>(A, x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-        perturb_row_backward<acc_t>(W, grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
-                                    m_row.data(), k, ga.data(), gm.data(), gu.data());
-        if (grad_delta && A.Bd > 1) store_row<acc_t>(W, ga.data(), dact_row.data(), grad_delta + b * plane + row);
-        if (grad_delta && A.Bd == 1) accumulate_row<acc_t>(W, ga.data(), acc_d.data());
-        if (grad_mask && A.Bm > 1) store_row<acc_t>(W, gm.data(), nullptr, grad_mask + b * plane + row);
-        if (grad_mask && A.Bm == 1) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
-        if (grad_placed) store_row<acc_t>(W, gu.data(), nullptr, grad_placed + b * plane + row);
-      }
-      if (grad_delta && A.Bd == 1) store_row<acc_t>(W, acc_d.data(), dact_row.data(), grad_delta + j * plane + row);
-      if (grad_mask && A.Bm == 1) store_row<acc_t>(W, acc_m.data(), nullptr, grad_mask + j * plane + row);
+  const int64_t grain = d.linear_shared ? task_grain(W) : task_grain(W * ((A.B + d.chunks - 1) / d.chunks));
+  at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
+      backward_tasks_f32(A, d, begin, end);
+    } else {
+      backward_tasks<scalar_t, x_t>(A, d, begin, end);
     }
   });
 }
@@ -262,10 +342,10 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
-    forward_cpu<scalar_t, x_t>(A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
-                               act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
-                               A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
-                               out.mutable_data_ptr<scalar_t>());
+    forward_cpu<scalar_t, x_t>(A, {x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
+                                   act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
+                                   A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+                                   norm.const_data_ptr<float>(), out.mutable_data_ptr<scalar_t>(), 1});
   });
   return out;
 }
@@ -284,11 +364,12 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
-    backward_cpu<scalar_t, x_t>(A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
-                                delta.const_data_ptr<scalar_t>(),
-                                act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
-                                A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(),
-                                g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks);
+    backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
+                                    delta.const_data_ptr<scalar_t>(),
+                                    act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
+                                    A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
+                                    norm.const_data_ptr<float>(), g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks,
+                                    false, false, nullptr});
   });
   return finish_masked_perturb_grads(A, g);
 }
