@@ -187,14 +187,28 @@ int64_t forward_chunks(int64_t B, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(B, (want + rows - 1) / std::max<int64_t>(rows, 1)));
 }
 
-// The forward's inputs and output (typed pointers) and its batch chunking.
+// The op's inputs as typed pointers (shared_act: see shared_activation; mask may be null).
 template <typename scalar_t, typename x_t>
-struct ForwardData {
+struct PerturbInputs {
   const x_t* x;
   const scalar_t* delta;
   const acc_type_t<scalar_t>* shared_act;
   const scalar_t* mask;
   const float* norm;
+
+  PerturbInputs(const MaskedPerturbArgs& A, const Tensor& x_, const Tensor& delta_, const Tensor& act,
+                const std::optional<Tensor>& mask_, const Tensor& norm_)
+      : x(x_.const_data_ptr<x_t>()),
+        delta(delta_.const_data_ptr<scalar_t>()),
+        shared_act(act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr),
+        mask(A.has_mask ? mask_->const_data_ptr<scalar_t>() : nullptr),
+        norm(norm_.const_data_ptr<float>()) {}
+};
+
+// The forward's inputs and output and its batch chunking.
+template <typename scalar_t, typename x_t>
+struct ForwardData {
+  PerturbInputs<scalar_t, x_t> in;
   scalar_t* out;
   int64_t chunks;
 };
@@ -208,12 +222,12 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
   std::vector<uint8_t> cov(A.W);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
-    const auto k = channel_constants<acc_t>(A.pw, d.norm, A.C, c);
+    const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.delta, d.shared_act, b, c, h, a_row.data(), nullptr);
-      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.mask, b, c, h, m_row.data());
-      fill_placed_row<acc_t>(A, d.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, b, c, h, a_row.data(), nullptr);
+      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
+      fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
       perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
                          d.out + ((b * A.C + c) * A.H + h) * A.W);
     }
@@ -246,11 +260,7 @@ void forward_cpu(const MaskedPerturbArgs& A, ForwardData<scalar_t, x_t> d) {
 template <typename scalar_t, typename x_t>
 struct BackwardData {
   const scalar_t* grad_out;
-  const x_t* x;
-  const scalar_t* delta;
-  const acc_type_t<scalar_t>* shared_act;
-  const scalar_t* mask;
-  const float* norm;
+  PerturbInputs<scalar_t, x_t> in;
   float* grad_delta;
   float* grad_mask;
   float* grad_placed;
@@ -270,12 +280,12 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
   std::vector<uint8_t> cov(W, 0);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
-    const auto k = channel_constants<acc_t>(A.pw, d.norm, A.C, c);
+    const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     const int64_t row = (c * A.H + h) * W;
     if (d.linear_shared) {
-      fill_activation_row<acc_t>(A, d.delta, d.shared_act, 0, c, h, a_row.data(), dact_row.data());
-      fill_mask_row<acc_t>(A, d.mask, 0, c, h, m_row.data());
+      fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, 0, c, h, a_row.data(), dact_row.data());
+      fill_mask_row<acc_t>(A, d.in.mask, 0, c, h, m_row.data());
       const acc_t* G = d.sums + j * plane + row;
       if (d.grad_delta)
         store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row.data(), dact_row.data(), d.grad_delta + j * plane + row);
@@ -286,9 +296,9 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
     std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
     std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.delta, d.shared_act, b, c, h, a_row.data(), dact_row.data());
-      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.mask, b, c, h, m_row.data());
-      if (d.need_u) fill_placed_row<acc_t>(A, d.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, b, c, h, a_row.data(), dact_row.data());
+      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
+      if (d.need_u) fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
       perturb_row_backward<acc_t>(W, d.grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
                                   m_row.data(), k, ga.data(), gm.data(), gu.data());
       if (d.grad_delta && A.Bd > 1) store_row<acc_t>(W, ga.data(), dact_row.data(), d.grad_delta + b * plane + row);
@@ -342,10 +352,7 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
-    forward_cpu<scalar_t, x_t>(A, {x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
-                                   act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
-                                   A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
-                                   norm.const_data_ptr<float>(), out.mutable_data_ptr<scalar_t>(), 1});
+    forward_cpu<scalar_t, x_t>(A, {{A, x, delta, act, mask, norm}, out.mutable_data_ptr<scalar_t>(), 1});
   });
   return out;
 }
@@ -364,12 +371,8 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
     const at::Tensor act = shared_activation(A, delta);
-    backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(),
-                                    delta.const_data_ptr<scalar_t>(),
-                                    act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr,
-                                    A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr,
-                                    norm.const_data_ptr<float>(), g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks,
-                                    false, false, nullptr});
+    backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), {A, x, delta, act, mask, norm},
+                                    g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks, false, false, nullptr});
   });
   return finish_masked_perturb_grads(A, g);
 }
