@@ -13,8 +13,7 @@ from .label_map import label_map, mapped_cross_entropy
 from .masked_perturb import masked_perturb
 
 if _extension.LOAD_ERROR is None:
-    _masked_perturb_registration.register("reprogram_ext::masked_perturb_forward",
-                                          "reprogram_ext::masked_perturb_backward")
+    _masked_perturb_registration.register_compiled()
     _label_map_registration.register_compiled()
 
 __all__ = ["masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]

@@ -1,4 +1,7 @@
-"""Fake (meta) kernels and autograd of the masked_perturb ops, for every compiled backend.
+"""Fake (meta) kernels of the masked_perturb ops, and the Triton op's autograd.
+
+The compiled (C++ / CUDA) op's autograd is csrc/masked_perturb_autograd.cpp, which follows the
+same contract in C++ (keep the two in step).
 
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
 returns canvas-resolution float32 partials, which plain aten ops reduce to each input's shape:
@@ -103,9 +106,21 @@ def make_backward(backward_op):
     return backward
 
 
-def register(forward_name: str, backward_name: str) -> None:
-    """Register fake kernels and autograd for a (forward, backward) pair of masked_perturb ops."""
+def register_fakes(forward_name: str, backward_name: str) -> None:
+    """Fake kernels of a (forward, backward) pair of masked_perturb ops."""
     torch.library.register_fake(forward_name)(_fake_forward)
     torch.library.register_fake(backward_name)(_fake_backward)
+
+
+def register(forward_name: str, backward_name: str) -> None:
+    """Register fake kernels and autograd for a (forward, backward) pair of masked_perturb ops (Triton)."""
+    register_fakes(forward_name, backward_name)
     backward_op = getattr(torch.ops.reprogram_ext, backward_name.split("::")[1])
     torch.library.register_autograd(forward_name, make_backward(backward_op), setup_context=_setup_context)
+
+
+def register_compiled() -> None:
+    """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
+    (csrc/masked_perturb_autograd.cpp, the same contract as ``register``): the prompt runs once per
+    step, often on a small batch, where this module's Python wrapper cost as much as the kernels."""
+    register_fakes("reprogram_ext::masked_perturb_forward", "reprogram_ext::masked_perturb_backward")

@@ -1,0 +1,145 @@
+// Autograd of the compiled (C++ CPU and CUDA) masked_perturb forward op, in C++.
+//
+// The same contract as reprogram_ext/_masked_perturb_registration.py, which does this for the
+// Triton op through torch.library.register_autograd: the backward runs the registered
+// masked_perturb_backward op, which returns canvas-resolution float32 partials, and reduces them
+// with plain aten ops to each input's shape and dtype:
+//   grad_delta: summed over channels when delta has one channel;
+//   grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s),
+//               and over broadcast spatial dims;
+//   grad_x    : the placed-input gradient cropped back from each copy (the adjoint of placing it,
+//               a constant pad with the opposite amounts) and added, summed over channels for grey
+//               input, then through the adjoint of the resize (upsample backward).
+// x, delta, mask and norm are saved; no canvas-sized tensor is. Written in C++ because the prompt
+// runs once per step on a small batch, where the Python autograd wrapper cost about as much as the
+// kernels (bench/notes/e2e_step.md).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+namespace reprogram_ext {
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The op's scalar options after (x, delta, mask, offsets, norm), in schema order.
+struct PerturbOptions {
+  std::vector<int64_t> resized_size;
+  int64_t resize_mode, activation, blend;
+  bool normalize_before, normalize_after, has_clamp;
+  double clamp_lo, clamp_hi;
+  int64_t mask_scale;
+};
+
+// backward() returns one gradient per argument of forward() after ctx: x, delta, mask, offsets, norm, options.
+constexpr int64_t kNumInputs = 6;
+
+// [Bm, C, H, W] canvas-resolution mask gradient -> the mask's own shape [Bm, Cm, Hm, Wm].
+Tensor reduce_mask_grad(Tensor gm, const Tensor& mask, int64_t s) {
+  if (mask.size(1) == 1 && gm.size(1) != 1) gm = gm.sum(1, /*keepdim=*/true);
+  if (s > 1) {
+    const int64_t H = gm.size(2), W = gm.size(3), Hm = (H + s - 1) / s, Wm = (W + s - 1) / s;
+    gm = at::constant_pad_nd(gm, {0, Wm * s - W, 0, Hm * s - H});
+    gm = gm.reshape({gm.size(0), gm.size(1), Hm, s, Wm, s}).sum({3, 5});
+  }
+  if (mask.size(2) == 1 && gm.size(2) != 1) gm = gm.sum(2, /*keepdim=*/true);
+  if (mask.size(3) == 1 && gm.size(3) != 1) gm = gm.sum(3, /*keepdim=*/true);
+  return gm;
+}
+
+// Placed-input gradient [B, C, H, W] -> gradient of x [B, Cx, Hin, Win] (offsets: flattened pairs).
+Tensor reduce_input_grad(const Tensor& gp, const Tensor& x, at::IntArrayRef offsets, const PerturbOptions& o) {
+  const int64_t hr = o.resized_size[0], wr = o.resized_size[1], H = gp.size(2), W = gp.size(3);
+  Tensor g = at::zeros({gp.size(0), gp.size(1), hr, wr}, gp.options());
+  for (size_t k = 0; k + 1 < offsets.size(); k += 2) {
+    const int64_t oy = offsets[k], ox = offsets[k + 1];
+    if (!(oy < H && oy + hr > 0 && ox < W && ox + wr > 0)) continue;  // the copy is off the canvas
+    g = g + at::constant_pad_nd(gp, {-ox, -(W - ox - wr), -oy, -(H - oy - hr)});
+  }
+  if (x.size(1) == 1 && g.size(1) != 1) g = g.sum(1, /*keepdim=*/true);
+  if (o.resize_mode == 1) {
+    g = at::upsample_nearest2d_backward(g.contiguous(), {hr, wr}, x.sizes(), std::nullopt, std::nullopt);
+  } else if (o.resize_mode == 2) {
+    g = at::upsample_bilinear2d_backward(g.contiguous(), {hr, wr}, x.sizes(), false, std::nullopt, std::nullopt);
+  }
+  return g;
+}
+
+class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+                        at::IntArrayRef offsets, const Tensor& norm, const PerturbOptions& o) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::masked_perturb_forward", "")
+                         .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, at::IntArrayRef,
+                                       const Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t, bool, bool, bool,
+                                       double, double, int64_t)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    Tensor out = op.call(x, delta, mask, offsets, norm, o.resized_size, o.resize_mode, o.activation, o.blend,
+                         o.normalize_before, o.normalize_after, o.has_clamp, o.clamp_lo, o.clamp_hi, o.mask_scale);
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({x, delta, mask.value_or(Tensor()), norm});
+    ctx->saved_data["offsets"] = offsets.vec();
+    ctx->saved_data["resized_size"] = o.resized_size;
+    ctx->saved_data["ints"] = std::vector<int64_t>{o.resize_mode, o.activation, o.blend, o.mask_scale};
+    ctx->saved_data["flags"] = std::vector<bool>{o.normalize_before, o.normalize_after, o.has_clamp};
+    ctx->saved_data["clamp"] = std::vector<double>{o.clamp_lo, o.clamp_hi};
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("reprogram_ext::masked_perturb_backward", "")
+                         .typed<std::tuple<Tensor, Tensor, Tensor>(
+                             const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
+                             at::IntArrayRef, const Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t, bool, bool,
+                             bool, double, double, int64_t, std::array<bool, 3>)>();
+    variable_list out(kNumInputs);
+    if (!grads[0].defined()) return out;
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &delta = saved[1], &norm = saved[3];
+    const std::optional<Tensor> mask = saved[2].defined() ? std::optional<Tensor>(saved[2]) : std::nullopt;
+    const auto offsets = ctx->saved_data["offsets"].toIntVector();
+    const auto ints = ctx->saved_data["ints"].toIntVector();
+    const auto flags = ctx->saved_data["flags"].toBoolList();
+    const auto clamp = ctx->saved_data["clamp"].toDoubleVector();
+    const PerturbOptions o{ctx->saved_data["resized_size"].toIntVector(), ints[0], ints[1], ints[2], flags[0],
+                           flags[1], flags[2], clamp[0], clamp[1], ints[3]};
+    const std::array<bool, 3> needs{ctx->needs_input_grad(1), mask.has_value() && ctx->needs_input_grad(2),
+                                    ctx->needs_input_grad(0) && x.is_floating_point()};
+    auto [gd, gm, gp] = op.call(grads[0].contiguous(), x, delta, mask, offsets, norm, o.resized_size, o.resize_mode,
+                                o.activation, o.blend, o.normalize_before, o.normalize_after, o.has_clamp,
+                                o.clamp_lo, o.clamp_hi, o.mask_scale, needs);
+    if (needs[0]) {
+      out[1] = (delta.size(1) == 1 && gd.size(1) != 1 ? gd.sum(1, /*keepdim=*/true) : gd).to(delta.scalar_type());
+    }
+    if (needs[1]) out[2] = reduce_mask_grad(gm, *mask, o.mask_scale).to(mask->scalar_type());
+    if (needs[2]) out[0] = reduce_input_grad(gp, x, offsets, o).to(x.scalar_type());
+    return out;
+  }
+};
+
+Tensor masked_perturb_forward_autograd(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+                                       at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
+                                       int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
+                                       bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
+                                       int64_t mask_scale) {
+  const PerturbOptions o{resized_size.vec(), resize_mode, activation,         blend,    normalize_before,
+                         normalize_after,    has_clamp,   clamp_lo,           clamp_hi, mask_scale};
+  return MaskedPerturbFunction::apply(x, delta, mask, offsets, norm, o);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(reprogram_ext, Autograd, m) {
+  m.impl("masked_perturb_forward", &masked_perturb_forward_autograd);
+}
+
+}  // namespace reprogram_ext
