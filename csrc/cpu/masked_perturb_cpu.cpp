@@ -12,9 +12,11 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <type_traits>
 #include <vector>
 
+#include "common/exp_f.h"
 #include "common/masked_perturb_args.h"
 #include "cpu/cpu_clones.h"
 #include "cpu/large_output.h"
@@ -49,30 +51,30 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
   }
 }
 
-// act(delta[0]) as a contiguous [Cd, H, W] accumulation-type tensor, computed once by ATen's
-// vectorised sigmoid / tanh, when delta is shared by the batch and an activation is set;
-// an undefined tensor otherwise (rows then apply `activate` themselves).
-at::Tensor shared_activation(const MaskedPerturbArgs& A, const at::Tensor& delta) {
-  if (A.Bd != 1 || A.pw.activation == kActNone) return at::Tensor();
-  const auto acc = delta.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor d = delta.select(0, 0).to(acc);
-  return (A.pw.activation == kActSigmoid ? at::sigmoid(d) : at::tanh(d)).contiguous();
-}
-
-// a_row[w] = act(delta[b?, c?, h, w]), read from the shared activation when given; with the
-// derivative when dact_row is given.
+// a_row[w] = act(delta[b?, c?, h, w]), and its derivative when dact_row is given. Vectorised:
+// sigmoid = 1 / (1 + e^-d), tanh = 1 - 2 / (1 + e^2d) through exp_f (common/exp_f.h), which
+// agree with activate() (masked_perturb_math.h, the CUDA kernels' form) to a few ulp; the
+// forward and backward visit each (c, h) row once per batch chunk, so this is the only pass
+// over the program.
 template <typename acc_t, typename scalar_t>
-void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, const acc_t* shared_act, int64_t b,
-                         int64_t c, int64_t h, acc_t* a_row, acc_t* dact_row) {
-  if (shared_act) {
-    const acc_t* src = shared_act + ((A.sd.c ? c : 0) * A.H + h) * A.W;
-    std::copy(src, src + A.W, a_row);
+void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
+                         acc_t* __restrict a_row, acc_t* __restrict dact_row) {
+  const scalar_t* d = delta + A.sd.at(b, c, h, 0);
+  const int64_t W = A.W, sw = A.sd.w;
+  const acc_t one(1), two(2);
+  if (A.pw.activation == kActSigmoid) {
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) a_row[w] = one / (one + exp_f(-static_cast<acc_t>(d[w * sw])));
+  } else if (A.pw.activation == kActTanh) {
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) a_row[w] = one - two / (one + exp_f(two * static_cast<acc_t>(d[w * sw])));
   } else {
-    const scalar_t* d = delta + A.sd.at(b, c, h, 0);
-    for (int64_t w = 0; w < A.W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * A.sd.w]), A.pw.activation);
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) a_row[w] = static_cast<acc_t>(d[w * sw]);
   }
   if (dact_row) {
-    for (int64_t w = 0; w < A.W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
   }
 }
 
@@ -187,20 +189,18 @@ int64_t forward_chunks(int64_t B, int64_t rows) {
   return std::max<int64_t>(1, std::min<int64_t>(B, (want + rows - 1) / std::max<int64_t>(rows, 1)));
 }
 
-// The op's inputs as typed pointers (shared_act: see shared_activation; mask may be null).
+// The op's inputs as typed pointers (mask may be null).
 template <typename scalar_t, typename x_t>
 struct PerturbInputs {
   const x_t* x;
   const scalar_t* delta;
-  const acc_type_t<scalar_t>* shared_act;
   const scalar_t* mask;
   const float* norm;
 
-  PerturbInputs(const MaskedPerturbArgs& A, const Tensor& x_, const Tensor& delta_, const Tensor& act,
+  PerturbInputs(const MaskedPerturbArgs& A, const Tensor& x_, const Tensor& delta_,
                 const std::optional<Tensor>& mask_, const Tensor& norm_)
       : x(x_.const_data_ptr<x_t>()),
         delta(delta_.const_data_ptr<scalar_t>()),
-        shared_act(act.defined() ? act.const_data_ptr<acc_type_t<scalar_t>>() : nullptr),
         mask(A.has_mask ? mask_->const_data_ptr<scalar_t>() : nullptr),
         norm(norm_.const_data_ptr<float>()) {}
 };
@@ -225,7 +225,7 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, b, c, h, a_row.data(), nullptr);
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, b, c, h, a_row.data(), nullptr);
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
       fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
       perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
@@ -284,7 +284,7 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     const int64_t row = (c * A.H + h) * W;
     if (d.linear_shared) {
-      fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, 0, c, h, a_row.data(), dact_row.data());
+      fill_activation_row<acc_t>(A, d.in.delta, 0, c, h, a_row.data(), dact_row.data());
       fill_mask_row<acc_t>(A, d.in.mask, 0, c, h, m_row.data());
       const acc_t* G = d.sums + j * plane + row;
       if (d.grad_delta)
@@ -296,7 +296,7 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
     std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
     std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, d.in.shared_act, b, c, h, a_row.data(), dact_row.data());
+      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, b, c, h, a_row.data(), dact_row.data());
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
       if (d.need_u) fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
       perturb_row_backward<acc_t>(W, d.grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
@@ -323,11 +323,11 @@ void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
   const int64_t rows = A.C * A.H, W = A.W;
   d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
   d.linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !d.grad_placed;
-  std::vector<acc_t> sums;
+  std::unique_ptr<acc_t[]> sums;  // scratch, not initialised: batch_chunk_sums zeroes each span it sums
   if (d.linear_shared) {
-    sums.resize(d.chunks * A.C * A.H * A.W);
-    batch_chunk_sums<acc_t>(d.grad_out, A.B, A.C * A.H * A.W, d.chunks, sums.data());
-    d.sums = sums.data();
+    sums.reset(new acc_t[d.chunks * A.C * A.H * A.W]);
+    batch_chunk_sums<acc_t>(d.grad_out, A.B, A.C * A.H * A.W, d.chunks, sums.get());
+    d.sums = sums.get();
   }
   const int64_t grain = d.linear_shared ? task_grain(W) : task_grain(W * ((A.B + d.chunks - 1) / d.chunks));
   at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
@@ -351,8 +351,7 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
-    const at::Tensor act = shared_activation(A, delta);
-    forward_cpu<scalar_t, x_t>(A, {{A, x, delta, act, mask, norm}, out.mutable_data_ptr<scalar_t>(), 1});
+    forward_cpu<scalar_t, x_t>(A, {{A, x, delta, mask, norm}, out.mutable_data_ptr<scalar_t>(), 1});
   });
   return out;
 }
@@ -370,8 +369,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
-    const at::Tensor act = shared_activation(A, delta);
-    backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), {A, x, delta, act, mask, norm},
+    backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), {A, x, delta, mask, norm},
                                     g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks, false, false, nullptr});
   });
   return finish_masked_perturb_grads(A, g);
