@@ -11,7 +11,8 @@ Phases: ``fwd`` = forward and loss, ``bwd`` = backward + optimizer step, ``fwdbw
 
 The layers are about 1% of such a step, less than the step-to-step noise of a CPU, so each variant
 also clocks its trained layers *inside* every complete step it runs (``LayerClock``): the record's
-``in_step`` holds the medians of the layers' time, of the whole step and of the rest (the model).
+``in_step`` holds the medians of the layers' time, of the optimizer update, of the whole step and
+of the rest (the model and the loss).
 """
 from __future__ import annotations
 
@@ -53,25 +54,28 @@ class LayerClock:
     Forward: from each layer's forward pre-hook to its forward hook. Backward: the mapping's runs
     from the gradient of its output (the mapped scores) to the gradient of its input (the source
     logits); the prompt's from the gradient of its output (the canvas) to the accumulation of the
-    program's gradient. A step is recorded when all eight marks are set (a forward without backward
-    is not), with ``step`` = from ``start()`` to ``finish()``, ``layers`` = the sum of the four parts
-    and ``rest`` = step - layers (model, loss, optimizer). The hooks cost a few microseconds per step
-    and are the same for both variants.
+    program's gradient. The step's own code marks the optimizer update (``mark("optimizer0")`` /
+    ``mark("optimizer1")``). A step is recorded when all marks are set (a forward without backward
+    is not), with ``step`` = from ``start()`` to ``finish()``, ``layers`` = the sum of the four layer
+    parts, ``optimizer`` = the update and zeroing of the gradients, and ``rest`` = step - layers -
+    optimizer (the model and the loss). The hooks cost a few microseconds per step and are the
+    same for both variants.
     """
 
     def __init__(self, prompt: torch.nn.Module, mapping: torch.nn.Module, program: torch.nn.Parameter):
         self.marks: dict = {}
         self.steps: list = []
-        prompt.register_forward_pre_hook(lambda *_: self._mark("prompt_fwd0"))
-        prompt.register_forward_hook(lambda _m, _i, out: self._mark("prompt_fwd1", out, "prompt_bwd0"))
-        mapping.register_forward_pre_hook(lambda _m, inputs: self._mark("mapping_fwd0", inputs[0], "mapping_bwd1"))
-        mapping.register_forward_hook(lambda _m, _i, out: self._mark("mapping_fwd1", out, "mapping_bwd0"))
-        program.register_post_accumulate_grad_hook(lambda _p: self._mark("prompt_bwd1"))
+        prompt.register_forward_pre_hook(lambda *_: self.mark("prompt_fwd0"))
+        prompt.register_forward_hook(lambda _m, _i, out: self.mark("prompt_fwd1", out, "prompt_bwd0"))
+        mapping.register_forward_pre_hook(lambda _m, inputs: self.mark("mapping_fwd0", inputs[0], "mapping_bwd1"))
+        mapping.register_forward_hook(lambda _m, _i, out: self.mark("mapping_fwd1", out, "mapping_bwd0"))
+        program.register_post_accumulate_grad_hook(lambda _p: self.mark("prompt_bwd1"))
 
-    def _mark(self, name: str, tensor=None, grad_mark: str = None) -> None:
+    def mark(self, name: str, tensor=None, grad_mark: str = None) -> None:
+        """Record the time of ``name``; with ``tensor``, also ``grad_mark`` when its gradient is computed."""
         self.marks[name] = time.perf_counter()
         if tensor is not None and tensor.requires_grad:
-            tensor.register_hook(lambda _g: self._mark(grad_mark))
+            tensor.register_hook(lambda _g: self.mark(grad_mark))
 
     def start(self) -> None:
         self.marks = {"start": time.perf_counter()}
@@ -79,12 +83,12 @@ class LayerClock:
     def finish(self) -> None:
         end = time.perf_counter()
         m = self.marks
-        if not all(f"{part}{i}" in m for part in LAYER_PARTS for i in (0, 1)):
+        if not all(f"{part}{i}" in m for part in LAYER_PARTS + ("optimizer",) for i in (0, 1)):
             return
-        parts = {part: (m[f"{part}1"] - m[f"{part}0"]) * 1e3 for part in LAYER_PARTS}
+        parts = {part: (m[f"{part}1"] - m[f"{part}0"]) * 1e3 for part in LAYER_PARTS + ("optimizer",)}
         step = (end - m["start"]) * 1e3
-        layers = sum(parts.values())
-        self.steps.append(dict(parts, layers=layers, step=step, rest=step - layers))
+        layers = sum(parts[part] for part in LAYER_PARTS)
+        self.steps.append(dict(parts, layers=layers, step=step, rest=step - layers - parts["optimizer"]))
 
     def summary(self) -> dict:
         """Median (ms) of each part over the recorded steps, and how many steps."""
@@ -131,8 +135,10 @@ def _step_impl(name: str, kind: str, net: torch.nn.Module, x, target) -> Impl:
 
     def backward(loss):
         loss.backward()
+        clock.mark("optimizer0")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        clock.mark("optimizer1")
         clock.finish()
 
     return Impl(name, kind, forward, backward, in_step=clock.summary)

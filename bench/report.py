@@ -73,7 +73,8 @@ def _in_step_line(impl: dict) -> str:
     s = impl["in_step"]
     return (f"   in the step, {impl['name']}: layers {s['layers_ms']:.3f} ms (prompt fwd {s['prompt_fwd_ms']:.3f} + "
             f"bwd {s['prompt_bwd_ms']:.3f}, mapping fwd {s['mapping_fwd_ms']:.3f} + bwd {s['mapping_bwd_ms']:.3f}), "
-            f"rest {s['rest_ms']:.1f} ms, step {s['step_ms']:.1f} ms; medians of {s['steps']} steps")
+            f"optimizer {s['optimizer_ms']:.3f} ms, rest {s['rest_ms']:.1f} ms, step {s['step_ms']:.1f} ms; "
+            f"medians of {s['steps']} steps")
 
 
 def format_table(records: list) -> str:
