@@ -16,7 +16,6 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/exp_f.h"
 #include "common/masked_perturb_args.h"
 #include "cpu/cpu_clones.h"
 #include "cpu/large_output.h"
@@ -51,30 +50,29 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
   }
 }
 
-// a_row[w] = act(delta[b?, c?, h, w]), and its derivative when dact_row is given. Vectorised:
-// sigmoid = 1 / (1 + e^-d), tanh = 1 - 2 / (1 + e^2d) through exp_f (common/exp_f.h), which
-// agree with activate() (masked_perturb_math.h, the CUDA kernels' form) to a few ulp; the
-// forward and backward visit each (c, h) row once per batch chunk, so this is the only pass
-// over the program.
+// a_row[w] = act(delta[b?, c?, h, w]) (activate(), the CUDA kernels' function), and its
+// derivative when dact_row is given. The activation is a compile-time constant inside each loop,
+// so the loops vectorise; the forward and backward visit each (c, h) row once per batch chunk, so
+// this is the only pass over the program.
 template <typename acc_t, typename scalar_t>
 void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
                          acc_t* __restrict a_row, acc_t* __restrict dact_row) {
   const scalar_t* d = delta + A.sd.at(b, c, h, 0);
   const int64_t W = A.W, sw = A.sd.w;
-  const acc_t one(1), two(2);
+  const auto fill = [&](auto act) {
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * sw]), decltype(act)::value);
+    if (dact_row) {
+#pragma omp simd
+      for (int64_t w = 0; w < W; ++w) dact_row[w] = activation_derivative(a_row[w], decltype(act)::value);
+    }
+  };
   if (A.pw.activation == kActSigmoid) {
-#pragma omp simd
-    for (int64_t w = 0; w < W; ++w) a_row[w] = one / (one + exp_f(-static_cast<acc_t>(d[w * sw])));
+    fill(std::integral_constant<int64_t, kActSigmoid>{});
   } else if (A.pw.activation == kActTanh) {
-#pragma omp simd
-    for (int64_t w = 0; w < W; ++w) a_row[w] = one - two / (one + exp_f(two * static_cast<acc_t>(d[w * sw])));
+    fill(std::integral_constant<int64_t, kActTanh>{});
   } else {
-#pragma omp simd
-    for (int64_t w = 0; w < W; ++w) a_row[w] = static_cast<acc_t>(d[w * sw]);
-  }
-  if (dact_row) {
-#pragma omp simd
-    for (int64_t w = 0; w < W; ++w) dact_row[w] = activation_derivative(a_row[w], A.pw.activation);
+    fill(std::integral_constant<int64_t, kActNone>{});
   }
 }
 
