@@ -60,14 +60,14 @@ def _write_build_config(with_cuda):
 def extension():
     with_cuda = _want_cuda()
     _write_build_config(with_cuda)
-    sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = _sources("csrc/**/*.cpp")
     cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-DREPROGRAM_EXT_WITH_OPENMP"]
     kwargs = dict(
         name="reprogram_ext._C",
         include_dirs=[os.path.join(HERE, "csrc")],
         extra_link_args=["-fopenmp"],
         py_limited_api=True,
-        # Compiles the PyInit__C stub of csrc/registration.cpp (the CMake build for C++ users leaves
+        # Compiles the PyInit__C stub of csrc/python_module.cpp (the CMake build for C++ users leaves
         # it out). Passed to both g++ and nvcc.
         define_macros=[("REPROGRAM_EXT_PYTHON_MODULE", None)],
     )
@@ -77,7 +77,7 @@ def extension():
     if os.environ.get("REPROGRAM_EXT_PTXAS_VERBOSE") == "1":
         nvcc.append("-Xptxas=-v")
     return CUDAExtension(
-        sources=sources + _sources("csrc/cuda/*.cu"),
+        sources=sources + _sources("csrc/**/*.cu"),
         extra_compile_args={"cxx": cxx + ["-DREPROGRAM_EXT_WITH_CUDA"], "nvcc": nvcc},
         **kwargs,
     )

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proves, on a machine without a GPU, that the CUDA kernels (csrc/cuda/*.cu) compile and link:
+# Proves, on a machine without a GPU, that the CUDA kernels (csrc/<op>/cuda.cu) compile and link:
 #   1. builds the extension with REPROGRAM_EXT_CUDA=1 and ptxas -v into a scratch copy of the
 #      repository (an in-place CPU build of the working tree is left untouched);
 #   2. fails if ptxas reports a non-zero spill for any kernel (or reports nothing at all);
@@ -14,7 +14,7 @@ set -euo pipefail
 
 PYTHON="${PYTHON:-python}"
 REPO="$(pwd)"
-[[ -f "$REPO/setup.py" && -d "$REPO/csrc/cuda" ]] || { echo "check_cuda_build: run from the repository root" >&2; exit 2; }
+[[ -f "$REPO/setup.py" && -d "$REPO/csrc/masked_perturb" ]] || { echo "check_cuda_build: run from the repository root" >&2; exit 2; }
 
 if [[ -z "${CUDA_HOME:-}" ]]; then
   for root in /usr/local/cuda /usr/local/cuda-*; do

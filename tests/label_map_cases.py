@@ -65,7 +65,7 @@ def grads(out: torch.Tensor, inputs, upstream: torch.Tensor | None = None):
 
 def forward_ops(backend: str):
     """(label_map_forward, mapped_cross_entropy_forward) op objects of a kernel backend."""
-    from reprogram_ext.label_map import _ops
+    from reprogram_ext.ops.label_map.api import _ops
 
     return _ops(backend)
 

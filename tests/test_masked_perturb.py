@@ -283,7 +283,7 @@ def test_gradcheck_float64(bd, kwargs):
 
 @pytest.mark.parametrize("bd", FUSED)
 def test_opcheck(bd):
-    from reprogram_ext._masked_perturb_args import canonicalize
+    from reprogram_ext.ops.masked_perturb.args import canonicalize
 
     backend, device = bd
     x, d, m = (torch.rand(2, 3, 6, 6, device=device), torch.randn(3, 10, 10, device=device).requires_grad_(),
@@ -292,7 +292,7 @@ def test_opcheck(bd):
                       blend="add", normalize="after", mean=IN_MEAN, std=IN_STD, clamp=None, mask_scale=1,
                       out_dtype=None)
     if backend == "triton":
-        from reprogram_ext.triton import masked_perturb as tk
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
         op = tk.forward_op()
     else:
         op = torch.ops.reprogram_ext.masked_perturb_forward

@@ -27,7 +27,7 @@ if TRITON:
     def test_backward_sums_each_chunk_in_sample_order(bd, batch):
         """grad_delta = sum over chunks (torch.sum) of the float32 sample-order sums inside each chunk
         of reduction_chunks(), bit for bit, and the same on a second run."""
-        from reprogram_ext.triton import masked_perturb as tk
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
 
         _, device = bd
         C, H, W = 3, 64, 128  # 24576 positions: reduction_chunks gives 3 chunks of several samples
@@ -88,7 +88,7 @@ if TRITON:
 
     @pytest.mark.parametrize("bd", TRITON)
     def test_direct_op_rejects_bad_arguments(bd):
-        from reprogram_ext.triton import masked_perturb as tk
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
 
         _, device = bd
         norm = _norm_identity(3, device)
@@ -108,7 +108,7 @@ if not INTERPRET:
 
     def test_cpu_tensors_need_the_interpreter():
         """Outside TRITON_INTERPRET=1 the Triton op refuses CPU tensors with a message saying what to do."""
-        from reprogram_ext.triton import masked_perturb as tk
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
 
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             tk.forward_op()(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 6, 6), None, [1, 1], _norm_identity(3, "cpu"),

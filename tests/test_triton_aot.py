@@ -1,7 +1,7 @@
 """Ahead-of-time compilation of every Triton kernel of the package for sm_80 and sm_90, no GPU needed.
 
-Kernels come from the ``AOT_KERNELS`` registry of each module of ``reprogram_ext.triton`` (see
-``reprogram_ext/triton/aot.py``): each entry is one real launch's specialisation. Checks on the
+Kernels come from ``aot_kernels()`` of each op's ``triton_aot`` module (``reprogram_ext/ops/<op>/triton_aot.py``,
+entries of ``reprogram_ext/aot.py``'s ``AotKernel``): each entry is one real launch's specialisation. Checks on the
 result: no local memory in the PTX, zero stack frame and spill bytes in ptxas' report (Triton's
 bundled ptxas), and 128-bit global loads and stores where the entry asks for them (contiguous paths).
 Runs in the normal pytest process; the interpreter process (TRITON_INTERPRET=1) does not collect it.
@@ -18,20 +18,25 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-import reprogram_ext.triton as triton_package
+import reprogram_ext.ops as ops_package
 
 ARCHS = (80, 90)
 VECTOR_LOAD = re.compile(r"\bld\.global(?:\.[\w:]+)*\.(?:v4\.b32|v2\.b64|v4\.f32|v4\.u32)\b")
 VECTOR_STORE = re.compile(r"\bst\.global(?:\.[\w:]+)*\.(?:v4\.b32|v2\.b64|v4\.f32|v4\.u32)\b")
 
 
+def _op_names():
+    return [m.name for m in pkgutil.iter_modules(ops_package.__path__) if m.ispkg]
+
+
 def _triton_modules():
-    return [importlib.import_module(f"{triton_package.__name__}.{m.name}")
-            for m in pkgutil.iter_modules(triton_package.__path__) if m.name != "aot"]
+    """Each op's module of Triton kernels."""
+    return [importlib.import_module(f"{ops_package.__name__}.{op}.triton_kernels") for op in _op_names()]
 
 
 def _registry():
-    return [entry for module in _triton_modules() for entry in getattr(module, "AOT_KERNELS", [])]
+    return [entry for op in _op_names()
+            for entry in importlib.import_module(f"{ops_package.__name__}.{op}.triton_aot").aot_kernels()]
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +65,11 @@ def _ptxas_report(ptx: str, tmp_path) -> str:
 
 
 def test_every_kernel_is_in_a_registry():
-    """Each `*_kernel` JITFunction a triton module exposes has at least one AOT entry."""
+    """Each `*_kernel` JITFunction of an op's triton_kernels module has at least one AOT entry."""
     registered = {entry.kernel for entry in _registry()}
     missing = [f"{module.__name__}.{name}" for module in _triton_modules() for name, value in vars(module).items()
                if name.endswith("_kernel") and isinstance(value, triton.runtime.JITFunction) and value not in registered]
-    assert not missing, f"kernels without an AOT_KERNELS entry: {missing}"
+    assert not missing, f"kernels without an aot_kernels() entry: {missing}"
     assert len(registered) >= 2
 
 

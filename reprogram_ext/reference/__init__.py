@@ -1,5 +1,5 @@
 """Pure-PyTorch reference implementations (test oracle and eager benchmark baseline)."""
-from .label_map import label_map_reference, mapped_cross_entropy_reference
-from .masked_perturb import masked_perturb_reference
+from ..ops.label_map.reference import label_map_reference, mapped_cross_entropy_reference
+from ..ops.masked_perturb.reference import masked_perturb_reference
 
 __all__ = ["masked_perturb_reference", "label_map_reference", "mapped_cross_entropy_reference"]

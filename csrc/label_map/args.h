@@ -1,0 +1,114 @@
+// Host-side checks of the label_map / mapped_cross_entropy op arguments (canonical form:
+// logits [N, S] contiguous, index int64 [T, K] contiguous with -1 padding, weight [T, K] in the
+// accumulation dtype or absent). The Python front end (reprogram_ext/_label_map_args.py) validates
+// user input with friendlier messages; these checks guard direct torch.ops callers.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "label_map/math.h"
+
+namespace reprogram_ext {
+namespace label_map {
+
+struct LabelMapArgs {
+  int64_t N, S, T, K;
+  int64_t reduce, pre;
+  bool weighted;
+};
+
+inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
+  return logits_type == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// `op` names the calling public op in error messages ("label_map" / "mapped_cross_entropy").
+inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits, const at::Tensor& index,
+                                        const std::optional<at::Tensor>& weight, int64_t reduce, int64_t pre) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), op, ": logits must be a contiguous [N, S] tensor, got ",
+              logits.sizes());
+  TORCH_CHECK(at::isFloatingType(logits.scalar_type()), op, ": logits must be floating, got ",
+              logits.scalar_type());
+  TORCH_CHECK(index.dim() == 2 && index.scalar_type() == at::kLong && index.is_contiguous(),
+              op, ": index must be a contiguous int64 [T, K] tensor, got ", index.scalar_type(), " ",
+              index.sizes());
+  TORCH_CHECK(index.device() == logits.device(), op, ": index and logits are on different devices");
+  TORCH_CHECK(reduce >= kSum && reduce <= kMax, op, ": bad reduce code ", reduce);
+  TORCH_CHECK(pre >= kPreNone && pre <= kPreLogSoftmax, op, ": bad pre code ", pre);
+  LabelMapArgs a;
+  a.N = logits.size(0);
+  a.S = logits.size(1);
+  a.T = index.size(0);
+  a.K = index.size(1);
+  a.reduce = reduce;
+  a.pre = pre;
+  a.weighted = weight.has_value();
+  TORCH_CHECK(a.K >= 1, op, ": index must have K >= 1 sources per target, got ", index.sizes());
+  if (a.weighted) {
+    const at::Tensor& w = *weight;
+    TORCH_CHECK(w.sizes() == index.sizes() && w.is_contiguous() &&
+                    w.scalar_type() == acc_scalar_type(logits.scalar_type()) && w.device() == logits.device(),
+                op, ": weight must be a contiguous ", acc_scalar_type(logits.scalar_type()), " ", index.sizes(),
+                " tensor on logits' device, got ", w.scalar_type(), " ", w.sizes());
+  }
+  // Values of CPU tensors are checked here (the Python front end leaves them to this check when the
+  // CPU kernels run, and checks device tensors itself); the messages are the front end's.
+  if (index.device().is_cpu()) {
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    for (int64_t t = 0; t < a.T; ++t) {
+      bool any = false;
+      for (int64_t k = 0; k < a.K; ++k) {
+        const int64_t s = idx[t * a.K + k];
+        TORCH_CHECK_VALUE(s >= -1 && s < a.S, op, ": index must hold source classes in [0, S=", a.S,
+                          ") or -1 (padding), got ", s, " at index[", t, ", ", k, "]");
+        any = any || s >= 0;
+      }
+      TORCH_CHECK_VALUE(any, op, ": index row ", t, " is an empty target group (every entry is -1); "
+                        "each target needs at least one source");
+    }
+  }
+  return a;
+}
+
+inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_t ignore_index) {
+  TORCH_CHECK(target.dim() == 1 && target.size(0) == a.N && target.scalar_type() == at::kLong &&
+                  target.is_contiguous(),
+              "mapped_cross_entropy: target must be a contiguous int64 [", a.N, "] tensor, got ", target.scalar_type(),
+              " ", target.sizes());
+  if (target.device().is_cpu()) {
+    const int64_t* y = target.const_data_ptr<int64_t>();
+    for (int64_t n = 0; n < a.N; ++n) {
+      TORCH_CHECK_VALUE(y[n] == ignore_index || (y[n] >= 0 && y[n] < a.T), "mapped_cross_entropy: target must hold ",
+                        "classes in [0, T=", a.T, ") or ignore_index (", ignore_index, "), got ", y[n], " at target[",
+                        n, "]");
+    }
+  }
+}
+
+// The saved forward results handed to label_map_backward: grad_out [N, T] of logits' dtype and,
+// when map_needs_lse(pre), row_lse [N, 2].
+inline void check_label_map_backward_args(const LabelMapArgs& p, const at::Tensor& logits, const at::Tensor& grad_out,
+                                          const at::Tensor& row_lse) {
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({p.N, p.T}) && grad_out.scalar_type() == logits.scalar_type(),
+              "label_map_backward: grad_out must be [", p.N, ", ", p.T, "] of logits' dtype");
+  TORCH_CHECK(!map_needs_lse(p.pre) || (row_lse.sizes() == at::IntArrayRef({p.N, 2}) && row_lse.is_contiguous()),
+              "label_map_backward: row_lse must be a contiguous [", p.N, ", 2] tensor");
+}
+
+// The saved forward results handed to mapped_cross_entropy_backward: grad_loss [N] and unit_grad
+// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_needs_lse(); returns that flag.
+inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
+                                          const at::Tensor& grad_loss, const at::Tensor& unit_grad,
+                                          const at::Tensor& dense) {
+  const auto acc = acc_scalar_type(logits_type);
+  TORCH_CHECK(grad_loss.sizes() == at::IntArrayRef({p.N}) && grad_loss.scalar_type() == acc,
+              "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
+  TORCH_CHECK(unit_grad.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad.scalar_type() == acc,
+              "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
+  const bool has_dense = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  TORCH_CHECK(!has_dense || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
+              "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
+  return has_dense;
+}
+
+}  // namespace label_map
+}  // namespace reprogram_ext

@@ -1,0 +1,169 @@
+// Host-side checks of masked_perturb's canonical 4-D arguments and their unpacking into the
+// plain structs the CPU and CUDA kernels take. The Python front end (reprogram_ext/masked_perturb.py)
+// validates user input with friendlier messages; these checks guard direct C++/torch.ops callers.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <array>
+#include <tuple>
+
+#include "masked_perturb/math.h"
+
+namespace reprogram_ext {
+
+struct MaskedPerturbArgs {
+  int64_t B, C, H, W;  // canvas
+  int64_t Cx;          // input channels (1 = grey, repeated over C)
+  int64_t Bd, Bm;      // delta / mask batch size (1 = shared by the batch)
+  bool has_mask;
+  Strides4 sx, sd, sm;  // element strides, 0 on broadcast dimensions
+  Placement pl;
+  Pointwise pw;
+};
+
+inline Strides4 broadcast_strides(const at::Tensor& t) {
+  auto st = [&](int d) { return t.size(d) == 1 ? int64_t(0) : t.stride(d); };
+  return Strides4{st(0), st(1), st(2), st(3)};
+}
+
+inline MaskedPerturbArgs make_masked_perturb_args(
+    const at::Tensor& x, const at::Tensor& delta, const std::optional<at::Tensor>& mask,
+    at::IntArrayRef offsets, const at::Tensor& norm, at::IntArrayRef resized_size, int64_t resize_mode,
+    int64_t activation, int64_t blend, bool normalize_before, bool normalize_after, bool has_clamp,
+    double clamp_lo, double clamp_hi, int64_t mask_scale) {
+  TORCH_CHECK(x.dim() == 4, "masked_perturb: x must be [B, Cx, H, W], got ", x.sizes());
+  TORCH_CHECK(delta.dim() == 4, "masked_perturb: delta must be [Bd, Cd, H, W], got ", delta.sizes());
+  TORCH_CHECK(at::isFloatingType(delta.scalar_type()), "masked_perturb: delta must be floating, got ",
+              delta.scalar_type());
+  TORCH_CHECK(x.scalar_type() == delta.scalar_type() || x.scalar_type() == at::kByte,
+              "masked_perturb: x must have delta's dtype (", delta.scalar_type(), ") or uint8, got ",
+              x.scalar_type());
+  TORCH_CHECK(x.device() == delta.device(), "masked_perturb: x and delta are on different devices");
+  TORCH_CHECK(resized_size.size() == 2, "masked_perturb: resized_size must have 2 entries");
+  TORCH_CHECK(resize_mode >= kResizeNone && resize_mode <= kResizeBilinear, "masked_perturb: bad resize_mode ",
+              resize_mode);
+  TORCH_CHECK(activation >= kActNone && activation <= kActSigmoid, "masked_perturb: bad activation ", activation);
+  TORCH_CHECK(blend == kBlendAdd || blend == kBlendReplace, "masked_perturb: bad blend ", blend);
+  TORCH_CHECK(mask_scale >= 1, "masked_perturb: mask_scale must be >= 1, got ", mask_scale);
+
+  MaskedPerturbArgs a;
+  a.B = x.size(0);
+  a.Cx = x.size(1);
+  a.Bd = delta.size(0);
+  a.C = delta.size(1);
+  a.H = delta.size(2);
+  a.W = delta.size(3);
+  if (a.C == 1) a.C = a.Cx;
+  TORCH_CHECK(a.Cx == 1 || a.Cx == a.C, "masked_perturb: x has ", a.Cx, " channels, expected 1 or ", a.C);
+  TORCH_CHECK(a.Bd == 1 || a.Bd == a.B, "masked_perturb: delta batch must be 1 or ", a.B, ", got ", a.Bd);
+  a.sx = broadcast_strides(x);
+  a.sd = broadcast_strides(delta);
+  a.has_mask = mask.has_value();
+  a.Bm = 1;
+  a.sm = Strides4{0, 0, 0, 0};
+  if (a.has_mask) {
+    const at::Tensor& mk = *mask;
+    TORCH_CHECK(mk.dim() == 4, "masked_perturb: mask must be [Bm, Cm, Hm, Wm], got ", mk.sizes());
+    TORCH_CHECK(mk.scalar_type() == delta.scalar_type(), "masked_perturb: mask must have delta's dtype");
+    TORCH_CHECK(mk.device() == delta.device(), "masked_perturb: mask and delta are on different devices");
+    const int64_t Hm = (a.H + mask_scale - 1) / mask_scale, Wm = (a.W + mask_scale - 1) / mask_scale;
+    TORCH_CHECK((mk.size(0) == 1 || mk.size(0) == a.B) && (mk.size(1) == 1 || mk.size(1) == a.C) &&
+                    (mk.size(2) == 1 || mk.size(2) == Hm) && (mk.size(3) == 1 || mk.size(3) == Wm),
+                "masked_perturb: mask ", mk.sizes(), " does not broadcast to [", a.B, ", ", a.C, ", ", Hm, ", ", Wm,
+                "]");
+    a.Bm = mk.size(0);
+    a.sm = broadcast_strides(mk);
+  }
+  TORCH_CHECK(offsets.size() % 2 == 0, "masked_perturb: offsets must hold (oy, ox) pairs, got ", offsets.size(),
+              " values");
+  TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.dim() == 2 && norm.size(0) == 2 && norm.size(1) == a.C &&
+                  norm.is_contiguous() && norm.device() == delta.device(),
+              "masked_perturb: norm must be a contiguous float32 [2, ", a.C, "] tensor on delta's device");
+  a.pl.Hin = x.size(2);
+  a.pl.Win = x.size(3);
+  a.pl.Hr = resized_size[0];
+  a.pl.Wr = resized_size[1];
+  TORCH_CHECK(a.pl.Hr >= 0 && a.pl.Wr >= 0, "masked_perturb: negative resized_size");
+  if (resize_mode == kResizeNone) {
+    TORCH_CHECK(a.pl.Hr == a.pl.Hin && a.pl.Wr == a.pl.Win, "masked_perturb: resized_size must equal x's size "
+                "when resize_mode is none");
+  } else {
+    TORCH_CHECK(a.pl.Hin > 0 && a.pl.Win > 0, "masked_perturb: cannot resize an empty input");
+  }
+  a.pl.resize_mode = resize_mode;
+  a.pl.num_copies = static_cast<int64_t>(offsets.size() / 2);
+  a.pl.offsets = offsets.data();  // host memory: the CUDA op points this at a device copy
+  a.pw.activation = activation;
+  a.pw.blend = blend;
+  a.pw.normalize_before = normalize_before;
+  a.pw.normalize_after = normalize_after;
+  a.pw.has_clamp = has_clamp;
+  a.pw.clamp_lo = clamp_lo;
+  a.pw.clamp_hi = clamp_hi;
+  a.pw.mask_scale = mask_scale;
+  return a;
+}
+
+// Calls f(scalar_t{}, x_t{}) for delta's dtype scalar_t (float16/bfloat16/float32/float64) and
+// x_t = scalar_t or uint8: the dtype pairs every masked_perturb kernel is instantiated for.
+template <typename F>
+void dispatch_masked_perturb_types(const at::Tensor& x, const at::Tensor& delta, F&& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, delta.scalar_type(), "masked_perturb", [&] {
+    if (x.scalar_type() == at::kByte) {
+      f(scalar_t(), uint8_t());
+    } else {
+      f(scalar_t(), scalar_t());
+    }
+  });
+}
+
+// The float32 outputs of masked_perturb_backward, as the kernels fill them:
+//   delta  [Bd > 1 ? B : chunks, C, H, W]  per-sample gradient, or one partial sum per batch chunk
+//   mask   [Bm > 1 ? B : chunks, C, H, W]  the same for the mask (at canvas resolution)
+//   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u
+// An output not asked for is an empty tensor (and its pointer for the kernel is null).
+struct MaskedPerturbGrads {
+  at::Tensor delta, mask, placed;
+  int64_t chunks;  // reduction_chunks(B, C * H * W): batch chunks of the delta / mask sums
+
+  float* delta_ptr() { return delta.numel() ? delta.mutable_data_ptr<float>() : nullptr; }
+  float* mask_ptr() { return mask.numel() ? mask.mutable_data_ptr<float>() : nullptr; }
+  float* placed_ptr() { return placed.numel() ? placed.mutable_data_ptr<float>() : nullptr; }
+};
+
+// Checks grad_out against the canvas and allocates the gradients the kernels write (zeros of the
+// final shape when the batch is empty).
+inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs& A, const at::Tensor& grad_out,
+                                                        const at::Tensor& delta, std::array<bool, 3> needs) {
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({A.B, A.C, A.H, A.W}) &&
+                  grad_out.scalar_type() == delta.scalar_type() && grad_out.device() == delta.device(),
+              "masked_perturb_backward: grad_out must be [", A.B, ", ", A.C, ", ", A.H, ", ", A.W,
+              "] of delta's dtype on delta's device, got ", grad_out.sizes(), " ", grad_out.scalar_type());
+  const auto f32 = delta.options().dtype(at::kFloat);
+  const bool need_mask = needs[1] && A.has_mask;
+  MaskedPerturbGrads g;
+  g.chunks = reduction_chunks(A.B, A.C * A.H * A.W);
+  g.delta = needs[0] ? at::empty({A.Bd > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  g.mask = need_mask ? at::empty({A.Bm > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  g.placed = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  if (A.B == 0) {
+    if (needs[0]) g.delta = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
+    if (need_mask) g.mask = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
+  }
+  return g;
+}
+
+// After the kernel: sums the batch-chunk partials of a shared (batch-1) delta / mask gradient
+// in a fixed order (deterministic), giving [1, C, H, W].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grads(const MaskedPerturbArgs& A,
+                                                                                  MaskedPerturbGrads g) {
+  if (A.B > 0 && g.chunks > 1) {
+    if (g.delta.numel() && A.Bd == 1) g.delta = g.delta.sum(0, /*keepdim=*/true);
+    if (g.mask.numel() && A.Bm == 1) g.mask = g.mask.sum(0, /*keepdim=*/true);
+  }
+  return {g.delta, g.mask, g.placed};
+}
+
+}  // namespace reprogram_ext

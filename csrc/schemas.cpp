@@ -1,0 +1,56 @@
+// Every schema of the reprogram_ext op library, forward and backward, in one TORCH_LIBRARY block.
+// Each op's kernels are registered per device in csrc/<op>/cpu.cpp and csrc/<op>/cuda.cu
+// (TORCH_LIBRARY_IMPL), its autograd in csrc/<op>/autograd.cpp; fake (meta) kernels come from
+// Python (reprogram_ext/ops/<op>/autograd.py).
+#include <torch/library.h>
+
+#include "runtime/cpu_block_cache.h"
+
+
+TORCH_LIBRARY(reprogram_ext, m) {
+  // Frees the C++ CPU kernels' cache of large output blocks (csrc/runtime/cpu_block_cache.h).
+  m.def("empty_cpu_cache() -> ()", &reprogram_ext::empty_cpu_cache);
+
+  // ---- masked_perturb (SPEC §1). Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1.
+  // offsets: (oy, ox) of every copy, flattened; norm: float32 [2, C] = (mean, 1 / std).
+  // resize_mode 0 none / 1 nearest / 2 bilinear; activation 0 none / 1 tanh / 2 sigmoid;
+  // blend 0 add / 1 replace.
+  m.def(
+      "masked_perturb_forward(Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, "
+      "int[] resized_size, int resize_mode, int activation, int blend, bool normalize_before, "
+      "bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, int mask_scale) -> Tensor");
+  // Returns float32 (grad_delta [Bd, C, H, W] summed over the batch when Bd == 1,
+  //                  grad_mask  [Bm, C, H, W] at canvas resolution, summed over the batch when Bm == 1,
+  //                  grad_placed [B, C, H, W]: gradient w.r.t. the raw placed input u);
+  // an output not asked for by needs = [delta, mask, input] is an empty tensor.
+  m.def(
+      "masked_perturb_backward(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, "
+      "Tensor norm, int[] resized_size, int resize_mode, int activation, int blend, bool normalize_before, "
+      "bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, int mask_scale, bool[3] needs) "
+      "-> (Tensor, Tensor, Tensor)");
+
+  // ---- label_map / mapped_cross_entropy (SPEC §2): schemas below this line.
+  // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight
+  // [T, K] in the accumulation dtype (float32, float64 for float64 logits) or None.
+  // reduce 0 sum / 1 mean / 2 max; pre 0 none / 1 softmax / 2 log_softmax.
+  // Forward returns (out [N, T] in logits' dtype, row_lse [N, 2] accumulation dtype: each row's
+  // log-sum-exp as (max, log sum exp(x - max)), or [0] when pre is none). Backward returns (grad_logits [N, S] in logits' dtype,
+  // grad_weight [T, K] accumulation dtype, or [0] unless need_weight_grad and weight is given).
+  m.def("label_map_forward(Tensor logits, Tensor index, Tensor? weight, int reduce, int pre) -> (Tensor, Tensor)");
+  m.def(
+      "label_map_backward(Tensor grad_out, Tensor logits, Tensor index, Tensor? weight, Tensor row_lse, "
+      "int reduce, int pre, bool need_weight_grad) -> (Tensor, Tensor)");
+  // Per-row cross-entropy on the mapped logits. Forward returns (loss [N], 0 where target ==
+  // ignore_index; unit_grad [N, T, K]: d loss_n / d x[n, index[t, k]] through entry (t, k) for a
+  // unit upstream gradient; dense [N, 3] = (row max, row log-sum, D) with d loss_n / d x[n, j] including
+  // -D * softmax(x[n])_j, or [0] when that term vanishes), all in the accumulation dtype.
+  // The backward scales them by grad_loss [N]; it reads logits only for the weight gradient or
+  // the dense term.
+  m.def(
+      "mapped_cross_entropy_forward(Tensor logits, Tensor target, Tensor index, Tensor? weight, int reduce, "
+      "int pre, float label_smoothing, int ignore_index) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "mapped_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor index, "
+      "Tensor? weight, Tensor unit_grad, Tensor dense, int reduce, int pre, float label_smoothing, "
+      "int ignore_index, bool need_weight_grad) -> (Tensor, Tensor)");
+}

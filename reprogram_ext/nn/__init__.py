@@ -1,0 +1,13 @@
+"""Drop-in nn layers for model reprogramming (SPEC §4).
+
+Input side: ``PaddingPrompt`` (ILM-VP / Elsayed / BAR / AutoVP), ``AdditivePrompt`` (full-image
+watermark, Bahng's pad and patch prompters), ``SampleSpecificMaskPrompt`` (SMM),
+``TimeSeriesPrompt`` (Voice2Series). Output side: ``LabelMapping``. Glue: ``Reprogrammer``.
+"""
+from .label_mapping import LabelMapping
+from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
+from .reprogrammer import Reprogrammer
+from .sample_specific import SampleSpecificMaskPrompt
+
+__all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
+           "Reprogrammer"]

@@ -1,0 +1,114 @@
+"""Fake (meta) kernels of the label_map / mapped_cross_entropy ops, and autograd of the Triton ones.
+
+The backward of each forward op is its registered backward op (compiled or Triton):
+``label_map_backward`` / ``mapped_cross_entropy_backward`` return the logits gradient and the
+sparse weight gradient. The forward ops' auxiliary outputs (label_map's ``row_lse``;
+mapped_cross_entropy's ``unit_grad`` and ``dense``) are saved for them and have no gradient.
+"""
+from __future__ import annotations
+
+import torch
+
+from .args import accumulation_dtype
+
+
+def _acc_empty(logits: torch.Tensor, *shape) -> torch.Tensor:
+    return logits.new_empty(shape, dtype=accumulation_dtype(logits.dtype))
+
+
+def _map_needs_lse(pre: int) -> bool:
+    return pre != 0
+
+
+def ce_needs_lse(pre: int, reduce: int, weighted: bool) -> bool:
+    """Mirror of csrc/common/label_map_math.h ce_needs_lse: log_softmax with sum, or weighted max."""
+    return pre == 2 and (reduce == 0 or (reduce == 2 and weighted))
+
+
+def fake_label_map_forward(logits, index, weight, reduce, pre):
+    N = logits.shape[0]
+    return logits.new_empty((N, index.shape[0])), _acc_empty(logits, *((N, 2) if _map_needs_lse(pre) else (0,)))
+
+
+def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad):
+    need_w = need_weight_grad and weight is not None
+    return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
+
+
+def fake_ce_forward(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index):
+    N = logits.shape[0]
+    dense = (N, 3) if ce_needs_lse(pre, reduce, weight is not None) else (0,)
+    return _acc_empty(logits, N), _acc_empty(logits, N, *index.shape), _acc_empty(logits, *dense)
+
+
+def fake_ce_backward(grad_loss, logits, target, index, weight, unit_grad, dense, reduce, pre, label_smoothing,
+                     ignore_index, need_weight_grad):
+    need_w = need_weight_grad and weight is not None
+    return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
+
+
+def _weight_grad(gw, weight, needed):
+    return gw if needed and weight is not None else None
+
+
+def _label_map_setup(ctx, inputs, output):
+    logits, index, weight, reduce, pre = inputs
+    ctx.reduce, ctx.pre = reduce, pre
+    ctx.set_materialize_grads(False)  # no zero tensors for the auxiliary outputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(logits, index, weight, output[1])
+
+
+def make_label_map_backward(backward_op):
+    def backward(ctx, grad_out, _grad_row_lse):
+        if grad_out is None:  # the output took no part in the loss
+            return None, None, None, None, None
+        logits, index, weight, row_lse = ctx.saved_tensors
+        need_w = weight is not None and ctx.needs_input_grad[2]
+        grad, gw = backward_op(grad_out.contiguous(), logits, index, weight, row_lse, ctx.reduce, ctx.pre, need_w)
+        return grad, None, _weight_grad(gw, weight, need_w), None, None
+
+    return backward
+
+
+def _ce_setup(ctx, inputs, output):
+    logits, target, index, weight, reduce, pre, label_smoothing, ignore_index = inputs
+    ctx.options = (reduce, pre, label_smoothing, ignore_index)
+    ctx.set_materialize_grads(False)  # no zero tensors for the auxiliary outputs
+    ctx.mark_non_differentiable(output[1], output[2])
+    ctx.save_for_backward(logits, target, index, weight, output[1], output[2])
+
+
+def make_ce_backward(backward_op):
+    def backward(ctx, grad_loss, _grad_unit, _grad_dense):
+        if grad_loss is None:  # the loss took no part in the result
+            return (None,) * 8
+        logits, target, index, weight, unit_grad, dense = ctx.saved_tensors
+        need_w = weight is not None and ctx.needs_input_grad[3]
+        grad, gw = backward_op(grad_loss.contiguous(), logits, target, index, weight, unit_grad, dense, *ctx.options,
+                               need_w)
+        return grad, None, None, _weight_grad(gw, weight, need_w), None, None, None, None
+
+    return backward
+
+
+def register_fakes(namespace: str = "reprogram_ext") -> None:
+    """Fake kernels of the compiled ops (Triton ops get theirs from torch.library.triton_op)."""
+    torch.library.register_fake(f"{namespace}::label_map_forward")(fake_label_map_forward)
+    torch.library.register_fake(f"{namespace}::label_map_backward")(fake_label_map_backward)
+    torch.library.register_fake(f"{namespace}::mapped_cross_entropy_forward")(fake_ce_forward)
+    torch.library.register_fake(f"{namespace}::mapped_cross_entropy_backward")(fake_ce_backward)
+
+
+def register_autograd(label_map_forward: str, label_map_backward, ce_forward: str, ce_backward) -> None:
+    """Autograd of a backend's forward ops (qualified names), backed by its backward ops (op objects)."""
+    torch.library.register_autograd(label_map_forward, make_label_map_backward(label_map_backward),
+                                    setup_context=_label_map_setup)
+    torch.library.register_autograd(ce_forward, make_ce_backward(ce_backward), setup_context=_ce_setup)
+
+
+def register_compiled() -> None:
+    """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
+    (csrc/label_map_autograd.cpp, the same contract as ``register_autograd``): these ops run per
+    step on small tensors, where this module's Python wrapper cost as much as the kernels."""
+    register_fakes()

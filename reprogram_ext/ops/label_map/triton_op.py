@@ -1,0 +1,199 @@
+"""Triton backend of label_map and mapped_cross_entropy: the ops
+``reprogram_ext::label_map_{forward,backward}_triton`` and
+``reprogram_ext::mapped_cross_entropy_{forward,backward}_triton``, with the schemas and results of
+the compiled ops (csrc/registration.cpp). Kernels: ``_label_map_kernels.py``.
+
+Imported lazily on the first ``backend="triton"`` call (TRITON_INTERPRET must be set before
+triton is imported). On CUDA tensors the kernels run on the current stream; on CPU tensors under
+the Triton interpreter.
+
+Launch plan: one program per row for the per-target math (forward, gradient coefficients); the
+backward fills the gradient row (zero or -D * softmax) in [row, block] programs, then a per-row
+program adds each source's summed coefficients (segmented scan over the entries sorted by
+source: deterministic, no atomics). The sorted order needs one block of next_pow2(T*K) lanes.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import wrap_triton
+
+from . import autograd as registration
+from .autograd import ce_needs_lse
+from . import triton_kernels as kernels
+
+MAX_SORTED_ENTRIES = 1 << 14  # T*K handled by the one-block segmented scan
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _acc_torch(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _blocks(S: int, T: int, K: int, device: torch.device) -> dict:
+    """Tile sizes: a [BLOCK_T, BLOCK_K] mapping tile of <= 1024 entries, BLOCK_S row blocks."""
+    block_k = triton.next_power_of_2(K)
+    block_t = max(1, min(triton.next_power_of_2(T), 1024 // block_k))
+    block_s = 1024 if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
+    return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
+
+
+def _check(logits: Tensor, index: Tensor, weight: Optional[Tensor]) -> None:
+    """The shape/dtype checks of make_label_map_args (values are checked by the Python front end)."""
+    torch._check(logits.dim() == 2 and logits.is_contiguous(), lambda: "label_map: logits must be contiguous [N, S]")
+    torch._check(index.dim() == 2 and index.dtype == torch.int64 and index.is_contiguous(),
+                 lambda: "label_map: index must be a contiguous int64 [T, K] tensor")
+    torch._check(index.shape[0] * index.shape[1] <= MAX_SORTED_ENTRIES,
+                 lambda: f"label_map (triton): T*K must be <= {MAX_SORTED_ENTRIES}, got {tuple(index.shape)}")
+    if weight is not None:
+        torch._check(weight.shape == index.shape and weight.dtype == _acc_torch(logits.dtype),
+                     lambda: "label_map: weight must be [T, K] in the accumulation dtype")
+
+
+def _sorted_entries(index: Tensor) -> Tuple[Tensor, Tensor]:
+    """The flat index entries sorted by source (stable: ties keep (t, k) order), and their positions."""
+    sorted_src, perm = torch.sort(index.reshape(-1), stable=True)
+    return sorted_src.contiguous(), perm.contiguous()
+
+
+def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: Optional[Tensor],
+                    dense_coef: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
+    """grad[n] = -dense_coef[n] * softmax(x[n]) (or 0) + scale[n] * scatter of coefficients[n]."""
+    N, S = logits.shape
+    TK = index.numel()
+    grad = torch.empty_like(logits)
+    if N == 0:
+        return grad
+    acc = _acc(logits.dtype)
+    block_s = _blocks(S, 1, 1, logits.device)["BLOCK_S"]
+    dense = dense_coef is not None
+    wrap_triton(kernels.dense_fill_kernel)[(N, triton.cdiv(S, block_s))](
+        logits, stats if dense else logits, dense_coef if dense else logits, grad, S,
+        stats.shape[1] if dense else 0, DENSE=dense, BLOCK_S=block_s, ACC=acc)
+    sorted_src, perm = _sorted_entries(index)
+    wrap_triton(kernels.scatter_sorted_kernel)[(N,)](
+        coefficients, scale if scale is not None else coefficients, sorted_src, perm, grad, S, TK,
+        HAS_SCALE=scale is not None, BLOCK_E=triton.next_power_of_2(TK), ACC=acc)
+    return grad
+
+
+def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: int,
+                             pre: int) -> Tuple[Tensor, Tensor]:
+    _check(logits, index, weight)
+    N, S = logits.shape
+    T, K = index.shape
+    out = logits.new_empty((N, T))
+    stats = logits.new_empty((N, 2) if pre != 0 else (0,), dtype=_acc_torch(logits.dtype))
+    if N > 0:
+        wrap_triton(kernels.label_map_forward_kernel)[(N,)](
+            logits, index, weight if weight is not None else logits, out, stats if pre != 0 else out, S, T, K,
+            REDUCE=reduce, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype),
+            **_blocks(S, T, K, logits.device))
+    return out, stats
+
+
+def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, weight: Optional[Tensor],
+                              row_lse: Tensor, reduce: int, pre: int,
+                              need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
+    _check(logits, index, weight)
+    N, S = logits.shape
+    T, K = index.shape
+    acc = _acc_torch(logits.dtype)
+    need_w = need_weight_grad and weight is not None
+    a = logits.new_empty((N, T, K), dtype=acc)
+    gw_rows = logits.new_empty((N, T, K) if need_w else (0,), dtype=acc)
+    if N > 0:
+        wrap_triton(kernels.label_map_coefficients_kernel)[(N,)](
+            grad_out.contiguous(), logits, index, weight if weight is not None else logits,
+            row_lse if pre != 0 else logits, a, gw_rows if need_w else a, S, T, K,
+            REDUCE=reduce, PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
+            BLOCK_T=_blocks(S, T, K, logits.device)["BLOCK_T"], BLOCK_K=triton.next_power_of_2(K))
+    dense_coef = a.sum(dim=(1, 2)) if pre != 0 else None  # D = sum of the row's coefficients
+    grad = _write_gradient(logits, index, a, row_lse if pre != 0 else None, dense_coef, None)
+    gw = gw_rows.sum(0) if need_w else gw_rows
+    return grad, gw
+
+
+def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, reduce, pre, label_smoothing,
+               ignore_index, weight_grad: bool) -> None:
+    N, S = logits.shape
+    T, K = index.shape
+    if N == 0:
+        return
+    wrap_triton(kernels.mapped_ce_kernel)[(N,)](
+        logits, target, index, weight if weight is not None else logits, scale, stats, loss, a, dense,
+        S, T, K, ignore_index, EPS=float(label_smoothing), REDUCE=reduce, PRE=pre, HAS_W=weight is not None,
+        NEED_LSE=ce_needs_lse(pre, reduce, weight is not None), WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype),
+        **_blocks(S, T, K, logits.device))
+
+
+def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
+                                        reduce: int, pre: int, label_smoothing: float,
+                                        ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
+    _check(logits, index, weight)
+    N = logits.shape[0]
+    T, K = index.shape
+    acc = _acc_torch(logits.dtype)
+    loss = logits.new_empty((N,), dtype=acc)
+    unit_grad = logits.new_empty((N, T, K), dtype=acc)
+    dense = logits.new_empty((N, 3) if ce_needs_lse(pre, reduce, weight is not None) else (0,), dtype=acc)
+    _ce_launch(logits, target, index, weight, loss, loss, loss, unit_grad, dense if dense.numel() else loss,
+               reduce, pre, label_smoothing, ignore_index, weight_grad=False)
+    return loss, unit_grad, dense
+
+
+def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, target: Tensor, index: Tensor,
+                                         weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: int,
+                                         pre: int, label_smoothing: float, ignore_index: int,
+                                         need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
+    _check(logits, index, weight)
+    N = logits.shape[0]
+    T, K = index.shape
+    need_w = need_weight_grad and weight is not None
+    has_dense = ce_needs_lse(pre, reduce, weight is not None)
+    grad_loss = grad_loss.contiguous()
+    dense_coef = grad_loss * dense[:, 2] if has_dense else None
+    grad = _write_gradient(logits, index, unit_grad.contiguous(), dense if has_dense else None, dense_coef, grad_loss)
+    gw_rows = logits.new_empty((N, T, K) if need_w else (0,), dtype=_acc_torch(logits.dtype))
+    if need_w:
+        _ce_launch(logits, target, index, weight, grad_loss, dense if has_dense else grad_loss, grad_loss, gw_rows,
+                   grad_loss, reduce, pre, label_smoothing, ignore_index, weight_grad=True)
+    return grad, gw_rows.sum(0) if need_w else gw_rows
+
+
+def forward_ops():
+    """(label_map_forward, mapped_cross_entropy_forward) of the Triton backend."""
+    return torch.ops.reprogram_ext.label_map_forward_triton, torch.ops.reprogram_ext.mapped_cross_entropy_forward_triton
+
+
+def _define_ops() -> None:
+    """Defines the four ops with ``torch.library.triton_op`` (torch.compile sees the launches). Under
+    TRITON_INTERPRET=1 the kernels are interpreted functions that wrap_triton cannot trace (tracing
+    would run them on fake tensors), so the ops are opaque ``custom_op``s with the same bodies and
+    the fake kernels of the compiled ops instead."""
+    traceable = isinstance(kernels.mapped_ce_kernel, triton.runtime.JITFunction)
+    define = torch.library.triton_op if traceable else torch.library.custom_op
+    fakes = {
+        "label_map_forward": (label_map_forward_triton, registration.fake_label_map_forward),
+        "label_map_backward": (label_map_backward_triton, registration.fake_label_map_backward),
+        "mapped_cross_entropy_forward": (mapped_cross_entropy_forward_triton, registration.fake_ce_forward),
+        "mapped_cross_entropy_backward": (mapped_cross_entropy_backward_triton, registration.fake_ce_backward),
+    }
+    for name, (fn, fake) in fakes.items():
+        op = define(f"reprogram_ext::{name}_triton", mutates_args=())(fn)
+        if not traceable:
+            op.register_fake(fake)
+    ops = torch.ops.reprogram_ext
+    registration.register_autograd("reprogram_ext::label_map_forward_triton", ops.label_map_backward_triton,
+                                   "reprogram_ext::mapped_cross_entropy_forward_triton",
+                                   ops.mapped_cross_entropy_backward_triton)
+
+
+_define_ops()

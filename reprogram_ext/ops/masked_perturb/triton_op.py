@@ -1,0 +1,298 @@
+"""Triton backend of masked_perturb: the ops ``reprogram_ext::masked_perturb_forward_triton`` and
+``reprogram_ext::masked_perturb_backward_triton``, with the schemas and results of the C++ ops
+``masked_perturb_forward`` / ``masked_perturb_backward`` (csrc/registration.cpp): canonical
+[B, C, H, W] layout, stride-aware x / delta / mask with size-1 broadcast dims, (oy, ox) offsets of
+copies that add, float32 norm [2, C] = (mean, 1 / std). The backward returns float32
+canvas-resolution partials (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
+its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
+rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
+Kernels and formula: ``_masked_perturb_kernels.py``.
+
+The ops are defined when this module is first imported, which ``reprogram_ext.masked_perturb`` does
+on the first ``backend="triton"`` call (triton is never imported with the package: TRITON_INTERPRET
+must be set before triton's import). They run on CUDA tensors, and on CPU tensors under
+TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, NamedTuple, Optional
+
+import torch
+import triton
+
+from .autograd import register
+from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
+
+FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
+BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
+# The schemas of csrc/registration.cpp (masked_perturb_forward / masked_perturb_backward).
+_OPTIONS_SCHEMA = ("Tensor norm, int[] resized_size, int resize_mode, int activation, int blend, "
+                   "bool normalize_before, bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, "
+                   "int mask_scale")
+FORWARD_SCHEMA = f"(Tensor x, Tensor delta, Tensor? mask, int[] offsets, {_OPTIONS_SCHEMA}) -> Tensor"
+BACKWARD_SCHEMA = (f"(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, {_OPTIONS_SCHEMA}, "
+                   "bool[3] needs) -> (Tensor, Tensor, Tensor)")
+
+NUM_WARPS = 4
+# Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
+FORWARD_TARGET_PROGRAMS = 1024
+# The Triton interpreter runs programs one after another in Python (~1 ms per jit-helper call), so on
+# CPU tensors it runs fewer, larger programs. The per-element code is the same; the forward still
+# gets several chunks and the backward the chunks of reduction_chunks() (a function of the shape).
+INTERPRETER_BLOCK = 2048
+INTERPRETER_FORWARD_TARGET_PROGRAMS = 8
+# reduction_chunks() of masked_perturb_math.h: ~64k independent (chunk, position) work items.
+REDUCTION_TARGET_ITEMS = 1 << 16
+
+
+def reduction_chunks(B: int, positions: int) -> int:
+    """Batch chunks of the deterministic backward reduction: reduction_chunks() of masked_perturb_math.h
+    (a function of the shape only, so every backend sums in the same order)."""
+    if B <= 1 or positions <= 0:
+        return 1
+    return max(1, min(B, -(-REDUCTION_TARGET_ITEMS // positions)))
+
+
+def _on_gpu(device: torch.device) -> bool:
+    """GPU launch configuration: CUDA tensors, and meta tensors (launches planned for the AOT checks)."""
+    return device.type != "cpu"
+
+
+def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> int:
+    """Batch chunks of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS), each
+    reusing its activated delta, mask and placement indices for as many samples as possible."""
+    target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
+    return max(1, min(B, -(-target // max(programs_per_sample, 1))))
+
+
+def block_size(dtype: torch.dtype, device: torch.device) -> int:
+    """Positions per program: on GPUs 16 bytes of delta/out per thread (one 128-bit access) with
+    NUM_WARPS warps; INTERPRETER_BLOCK under the interpreter."""
+    if not _on_gpu(device):
+        return INTERPRETER_BLOCK
+    return NUM_WARPS * 32 * (16 // dtype.itemsize)
+
+
+def _broadcast_strides(t: torch.Tensor) -> list:
+    """Element strides of a 4-D view, 0 on size-1 (broadcast) dims."""
+    return [0 if n == 1 else s for n, s in zip(t.shape, t.stride())]
+
+
+def _plane_is_flat(t: torch.Tensor, H: int, W: int) -> bool:
+    """Whether t[b, c] is the contiguous H x W canvas plane, so element (h, w) is at h*W + w."""
+    return tuple(t.shape[2:]) == (H, W) and (H == 1 or t.stride(2) == W) and (W == 1 or t.stride(3) == 1)
+
+
+def _check(cond: bool, message: str, error=ValueError) -> None:
+    if not cond:
+        raise error(f"masked_perturb (triton): {message}")
+
+
+def _max_plane_offset(t: torch.Tensor) -> int:
+    return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
+
+
+def _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, mask_scale):
+    """The checks make_masked_perturb_args does for the C++ ops; returns the canvas (B, C, H, W)."""
+    _check(x.dim() == 4, f"x must be [B, Cx, H, W], got shape {tuple(x.shape)}")
+    _check(delta.dim() == 4, f"delta must be [Bd, Cd, H, W], got shape {tuple(delta.shape)}")
+    _check(delta.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+           f"delta must be floating, got {delta.dtype}", TypeError)
+    _check(x.dtype in (delta.dtype, torch.uint8), f"x must have delta's dtype ({delta.dtype}) or uint8, got {x.dtype}",
+           TypeError)
+    _check(x.device == delta.device, f"x is on {x.device} but delta is on {delta.device}")
+    if delta.device.type not in ("cuda", "meta"):  # meta: launch planning for the AOT checks
+        _check(os.environ.get("TRITON_INTERPRET") == "1",
+               f"tensors on {delta.device} need TRITON_INTERPRET=1 (the Triton interpreter), or use CUDA tensors",
+               RuntimeError)
+    B, Cx, Hin, Win = x.shape
+    Bd, Cd, H, W = delta.shape
+    C = Cx if Cd == 1 else Cd
+    _check(Cx in (1, C), f"x has {Cx} channels, expected 1 or {C}")
+    _check(Bd in (1, B), f"delta batch must be 1 or {B}, got {Bd}")
+    _check(isinstance(mask_scale, int) and mask_scale >= 1, f"mask_scale must be >= 1, got {mask_scale}")
+    if mask is not None:
+        Hm, Wm = -(-H // mask_scale), -(-W // mask_scale)
+        _check(mask.dim() == 4, f"mask must be [Bm, Cm, Hm, Wm], got shape {tuple(mask.shape)}")
+        _check(mask.dtype == delta.dtype, f"mask must have delta's dtype ({delta.dtype}), got {mask.dtype}", TypeError)
+        _check(mask.device == delta.device, f"mask is on {mask.device} but delta is on {delta.device}")
+        _check(mask.shape[0] in (1, B) and mask.shape[1] in (1, C) and mask.shape[2] in (1, Hm)
+               and mask.shape[3] in (1, Wm), f"mask {tuple(mask.shape)} does not broadcast to [{B}, {C}, {Hm}, {Wm}]")
+    _check(len(offsets) % 2 == 0, f"offsets must hold (oy, ox) pairs, got {len(offsets)} values")
+    _check(norm.dtype == torch.float32 and tuple(norm.shape) == (2, C) and norm.is_contiguous()
+           and norm.device == delta.device, f"norm must be a contiguous float32 [2, {C}] tensor on delta's device, "
+           f"got {norm.dtype} {tuple(norm.shape)} on {norm.device}")
+    _check(len(resized_size) == 2, f"resized_size must have 2 entries, got {list(resized_size)}")
+    Hr, Wr = resized_size
+    _check(Hr >= 0 and Wr >= 0, f"resized_size must be non-negative, got {list(resized_size)}")
+    _check(resize_mode in (0, 1, 2), f"resize_mode must be 0 (none), 1 (nearest) or 2 (bilinear), got {resize_mode}")
+    if resize_mode == 0:
+        _check((Hr, Wr) == (Hin, Win), f"resized_size {list(resized_size)} must equal x's size {[Hin, Win]} "
+               "when resize_mode is none")
+    else:
+        _check(Hin > 0 and Win > 0, "cannot resize an empty input")
+    _check(activation in (0, 1, 2), f"activation must be 0 (none), 1 (tanh) or 2 (sigmoid), got {activation}")
+    _check(blend in (0, 1), f"blend must be 0 (add) or 1 (replace), got {blend}")
+    for name, t in (("x", x), ("delta", delta), ("mask", mask)):  # in-plane offsets are 32-bit in the kernels
+        _check(t is None or _max_plane_offset(t) < 2**31, f"{name}'s spatial extent exceeds 2^31 elements")
+    _check(H * W < 2**31, f"the canvas {H} x {W} exceeds 2^31 elements")
+    return B, C, H, W
+
+
+class Launch(NamedTuple):
+    """One kernel launch: number of programs and every kernel argument by name."""
+
+    programs: int
+    args: dict
+
+
+def _shared_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                      normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale) -> dict:
+    """The arguments both kernels take after their pointers and before `chunks` is known, by name."""
+    B, C, H, W = _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                                  mask_scale)
+    num_copies = len(offsets) // 2
+    if num_copies == 1:
+        oy0, ox0, offsets_t = offsets[0], offsets[1], None
+    elif num_copies == 0:  # no copy: one copy below the canvas covers nothing
+        oy0, ox0, offsets_t = H, 0, None
+    else:
+        oy0, ox0 = 0, 0
+        offsets_t = torch.tensor(list(offsets), dtype=torch.int32, device=delta.device)
+    one_copy = offsets_t is None
+    sm = _broadcast_strides(mask) if mask is not None else [0, 0, 0, 0]
+    return dict(
+        x_ptr=x, delta_ptr=delta, mask_ptr=mask, norm_ptr=norm, offsets_ptr=offsets_t, B=B, C=C, H=H, W=W,
+        **dict(zip(("sxb", "sxc", "sxh", "sxw"), _broadcast_strides(x))),
+        **dict(zip(("sdb", "sdc", "sdh", "sdw"), _broadcast_strides(delta))),
+        **dict(zip(("smb", "smc", "smh", "smw"), sm)),
+        Hin=x.shape[2], Win=x.shape[3], Hr=resized_size[0], Wr=resized_size[1], oy0=oy0, ox0=ox0,
+        num_copies=num_copies, mask_scale=mask_scale, clamp_lo=float(clamp_lo), clamp_hi=float(clamp_hi),
+        RESIZE=resize_mode, ACTIVATION=activation, REPLACE=blend == 1, NORM_BEFORE=bool(normalize_before),
+        NORM_AFTER=bool(normalize_after), HAS_CLAMP=bool(has_clamp), ONE_COPY=one_copy,
+        X_FLAT=one_copy and (oy0, ox0) == (0, 0) and resize_mode == 0 and _plane_is_flat(x, H, W),
+        DELTA_FLAT=_plane_is_flat(delta, H, W),
+        MASK_FLAT=mask is not None and mask_scale == 1 and _plane_is_flat(mask, H, W),
+        DELTA_PER_SAMPLE=delta.shape[0] > 1, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
+        BLOCK=block_size(delta.dtype, delta.device),
+    )
+
+
+def _programs_per_sample(args: dict) -> int:
+    return args["C"] * triton.cdiv(args["H"] * args["W"], args["BLOCK"])
+
+
+def plan_forward(x, delta, mask, offsets, norm, *options) -> tuple:
+    """(out, Launch of masked_perturb_forward_kernel or None when out is empty); options as in the schema."""
+    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+    out = torch.empty((args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
+    if out.numel() == 0:
+        return out, None
+    chunks = forward_chunks(args["B"], _programs_per_sample(args), delta.device)
+    args.update(out_ptr=out, chunks=chunks)
+    return out, Launch(_programs_per_sample(args) * chunks, args)
+
+
+def plan_backward(grad_out, x, delta, mask, offsets, norm, *options_and_needs) -> tuple:
+    """((grad_delta, grad_mask, grad_placed) buffers, Launch of masked_perturb_backward_kernel or None).
+    Buffers not needed are None; the delta / mask buffers hold one row per chunk when shared by the batch."""
+    *options, needs = options_and_needs
+    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+    B, C, H, W = args["B"], args["C"], args["H"], args["W"]
+    _check(tuple(grad_out.shape) == (B, C, H, W) and grad_out.dtype == delta.dtype,
+           f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
+           f"got {tuple(grad_out.shape)} {grad_out.dtype}")
+    _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
+    chunks = reduction_chunks(B, C * H * W)
+
+    if B == 0:  # zero gradients of delta's / mask's batch size
+        grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if needs[0] else None,
+                 mask.new_zeros((mask.shape[0], C, H, W), dtype=torch.float32) if needs[1] and mask is not None
+                 else None,
+                 delta.new_zeros((0, C, H, W), dtype=torch.float32) if needs[2] else None)
+        return grads, None
+
+    def buffer(need: bool, per_sample: bool):
+        return delta.new_empty((B if per_sample else chunks, C, H, W), dtype=torch.float32) if need else None
+
+    grads = (buffer(bool(needs[0]), args["DELTA_PER_SAMPLE"]),
+             buffer(bool(needs[1]) and mask is not None, args["MASK_PER_SAMPLE"]),
+             buffer(bool(needs[2]), True))
+    args.update(grad_ptr=grad_out.contiguous(), grad_delta_ptr=grads[0], grad_mask_ptr=grads[1],
+                grad_placed_ptr=grads[2], chunks=chunks)
+    return grads, Launch(_programs_per_sample(args) * chunks, args)
+
+
+def _run(kernel, launch: Launch) -> None:
+    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=NUM_WARPS)
+
+
+def masked_perturb_forward_triton(
+    x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets: List[int], norm: torch.Tensor,
+    resized_size: List[int], resize_mode: int, activation: int, blend: int, normalize_before: bool,
+    normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float, mask_scale: int,
+) -> torch.Tensor:
+    """The forward op: out [B, C, H, W] of delta's dtype (formula in _masked_perturb_kernels.py)."""
+    out, launch = plan_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                               normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale)
+    if launch is not None:
+        _run(masked_perturb_forward_kernel, launch)
+    return out
+
+
+def masked_perturb_backward_triton(
+    grad_out: torch.Tensor, x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets: List[int],
+    norm: torch.Tensor, resized_size: List[int], resize_mode: int, activation: int, blend: int,
+    normalize_before: bool, normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float,
+    mask_scale: int, needs: List[bool],
+) -> tuple:
+    """The backward op: float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
+    an output not asked for by needs is an empty tensor."""
+    grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation,
+                                  blend, normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi,
+                                  mask_scale, needs)
+    if launch is not None:
+        _run(masked_perturb_backward_kernel, launch)
+    shared = (delta.shape[0] == 1, mask is None or mask.shape[0] == 1, False)
+    result = []
+    for g, is_shared in zip(grads, shared):
+        if g is None:
+            g = delta.new_empty((0,), dtype=torch.float32)
+        elif is_shared and g.shape[0] > 1:  # chunk rows -> the batch sum
+            g = g.sum(0, keepdim=True)
+        result.append(g)
+    return tuple(result)
+
+
+def _define_op(name: str, schema: str, fn) -> None:
+    """Defines op `name` running `fn`: a ``torch.library.triton_op`` (torch.compile sees the kernel launch
+    and may fuse around it). Under TRITON_INTERPRET=1 the kernels are interpreted functions that
+    ``wrap_triton`` cannot trace (tracing would run them on fake tensors), so the op is an opaque
+    ``torch.library.custom_op`` with the same schema and body instead."""
+    if isinstance(masked_perturb_forward_kernel, triton.runtime.JITFunction):
+        torch.library.triton_op(name, mutates_args=(), schema=schema)(fn)
+    else:
+        torch.library.custom_op(name, mutates_args=(), schema=schema)(fn)
+
+
+def _register_ops() -> None:
+    """Defines the two ops and registers their fake kernels and autograd (shared with the C++ ops)."""
+    _define_op(FORWARD_NAME, FORWARD_SCHEMA, masked_perturb_forward_triton)
+    _define_op(BACKWARD_NAME, BACKWARD_SCHEMA, masked_perturb_backward_triton)
+    register(FORWARD_NAME, BACKWARD_NAME)
+
+
+# Registered when this module is first imported, i.e. on the first backend="triton" call (the
+# package never imports it eagerly). Not inside forward_op(): torch.compile traces that function.
+_register_ops()
+
+
+def forward_op():
+    """``torch.ops.reprogram_ext.masked_perturb_forward_triton`` (defined when this module is imported)."""
+    return torch.ops.reprogram_ext.masked_perturb_forward_triton.default
+
+
+def backward_op():
+    """``torch.ops.reprogram_ext.masked_perturb_backward_triton`` (defined when this module is imported)."""
+    return torch.ops.reprogram_ext.masked_perturb_backward_triton.default
