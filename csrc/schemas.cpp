@@ -11,23 +11,22 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // Frees the C++ CPU kernels' cache of large output blocks (csrc/runtime/cpu_block_cache.h).
   m.def("empty_cpu_cache() -> ()", &reprogram_ext::empty_cpu_cache);
 
-  // ---- masked_perturb (SPEC §1). Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1.
-  // offsets: (oy, ox) of every copy, flattened; norm: float32 [2, C] = (mean, 1 / std).
-  // resize_mode 0 none / 1 nearest / 2 bilinear; activation 0 none / 1 tanh / 2 sigmoid;
-  // blend 0 add / 1 replace.
+  // ---- masked_perturb (docs/ops/masked_perturb.md; options: csrc/masked_perturb/options.h and
+  // reprogram_ext/ops/masked_perturb/options.py, which holds the same schemas for the Triton ops).
+  // Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1. offsets: (oy, ox) of every copy,
+  // flattened; norm: float32 [2, C] = (mean, 1 / std); resize_mode "none" / "nearest" / "bilinear";
+  // normalize "none" / "before" / "after"; clamp (lo, hi) or None.
   m.def(
-      "masked_perturb_forward(Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, "
-      "int[] resized_size, int resize_mode, int activation, int blend, bool normalize_before, "
-      "bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, int mask_scale) -> Tensor");
+      "masked_perturb_forward(Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, int[] resized_size, "
+      "str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale) -> Tensor");
   // Returns float32 (grad_delta [Bd, C, H, W] summed over the batch when Bd == 1,
   //                  grad_mask  [Bm, C, H, W] at canvas resolution, summed over the batch when Bm == 1,
   //                  grad_placed [B, C, H, W]: gradient w.r.t. the raw placed input u);
   // an output not asked for by needs = [delta, mask, input] is an empty tensor.
   m.def(
-      "masked_perturb_backward(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, "
-      "Tensor norm, int[] resized_size, int resize_mode, int activation, int blend, bool normalize_before, "
-      "bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, int mask_scale, bool[3] needs) "
-      "-> (Tensor, Tensor, Tensor)");
+      "masked_perturb_backward(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, "
+      "int[] resized_size, str resize_mode, str activation, str blend, str normalize, float[]? clamp, "
+      "int mask_scale, bool[3] needs) -> (Tensor, Tensor, Tensor)");
 
   // ---- label_map / mapped_cross_entropy (SPEC §2): schemas below this line.
   // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight

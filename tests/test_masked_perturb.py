@@ -296,8 +296,40 @@ def test_opcheck(bd):
         op = tk.forward_op()
     else:
         op = torch.ops.reprogram_ext.masked_perturb_forward
-    args = (cp.x, cp.delta, cp.mask, cp.config.flat_offsets(), cp.norm, *cp.config.as_op_args())
+    args = (cp.x, cp.delta, cp.mask, *cp.options.op_args(cp.norm))
     torch.library.opcheck(op, args)
+
+
+@pytest.mark.skipif(INTERPRET or not reprogram_ext.backends()["cpp"], reason="the compiled library's schemas")
+def test_compiled_schemas_are_the_python_options_schemas():
+    """options.py spells the schemas the Triton ops are defined with; the compiled ops must have the same ones."""
+    from reprogram_ext.ops.masked_perturb import options
+
+    for name, schema in (("masked_perturb_forward", options.FORWARD_SCHEMA),
+                         ("masked_perturb_backward", options.BACKWARD_SCHEMA)):
+        compiled = getattr(torch.ops.reprogram_ext, name).default._schema
+        assert compiled == torch._C.parse_schema(f"reprogram_ext::{name}{schema}")
+
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("arg", ["resize_mode", "activation", "blend", "normalize"])
+def test_direct_op_names_a_bad_option(bd, arg):
+    """Called directly with an unknown option name, every kernel backend refuses it, naming the argument."""
+    from reprogram_ext.ops.masked_perturb.args import canonicalize
+
+    backend, device = bd
+    x, d = torch.rand(2, 3, 6, 6, device=device), torch.randn(3, 10, 10, device=device)
+    cp = canonicalize(x, d, None, out_size=None, resize=None, resize_mode="bilinear", offset=None, activation="tanh",
+                      blend="add", normalize="none", mean=None, std=None, clamp=None, mask_scale=1, out_dtype=None)
+    args = list(cp.options.op_args(cp.norm))
+    args[("resize_mode", "activation", "blend", "normalize").index(arg) + 3] = "bogus"
+    if backend == "triton":
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+        op = tk.forward_op()
+    else:
+        op = torch.ops.reprogram_ext.masked_perturb_forward
+    with pytest.raises((ValueError, RuntimeError), match=f"{arg}.*bogus"):
+        op(cp.x, cp.delta, None, *args)
 
 
 @pytest.mark.parametrize("bd", FUSED)

@@ -36,7 +36,7 @@ if TRITON:
         mask = torch.rand(1, 1, H, W, device=device)
         g = torch.randn(batch, C, H, W, device=device)
         norm = _norm_identity(C, device)
-        args = (g, x, delta, mask, [4, 9], norm, [12, 12], 0, 0, 0, False, False, False, 0.0, 0.0, 1, [True, False, False])
+        args = (g, x, delta, mask, [4, 9], norm, [12, 12], "none", "none", "add", "none", None, 1, [True, False, False])
         grad_delta = tk.backward_op()(*args)[0]
         chunks = tk.reduction_chunks(batch, C * H * W)
         assert 1 < chunks < batch  # several chunks, several samples in a chunk
@@ -93,7 +93,7 @@ if TRITON:
         _, device = bd
         norm = _norm_identity(3, device)
         x, delta = torch.rand(2, 3, 4, 4, device=device), torch.rand(1, 3, 6, 6, device=device)
-        options = ([4, 4], 0, 0, 0, False, False, False, 0.0, 0.0, 1)
+        options = ([4, 4], "none", "none", "add", "none", None, 1)
         with pytest.raises(ValueError, match="x must be"):
             tk.forward_op()(x[0], delta, None, [0, 0], norm, *options)
         with pytest.raises(ValueError, match="mask .* does not broadcast"):
@@ -112,4 +112,4 @@ if not INTERPRET:
 
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             tk.forward_op()(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 6, 6), None, [1, 1], _norm_identity(3, "cpu"),
-                            [4, 4], 0, 0, 0, False, False, False, 0.0, 0.0, 1)
+                            [4, 4], "none", "none", "add", "none", None, 1)

@@ -1,6 +1,7 @@
 // Host-side checks of masked_perturb's canonical 4-D arguments and their unpacking into the
-// plain structs the CPU and CUDA kernels take. The Python front end (reprogram_ext/masked_perturb.py)
-// validates user input with friendlier messages; these checks guard direct C++/torch.ops callers.
+// plain structs the CPU and CUDA kernels take. The Python front end (reprogram_ext/ops/masked_perturb/
+// args.py) validates the user's arguments; these checks guard direct C++ / torch.ops callers against
+// out-of-bounds access (the Triton launcher has the same guards in Python).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -28,11 +29,10 @@ inline Strides4 broadcast_strides(const at::Tensor& t) {
   return Strides4{st(0), st(1), st(2), st(3)};
 }
 
-inline MaskedPerturbArgs make_masked_perturb_args(
-    const at::Tensor& x, const at::Tensor& delta, const std::optional<at::Tensor>& mask,
-    at::IntArrayRef offsets, const at::Tensor& norm, at::IntArrayRef resized_size, int64_t resize_mode,
-    int64_t activation, int64_t blend, bool normalize_before, bool normalize_after, bool has_clamp,
-    double clamp_lo, double clamp_hi, int64_t mask_scale) {
+inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at::Tensor& delta,
+                                                  const std::optional<at::Tensor>& mask, const at::Tensor& norm,
+                                                  const MaskedPerturbOptions& o) {
+  const int64_t mask_scale = o.mask_scale;
   TORCH_CHECK(x.dim() == 4, "masked_perturb: x must be [B, Cx, H, W], got ", x.sizes());
   TORCH_CHECK(delta.dim() == 4, "masked_perturb: delta must be [Bd, Cd, H, W], got ", delta.sizes());
   TORCH_CHECK(at::isFloatingType(delta.scalar_type()), "masked_perturb: delta must be floating, got ",
@@ -41,12 +41,6 @@ inline MaskedPerturbArgs make_masked_perturb_args(
               "masked_perturb: x must have delta's dtype (", delta.scalar_type(), ") or uint8, got ",
               x.scalar_type());
   TORCH_CHECK(x.device() == delta.device(), "masked_perturb: x and delta are on different devices");
-  TORCH_CHECK(resized_size.size() == 2, "masked_perturb: resized_size must have 2 entries");
-  TORCH_CHECK(resize_mode >= kResizeNone && resize_mode <= kResizeBilinear, "masked_perturb: bad resize_mode ",
-              resize_mode);
-  TORCH_CHECK(activation >= kActNone && activation <= kActSigmoid, "masked_perturb: bad activation ", activation);
-  TORCH_CHECK(blend == kBlendAdd || blend == kBlendReplace, "masked_perturb: bad blend ", blend);
-  TORCH_CHECK(mask_scale >= 1, "masked_perturb: mask_scale must be >= 1, got ", mask_scale);
 
   MaskedPerturbArgs a;
   a.B = x.size(0);
@@ -76,32 +70,30 @@ inline MaskedPerturbArgs make_masked_perturb_args(
     a.Bm = mk.size(0);
     a.sm = broadcast_strides(mk);
   }
-  TORCH_CHECK(offsets.size() % 2 == 0, "masked_perturb: offsets must hold (oy, ox) pairs, got ", offsets.size(),
-              " values");
   TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.dim() == 2 && norm.size(0) == 2 && norm.size(1) == a.C &&
                   norm.is_contiguous() && norm.device() == delta.device(),
               "masked_perturb: norm must be a contiguous float32 [2, ", a.C, "] tensor on delta's device");
   a.pl.Hin = x.size(2);
   a.pl.Win = x.size(3);
-  a.pl.Hr = resized_size[0];
-  a.pl.Wr = resized_size[1];
+  a.pl.Hr = o.resized_size[0];
+  a.pl.Wr = o.resized_size[1];
   TORCH_CHECK(a.pl.Hr >= 0 && a.pl.Wr >= 0, "masked_perturb: negative resized_size");
-  if (resize_mode == kResizeNone) {
+  if (o.resize_mode == ResizeMode::kNone) {
     TORCH_CHECK(a.pl.Hr == a.pl.Hin && a.pl.Wr == a.pl.Win, "masked_perturb: resized_size must equal x's size "
                 "when resize_mode is none");
   } else {
     TORCH_CHECK(a.pl.Hin > 0 && a.pl.Win > 0, "masked_perturb: cannot resize an empty input");
   }
-  a.pl.resize_mode = resize_mode;
-  a.pl.num_copies = static_cast<int64_t>(offsets.size() / 2);
-  a.pl.offsets = offsets.data();  // host memory: the CUDA op points this at a device copy
-  a.pw.activation = activation;
-  a.pw.blend = blend;
-  a.pw.normalize_before = normalize_before;
-  a.pw.normalize_after = normalize_after;
-  a.pw.has_clamp = has_clamp;
-  a.pw.clamp_lo = clamp_lo;
-  a.pw.clamp_hi = clamp_hi;
+  a.pl.resize_mode = o.resize_mode;
+  a.pl.num_copies = static_cast<int64_t>(o.offsets.size() / 2);
+  a.pl.offsets = o.offsets.data();  // host memory owned by o: the CUDA op points this at a device copy
+  a.pw.activation = o.activation;
+  a.pw.blend = o.blend;
+  a.pw.normalize_before = o.normalize == Normalize::kBefore;
+  a.pw.normalize_after = o.normalize == Normalize::kAfter;
+  a.pw.has_clamp = o.clamp.has_value();
+  a.pw.clamp_lo = o.clamp ? (*o.clamp)[0] : 0.0;
+  a.pw.clamp_hi = o.clamp ? (*o.clamp)[1] : 0.0;
   a.pw.mask_scale = mask_scale;
   return a;
 }

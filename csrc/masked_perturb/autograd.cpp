@@ -1,7 +1,7 @@
 // Autograd of the compiled (C++ CPU and CUDA) masked_perturb forward op, in C++.
 //
-// The same contract as reprogram_ext/_masked_perturb_registration.py, which does this for the
-// Triton op through torch.library.register_autograd: the backward runs the registered
+// The same contract as reprogram_ext/ops/masked_perturb/autograd.py, which does this for the
+// Triton op through torch.library.register_autograd (that backend must work without this library): the backward runs the registered
 // masked_perturb_backward op, which returns canvas-resolution float32 partials, and reduces them
 // with plain aten ops to each input's shape and dtype:
 //   grad_delta: summed over channels when delta has one channel;
@@ -19,8 +19,11 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
+
+#include "masked_perturb/options.h"
 
 namespace reprogram_ext {
 namespace {
@@ -29,17 +32,14 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The op's scalar options after (x, delta, mask, offsets, norm), in schema order.
-struct PerturbOptions {
-  std::vector<int64_t> resized_size;
-  int64_t resize_mode, activation, blend;
-  bool normalize_before, normalize_after, has_clamp;
-  double clamp_lo, clamp_hi;
-  int64_t mask_scale;
-};
+using ForwardFn = Tensor(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+                         RX_MASKED_PERTURB_OPTION_PARAMS);
+using BackwardFn = std::tuple<Tensor, Tensor, Tensor>(const Tensor& grad_out, const Tensor& x, const Tensor& delta,
+                                                      const std::optional<Tensor>& mask,
+                                                      RX_MASKED_PERTURB_OPTION_PARAMS, std::array<bool, 3> needs);
 
-// backward() returns one gradient per argument of forward() after ctx: x, delta, mask, offsets, norm, options.
-constexpr int64_t kNumInputs = 6;
+// backward() returns one gradient per argument of forward() after ctx: x, delta, mask, norm, options.
+constexpr int64_t kNumInputs = 5;
 
 // [Bm, C, H, W] canvas-resolution mask gradient -> the mask's own shape [Bm, Cm, Hm, Wm].
 Tensor reduce_mask_grad(Tensor gm, const Tensor& mask, int64_t s) {
@@ -55,7 +55,8 @@ Tensor reduce_mask_grad(Tensor gm, const Tensor& mask, int64_t s) {
 }
 
 // Placed-input gradient [B, C, H, W] -> gradient of x [B, Cx, Hin, Win] (offsets: flattened pairs).
-Tensor reduce_input_grad(const Tensor& gp, const Tensor& x, at::IntArrayRef offsets, const PerturbOptions& o) {
+Tensor reduce_input_grad(const Tensor& gp, const Tensor& x, const MaskedPerturbOptions& o) {
+  const std::vector<int64_t>& offsets = o.offsets;
   const int64_t hr = o.resized_size[0], wr = o.resized_size[1], H = gp.size(2), W = gp.size(3);
   Tensor g = at::zeros({gp.size(0), gp.size(1), hr, wr}, gp.options());
   for (size_t k = 0; k + 1 < offsets.size(); k += 2) {
@@ -64,76 +65,84 @@ Tensor reduce_input_grad(const Tensor& gp, const Tensor& x, at::IntArrayRef offs
     g = g + at::constant_pad_nd(gp, {-ox, -(W - ox - wr), -oy, -(H - oy - hr)});
   }
   if (x.size(1) == 1 && g.size(1) != 1) g = g.sum(1, /*keepdim=*/true);
-  if (o.resize_mode == 1) {
+  if (o.resize_mode == ResizeMode::kNearest) {
     g = at::upsample_nearest2d_backward(g.contiguous(), {hr, wr}, x.sizes(), std::nullopt, std::nullopt);
-  } else if (o.resize_mode == 2) {
+  } else if (o.resize_mode == ResizeMode::kBilinear) {
     g = at::upsample_bilinear2d_backward(g.contiguous(), {hr, wr}, x.sizes(), false, std::nullopt, std::nullopt);
   }
   return g;
 }
 
+// The schema arguments of a call, kept for the backward (the strings as given).
+struct SavedOptions {
+  std::vector<int64_t> offsets, resized_size;
+  std::string resize_mode, activation, blend, normalize;
+  std::optional<std::vector<double>> clamp;
+  int64_t mask_scale;
+};
+
 class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunction> {
  public:
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                        at::IntArrayRef offsets, const Tensor& norm, const PerturbOptions& o) {
+                        const Tensor& norm, const SavedOptions& s) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::masked_perturb_forward", "")
-                         .typed<Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, at::IntArrayRef,
-                                       const Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t, bool, bool, bool,
-                                       double, double, int64_t)>();
+                         .typed<ForwardFn>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    Tensor out = op.call(x, delta, mask, offsets, norm, o.resized_size, o.resize_mode, o.activation, o.blend,
-                         o.normalize_before, o.normalize_after, o.has_clamp, o.clamp_lo, o.clamp_hi, o.mask_scale);
+    const std::optional<at::ArrayRef<double>> clamp =
+        s.clamp ? std::optional<at::ArrayRef<double>>(*s.clamp) : std::nullopt;
+    Tensor out = op.call(x, delta, mask, s.offsets, norm, s.resized_size, s.resize_mode, s.activation, s.blend,
+                         s.normalize, clamp, s.mask_scale);
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, delta, mask.value_or(Tensor()), norm});
-    ctx->saved_data["offsets"] = offsets.vec();
-    ctx->saved_data["resized_size"] = o.resized_size;
-    ctx->saved_data["ints"] = std::vector<int64_t>{o.resize_mode, o.activation, o.blend, o.mask_scale};
-    ctx->saved_data["flags"] = std::vector<bool>{o.normalize_before, o.normalize_after, o.has_clamp};
-    ctx->saved_data["clamp"] = std::vector<double>{o.clamp_lo, o.clamp_hi};
+    ctx->saved_data["offsets"] = s.offsets;
+    ctx->saved_data["resized_size"] = s.resized_size;
+    ctx->saved_data["modes"] = std::vector<std::string>{s.resize_mode, s.activation, s.blend, s.normalize};
+    ctx->saved_data["clamp"] = s.clamp.value_or(std::vector<double>{});
+    ctx->saved_data["mask_scale"] = s.mask_scale;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::masked_perturb_backward", "")
-                         .typed<std::tuple<Tensor, Tensor, Tensor>(
-                             const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                             at::IntArrayRef, const Tensor&, at::IntArrayRef, int64_t, int64_t, int64_t, bool, bool,
-                             bool, double, double, int64_t, std::array<bool, 3>)>();
+                         .typed<BackwardFn>();
     variable_list out(kNumInputs);
     if (!grads[0].defined()) return out;
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &delta = saved[1], &norm = saved[3];
     const std::optional<Tensor> mask = saved[2].defined() ? std::optional<Tensor>(saved[2]) : std::nullopt;
     const auto offsets = ctx->saved_data["offsets"].toIntVector();
-    const auto ints = ctx->saved_data["ints"].toIntVector();
-    const auto flags = ctx->saved_data["flags"].toBoolList();
-    const auto clamp = ctx->saved_data["clamp"].toDoubleVector();
-    const PerturbOptions o{ctx->saved_data["resized_size"].toIntVector(), ints[0], ints[1], ints[2], flags[0],
-                           flags[1], flags[2], clamp[0], clamp[1], ints[3]};
+    const auto resized_size = ctx->saved_data["resized_size"].toIntVector();
+    const auto modes = ctx->saved_data["modes"].toList();
+    const std::string resize_mode = modes.get(0).toStringRef(), activation = modes.get(1).toStringRef(),
+                      blend = modes.get(2).toStringRef(), normalize = modes.get(3).toStringRef();
+    const auto clamp_values = ctx->saved_data["clamp"].toDoubleVector();
+    const std::optional<at::ArrayRef<double>> clamp =
+        clamp_values.empty() ? std::nullopt : std::optional<at::ArrayRef<double>>(clamp_values);
+    const int64_t mask_scale = ctx->saved_data["mask_scale"].toInt();
     const std::array<bool, 3> needs{ctx->needs_input_grad(1), mask.has_value() && ctx->needs_input_grad(2),
                                     ctx->needs_input_grad(0) && x.is_floating_point()};
-    auto [gd, gm, gp] = op.call(grads[0].contiguous(), x, delta, mask, offsets, norm, o.resized_size, o.resize_mode,
-                                o.activation, o.blend, o.normalize_before, o.normalize_after, o.has_clamp,
-                                o.clamp_lo, o.clamp_hi, o.mask_scale, needs);
+    auto [gd, gm, gp] = op.call(grads[0].contiguous(), x, delta, mask, RX_MASKED_PERTURB_OPTION_ARGS, needs);
     if (needs[0]) {
       out[1] = (delta.size(1) == 1 && gd.size(1) != 1 ? gd.sum(1, /*keepdim=*/true) : gd).to(delta.scalar_type());
     }
-    if (needs[1]) out[2] = reduce_mask_grad(gm, *mask, o.mask_scale).to(mask->scalar_type());
-    if (needs[2]) out[0] = reduce_input_grad(gp, x, offsets, o).to(x.scalar_type());
+    if (needs[1]) out[2] = reduce_mask_grad(gm, *mask, mask_scale).to(mask->scalar_type());
+    if (needs[2]) {
+      out[0] = reduce_input_grad(gp, x, parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS))
+                   .to(x.scalar_type());
+    }
     return out;
   }
 };
 
 Tensor masked_perturb_forward_autograd(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                       at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
-                                       int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
-                                       bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
-                                       int64_t mask_scale) {
-  const PerturbOptions o{resized_size.vec(), resize_mode, activation,         blend,    normalize_before,
-                         normalize_after,    has_clamp,   clamp_lo,           clamp_hi, mask_scale};
-  return MaskedPerturbFunction::apply(x, delta, mask, offsets, norm, o);
+                                       RX_MASKED_PERTURB_OPTION_PARAMS) {
+  std::optional<std::vector<double>> c;
+  if (clamp) c = clamp->vec();
+  const SavedOptions s{offsets.vec(),         resized_size.vec(),  std::string(resize_mode), std::string(activation),
+                       std::string(blend),    std::string(normalize), std::move(c),          mask_scale};
+  return MaskedPerturbFunction::apply(x, delta, mask, norm, s);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// C++ CPU kernels of masked_perturb (formula: csrc/common/masked_perturb_math.h).
+// C++ CPU kernels of masked_perturb (formula: math.h, docs/ops/masked_perturb.md).
 //
 // Work is split into rows (c, h) of the canvas, times batch chunks. Per row the activated delta
 // and the mask are computed once and reused for every sample of the chunk; the placed input is
@@ -36,11 +36,11 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
     const int64_t ox = pl.offsets[2 * k + 1];
     if (y < 0 || y >= pl.Hr) continue;
     const int64_t w_lo = std::max<int64_t>(0, ox), w_hi = std::min<int64_t>(A.W, ox + pl.Wr);
-    if (pl.resize_mode == kResizeNone && A.sx.w == 1) {
+    if (pl.resize_mode == ResizeMode::kNone && A.sx.w == 1) {
       const x_t* src = x_bc + y * A.sx.h - ox;
 #pragma omp simd
       for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, w);
-    } else if (pl.resize_mode == kResizeNone) {
+    } else if (pl.resize_mode == ResizeMode::kNone) {
       const x_t* src = x_bc + y * A.sx.h;
       for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, (w - ox) * A.sx.w);
     } else {
@@ -59,21 +59,15 @@ void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int6
                          acc_t* __restrict a_row, acc_t* __restrict dact_row) {
   const scalar_t* d = delta + A.sd.at(b, c, h, 0);
   const int64_t W = A.W, sw = A.sd.w;
-  const auto fill = [&](auto act) {
+  dispatch(A.pw.activation, [&](auto act) {
+    constexpr Activation kAct = decltype(act)::value;
 #pragma omp simd
-    for (int64_t w = 0; w < W; ++w) a_row[w] = activate(static_cast<acc_t>(d[w * sw]), decltype(act)::value);
+    for (int64_t w = 0; w < W; ++w) a_row[w] = activate<kAct>(static_cast<acc_t>(d[w * sw]));
     if (dact_row) {
 #pragma omp simd
-      for (int64_t w = 0; w < W; ++w) dact_row[w] = activation_derivative(a_row[w], decltype(act)::value);
+      for (int64_t w = 0; w < W; ++w) dact_row[w] = activation_derivative<kAct>(a_row[w]);
     }
-  };
-  if (A.pw.activation == kActSigmoid) {
-    fill(std::integral_constant<int64_t, kActSigmoid>{});
-  } else if (A.pw.activation == kActTanh) {
-    fill(std::integral_constant<int64_t, kActTanh>{});
-  } else {
-    fill(std::integral_constant<int64_t, kActNone>{});
-  }
+  });
 }
 
 // m_row[w] = mask[b?, c?, h / s, w / s], or 1 without a mask.
@@ -319,8 +313,8 @@ template <typename scalar_t, typename x_t>
 void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
   using acc_t = acc_type_t<scalar_t>;
   const int64_t rows = A.C * A.H, W = A.W;
-  d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
-  d.linear_shared = A.pw.blend == kBlendAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !d.grad_placed;
+  d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  d.linear_shared = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !d.grad_placed;
   std::unique_ptr<acc_t[]> sums;  // scratch, not initialised: batch_chunk_sums zeroes each span it sums
   if (d.linear_shared) {
     sums.reset(new acc_t[d.chunks * A.C * A.H * A.W]);
@@ -338,12 +332,9 @@ void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
 }
 
 Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                  at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
-                                  int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
-                                  bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
-                                  int64_t mask_scale) {
-  const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                                          normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+                                  RX_MASKED_PERTURB_OPTION_PARAMS) {
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   Tensor out = empty_large_cpu({A.B, A.C, A.H, A.W}, delta.options());
   if (out.numel() == 0) return out;
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
@@ -354,13 +345,12 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(
-    const Tensor& grad_out_in, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-    at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size, int64_t resize_mode, int64_t activation,
-    int64_t blend, bool normalize_before, bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
-    int64_t mask_scale, std::array<bool, 3> needs) {
-  const auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                                          normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(const Tensor& grad_out_in, const Tensor& x,
+                                                               const Tensor& delta, const std::optional<Tensor>& mask,
+                                                               RX_MASKED_PERTURB_OPTION_PARAMS,
+                                                               std::array<bool, 3> needs) {
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   auto g = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
   if (A.B == 0) return finish_masked_perturb_grads(A, g);
   const Tensor grad_out = grad_out_in.contiguous();

@@ -1,8 +1,9 @@
-// CUDA kernels of masked_perturb (formula: csrc/common/masked_perturb_math.h).
+// CUDA kernels of masked_perturb (formula: math.h, docs/ops/masked_perturb.md).
 //
 // The kernels only map threads to elements; every value is computed by the __host__ __device__
-// functions of the shared header, which the C++ CPU kernels (csrc/cpu/masked_perturb_cpu.cpp)
-// execute too, so the per-element logic is tested on any machine.
+// functions of the shared headers (math.h, activation.h), which the C++ CPU kernels (cpu.cpp)
+// execute too, so the per-element logic is tested on any machine. The activation is a template
+// parameter, dispatched once on the host.
 //
 // Forward: one thread per VEC = 16 / sizeof(scalar_t) consecutive output elements of a canvas row
 // (b, c, h); the VEC results are written with one 16-byte store when every row starts 16-byte
@@ -38,10 +39,10 @@ using at::Tensor;
 constexpr int kThreadsPerBlock = 256;
 
 // act(delta[b?, c?, h, w]).
-template <typename acc_t, typename scalar_t>
+template <Activation kAct, typename acc_t, typename scalar_t>
 __device__ __forceinline__ acc_t activated_delta(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b,
                                                  int64_t c, int64_t h, int64_t w) {
-  return activate(static_cast<acc_t>(delta[A.sd.at(b, c, h, w)]), A.pw.activation);
+  return activate<kAct>(static_cast<acc_t>(delta[A.sd.at(b, c, h, w)]));
 }
 
 // mask[b?, c?, h / s, w / s] (s = mask_scale), or 1 without a mask.
@@ -64,7 +65,7 @@ __device__ __forceinline__ void store_16_bytes(scalar_t* dst, const scalar_t (&v
   __stwb(reinterpret_cast<uint4*>(dst), bits);
 }
 
-template <typename scalar_t, typename x_t, bool kVectorStore>
+template <typename scalar_t, typename x_t, bool kVectorStore, Activation kAct>
 __global__ void masked_perturb_forward_kernel(const MaskedPerturbArgs A, const x_t* __restrict__ x,
                                   const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
                                   const float* __restrict__ norm, scalar_t* __restrict__ out, int64_t groups_per_row,
@@ -85,7 +86,7 @@ __global__ void masked_perturb_forward_kernel(const MaskedPerturbArgs A, const x
     if (kVectorStore || w < A.W) {
       bool covered;
       const acc_t u = placed_input<acc_t>(x_bc, A.sx, A.pl, h, w, &covered);
-      const acc_t a = activated_delta<acc_t>(A, delta, b, c, h, w);
+      const acc_t a = activated_delta<kAct, acc_t>(A, delta, b, c, h, w);
       const acc_t m = mask_value<acc_t>(A, mask, b, c, h, w);
       vals[i] = static_cast<scalar_t>(perturb_element<acc_t>(u, covered, a, m, k));
     }
@@ -101,7 +102,7 @@ __global__ void masked_perturb_forward_kernel(const MaskedPerturbArgs A, const x
   }
 }
 
-template <typename scalar_t, typename x_t>
+template <typename scalar_t, typename x_t, Activation kAct>
 __global__ void masked_perturb_backward_kernel(const MaskedPerturbArgs A, const scalar_t* __restrict__ grad_out,
                                    const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                    const scalar_t* __restrict__ mask, const float* __restrict__ norm,
@@ -118,8 +119,8 @@ __global__ void masked_perturb_backward_kernel(const MaskedPerturbArgs A, const 
   acc_t a = 0, dact = 0, m = 0, sum_ga = 0, sum_gm = 0;
   for (int64_t b = b0; b < b1; ++b) {
     if (b == b0 || A.Bd > 1) {
-      a = activated_delta<acc_t>(A, delta, b, c, h, w);
-      dact = activation_derivative(a, A.pw.activation);
+      a = activated_delta<kAct, acc_t>(A, delta, b, c, h, w);
+      dact = activation_derivative<kAct>(a);
     }
     if (b == b0 || A.Bm > 1) m = mask_value<acc_t>(A, mask, b, c, h, w);
     bool covered = false;
@@ -159,45 +160,43 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 }
 
 Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                   at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size,
-                                   int64_t resize_mode, int64_t activation, int64_t blend, bool normalize_before,
-                                   bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
-                                   int64_t mask_scale) {
+                                   RX_MASKED_PERTURB_OPTION_PARAMS) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
-  auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                                    normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+  auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   Tensor out = at::empty({A.B, A.C, A.H, A.W}, delta.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
   const Tensor device_offsets = offsets_on_device(offsets, delta.device());
   A.pl.offsets = device_offsets.const_data_ptr<int64_t>();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
+  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    constexpr Activation kAct = decltype(act)::value;
     constexpr int VEC = 16 / sizeof(scalar_t);
     const int64_t groups_per_row = (A.W + VEC - 1) / VEC;
     const int64_t num_groups = A.B * A.C * A.H * groups_per_row;
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const bool vector_store = A.W % VEC == 0 && reinterpret_cast<std::uintptr_t>(o) % 16 == 0;
-    const auto kernel = vector_store ? masked_perturb_forward_kernel<scalar_t, x_t, true>
-                                     : masked_perturb_forward_kernel<scalar_t, x_t, false>;
+    const auto kernel = vector_store ? masked_perturb_forward_kernel<scalar_t, x_t, true, kAct>
+                                     : masked_perturb_forward_kernel<scalar_t, x_t, false, kAct>;
     kernel<<<blocks_for(num_groups), kThreadsPerBlock, 0, stream>>>(
         A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
         A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(), o, groups_per_row,
         num_groups);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  }); });
   return out;
 }
 
-std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(
-    const Tensor& grad_out_in, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-    at::IntArrayRef offsets, const Tensor& norm, at::IntArrayRef resized_size, int64_t resize_mode, int64_t activation,
-    int64_t blend, bool normalize_before, bool normalize_after, bool has_clamp, double clamp_lo, double clamp_hi,
-    int64_t mask_scale, std::array<bool, 3> needs) {
+std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& grad_out_in, const Tensor& x,
+                                                                const Tensor& delta,
+                                                                const std::optional<Tensor>& mask,
+                                                                RX_MASKED_PERTURB_OPTION_PARAMS,
+                                                                std::array<bool, 3> needs) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
-  auto A = make_masked_perturb_args(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                                    normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale);
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+  auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   MaskedPerturbGrads grads = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
   const int64_t positions = A.C * A.H * A.W;
   if (A.B == 0 || positions == 0) return finish_masked_perturb_grads(A, grads);
@@ -207,18 +206,18 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(
   float* grad_mask = grads.mask_ptr();
   float* grad_placed = grads.placed_ptr();
   // u is needed for the mask / input gradients, and for clamp and replace, whose factor depends on it.
-  const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == kBlendReplace;
+  const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
+  dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
-    masked_perturb_backward_kernel<scalar_t, x_t><<<blocks_for(grads.chunks * positions), kThreadsPerBlock, 0,
+    masked_perturb_backward_kernel<scalar_t, x_t, decltype(act)::value><<<blocks_for(grads.chunks * positions), kThreadsPerBlock, 0,
                                                      stream>>>(
         A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
         A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(), grads.delta_ptr(),
         grad_mask, grad_placed, grads.chunks, need_u);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  }); });
   return finish_masked_perturb_grads(A, grads);
 }
 

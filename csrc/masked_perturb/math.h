@@ -1,6 +1,6 @@
 // Per-element math and index arithmetic of masked_perturb, shared by the C++ CPU kernels and the
-// CUDA kernels (every function is __host__ __device__), so the CPU build executes the same code
-// the GPU runs.
+// CUDA kernels (every function is __host__ __device__), so the CPU build executes the code the GPU
+// runs (docs/ops/masked_perturb.md has the formula; options: options.h, activation.h).
 //
 // For output element (b, c, h, w) of the canvas [B, C, H, W] (1-D signals use H = 1):
 //   u  = sum over copies k covering (h, w) of  X[b, c, h - oy_k, w - ox_k]
@@ -20,15 +20,11 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common/exp_f.h"
+#include "masked_perturb/options.h"
 
 namespace reprogram_ext {
 
 #define RX_HD C10_HOST_DEVICE inline
-
-enum Activation : int64_t { kActNone = 0, kActTanh = 1, kActSigmoid = 2 };
-enum Blend : int64_t { kBlendAdd = 0, kBlendReplace = 1 };
-enum ResizeMode : int64_t { kResizeNone = 0, kResizeNearest = 1, kResizeBilinear = 2 };
 
 // Accumulation type: float for float/half/bfloat16, double for double.
 template <typename T> struct AccType { using type = float; };
@@ -47,15 +43,15 @@ struct Strides4 {
 struct Placement {
   int64_t Hin, Win;        // input spatial size
   int64_t Hr, Wr;          // size after resize (== Hin, Win without resize)
-  int64_t resize_mode;     // ResizeMode
+  ResizeMode resize_mode;
   int64_t num_copies;      // offsets holds num_copies (oy, ox) pairs
   const int64_t* offsets;  // canvas position of each copy's element (0, 0)
 };
 
 // Options of the pointwise part (steps 1-5 of the SPEC formula).
 struct Pointwise {
-  int64_t activation;  // Activation
-  int64_t blend;       // Blend
+  Activation activation;
+  Blend blend;
   bool normalize_before;
   bool normalize_after;
   bool has_clamp;
@@ -109,10 +105,10 @@ RX_HD LinearTap<acc_t> linear_source(int64_t dst, int64_t in_size, int64_t out_s
 // Value of the resized input at (y, x), 0 <= y < Hr, 0 <= x < Wr; x_bc points at x[b, c_in].
 template <typename acc_t, typename x_t>
 RX_HD acc_t sample_input(const x_t* x_bc, const Strides4& sx, const Placement& pl, int64_t y, int64_t x) {
-  if (pl.resize_mode == kResizeNone) {
+  if (pl.resize_mode == ResizeMode::kNone) {
     return load_input<acc_t>(x_bc, y * sx.h + x * sx.w);
   }
-  if (pl.resize_mode == kResizeNearest) {
+  if (pl.resize_mode == ResizeMode::kNearest) {
     const int64_t sy = nearest_source_index(y, pl.Hin, pl.Hr);
     const int64_t sxi = nearest_source_index(x, pl.Win, pl.Wr);
     return load_input<acc_t>(x_bc, sy * sx.h + sxi * sx.w);
@@ -144,26 +140,6 @@ RX_HD acc_t placed_input(const x_t* x_bc, const Strides4& sx, const Placement& p
   return u;
 }
 
-// act(d): tanh = 1 - 2 / (1 + e^(2d)), sigmoid = 1 / (1 + e^-d), none = d. Written through exp_f
-// (common/exp_f.h: expf on the device, a branch-free polynomial on the host) so that the CPU row
-// loops vectorise; within ~1e-7 (float) of tanh and the logistic function, exact at d = 0 and
-// saturating to +-1 / 0, 1 for large |d|.
-template <typename acc_t>
-RX_HD acc_t activate(acc_t d, int64_t act) {
-  const acc_t one(1), two(2);
-  if (act == kActTanh) return one - two / (one + exp_f(two * d));
-  if (act == kActSigmoid) return one / (one + exp_f(-d));
-  return d;
-}
-
-// d act / d delta, written with the activated value a = act(delta).
-template <typename acc_t>
-RX_HD acc_t activation_derivative(acc_t a, int64_t act) {
-  if (act == kActTanh) return static_cast<acc_t>(1) - a * a;
-  if (act == kActSigmoid) return a * (static_cast<acc_t>(1) - a);
-  return static_cast<acc_t>(1);
-}
-
 // Per-channel constants of the pointwise formula (identity values when an option is off, so the
 // element functions are branch-free: (v - 0) * 1 == v exactly).
 template <typename acc_t>
@@ -185,7 +161,7 @@ RX_HD ChannelConstants<acc_t> channel_constants(const Pointwise& pw, const float
   k.after_inv_std = pw.normalize_after ? inv_std : static_cast<acc_t>(1);
   k.lo = pw.has_clamp ? static_cast<acc_t>(pw.clamp_lo) : -static_cast<acc_t>(INFINITY);
   k.hi = pw.has_clamp ? static_cast<acc_t>(pw.clamp_hi) : static_cast<acc_t>(INFINITY);
-  k.replace = pw.blend == kBlendReplace ? static_cast<acc_t>(1) : static_cast<acc_t>(0);
+  k.replace = pw.blend == Blend::kReplace ? static_cast<acc_t>(1) : static_cast<acc_t>(0);
   return k;
 }
 

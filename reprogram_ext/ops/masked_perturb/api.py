@@ -1,4 +1,4 @@
-"""``masked_perturb``: the fused input transformation of model reprogramming (SPEC §1)."""
+"""``masked_perturb``: the fused input transformation of model reprogramming (docs/ops/masked_perturb.md)."""
 from __future__ import annotations
 
 from typing import Optional, Sequence, Tuple, Union
@@ -73,5 +73,5 @@ def masked_perturb(
             op = triton_kernels.forward_op()
         else:
             op = torch.ops.reprogram_ext.masked_perturb_forward
-        out = op(cp.x, cp.delta, cp.mask, cp.config.flat_offsets(), cp.norm, *cp.config.as_op_args())
+        out = op(cp.x, cp.delta, cp.mask, *cp.options.op_args(cp.norm))
     return out.squeeze(-2) if cp.spatial_ndim == 1 else out

@@ -12,41 +12,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-ACTIVATIONS = {"none": 0, "tanh": 1, "sigmoid": 2}
-BLENDS = {"add": 0, "replace": 1}
-RESIZE_MODES = {"nearest": 1, "bilinear": 2}
-NORMALIZE = ("before", "after", "none")
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from .options import ACTIVATIONS, BLENDS, FLOAT_DTYPES, NORMALIZE, RESIZE_MODES, PerturbOptions
 
 Size = Union[int, Sequence[int]]
-
-
-@dataclass(frozen=True)
-class PerturbConfig:
-    """The non-tensor options, canonical (2-D) form; ``as_op_args()`` gives the op's arguments."""
-
-    resized_size: tuple
-    resize_mode: int  # 0 none, 1 nearest, 2 bilinear
-    activation: int
-    blend: int
-    normalize_before: bool
-    normalize_after: bool
-    has_clamp: bool
-    clamp_lo: float
-    clamp_hi: float
-    mask_scale: int
-    offsets: tuple  # ((oy, ox), ...)
-
-    def flat_offsets(self) -> list:
-        """The op's ``offsets`` argument: (oy, ox) of every copy, flattened."""
-        return [v for pair in self.offsets for v in pair]
-
-    def as_op_args(self) -> tuple:
-        """Arguments after (x, delta, mask, offsets, norm) of the masked_perturb_* ops."""
-        return (
-            list(self.resized_size), self.resize_mode, self.activation, self.blend, self.normalize_before,
-            self.normalize_after, self.has_clamp, self.clamp_lo, self.clamp_hi, self.mask_scale,
-        )
 
 
 @dataclass
@@ -55,7 +23,7 @@ class CanonicalPerturb:
     delta: torch.Tensor  # [Bd, Cd, H, W], out dtype
     mask: Optional[torch.Tensor]  # [Bm, Cm, Hm, Wm], out dtype
     norm: torch.Tensor  # float32 [2, C] on the device
-    config: PerturbConfig
+    options: PerturbOptions
     channels: int
     spatial_ndim: int
     out_dtype: torch.dtype
@@ -160,21 +128,21 @@ def canonicalize(
         raise ValueError(_err("delta", "a non-empty canvas", f"shape {tuple(delta.shape)}"))
 
     if resize is None:
-        resized, mode = in_size, 0
+        resized, mode = in_size, "none"
     else:
         resized = _as_size(resize, nsp, "resize")
-        if resize_mode not in RESIZE_MODES:
+        if not isinstance(resize_mode, str) or resize_mode not in RESIZE_MODES:
             raise ValueError(_err("resize_mode", f"one of {tuple(RESIZE_MODES)}", repr(resize_mode)))
         if any(s == 0 for s in in_size):
             raise ValueError(_err("x", "non-empty spatial dims when resize is given", f"shape {tuple(x.shape)}"))
-        mode = RESIZE_MODES[resize_mode]
+        mode = resize_mode
     offsets = _as_offsets(offset, nsp, canvas, resized)
 
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(_err("activation", f"one of {tuple(ACTIVATIONS)}", repr(activation)))
-    if blend not in BLENDS:
+    if not isinstance(blend, str) or blend not in BLENDS:
         raise ValueError(_err("blend", f"one of {tuple(BLENDS)}", repr(blend)))
-    if normalize not in NORMALIZE:
+    if not isinstance(normalize, str) or normalize not in NORMALIZE:
         raise ValueError(_err("normalize", f"one of {NORMALIZE}", repr(normalize)))
     if isinstance(mask_scale, bool) or not isinstance(mask_scale, int) or mask_scale < 1:
         raise ValueError(_err("mask_scale", "a positive int", repr(mask_scale)))
@@ -190,7 +158,7 @@ def canonicalize(
         if lo > hi:
             raise ValueError(_err("clamp", "lo <= hi", repr(clamp)))
     else:
-        lo, hi = float("-inf"), float("inf")
+        lo = hi = None
 
     if out_dtype is None:
         if torch.is_autocast_enabled(x.device.type):
@@ -224,18 +192,15 @@ def canonicalize(
         norm = torch.stack([torch.zeros(C, device=device), torch.ones(C, device=device)])
 
     off2 = tuple((0,) + o if nsp == 1 else o for o in offsets)
-    config = PerturbConfig(
+    options = PerturbOptions(
+        offsets=off2,
         resized_size=(1,) + resized if nsp == 1 else resized,
         resize_mode=mode,
-        activation=ACTIVATIONS[activation],
-        blend=BLENDS[blend],
-        normalize_before=use_norm and normalize == "before",
-        normalize_after=use_norm and normalize == "after",
-        has_clamp=clamp is not None,
-        clamp_lo=lo,
-        clamp_hi=hi,
+        activation=activation,
+        blend=blend,
+        normalize=normalize if use_norm else "none",
+        clamp=None if clamp is None else (lo, hi),
         mask_scale=mask_scale,
-        offsets=off2,
     )
     x4 = x if x.dtype == torch.uint8 else x.to(out_dtype)
     return CanonicalPerturb(
@@ -243,7 +208,7 @@ def canonicalize(
         delta=_to_4d(delta4.to(out_dtype), nsp, 0),
         mask=mask4,
         norm=norm.contiguous(),
-        config=config,
+        options=options,
         channels=C,
         spatial_ndim=nsp,
         out_dtype=out_dtype,

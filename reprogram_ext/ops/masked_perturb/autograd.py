@@ -1,7 +1,8 @@
 """Fake (meta) kernels of the masked_perturb ops, and the Triton op's autograd.
 
-The compiled (C++ / CUDA) op's autograd is csrc/masked_perturb_autograd.cpp, which follows the
-same contract in C++ (keep the two in step).
+The compiled (C++ / CUDA) op's autograd is csrc/masked_perturb/autograd.cpp, which follows the
+same contract in C++: the Triton backend must work without the C++ build, so the gradient
+reductions below exist once in Python (Triton) and once in C++ (compiled ops).
 
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
 returns canvas-resolution float32 partials, which plain aten ops reduce to each input's shape:
@@ -16,22 +17,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .options import PerturbOptions
 from .reference import copy_visible
-
-_OPTION_NAMES = ("resized_size", "resize_mode", "activation", "blend", "normalize_before", "normalize_after",
-                 "has_clamp", "clamp_lo", "clamp_hi", "mask_scale")
 
 
 def _canvas_channels(x, delta):
     return delta.shape[1] if delta.shape[1] != 1 else x.shape[1]
 
 
-def _fake_forward(x, delta, mask, offsets, norm, *options):
+def _fake_forward(x, delta, mask, *options):
     B = x.shape[0]
     return delta.new_empty((B, _canvas_channels(x, delta), delta.shape[2], delta.shape[3]))
 
 
-def _fake_backward(grad_out, x, delta, mask, offsets, norm, *options_and_needs):
+def _fake_backward(grad_out, x, delta, mask, *options_and_needs):
     needs = options_and_needs[-1]
     B, C, H, W = grad_out.shape
     f32 = dict(dtype=torch.float32, device=grad_out.device)
@@ -59,49 +58,48 @@ def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor, mask_scale: int) -> t
     return gm
 
 
-def reduce_input_grad(gp: torch.Tensor, x: torch.Tensor, offsets: list, resized_size, resize_mode: int):
-    """Placed-input gradient [B, C, H, W] -> gradient of x [B, Cx, Hin, Win] (offsets flattened pairs)."""
-    hr, wr = resized_size
+def reduce_input_grad(gp: torch.Tensor, x: torch.Tensor, options: PerturbOptions):
+    """Placed-input gradient [B, C, H, W] -> gradient of x [B, Cx, Hin, Win]."""
+    hr, wr = options.resized_size
     H, W = gp.shape[-2:]
     g = gp.new_zeros((gp.shape[0], gp.shape[1], hr, wr))
-    for oy, ox in zip(offsets[0::2], offsets[1::2]):
+    for oy, ox in options.offsets:
         if not copy_visible((oy, ox), (hr, wr), (H, W)):
             continue  # adjoint of F.pad(X, (ox, W-ox-wr, oy, H-oy-hr)) is the opposite pad
         part = F.pad(gp, [-ox, -(W - ox - wr), -oy, -(H - oy - hr)])
         g = g + part
     if x.shape[1] == 1 and g.shape[1] != 1:
         g = g.sum(1, keepdim=True)
-    if resize_mode == 1:
+    if options.resize_mode == "nearest":
         g = torch.ops.aten.upsample_nearest2d_backward(g.contiguous(), [hr, wr], list(x.shape), None, None)
-    elif resize_mode == 2:
+    elif options.resize_mode == "bilinear":
         g = torch.ops.aten.upsample_bilinear2d_backward(g.contiguous(), [hr, wr], list(x.shape), False, None, None)
     return g
 
 
 def _setup_context(ctx, inputs, output):
-    x, delta, mask, offsets, norm, *options = inputs
-    ctx.options = options
-    ctx.offsets = offsets
-    ctx.save_for_backward(x, delta, mask, norm)
+    x, delta, mask, *op_args = inputs
+    ctx.options = PerturbOptions.from_op_args(*op_args)
+    ctx.save_for_backward(x, delta, mask, op_args[1])  # norm
 
 
 def make_backward(backward_op):
     def backward(ctx, grad_out):
         x, delta, mask, norm = ctx.saved_tensors
-        offsets = ctx.offsets
+        options = ctx.options
+        op_args = options.op_args(norm)
         need_x = ctx.needs_input_grad[0] and x.is_floating_point()
         need_mask = mask is not None and ctx.needs_input_grad[2]
         needs = [ctx.needs_input_grad[1], need_mask, need_x]
-        gd, gm, gp = backward_op(grad_out.contiguous(), x, delta, mask, offsets, norm, *ctx.options, needs)
-        opts = dict(zip(_OPTION_NAMES, ctx.options))
+        gd, gm, gp = backward_op(grad_out.contiguous(), x, delta, mask, *op_args, needs)
         grad_delta = grad_mask = grad_x = None
         if needs[0]:
             grad_delta = (gd.sum(1, keepdim=True) if delta.shape[1] == 1 and gd.shape[1] != 1 else gd).to(delta.dtype)
         if needs[1]:
-            grad_mask = reduce_mask_grad(gm, mask, opts["mask_scale"]).to(mask.dtype)
+            grad_mask = reduce_mask_grad(gm, mask, options.mask_scale).to(mask.dtype)
         if needs[2]:
-            grad_x = reduce_input_grad(gp, x, offsets, opts["resized_size"], opts["resize_mode"]).to(x.dtype)
-        return (grad_x, grad_delta, grad_mask) + (None,) * (2 + len(_OPTION_NAMES))
+            grad_x = reduce_input_grad(gp, x, options).to(x.dtype)
+        return (grad_x, grad_delta, grad_mask) + (None,) * len(op_args)
 
     return backward
 
@@ -121,6 +119,6 @@ def register(forward_name: str, backward_name: str) -> None:
 
 def register_compiled() -> None:
     """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
-    (csrc/masked_perturb_autograd.cpp, the same contract as ``register``): the prompt runs once per
+    (csrc/masked_perturb/autograd.cpp, the same contract as ``register``): the prompt runs once per
     step, often on a small batch, where this module's Python wrapper cost as much as the kernels."""
     register_fakes("reprogram_ext::masked_perturb_forward", "reprogram_ext::masked_perturb_backward")

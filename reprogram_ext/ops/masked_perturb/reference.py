@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .args import CanonicalPerturb
-
-_ACT = {0: lambda d: d, 1: torch.tanh, 2: torch.sigmoid}
+from .options import ACTIVATIONS
 
 
 def copy_visible(offset, resized, canvas) -> bool:
@@ -29,17 +28,16 @@ def _pads(offset, resized, canvas):
 
 
 def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
-    cfg = cp.config
+    cfg = cp.options
     compute = torch.float64 if cp.out_dtype == torch.float64 else torch.float32
     x = cp.x.to(compute) / 255 if cp.x.dtype == torch.uint8 else cp.x.to(compute)
     B, C = x.shape[0], cp.channels
     H, W = cp.delta.shape[-2:]
     if x.shape[1] != C:
         x = x.expand(B, C, *x.shape[2:])
-    if cfg.resize_mode:
-        mode = "nearest" if cfg.resize_mode == 1 else "bilinear"
-        x = F.interpolate(x, size=tuple(cfg.resized_size), mode=mode,
-                          align_corners=False if mode == "bilinear" else None)
+    if cfg.resize_mode != "none":
+        x = F.interpolate(x, size=tuple(cfg.resized_size), mode=cfg.resize_mode,
+                          align_corners=False if cfg.resize_mode == "bilinear" else None)
     resized = tuple(x.shape[2:])
     u, covered = None, None
     for off in cfg.offsets:
@@ -55,20 +53,20 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
         covered = torch.zeros((H, W), dtype=torch.bool, device=x.device)
     mean = cp.norm[0].to(compute).view(1, C, 1, 1)
     std = (1 / cp.norm[1].to(compute)).view(1, C, 1, 1)
-    if cfg.normalize_before:
+    if cfg.normalize == "before":
         u = torch.where(covered, (u - mean) / std, u)
-    a = _ACT[cfg.activation](cp.delta.to(compute))
+    a = ACTIVATIONS[cfg.activation](cp.delta.to(compute))
     if cp.mask is not None:
         m = cp.mask.to(compute)
         s = cfg.mask_scale
         for dim, size in ((-2, H), (-1, W)):
             if s > 1 and m.shape[dim] > 1:  # patch-wise (nearest) upsampling: position p reads p // s
                 m = m.repeat_interleave(s, dim=dim).narrow(dim, 0, size)
-        v = u + m * a if cfg.blend == 0 else (1 - m) * u + m * a
+        v = u + m * a if cfg.blend == "add" else (1 - m) * u + m * a
     else:
-        v = u + a if cfg.blend == 0 else 0 * u + a  # replace with m = 1: x still gets its (zero) gradient
-    if cfg.has_clamp:
-        v = torch.clamp(v, cfg.clamp_lo, cfg.clamp_hi)
-    if cfg.normalize_after:
+        v = u + a if cfg.blend == "add" else 0 * u + a  # replace with m = 1: x still gets its (zero) gradient
+    if cfg.clamp is not None:
+        v = torch.clamp(v, *cfg.clamp)
+    if cfg.normalize == "after":
         v = (v - mean) / std
     return v.to(cp.out_dtype).contiguous()

@@ -19,20 +19,20 @@ def aot_kernels() -> list:
     def norm(C):
         return t(2, C)
 
-    # options: resized_size, resize_mode, activation, blend, normalize_before, normalize_after, has_clamp, lo, hi, s
+    # (x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize, clamp, mask_scale)
     ilm_vp = (t(256, 3, 32, 32), t(1, 3, 224, 224), t(1, 1, 224, 224), [96, 96], norm(3),
-              [32, 32], 0, 2, 0, False, True, False, 0.0, 0.0, 1)
+              [32, 32], "none", "sigmoid", "add", "after", None, 1)
     bahng_fp16 = (t(64, 3, 224, 224, dtype=torch.float16), t(1, 3, 224, 224, dtype=torch.float16), None, [0, 0],
-                  norm(3), [224, 224], 0, 0, 0, False, False, False, 0.0, 0.0, 1)
+                  norm(3), [224, 224], "none", "none", "add", "none", None, 1)
     smm_bf16 = (t(64, 3, 32, 32, dtype=torch.bfloat16), t(1, 3, 224, 224, dtype=torch.bfloat16),
-                t(64, 1, 7, 7, dtype=torch.bfloat16), [0, 0], norm(3), [224, 224], 2, 0, 0, True, False, False,
-                0.0, 0.0, 32)
+                t(64, 1, 7, 7, dtype=torch.bfloat16), [0, 0], norm(3), [224, 224], "bilinear", "none", "add", "before",
+                None, 32)
     v2s_tiles = (t(32, 1, 1, 3000), t(1, 1, 1, 16000), t(1, 1, 1, 16000), [0, 0, 0, 3000, 0, 6000, 0, 9000, 0, 12000,
-                 0, 15000], norm(1), [1, 3000], 0, 0, 0, False, False, False, 0.0, 0.0, 1)
+                 0, 15000], norm(1), [1, 3000], "none", "none", "add", "none", None, 1)
     uint8_general = (t(16, 1, 28, 28, dtype=torch.uint8), t(16, 3, 64, 64), t(1, 3, 64, 64), [4, 4], norm(3),
-                     [56, 56], 1, 1, 1, False, True, True, 0.0, 1.0, 1)
+                     [56, 56], "nearest", "tanh", "replace", "after", [0.0, 1.0], 1)
     fp64_bilinear = (t(4, 3, 20, 20, dtype=torch.float64), t(1, 3, 48, 48, dtype=torch.float64), None, [3, 5],
-                     norm(3), [40, 40], 2, 1, 0, False, True, True, -1.0, 1.0, 1)
+                     norm(3), [40, 40], "bilinear", "tanh", "add", "after", [-1.0, 1.0], 1)
     cases = (("ilm_vp_fp32", ilm_vp, [True, True, True]), ("bahng_full_canvas_fp16", bahng_fp16, [True, False, False]),
              ("smm_bf16", smm_bf16, [True, True, True]), ("v2s_tiles_fp32", v2s_tiles, [True, True, False]),
              ("uint8_nearest_replace_clamp", uint8_general, [True, True, False]),

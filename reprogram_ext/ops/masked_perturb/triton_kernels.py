@@ -1,6 +1,6 @@
-"""``@triton.jit`` kernels of masked_perturb (the ops that launch them: ``masked_perturb.py``).
+"""``@triton.jit`` kernels of masked_perturb (the ops that launch them: ``triton_op.py``).
 
-Formula (csrc/common/masked_perturb_math.h), for canvas element (b, c, h, w) of [B, C, H, W]:
+Formula (docs/ops/masked_perturb.md; C++: csrc/masked_perturb/math.h), for canvas element (b, c, h, w) of [B, C, H, W]:
     u   = sum over copies k covering (h, w) of X[b, c, h - oy_k, w - ox_k],
           X = resize(x / (255 if uint8)) as F.interpolate(align_corners=False), channel 0 if Cx = 1
     u   = (u - mean_c) * inv_std_c                  where covered        (normalize_before)
@@ -14,8 +14,8 @@ Work split: one program owns BLOCK consecutive positions of one channel plane (h
 loops over a chunk of the batch; the activated delta, the mask and the placement index math of
 one copy are computed once per program and reused for every sample of the chunk. In the backward
 the batch sum of a position runs in sample order inside its chunk; the host sums the chunk rows.
-Math in float32 (float64 for float64 tensors). Optional tensors passed as None (mask, offsets,
-unneeded gradients) specialise the kernel: their code is not generated.
+Math in float32 (float64 for float64 tensors). Options arrive as their names (str constexprs: RESIZE, ACTIVATION). Optional tensors passed as None (mask,
+offsets, unneeded gradients) specialise the kernel: their code is not generated.
 """
 import triton
 import triton.language as tl
@@ -61,10 +61,10 @@ def _tanh(d):
 
 @triton.jit
 def _activate(d, ACTIVATION: tl.constexpr):
-    """act(d): 0 none, 1 tanh, 2 sigmoid = 1 / (1 + exp(-d))."""
-    if ACTIVATION == 1:
+    """act(d) for the activation named ACTIVATION (options.ACTIVATIONS): tanh, sigmoid = 1 / (1 + exp(-d)), none = d."""
+    if ACTIVATION == "tanh":
         return _tanh(d)
-    elif ACTIVATION == 2:
+    elif ACTIVATION == "sigmoid":
         return 1.0 / (1.0 + tl.exp(-d))
     else:
         return d
@@ -73,9 +73,9 @@ def _activate(d, ACTIVATION: tl.constexpr):
 @triton.jit
 def _activation_derivative(a, ACTIVATION: tl.constexpr):
     """d act / d delta from the activated value a: 1 - a^2 (tanh), a (1 - a) (sigmoid), 1 (none)."""
-    if ACTIVATION == 1:
+    if ACTIVATION == "tanh":
         return 1.0 - a * a
-    elif ACTIVATION == 2:
+    elif ACTIVATION == "sigmoid":
         return a * (1.0 - a)
     else:
         return tl.full(a.shape, 1.0, a.dtype)
@@ -119,12 +119,12 @@ def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE: tl.const
     y = h - oy
     xi = w - ox
     inside = valid & (y >= 0) & (y < Hr) & (xi >= 0) & (xi < Wr)
-    if RESIZE == 2:
+    if RESIZE == "bilinear":
         y0, y1, ly = _linear_taps(y, Hin, Hr, ACC)
         x0, x1, lx = _linear_taps(xi, Win, Wr, ACC)
         return (inside, y0 * sxh + x0 * sxw, y0 * sxh + x1 * sxw, y1 * sxh + x0 * sxw, y1 * sxh + x1 * sxw, ly, lx)
     else:
-        if RESIZE == 1:
+        if RESIZE == "nearest":
             y = _nearest_index(y, Hin, Hr)
             xi = _nearest_index(xi, Win, Wr)
         o = y * sxh + xi * sxw
@@ -137,7 +137,7 @@ def _sample(x_bc, taps, RESIZE: tl.constexpr, ACC: tl.constexpr):
     """The resized input at the taps of _copy_taps, in the x plane starting at x_bc (0 outside the copy)."""
     inside, o00, o01, o10, o11, ly, lx = taps
     v00 = _load_input(x_bc + o00, inside, ACC)
-    if RESIZE == 2:
+    if RESIZE == "bilinear":
         v01 = _load_input(x_bc + o01, inside, ACC)
         v10 = _load_input(x_bc + o10, inside, ACC)
         v11 = _load_input(x_bc + o11, inside, ACC)

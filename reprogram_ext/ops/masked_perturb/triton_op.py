@@ -1,12 +1,12 @@
 """Triton backend of masked_perturb: the ops ``reprogram_ext::masked_perturb_forward_triton`` and
 ``reprogram_ext::masked_perturb_backward_triton``, with the schemas and results of the C++ ops
-``masked_perturb_forward`` / ``masked_perturb_backward`` (csrc/registration.cpp): canonical
+``masked_perturb_forward`` / ``masked_perturb_backward`` (options.py, csrc/schemas.cpp): canonical
 [B, C, H, W] layout, stride-aware x / delta / mask with size-1 broadcast dims, (oy, ox) offsets of
 copies that add, float32 norm [2, C] = (mean, 1 / std). The backward returns float32
 canvas-resolution partials (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
 its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
 rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
-Kernels and formula: ``_masked_perturb_kernels.py``.
+Kernels and formula: ``triton_kernels.py``.
 
 The ops are defined when this module is first imported, which ``reprogram_ext.masked_perturb`` does
 on the first ``backend="triton"`` call (triton is never imported with the package: TRITON_INTERPRET
@@ -16,24 +16,17 @@ TRITON_INTERPRET=1.
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 import triton
 
 from .autograd import register
+from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
 BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
-# The schemas of csrc/registration.cpp (masked_perturb_forward / masked_perturb_backward).
-_OPTIONS_SCHEMA = ("Tensor norm, int[] resized_size, int resize_mode, int activation, int blend, "
-                   "bool normalize_before, bool normalize_after, bool has_clamp, float clamp_lo, float clamp_hi, "
-                   "int mask_scale")
-FORWARD_SCHEMA = f"(Tensor x, Tensor delta, Tensor? mask, int[] offsets, {_OPTIONS_SCHEMA}) -> Tensor"
-BACKWARD_SCHEMA = (f"(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, {_OPTIONS_SCHEMA}, "
-                   "bool[3] needs) -> (Tensor, Tensor, Tensor)")
-
 NUM_WARPS = 4
 # Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
 FORWARD_TARGET_PROGRAMS = 1024
@@ -42,12 +35,12 @@ FORWARD_TARGET_PROGRAMS = 1024
 # gets several chunks and the backward the chunks of reduction_chunks() (a function of the shape).
 INTERPRETER_BLOCK = 2048
 INTERPRETER_FORWARD_TARGET_PROGRAMS = 8
-# reduction_chunks() of masked_perturb_math.h: ~64k independent (chunk, position) work items.
+# reduction_chunks() of csrc/masked_perturb/math.h: ~64k independent (chunk, position) work items.
 REDUCTION_TARGET_ITEMS = 1 << 16
 
 
 def reduction_chunks(B: int, positions: int) -> int:
-    """Batch chunks of the deterministic backward reduction: reduction_chunks() of masked_perturb_math.h
+    """Batch chunks of the deterministic backward reduction: reduction_chunks() of csrc/masked_perturb/math.h
     (a function of the shape only, so every backend sums in the same order)."""
     if B <= 1 or positions <= 0:
         return 1
@@ -93,8 +86,10 @@ def _max_plane_offset(t: torch.Tensor) -> int:
     return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
 
 
-def _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, mask_scale):
-    """The checks make_masked_perturb_args does for the C++ ops; returns the canvas (B, C, H, W)."""
+def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
+    """The canonical-form guards csrc/masked_perturb/args.h has for the C++ ops (the user's arguments were
+    validated by args.canonicalize); returns the canvas (B, C, H, W)."""
+    resized_size, resize_mode, mask_scale = o.resized_size, o.resize_mode, o.mask_scale
     _check(x.dim() == 4, f"x must be [B, Cx, H, W], got shape {tuple(x.shape)}")
     _check(delta.dim() == 4, f"delta must be [Bd, Cd, H, W], got shape {tuple(delta.shape)}")
     _check(delta.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64),
@@ -119,21 +114,22 @@ def _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, a
         _check(mask.device == delta.device, f"mask is on {mask.device} but delta is on {delta.device}")
         _check(mask.shape[0] in (1, B) and mask.shape[1] in (1, C) and mask.shape[2] in (1, Hm)
                and mask.shape[3] in (1, Wm), f"mask {tuple(mask.shape)} does not broadcast to [{B}, {C}, {Hm}, {Wm}]")
-    _check(len(offsets) % 2 == 0, f"offsets must hold (oy, ox) pairs, got {len(offsets)} values")
     _check(norm.dtype == torch.float32 and tuple(norm.shape) == (2, C) and norm.is_contiguous()
            and norm.device == delta.device, f"norm must be a contiguous float32 [2, {C}] tensor on delta's device, "
            f"got {norm.dtype} {tuple(norm.shape)} on {norm.device}")
     _check(len(resized_size) == 2, f"resized_size must have 2 entries, got {list(resized_size)}")
     Hr, Wr = resized_size
     _check(Hr >= 0 and Wr >= 0, f"resized_size must be non-negative, got {list(resized_size)}")
-    _check(resize_mode in (0, 1, 2), f"resize_mode must be 0 (none), 1 (nearest) or 2 (bilinear), got {resize_mode}")
-    if resize_mode == 0:
+    _check(resize_mode in ("none",) + RESIZE_MODES, f"resize_mode must be one of {('none',) + RESIZE_MODES}, "
+           f"got {resize_mode!r}")
+    if resize_mode == "none":
         _check((Hr, Wr) == (Hin, Win), f"resized_size {list(resized_size)} must equal x's size {[Hin, Win]} "
                "when resize_mode is none")
     else:
         _check(Hin > 0 and Win > 0, "cannot resize an empty input")
-    _check(activation in (0, 1, 2), f"activation must be 0 (none), 1 (tanh) or 2 (sigmoid), got {activation}")
-    _check(blend in (0, 1), f"blend must be 0 (add) or 1 (replace), got {blend}")
+    _check(o.activation in ACTIVATIONS, f"activation must be one of {tuple(ACTIVATIONS)}, got {o.activation!r}")
+    _check(o.blend in BLENDS, f"blend must be one of {BLENDS}, got {o.blend!r}")
+    _check(o.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {o.normalize!r}")
     for name, t in (("x", x), ("delta", delta), ("mask", mask)):  # in-plane offsets are 32-bit in the kernels
         _check(t is None or _max_plane_offset(t) < 2**31, f"{name}'s spatial extent exceeds 2^31 elements")
     _check(H * W < 2**31, f"the canvas {H} x {W} exceeds 2^31 elements")
@@ -147,12 +143,16 @@ class Launch(NamedTuple):
     args: dict
 
 
-def _shared_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                      normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale) -> dict:
-    """The arguments both kernels take after their pointers and before `chunks` is known, by name."""
-    B, C, H, W = _check_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                                  mask_scale)
-    num_copies = len(offsets) // 2
+def _shared_arguments(x, delta, mask, *op_args) -> dict:
+    """The arguments both kernels take after their pointers and before `chunks` is known, by name;
+    op_args: the op's arguments after (x, delta, mask)."""
+    o = PerturbOptions.from_op_args(*op_args)
+    norm = op_args[1]
+    B, C, H, W = _check_arguments(x, delta, mask, norm, o)
+    num_copies = len(o.offsets)
+    offsets = [v for pair in o.offsets for v in pair]
+    resized_size, resize_mode, mask_scale = o.resized_size, o.resize_mode, o.mask_scale
+    lo, hi = o.clamp if o.clamp is not None else (0.0, 0.0)
     if num_copies == 1:
         oy0, ox0, offsets_t = offsets[0], offsets[1], None
     elif num_copies == 0:  # no copy: one copy below the canvas covers nothing
@@ -168,10 +168,10 @@ def _shared_arguments(x, delta, mask, offsets, norm, resized_size, resize_mode, 
         **dict(zip(("sdb", "sdc", "sdh", "sdw"), _broadcast_strides(delta))),
         **dict(zip(("smb", "smc", "smh", "smw"), sm)),
         Hin=x.shape[2], Win=x.shape[3], Hr=resized_size[0], Wr=resized_size[1], oy0=oy0, ox0=ox0,
-        num_copies=num_copies, mask_scale=mask_scale, clamp_lo=float(clamp_lo), clamp_hi=float(clamp_hi),
-        RESIZE=resize_mode, ACTIVATION=activation, REPLACE=blend == 1, NORM_BEFORE=bool(normalize_before),
-        NORM_AFTER=bool(normalize_after), HAS_CLAMP=bool(has_clamp), ONE_COPY=one_copy,
-        X_FLAT=one_copy and (oy0, ox0) == (0, 0) and resize_mode == 0 and _plane_is_flat(x, H, W),
+        num_copies=num_copies, mask_scale=mask_scale, clamp_lo=float(lo), clamp_hi=float(hi),
+        RESIZE=resize_mode, ACTIVATION=o.activation, REPLACE=o.blend == "replace", NORM_BEFORE=o.normalize == "before",
+        NORM_AFTER=o.normalize == "after", HAS_CLAMP=o.clamp is not None, ONE_COPY=one_copy,
+        X_FLAT=one_copy and (oy0, ox0) == (0, 0) and resize_mode == "none" and _plane_is_flat(x, H, W),
         DELTA_FLAT=_plane_is_flat(delta, H, W),
         MASK_FLAT=mask is not None and mask_scale == 1 and _plane_is_flat(mask, H, W),
         DELTA_PER_SAMPLE=delta.shape[0] > 1, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
@@ -183,9 +183,9 @@ def _programs_per_sample(args: dict) -> int:
     return args["C"] * triton.cdiv(args["H"] * args["W"], args["BLOCK"])
 
 
-def plan_forward(x, delta, mask, offsets, norm, *options) -> tuple:
-    """(out, Launch of masked_perturb_forward_kernel or None when out is empty); options as in the schema."""
-    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+def plan_forward(x, delta, mask, *op_args) -> tuple:
+    """(out, Launch of masked_perturb_forward_kernel or None when out is empty); op_args as in the schema."""
+    args = _shared_arguments(x, delta, mask, *op_args)
     out = torch.empty((args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
     if out.numel() == 0:
         return out, None
@@ -194,11 +194,11 @@ def plan_forward(x, delta, mask, offsets, norm, *options) -> tuple:
     return out, Launch(_programs_per_sample(args) * chunks, args)
 
 
-def plan_backward(grad_out, x, delta, mask, offsets, norm, *options_and_needs) -> tuple:
+def plan_backward(grad_out, x, delta, mask, *op_args_and_needs) -> tuple:
     """((grad_delta, grad_mask, grad_placed) buffers, Launch of masked_perturb_backward_kernel or None).
     Buffers not needed are None; the delta / mask buffers hold one row per chunk when shared by the batch."""
-    *options, needs = options_and_needs
-    args = _shared_arguments(x, delta, mask, offsets, norm, *options)
+    *op_args, needs = op_args_and_needs
+    args = _shared_arguments(x, delta, mask, *op_args)
     B, C, H, W = args["B"], args["C"], args["H"], args["W"]
     _check(tuple(grad_out.shape) == (B, C, H, W) and grad_out.dtype == delta.dtype,
            f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
@@ -228,30 +228,20 @@ def _run(kernel, launch: Launch) -> None:
     torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=NUM_WARPS)
 
 
-def masked_perturb_forward_triton(
-    x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets: List[int], norm: torch.Tensor,
-    resized_size: List[int], resize_mode: int, activation: int, blend: int, normalize_before: bool,
-    normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float, mask_scale: int,
-) -> torch.Tensor:
-    """The forward op: out [B, C, H, W] of delta's dtype (formula in _masked_perturb_kernels.py)."""
-    out, launch = plan_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
-                               normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi, mask_scale)
+def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor],
+                                  *op_args) -> torch.Tensor:
+    """The forward op (options.FORWARD_SCHEMA): out [B, C, H, W] of delta's dtype (formula in triton_kernels.py)."""
+    out, launch = plan_forward(x, delta, mask, *op_args)
     if launch is not None:
         _run(masked_perturb_forward_kernel, launch)
     return out
 
 
-def masked_perturb_backward_triton(
-    grad_out: torch.Tensor, x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets: List[int],
-    norm: torch.Tensor, resized_size: List[int], resize_mode: int, activation: int, blend: int,
-    normalize_before: bool, normalize_after: bool, has_clamp: bool, clamp_lo: float, clamp_hi: float,
-    mask_scale: int, needs: List[bool],
-) -> tuple:
-    """The backward op: float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
-    an output not asked for by needs is an empty tensor."""
-    grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation,
-                                  blend, normalize_before, normalize_after, has_clamp, clamp_lo, clamp_hi,
-                                  mask_scale, needs)
+def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delta: torch.Tensor,
+                                   mask: Optional[torch.Tensor], *op_args_and_needs) -> tuple:
+    """The backward op (options.BACKWARD_SCHEMA): float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W],
+    grad_placed [B, C, H, W]); an output not asked for by needs is an empty tensor."""
+    grads, launch = plan_backward(grad_out, x, delta, mask, *op_args_and_needs)
     if launch is not None:
         _run(masked_perturb_backward_kernel, launch)
     shared = (delta.shape[0] == 1, mask is None or mask.shape[0] == 1, False)

@@ -1,0 +1,47 @@
+// The activations of masked_perturb's program: their names, formulas and derivatives, in one file.
+//
+// act(d): none = d; tanh = 1 - 2 / (1 + e^(2d)); sigmoid = 1 / (1 + e^-d). Written through exp_f
+// (common/exp_f.h: expf on the device, a branch-free polynomial on the host) so that the CPU row
+// loops vectorise; within ~1e-7 (float) of tanh and the logistic function, exact at d = 0 and
+// saturating for large |d|. The derivative is written with the activated value a = act(d).
+//
+// Adding an activation: its entry in RX_MASKED_PERTURB_ACTIVATIONS and its two formulas here, its
+// name and reference formula in reprogram_ext/ops/masked_perturb/options.py, its formula in
+// reprogram_ext/ops/masked_perturb/triton_kernels.py.
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include "common/exp_f.h"
+#include "common/option_list.h"
+
+namespace reprogram_ext {
+
+#define RX_MASKED_PERTURB_ACTIVATIONS(X, E) X(E, kNone, "none") X(E, kTanh, "tanh") X(E, kSigmoid, "sigmoid")
+RX_DEFINE_OPTION(Activation, RX_MASKED_PERTURB_ACTIVATIONS, "masked_perturb", "activation")
+
+template <Activation A, typename acc_t>
+C10_HOST_DEVICE inline acc_t activate(acc_t d) {
+  const acc_t one(1), two(2);
+  if constexpr (A == Activation::kTanh) {
+    return one - two / (one + exp_f(two * d));
+  } else if constexpr (A == Activation::kSigmoid) {
+    return one / (one + exp_f(-d));
+  } else {
+    return d;
+  }
+}
+
+// d act / d delta, from a = act(delta).
+template <Activation A, typename acc_t>
+C10_HOST_DEVICE inline acc_t activation_derivative(acc_t a) {
+  if constexpr (A == Activation::kTanh) {
+    return static_cast<acc_t>(1) - a * a;
+  } else if constexpr (A == Activation::kSigmoid) {
+    return a * (static_cast<acc_t>(1) - a);
+  } else {
+    return static_cast<acc_t>(1);
+  }
+}
+
+}  // namespace reprogram_ext
