@@ -165,6 +165,7 @@ OPTION_CASES = {
     "bilinear_down": (dict(x=(2, 3, 19, 17), delta=(3, 16, 16), mask=None), dict(resize=(11, 7))),
     "grey_input": (dict(x=(2, 1, 8, 8), delta=(3, 12, 12), mask=(1, 12, 12)), dict(activation="tanh")),
     "grey_delta": (dict(x=(2, 3, 8, 8), delta=(1, 12, 12), mask=(3, 12, 12)), dict()),
+    "relu_per_sample_delta": (dict(x=(2, 3, 6, 6), delta=(2, 3, 10, 10), mask=(10, 10)), dict(activation="relu")),
     "per_sample_delta_mask": (dict(x=(3, 3, 6, 6), delta=(3, 3, 10, 10), mask=(3, 3, 10, 10)), dict(activation="sigmoid")),
     "replace_clamp": (dict(x=(2, 3, 8, 8), delta=(3, 12, 12), mask=(12, 12)), dict(blend="replace", clamp=(0.2, 0.7))),
     "normalize_before": (dict(x=(2, 3, 8, 8), delta=(3, 12, 12), mask=(3, 12, 12)),
@@ -369,7 +370,7 @@ def _configs(draw):
     copies = draw(st.integers(0, 3))
     if copies:
         kw["offset"] = [tuple(draw(st.integers(-4, 12)) for _ in range(nsp)) for _ in range(copies)]
-    kw["activation"] = draw(st.sampled_from(["none", "tanh", "sigmoid"]))
+    kw["activation"] = draw(st.sampled_from(["none", "tanh", "sigmoid", "relu"]))
     kw["blend"] = draw(st.sampled_from(["add", "replace"]))
     kw["normalize"] = draw(st.sampled_from(["after", "before", "none"]))
     if kw["normalize"] != "none" or draw(st.booleans()):
@@ -425,7 +426,7 @@ BAD_INPUTS = [
     ("out_size mismatch", _bad(out_size=13), ValueError, "out_size"),
     ("offset type", _bad(offset="centre"), TypeError, "offset"),
     ("offset arity", _bad(offset=(1, 2, 3)), TypeError, "offset"),
-    ("activation", _bad(activation="relu"), ValueError, "activation"),
+    ("activation", _bad(activation="gelu"), ValueError, "activation"),
     ("blend", _bad(blend="mul"), ValueError, "blend"),
     ("normalize", _bad(normalize="both"), ValueError, "normalize"),
     ("mean without std", _bad(mean=IN_MEAN), ValueError, "std"),

@@ -1,6 +1,7 @@
 // The activations of masked_perturb's program: their names, formulas and derivatives, in one file.
 //
-// act(d): none = d; tanh = 1 - 2 / (1 + e^(2d)); sigmoid = 1 / (1 + e^-d). Written through exp_f
+// act(d): none = d; tanh = 1 - 2 / (1 + e^(2d)); sigmoid = 1 / (1 + e^-d); relu = max(d, 0)
+// (NaN passes through). tanh and sigmoid are written through exp_f
 // (common/exp_f.h: expf on the device, a branch-free polynomial on the host) so that the CPU row
 // loops vectorise; within ~1e-7 (float) of tanh and the logistic function, exact at d = 0 and
 // saturating for large |d|. The derivative is written with the activated value a = act(d).
@@ -17,7 +18,8 @@
 
 namespace reprogram_ext {
 
-#define RX_MASKED_PERTURB_ACTIVATIONS(X, E) X(E, kNone, "none") X(E, kTanh, "tanh") X(E, kSigmoid, "sigmoid")
+#define RX_MASKED_PERTURB_ACTIVATIONS(X, E) \
+  X(E, kNone, "none") X(E, kTanh, "tanh") X(E, kSigmoid, "sigmoid") X(E, kRelu, "relu")
 RX_DEFINE_OPTION(Activation, RX_MASKED_PERTURB_ACTIVATIONS, "masked_perturb", "activation")
 
 template <Activation A, typename acc_t>
@@ -27,6 +29,8 @@ C10_HOST_DEVICE inline acc_t activate(acc_t d) {
     return one - two / (one + exp_f(two * d));
   } else if constexpr (A == Activation::kSigmoid) {
     return one / (one + exp_f(-d));
+  } else if constexpr (A == Activation::kRelu) {
+    return d < 0 ? static_cast<acc_t>(0) : d;
   } else {
     return d;
   }
@@ -39,6 +43,8 @@ C10_HOST_DEVICE inline acc_t activation_derivative(acc_t a) {
     return static_cast<acc_t>(1) - a * a;
   } else if constexpr (A == Activation::kSigmoid) {
     return a * (static_cast<acc_t>(1) - a);
+  } else if constexpr (A == Activation::kRelu) {
+    return a > 0 ? static_cast<acc_t>(1) : static_cast<acc_t>(0);
   } else {
     return static_cast<acc_t>(1);
   }

@@ -17,6 +17,7 @@ ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "none": lambda d: d,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
 }
 BLENDS = ("add", "replace")
 RESIZE_MODES = ("nearest", "bilinear")  # the user's choices; "none" means no resize in the canonical form

@@ -61,22 +61,27 @@ def _tanh(d):
 
 @triton.jit
 def _activate(d, ACTIVATION: tl.constexpr):
-    """act(d) for the activation named ACTIVATION (options.ACTIVATIONS): tanh, sigmoid = 1 / (1 + exp(-d)), none = d."""
+    """act(d) for the activation named ACTIVATION (options.ACTIVATIONS): tanh, sigmoid = 1 / (1 + exp(-d)),
+    relu = max(d, 0) (NaN passes through), none = d."""
     if ACTIVATION == "tanh":
         return _tanh(d)
     elif ACTIVATION == "sigmoid":
         return 1.0 / (1.0 + tl.exp(-d))
+    elif ACTIVATION == "relu":
+        return tl.where(d < 0, 0.0, d)
     else:
         return d
 
 
 @triton.jit
 def _activation_derivative(a, ACTIVATION: tl.constexpr):
-    """d act / d delta from the activated value a: 1 - a^2 (tanh), a (1 - a) (sigmoid), 1 (none)."""
+    """d act / d delta from the activated value a: 1 - a^2 (tanh), a (1 - a) (sigmoid), [a > 0] (relu), 1 (none)."""
     if ACTIVATION == "tanh":
         return 1.0 - a * a
     elif ACTIVATION == "sigmoid":
         return a * (1.0 - a)
+    elif ACTIVATION == "relu":
+        return tl.where(a > 0, 1.0, 0.0).to(a.dtype)
     else:
         return tl.full(a.shape, 1.0, a.dtype)
 
