@@ -15,7 +15,7 @@ COUNTING_METHODS = ("frequency", "iterative", "bayesian", "bayesian_plus")
 
 
 def _label_map():
-    from ..ops.label_map import label_map  # SPEC §2 op; imported late so this module loads on its own
+    from ..ops.label_map import label_map  # docs/ops/label_map.md; imported late so this module loads on its own
 
     return label_map
 
@@ -29,7 +29,7 @@ def _identity_weight(num_source: int, num_target: int, device=None, dtype=None) 
 
 
 class LabelMapping(nn.Module):
-    """Maps source logits ``[*, S]`` to target scores ``[*, T]`` with ``label_map`` (SPEC §2).
+    """Maps source logits ``[*, S]`` to target scores ``[*, T]`` with ``label_map`` (docs/ops/label_map.md).
 
     Methods (``method=``):
       - ``identity``: target ``t`` takes sources ``t*k .. t*k+k-1`` (Elsayed et al.);

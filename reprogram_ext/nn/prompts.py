@@ -2,7 +2,7 @@
 
 Each layer holds a trainable program ``delta`` (a Parameter) and a fixed ``mask`` buffer, and calls
 ``masked_perturb`` once per forward (``backend=`` is passed through). The sample-specific (SMM)
-prompt lives in ``sample_specific_prompt.py``.
+prompt lives in ``sample_specific.py``.
 """
 from __future__ import annotations
 
