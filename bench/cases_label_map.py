@@ -1,4 +1,4 @@
-"""Benchmark cases of ``label_map`` and ``mapped_cross_entropy`` (SPEC §2), sparse form ``index [T, K]``.
+"""Benchmark cases of ``label_map`` and ``mapped_cross_entropy`` (docs/ops/label_map.md), sparse form ``index [T, K]``.
 
 Sizes: ImageNet-1k source classes mapped to 10 (CIFAR-10) or 100 (CIFAR-100) targets with K=10
 sources each at batch 256, and a 32k-entry language-model vocabulary mapped to 100 targets with

@@ -1,4 +1,4 @@
-"""reprogram_ext.mapping against the SPEC §3 formulas, written out as plain Python loops."""
+"""reprogram_ext.mapping against the formulas of docs/mapping.md, written out as plain Python loops."""
 import pytest
 import torch
 from hypothesis import given, settings

@@ -1,4 +1,4 @@
-"""reprogram_ext.nn layers against their formulas in plain torch, on every backend (SPEC §4)."""
+"""reprogram_ext.nn layers against their formulas in plain torch, on every backend (docs/nn.md)."""
 import copy
 
 import pytest

@@ -1,4 +1,4 @@
-"""Each paper preset against its formula (SPEC §1) written out in plain torch."""
+"""Each paper preset against its formula (docs/presets.md) written out in plain torch."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Choosing the output label mapping from source predictions (SPEC §3).
+"""Choosing the output label mapping from source predictions (docs/mapping.md).
 
 ``count_matrix`` gathers ``D[s, t]``: how often source class ``s`` is predicted for samples of target
 class ``t`` (or, BLM+, how much top-k probability it receives). The mappings are then chosen from

@@ -1,4 +1,4 @@
-"""Drop-in nn layers for model reprogramming (SPEC §4).
+"""Drop-in nn layers for model reprogramming (docs/nn.md).
 
 Input side: ``PaddingPrompt`` (ILM-VP / Elsayed / BAR / AutoVP), ``AdditivePrompt`` (full-image
 watermark, Bahng's pad and patch prompters), ``SampleSpecificMaskPrompt`` (SMM),

@@ -15,7 +15,7 @@ COUNTING_METHODS = ("frequency", "iterative", "bayesian", "bayesian_plus")
 
 
 def _label_map():
-    from ..ops.label_map import label_map  # SPEC §2 op; imported late so this module loads on its own
+    from ..ops.label_map import label_map  # docs/ops/label_map.md; imported late so this module loads on its own
 
     return label_map
 
@@ -29,7 +29,7 @@ def _identity_weight(num_source: int, num_target: int, device=None, dtype=None) 
 
 
 class LabelMapping(nn.Module):
-    """Maps source logits ``[*, S]`` to target scores ``[*, T]`` with ``label_map`` (SPEC §2).
+    """Maps source logits ``[*, S]`` to target scores ``[*, T]`` with ``label_map`` (docs/ops/label_map.md).
 
     Methods (``method=``):
       - ``identity``: target ``t`` takes sources ``t*k .. t*k+k-1`` (Elsayed et al.);
@@ -123,10 +123,8 @@ class LabelMapping(nn.Module):
         A no-op for methods that do not learn from counts (identity, random, linear, and frequency once
         it has been mapped).
         """
-        if not self.learns_from_counts:
-            return
-        count_matrix(logits.detach(), target, self.num_target,
-                     topk=self.topk if self.method == "bayesian_plus" else None, counts=self.counts)
+        if self.learns_from_counts:
+            self._add_counts(logits, target)
 
     @torch.no_grad()
     def remap(self) -> torch.Tensor:
@@ -163,9 +161,13 @@ class LabelMapping(nn.Module):
         if self.method not in COUNTING_METHODS:
             raise RuntimeError(f"LabelMapping: method {self.method!r} is not fitted from data")
         self.counts.zero_()
+        self._add_counts(logits, target)
+        return self.remap()
+
+    def _add_counts(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """``counts += count_matrix(logits, target)``: argmax counts, or top-``topk`` probabilities (BLM+)."""
         count_matrix(logits.detach(), target, self.num_target,
                      topk=self.topk if self.method == "bayesian_plus" else None, counts=self.counts)
-        return self.remap()
 
     def get_extra_state(self) -> dict:
         return {"epochs": self.epochs, "remaps": self.remaps}

@@ -63,6 +63,18 @@ def check_input(x: torch.Tensor, size: Tuple[int, ...], layer: str) -> None:
         raise ValueError(f"{layer}: x must have shape [B, C, {', '.join(map(str, size))}], got {tuple(x.shape)}")
 
 
+def register_mask(module: torch.nn.Module, mask: Optional[torch.Tensor], dtype=None) -> None:
+    """Register the fixed ``mask`` buffer of a prompt layer, in ``dtype`` (default: torch's default dtype);
+    ``None`` registers an absent buffer (no mask: all ones, nothing in the state_dict)."""
+    module.register_buffer("mask", None if mask is None else mask.to(dtype or torch.get_default_dtype()))
+
+
+def settings_repr(module: torch.nn.Module, normalized: bool = False) -> str:
+    """The settings every prompt layer prints last: channels, activation, ", normalized", backend."""
+    norm = ", normalized" if normalized else ""
+    return f"channels={module.channels}, activation={module.activation!r}{norm}, backend={module.backend!r}"
+
+
 def region_mask(canvas: Tuple[int, ...], origins, extent: Tuple[int, ...], inside: float, *, device=None) -> torch.Tensor:
     """``[1, *canvas]`` float mask: ``inside`` over each box ``[o, o + extent)`` (cropped), 1 elsewhere."""
     mask = torch.ones((1, *canvas), device=device)

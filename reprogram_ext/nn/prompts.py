@@ -2,7 +2,7 @@
 
 Each layer holds a trainable program ``delta`` (a Parameter) and a fixed ``mask`` buffer, and calls
 ``masked_perturb`` once per forward (``backend=`` is passed through). The sample-specific (SMM)
-prompt lives in ``sample_specific_prompt.py``.
+prompt lives in ``sample_specific.py``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layer_args import Size, check_input, init_program, norm_constants, region_mask, spatial_size
+from .layer_args import (Size, check_input, init_program, norm_constants, region_mask, register_mask, settings_repr,
+                         spatial_size)
 from ..ops.masked_perturb import masked_perturb
 
 
@@ -67,8 +68,8 @@ class PaddingPrompt(nn.Module):
         self.mean, self.std = norm_constants(mean, std, channels, name)
         self.clamp, self.backend, self.prompt_over_input = clamp, backend, prompt_over_input
         self.delta = init_program((channels, *self.output_size), init, name, device=device, dtype=dtype, scale=init_scale)
-        mask = region_mask(self.output_size, [offset], placed, 1.0 if prompt_over_input else 0.0, device=device)
-        self.register_buffer("mask", mask.to(dtype or torch.get_default_dtype()))
+        register_mask(self, region_mask(self.output_size, [offset], placed, 1.0 if prompt_over_input else 0.0,
+                                        device=device), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, type(self).__name__)
@@ -80,9 +81,8 @@ class PaddingPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         resize = f", resize={self.resize}" if self.resize else ""
-        norm = ", normalized" if self.mean is not None else ""
         return (f"input_size={self.input_size}, output_size={self.output_size}{resize}, offset={self.offset}, "
-                f"channels={self.channels}, activation={self.activation!r}{norm}, backend={self.backend!r}")
+                + settings_repr(self, normalized=self.mean is not None))
 
 
 class AdditivePrompt(nn.Module):
@@ -142,12 +142,11 @@ class AdditivePrompt(nn.Module):
         self.generator = generator
         shape = (channels, prompt_size, prompt_size) if kind == "patch" else (channels, H, W)
         self.delta = init_program(shape, init, name, device=device, dtype=dtype, scale=init_scale)
+        mask = None
         if kind == "pad":
             inner = (prompt_size, prompt_size)
             mask = region_mask(self.image_size, [inner], (H - 2 * prompt_size, W - 2 * prompt_size), 0.0, device=device)
-            self.register_buffer("mask", mask.to(dtype or torch.get_default_dtype()))
-        else:
-            self.register_buffer("mask", None)
+        register_mask(self, mask, dtype)
 
     def _patch_origin(self) -> Tuple[int, int]:
         if not (self.random_location and self.training):
@@ -172,8 +171,7 @@ class AdditivePrompt(nn.Module):
         size = "" if self.kind == "full" else f", prompt_size={self.prompt_size}"
         where = ", random_location=True" if self.random_location else (
             f", patch_location={self.patch_location}" if self.kind == "patch" else "")
-        return (f"image_size={self.image_size}, kind={self.kind!r}{size}{where}, channels={self.channels}, "
-                f"activation={self.activation!r}, backend={self.backend!r}")
+        return f"image_size={self.image_size}, kind={self.kind!r}{size}{where}, " + settings_repr(self)
 
 
 class TimeSeriesPrompt(nn.Module):
@@ -222,8 +220,8 @@ class TimeSeriesPrompt(nn.Module):
         self.channels, self.activation, self.backend = channels, activation, backend
         self.prompt_over_input = prompt_over_input
         self.delta = init_program((channels, N), init, name, device=device, dtype=dtype, scale=init_scale)
-        mask = region_mask((N,), [(o,) for o in self.offsets], (L,), 1.0 if prompt_over_input else 0.0, device=device)
-        self.register_buffer("mask", mask.to(dtype or torch.get_default_dtype()))
+        register_mask(self, region_mask((N,), [(o,) for o in self.offsets], (L,), 1.0 if prompt_over_input else 0.0,
+                                        device=device), dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.dim() == 2:
@@ -234,4 +232,4 @@ class TimeSeriesPrompt(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"input_length={self.input_length}, output_length={self.output_length}, offsets={self.offsets}, "
-                f"channels={self.channels}, activation={self.activation!r}, backend={self.backend!r}")
+                + settings_repr(self))
