@@ -218,7 +218,9 @@ def kernel_stats(instructions: Iterable[Instruction]) -> KernelStats:
 
 
 def short_name(demangled: str) -> str:
-    """'void reprogram_ext::(anonymous namespace)::k<c10::Half, float, true>(Args, float const*)' -> 'k<Half, float, true>'."""
+    """The demangled name without return type, parameter list and namespaces:
+    'void reprogram_ext::(anonymous namespace)::k<c10::Half, float, true>(Args, float const*)'
+    -> 'k<Half, float, true>'."""
     name = demangled.strip()
     depth = 0
     for i, ch in enumerate(name):  # cut the parameter list: the first '(' outside template brackets
@@ -396,7 +398,8 @@ def format_table(kernels: List[Kernel], width: int = 64) -> str:
         stack = "?" if k.stack is None else str(k.stack)
         atom = f"  atomics:{s.atomics}" if s.atomics else ""
         rows.append(f"{name:<{width}} {k.arch:<6} {regs:>4} {s.local_store_bytes:>6} {stack:>5} {s.calls:>5} "
-                    f"{s.instructions:>6} {s.subroutine_instructions:>5} {loop:>5}  {format_widths(s.loads) or '-':<26} "
+                    f"{s.instructions:>6} {s.subroutine_instructions:>5} {loop:>5}  "
+                    f"{format_widths(s.loads) or '-':<26} "
                     f"{format_widths(s.stores) or '-'}{atom}")
     return "\n".join(rows)
 
@@ -559,7 +562,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel nvcc compilations")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--cubin-dir", help="read the CUDA kernels from the *.cubin files of DIR instead of compiling")
-    src.add_argument("--from-binary", help="extract the CUDA cubins from a built .so / .o / fatbin instead of compiling")
+    src.add_argument("--from-binary",
+                     help="extract the CUDA cubins from a built .so / .o / fatbin instead of compiling")
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA kernels")
     p.add_argument("--no-triton", action="store_true", help="skip the Triton kernels")
     return p.parse_args(argv)
@@ -601,7 +605,8 @@ def main(argv=None) -> int:
     lines, failures = check_budgets(kernels, budgets, args.enforce_all, kinds)
     log("\n".join(lines))
     if failures and not args.report:
-        log(f"\ncheck_gpu_code: FAILED: {failures} enforced budget entr{'y' if failures == 1 else 'ies'} failed (above)")
+        log(f"\ncheck_gpu_code: FAILED: {failures} enforced budget "
+            f"entr{'y' if failures == 1 else 'ies'} failed (above)")
         return 1
     log("\ncheck_gpu_code: " + ("report only" if args.report else "OK"))
     return 0
