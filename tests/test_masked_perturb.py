@@ -475,3 +475,20 @@ def test_large_outputs_reuse_cached_blocks_safely():
     del second, third
     reprogram_ext.empty_cpu_cache()  # frees the cached blocks; later outputs are still correct
     torch.testing.assert_close(masked_perturb(xs[1], d, m, activation="sigmoid", backend="cpu"), refs[1])
+
+
+def test_backend_refusals_steer_auto_and_name_the_reason():
+    """The Triton kernels index a plane in 32 bits: a canvas of 2^31 elements or more is refused by the
+    triton backend (the registry's refusal, so auto passes it by and an explicit request names why)."""
+    from reprogram_ext.ops.masked_perturb import backends
+
+    huge = torch.empty(1, 1, 2**16, 2**15, device="meta")
+    assert "2^31" in backends.triton_limits(huge[:, :, :1, :1], huge, None)
+    assert backends.triton_limits(huge[:, :, :1, :1], huge[:, :, :4, :4], None) is None
+    from reprogram_ext.backend_registry import resolve_backend
+
+    why = lambda name: "too big for it" if name == "cpu" else None  # noqa: E731
+    assert resolve_backend("auto", torch.device("cpu"), "masked_perturb_forward", why) == "reference"
+    if reprogram_ext.backends()["cpp"]:
+        with pytest.raises(ValueError, match="backend='cpu' cannot take these inputs: too big for it"):
+            resolve_backend("cpu", torch.device("cpu"), "masked_perturb_forward", why)

@@ -7,6 +7,7 @@ import torch
 
 from ... import _extension  # noqa: F401  (loads the compiled kernels when built)
 from .args import canonicalize
+from .backends import refusal
 from ...backend_registry import resolve_backend
 from .reference import masked_perturb_reference
 
@@ -63,7 +64,7 @@ def masked_perturb(
         activation=activation, blend=blend, normalize=normalize, mean=mean, std=std, clamp=clamp,
         mask_scale=mask_scale, out_dtype=out_dtype,
     )
-    chosen = resolve_backend(backend, x.device, "masked_perturb_forward")
+    chosen = resolve_backend(backend, x.device, "masked_perturb_forward", refusal(cp))
     if chosen == "reference" or cp.x.shape[0] == 0:
         out = masked_perturb_reference(cp)
     else:

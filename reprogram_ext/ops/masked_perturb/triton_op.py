@@ -22,6 +22,7 @@ import torch
 import triton
 
 from .autograd import register
+from .backends import triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 
@@ -82,10 +83,6 @@ def _check(cond: bool, message: str, error=ValueError) -> None:
         raise error(f"masked_perturb (triton): {message}")
 
 
-def _max_plane_offset(t: torch.Tensor) -> int:
-    return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
-
-
 def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
     """The canonical-form guards csrc/masked_perturb/args.h has for the C++ ops (the user's arguments were
     validated by args.canonicalize); returns the canvas (B, C, H, W)."""
@@ -130,9 +127,8 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
     _check(o.activation in ACTIVATIONS, f"activation must be one of {tuple(ACTIVATIONS)}, got {o.activation!r}")
     _check(o.blend in BLENDS, f"blend must be one of {BLENDS}, got {o.blend!r}")
     _check(o.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {o.normalize!r}")
-    for name, t in (("x", x), ("delta", delta), ("mask", mask)):  # in-plane offsets are 32-bit in the kernels
-        _check(t is None or _max_plane_offset(t) < 2**31, f"{name}'s spatial extent exceeds 2^31 elements")
-    _check(H * W < 2**31, f"the canvas {H} x {W} exceeds 2^31 elements")
+    limit = triton_limits(x, delta, mask)
+    _check(limit is None, str(limit))
     return B, C, H, W
 
 
