@@ -31,6 +31,9 @@ OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# The C++ CPU kernels' output block cache is opt-in (docs/runtime.md); the benchmark opts in, as a
+# training loop should, unless REPROGRAM_EXT_CPU_CACHE_MB says otherwise (0: measure without it).
+BENCH_CPU_CACHE_MB = 256
 
 
 def _csv_list(text: Optional[str], allowed: Optional[Sequence[str]], flag: str) -> Optional[list]:
@@ -95,6 +98,16 @@ def budget_for(args: argparse.Namespace) -> TimingBudget:
     return budget
 
 
+def _opt_in_cpu_cache() -> int:
+    """The CPU output cache limit this run uses: REPROGRAM_EXT_CPU_CACHE_MB when set, else BENCH_CPU_CACHE_MB."""
+    from reprogram_ext import runtime
+    from reprogram_ext.runtime.cpu_cache import ENV_VAR, parse_limit
+
+    mb = parse_limit(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR, "").strip() else BENCH_CPU_CACHE_MB
+    runtime.set_cpu_cache_limit(mb)
+    return mb
+
+
 def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
     """Run the selected cases; print and write the results; return the JSON payload."""
     args = parse_args(argv)
@@ -105,9 +118,12 @@ def main(argv: Optional[Sequence[str]] = None, log=print) -> dict:
     impl_filter = set(_csv_list(args.backend, IMPLS, "--backend") or ()) or None
     budget = budget_for(args)
     cases = select_cases(args)
+    cache_mb = _opt_in_cpu_cache()
     machine = machine_info(device)
+    machine["cpu_output_cache_mb"] = cache_mb
     log(f"reprogram_ext benchmarks: {len(cases)} case(s) on {machine['device_name']} ({device}), "
-        f"{machine['torch_threads']} threads, torch {machine['torch']}, {args.dtype}")
+        f"{machine['torch_threads']} threads, torch {machine['torch']}, {args.dtype}, "
+        f"CPU output block cache {cache_mb} MiB")
     records = [run_case(case, device, dtype, budget, impl_filter, log=log) for case in cases]
     targets = check_targets(records)
     table = format_table(records) + "\n\n" + format_targets(targets)

@@ -10,6 +10,9 @@
 TORCH_LIBRARY(reprogram_ext, m) {
   // Frees the C++ CPU kernels' cache of large output blocks (csrc/runtime/cpu_block_cache.h).
   m.def("empty_cpu_cache() -> ()", &reprogram_ext::empty_cpu_cache);
+  // Caps that cache at `megabytes` MiB; 0 (the default) turns it off.
+  m.def("set_cpu_cache_limit(int megabytes) -> ()", &reprogram_ext::set_cpu_cache_limit);
+  m.def("cpu_cache_bytes() -> int", &reprogram_ext::cpu_cache_bytes);
 
   // ---- masked_perturb (docs/ops/masked_perturb.md; options: csrc/masked_perturb/options.h and
   // reprogram_ext/ops/masked_perturb/options.py, which holds the same schemas for the Triton ops).

@@ -17,9 +17,9 @@
 namespace reprogram_ext {
 namespace {
 
-// Freed large blocks are kept, up to REPROGRAM_EXT_CPU_CACHE_MB (default 256) MiB in all, and
+// Freed large blocks are kept, up to the limit set by set_cpu_cache_limit (0 by default: off), and
 // handed to the next request of the same rounded size: a training loop's per-step output is then
-// neither faulted in nor zeroed by the kernel again. 0 turns the cache off.
+// neither faulted in nor zeroed by the kernel again.
 class BlockCache {
  public:
   void* take(size_t len) {
@@ -37,6 +37,18 @@ class BlockCache {
     blocks_.clear();
     cached_ = 0;
   }
+  size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+  void set_limit(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      budget_ = bytes;
+      if (cached_ <= budget_) return;
+    }
+    clear();
+  }
   void give(void* p, size_t len) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -50,14 +62,10 @@ class BlockCache {
   }
 
  private:
-  static size_t budget_from_env() {
-    const char* v = std::getenv("REPROGRAM_EXT_CPU_CACHE_MB");
-    return (v && *v ? static_cast<size_t>(std::stoull(v)) : size_t(256)) << 20;
-  }
   std::mutex mu_;
   std::unordered_multimap<size_t, void*> blocks_;
   size_t cached_ = 0;
-  const size_t budget_ = budget_from_env();
+  size_t budget_ = 0;
 };
 
 BlockCache& block_cache() {
@@ -117,6 +125,14 @@ HugePageAllocator g_allocator;
 }  // namespace
 
 void empty_cpu_cache() { block_cache().clear(); }
+
+int64_t cpu_cache_bytes() { return static_cast<int64_t>(block_cache().cached_bytes()); }
+
+void set_cpu_cache_limit(int64_t megabytes) {
+  TORCH_CHECK_VALUE(megabytes >= 0 && megabytes <= (int64_t(1) << 40),
+                    "set_cpu_cache_limit: megabytes must be in [0, 2^40], got ", megabytes);
+  block_cache().set_limit(static_cast<size_t>(megabytes) << 20);
+}
 
 at::Tensor empty_large_cpu(at::IntArrayRef sizes, const at::TensorOptions& options) {
   TORCH_INTERNAL_ASSERT(options.device().is_cpu());
