@@ -83,7 +83,15 @@ def extension():
     )
 
 
+def _requirements():
+    """The built library runs only on the torch it was compiled against (its C++ ABI)."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy"]
+
+
 setup(
+    install_requires=_requirements(),
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     options={"bdist_wheel": {"py_limited_api": "cp39"}},
