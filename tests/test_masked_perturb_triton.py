@@ -38,7 +38,7 @@ if TRITON:
         norm = _norm_identity(C, device)
         args = (g, x, delta, mask, [4, 9], norm, [12, 12], "none", "none", "add", "none", None, 1, [True, False, False])
         grad_delta = tk.backward_op()(*args)[0]
-        chunks = tk.reduction_chunks(batch, C * H * W)
+        chunks = tk.backward_chunks(batch, C * H * W, 1, torch.device(device))
         assert 1 < chunks < batch  # several chunks, several samples in a chunk
         partials = []
         for j in range(chunks):

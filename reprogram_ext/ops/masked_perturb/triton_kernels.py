@@ -96,20 +96,20 @@ def _load_input(ptrs, inside, ACC: tl.constexpr):
 
 
 @triton.jit
-def _nearest_index(dst, in_size, out_size):
-    """F.interpolate(mode="nearest") source index min(floor(dst * (in / out)), in - 1), float32 scale.
-    (PyTorch's shortcuts for out == in and out == 2 in give the same values: the products are exact.)"""
-    scale = _div_rn(in_size.to(tl.float32), out_size.to(tl.float32))
-    src = tl.floor(dst.to(tl.float32) * scale).to(tl.int32)
+def _nearest_index(dst, in_size, scale):
+    """F.interpolate(mode="nearest") source index min(floor(dst * scale), in - 1), scale = float32(in / out)
+    computed by the launcher. (PyTorch's shortcuts for out == in and out == 2 in give the same values:
+    the products are exact.)"""
+    src = tl.floor(dst.to(tl.float32) * _as_acc(scale, tl.float32)).to(tl.int32)
     return tl.minimum(src, in_size - 1)
 
 
 @triton.jit
-def _linear_taps(dst, in_size, out_size, ACC: tl.constexpr):
-    """F.interpolate(mode="bilinear", align_corners=False) along one axis:
-    src = max((dst + 0.5) * in / out - 0.5, 0); i0 = floor(src); i1 = i0 + (i0 < in - 1); l1 = src - i0."""
-    scale = _div_rn(in_size.to(ACC), out_size.to(ACC))
-    src = scale * (dst.to(ACC) + 0.5) - 0.5
+def _linear_taps(dst, in_size, scale, ACC: tl.constexpr):
+    """F.interpolate(mode="bilinear", align_corners=False) along one axis, scale = in / out rounded to ACC
+    by the launcher: src = max((dst + 0.5) * scale - 0.5, 0); i0 = floor(src); i1 = i0 + (i0 < in - 1);
+    l1 = src - i0."""
+    src = _as_acc(scale, ACC) * (dst.to(ACC) + 0.5) - 0.5
     src = tl.where(src < 0, 0.0, src)
     i0 = src.to(tl.int32)
     i1 = i0 + (i0 < in_size - 1).to(tl.int32)
@@ -117,7 +117,7 @@ def _linear_taps(dst, in_size, out_size, ACC: tl.constexpr):
 
 
 @triton.jit
-def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE: tl.constexpr, ACC: tl.constexpr):
+def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw, RESIZE: tl.constexpr, ACC: tl.constexpr):
     """Where the copy placed at (oy, ox) reads x for canvas positions (h, w), independent of the sample:
     (inside, offsets of the 4 bilinear taps in an x plane, row weight l1, column weight l1).
     Without resize / with nearest only the first offset is used."""
@@ -125,13 +125,13 @@ def _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE: tl.const
     xi = w - ox
     inside = valid & (y >= 0) & (y < Hr) & (xi >= 0) & (xi < Wr)
     if RESIZE == "bilinear":
-        y0, y1, ly = _linear_taps(y, Hin, Hr, ACC)
-        x0, x1, lx = _linear_taps(xi, Win, Wr, ACC)
+        y0, y1, ly = _linear_taps(y, Hin, scale_h, ACC)
+        x0, x1, lx = _linear_taps(xi, Win, scale_w, ACC)
         return (inside, y0 * sxh + x0 * sxw, y0 * sxh + x1 * sxw, y1 * sxh + x0 * sxw, y1 * sxh + x1 * sxw, ly, lx)
     else:
         if RESIZE == "nearest":
-            y = _nearest_index(y, Hin, Hr)
-            xi = _nearest_index(xi, Win, Wr)
+            y = _nearest_index(y, Hin, scale_h)
+            xi = _nearest_index(xi, Win, scale_w)
         o = y * sxh + xi * sxw
         zero = tl.zeros(h.shape, ACC)
         return (inside, o, o, o, o, zero, zero)
@@ -152,7 +152,7 @@ def _sample(x_bc, taps, RESIZE: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
+def _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                   ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, RESIZE: tl.constexpr, ACC: tl.constexpr):
     """(u, covered): the sum of the copies covering each position, and whether any does.
     X_FLAT: one copy at (0, 0), no resize, the x plane is the canvas plane (contiguous, vector loads);
@@ -167,7 +167,7 @@ def _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win,
         for k in range(num_copies):
             oy = tl.load(offsets_ptr + 2 * k)
             ox = tl.load(offsets_ptr + 2 * k + 1)
-            copy_taps = _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
+            copy_taps = _copy_taps(h, w, valid, oy, ox, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw, RESIZE, ACC)
             u += _sample(x_bc, copy_taps, RESIZE, ACC)
             covered = covered | copy_taps[0]
         return u, covered
@@ -270,14 +270,14 @@ def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr):
     valid = p < H * W
     h = p // W
     w = p - h * W
-    b0 = ((B.to(tl.int64) * j) // chunks).to(tl.int32)
-    b1 = ((B.to(tl.int64) * (j + 1)) // chunks).to(tl.int32)
+    b0 = (B * j) // chunks  # int32: the launcher keeps B * chunks < 2^31
+    b1 = (B * (j + 1)) // chunks
     return c, j, b0, b1, p, h, w, valid
 
 
 @triton.jit
 def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-                   Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE: tl.constexpr,
+                   Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE: tl.constexpr,
                    ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr,
                    DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, DELTA_PER_SAMPLE: tl.constexpr,
                    MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
@@ -286,7 +286,7 @@ def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, 
     (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample)."""
     c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
     before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
-    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, sxh, sxw, RESIZE, ACC)
+    taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw, RESIZE, ACC)
     zero = tl.zeros(h.shape, ACC)
     a, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                              smw, mask_scale, not DELTA_PER_SAMPLE, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
@@ -300,7 +300,7 @@ def masked_perturb_forward_kernel(
     x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
     B, C, H, W, chunks,
     sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
+    Hin, Win, Hr, Wr, scale_h: tl.float64, scale_w: tl.float64, oy0, ox0, num_copies, mask_scale,
     clamp_lo: tl.float64, clamp_hi: tl.float64,
     RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
@@ -311,7 +311,7 @@ def masked_perturb_forward_kernel(
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
     coords, consts, taps, a, m = _program_setup(
         delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
         DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
     c, j, b0, b1, p, h, w, valid = coords
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
@@ -320,7 +320,7 @@ def masked_perturb_forward_kernel(
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
                                  MASK_FLAT, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
-        u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh, sxw,
+        u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)
         u = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
         v = _blend_clamp(u, a, m, lo, hi, REPLACE, HAS_CLAMP)
@@ -334,7 +334,7 @@ def masked_perturb_backward_kernel(
     grad_ptr, x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, grad_delta_ptr, grad_mask_ptr, grad_placed_ptr,
     B, C, H, W, chunks,
     sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-    Hin, Win, Hr, Wr, oy0, ox0, num_copies, mask_scale,
+    Hin, Win, Hr, Wr, scale_h: tl.float64, scale_w: tl.float64, oy0, ox0, num_copies, mask_scale,
     clamp_lo: tl.float64, clamp_hi: tl.float64,
     RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
@@ -349,7 +349,7 @@ def masked_perturb_backward_kernel(
     NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
     coords, consts, taps, a, m = _program_setup(
         delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-        Hin, Win, Hr, Wr, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
         DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
     c, j, b0, b1, p, h, w, valid = coords
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
@@ -365,7 +365,7 @@ def masked_perturb_backward_kernel(
         g = tl.load(grad_ptr + row + p, mask=valid, other=0).to(ACC)
         if NEED_U:
             x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
-            u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, sxh,
+            u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh,
                                        sxw, ONE_COPY, X_FLAT, RESIZE, ACC)
         else:
             u = zero

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 import triton
 
@@ -31,6 +32,10 @@ BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
 NUM_WARPS = 4
 # Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
 FORWARD_TARGET_PROGRAMS = 1024
+# Programs the backward aims for on a GPU: >= 4 waves of 132 SMs x 8 resident 4-warp programs, so the
+# batch sum is split into more chunks than reduction_chunks() gives (ILM-VP: 294 programs per sample,
+# 1 chunk -> 14 chunks, 4116 programs); the chunk partials are then summed in order on the host side.
+BACKWARD_TARGET_PROGRAMS = 4 * 132 * 8
 # The Triton interpreter runs programs one after another in Python (~1 ms per jit-helper call), so on
 # CPU tensors it runs fewer, larger programs. The per-element code is the same; the forward still
 # gets several chunks and the backward the chunks of reduction_chunks() (a function of the shape).
@@ -53,11 +58,36 @@ def _on_gpu(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
+def _int32_chunks(B: int, chunks: int) -> int:
+    """chunks capped so that B * chunks < 2^31 (the kernels find a chunk's samples in int32)."""
+    return max(1, min(chunks, (2**31 - 1) // max(B, 1)))
+
+
 def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> int:
     """Batch chunks of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS), each
     reusing its activated delta, mask and placement indices for as many samples as possible."""
     target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
-    return max(1, min(B, -(-target // max(programs_per_sample, 1))))
+    return _int32_chunks(B, max(1, min(B, -(-target // max(programs_per_sample, 1)))))
+
+
+def backward_chunks(B: int, positions: int, programs_per_sample: int, device: torch.device) -> int:
+    """Batch chunks of the backward's deterministic batch sum (a function of the shape and device type
+    only): reduction_chunks() under the interpreter (the C++ order), on GPUs at least enough for
+    BACKWARD_TARGET_PROGRAMS programs."""
+    chunks = reduction_chunks(B, positions)
+    if _on_gpu(device):
+        chunks = max(chunks, min(B, -(-BACKWARD_TARGET_PROGRAMS // max(programs_per_sample, 1))))
+    return _int32_chunks(B, chunks)
+
+
+def resize_scales(o: PerturbOptions, in_size, dtype: torch.dtype) -> tuple:
+    """(in / out) per spatial axis as F.interpolate computes it: float32 for nearest and for bilinear on
+    float32 math, float64 for bilinear on float64; (1, 1) without resize. Exact: both are the correctly
+    rounded quotient of two integers."""
+    if o.resize_mode == "none":
+        return 1.0, 1.0
+    wide = o.resize_mode == "bilinear" and dtype == torch.float64
+    return tuple(i / r if wide else float(np.float32(i) / np.float32(r)) for i, r in zip(in_size, o.resized_size))
 
 
 def block_size(dtype: torch.dtype, device: torch.device) -> int:
@@ -163,7 +193,8 @@ def _shared_arguments(x, delta, mask, *op_args) -> dict:
         **dict(zip(("sxb", "sxc", "sxh", "sxw"), _broadcast_strides(x))),
         **dict(zip(("sdb", "sdc", "sdh", "sdw"), _broadcast_strides(delta))),
         **dict(zip(("smb", "smc", "smh", "smw"), sm)),
-        Hin=x.shape[2], Win=x.shape[3], Hr=resized_size[0], Wr=resized_size[1], oy0=oy0, ox0=ox0,
+        Hin=x.shape[2], Win=x.shape[3], Hr=resized_size[0], Wr=resized_size[1],
+        **dict(zip(("scale_h", "scale_w"), resize_scales(o, x.shape[2:], delta.dtype))), oy0=oy0, ox0=ox0,
         num_copies=num_copies, mask_scale=mask_scale, clamp_lo=float(lo), clamp_hi=float(hi),
         RESIZE=resize_mode, ACTIVATION=o.activation, REPLACE=o.blend == "replace", NORM_BEFORE=o.normalize == "before",
         NORM_AFTER=o.normalize == "after", HAS_CLAMP=o.clamp is not None, ONE_COPY=one_copy,
@@ -200,7 +231,7 @@ def plan_backward(grad_out, x, delta, mask, *op_args_and_needs) -> tuple:
            f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
            f"got {tuple(grad_out.shape)} {grad_out.dtype}")
     _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
-    chunks = reduction_chunks(B, C * H * W)
+    chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device)
 
     if B == 0:  # zero gradients of delta's / mask's batch size
         grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if needs[0] else None,
