@@ -471,3 +471,21 @@ def test_backend_refusals_steer_auto_and_name_the_reason():
     if reprogram_ext.backends()["cpp"]:
         with pytest.raises(ValueError, match="backend='cpu' cannot take these inputs: too big for it"):
             resolve_backend("cpu", torch.device("cpu"), "masked_perturb_forward", why)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_double_backward_is_refused_not_silently_wrong(bd):
+    """The fused backward is not differentiable: create_graph=True raises, naming the op and the way out,
+    instead of returning a gradient without its second-order terms; the reference computes it."""
+    backend, device = bd
+    x = torch.rand(2, 3, 4, 4, device=device)
+    d = torch.randn(3, 6, 6, device=device, requires_grad=True)
+    out = masked_perturb(x, d, activation="sigmoid", backend=backend)
+    with pytest.raises(RuntimeError, match="masked_perturb: higher-order gradients are not supported"):
+        torch.autograd.grad(out.square().sum(), d, create_graph=True)
+    ref = masked_perturb(x, d, activation="sigmoid", backend="reference")
+    (g,) = torch.autograd.grad(ref.square().sum(), d, create_graph=True)
+    assert g.requires_grad  # the reference's double backward exists
+    # and the first-order gradient without create_graph still works after the refusal
+    out = masked_perturb(x, d, activation="sigmoid", backend=backend)
+    torch.testing.assert_close(torch.autograd.grad(out.square().sum(), d)[0], g.detach(), rtol=1e-5, atol=1e-5)

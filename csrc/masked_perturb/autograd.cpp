@@ -38,6 +38,12 @@ using BackwardFn = std::tuple<Tensor, Tensor, Tensor>(const Tensor& grad_out, co
                                                       const std::optional<Tensor>& mask,
                                                       RX_MASKED_PERTURB_OPTION_PARAMS, std::array<bool, 3> needs);
 
+// The backward is not itself differentiable: with create_graph=True it refuses instead of returning
+// gradients whose second-order terms would silently be missing (the same text as the Python autograd).
+constexpr const char* kNoDoubleBackward =
+    "masked_perturb: higher-order gradients are not supported (the backward was asked to build a graph, "
+    "create_graph=True); use backend=\"reference\" for double backward";
+
 // backward() returns one gradient per argument of forward() after ctx: x, delta, mask, norm, options.
 constexpr int64_t kNumInputs = 5;
 
@@ -109,6 +115,7 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
                          .typed<BackwardFn>();
     variable_list out(kNumInputs);
     if (!grads[0].defined()) return out;
+    TORCH_CHECK(!at::GradMode::is_enabled(), kNoDoubleBackward);
     const auto saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &delta = saved[1], &norm = saved[3];
     const std::optional<Tensor> mask = saved[2].defined() ? std::optional<Tensor>(saved[2]) : std::nullopt;

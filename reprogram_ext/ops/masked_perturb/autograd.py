@@ -83,8 +83,14 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, delta, mask, op_args[1])  # norm
 
 
+NO_DOUBLE_BACKWARD = ("masked_perturb: higher-order gradients are not supported (the backward was asked to build "
+                      "a graph, create_graph=True); use backend=\"reference\" for double backward")
+
+
 def make_backward(backward_op):
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: the backward op is not differentiable
+            raise RuntimeError(NO_DOUBLE_BACKWARD)
         x, delta, mask, norm = ctx.saved_tensors
         options = ctx.options
         op_args = options.op_args(norm)
