@@ -7,6 +7,7 @@ broadcast), offsets as ``(oy, ox)`` pairs, and the normalisation as a float32 ``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -70,11 +71,20 @@ def _as_offsets(offset, nsp: int, out_size: tuple, in_size: tuple) -> tuple:
 
 
 def _norm_values(value, channels: int, arg: str, device) -> torch.Tensor:
-    t = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
-    t = t.detach().to(device=device, dtype=torch.float32).reshape(-1)
+    """mean or std as float32 [C]: finite values, and std > 0 (a zero, negative or infinite std has no
+    normalisation to compute; backends would disagree on it)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to(dtype=torch.float32).reshape(-1)
+        # a tensor's values need a host read: checked in eager mode (constants under torch.compile)
+        values = t.cpu().tolist() if not torch.compiler.is_compiling() else []
+    else:
+        values = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
+        t = torch.tensor(values, dtype=torch.float32)
     if t.numel() not in (1, channels):
         raise ValueError(_err(arg, f"1 or C={channels} values", f"{t.numel()} values"))
-    return t.expand(channels)
+    if not all(math.isfinite(v) and (v > 0 or arg != "std") for v in values):
+        raise ValueError(_err(arg, "finite" + (" and > 0" if arg == "std" else ""), values))
+    return t.to(device).expand(channels)
 
 
 def _to_4d(t: torch.Tensor, nsp: int, leading: int) -> torch.Tensor:
@@ -155,6 +165,8 @@ def canonicalize(
         if not (isinstance(clamp, (tuple, list)) and len(clamp) == 2):
             raise TypeError(_err("clamp", "a (lo, hi) pair or None", repr(clamp)))
         lo, hi = float(clamp[0]), float(clamp[1])
+        if lo != lo or hi != hi:
+            raise ValueError(_err("clamp", "a (lo, hi) pair without NaN (+-inf is allowed)", repr(clamp)))
         if lo > hi:
             raise ValueError(_err("clamp", "lo <= hi", repr(clamp)))
     else:
