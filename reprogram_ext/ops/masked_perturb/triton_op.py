@@ -32,10 +32,13 @@ BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
 NUM_WARPS = 4
 # Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
 FORWARD_TARGET_PROGRAMS = 1024
-# Programs the backward aims for on a GPU: >= 4 waves of 132 SMs x 8 resident 4-warp programs, so the
-# batch sum is split into more chunks than reduction_chunks() gives (ILM-VP: 294 programs per sample,
-# 1 chunk -> 14 chunks, 4116 programs); the chunk partials are then summed in order on the host side.
-BACKWARD_TARGET_PROGRAMS = 4 * 132 * 8
+# Programs the backward aims for on a GPU: 4 waves of 132 SMs x 4 resident programs, so the batch sum
+# is split into more chunks than reduction_chunks() gives when a sample has few positions; the chunk
+# partials are then summed in order (torch.sum). Each extra chunk writes and re-reads one float32 canvas
+# partial, so the partials may add at most 1/8 of the grad_out bytes: ILM-VP fp32 B=64 (294 programs
+# per sample) gets 4 chunks, 1176 programs (2.2 waves), +12.5% bytes.
+BACKWARD_TARGET_PROGRAMS = 4 * 132 * 4
+PARTIAL_BYTES_SHARE = 1 / 8
 # The Triton interpreter runs programs one after another in Python (~1 ms per jit-helper call), so on
 # CPU tensors it runs fewer, larger programs. The per-element code is the same; the forward still
 # gets several chunks and the backward the chunks of reduction_chunks() (a function of the shape).
@@ -70,13 +73,17 @@ def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> in
     return _int32_chunks(B, max(1, min(B, -(-target // max(programs_per_sample, 1)))))
 
 
-def backward_chunks(B: int, positions: int, programs_per_sample: int, device: torch.device) -> int:
-    """Batch chunks of the backward's deterministic batch sum (a function of the shape and device type
-    only): reduction_chunks() under the interpreter (the C++ order), on GPUs at least enough for
-    BACKWARD_TARGET_PROGRAMS programs."""
+def backward_chunks(B: int, positions: int, programs_per_sample: int, device: torch.device,
+                    itemsize: int = 4) -> int:
+    """Batch chunks of the backward's deterministic batch sum (a function of the shape, dtype and device
+    type only): reduction_chunks() under the interpreter (the C++ order); on GPUs up to enough for
+    BACKWARD_TARGET_PROGRAMS programs while the float32 partials (8 bytes per position and chunk: written,
+    then read by the sum) stay within PARTIAL_BYTES_SHARE of grad_out's bytes (itemsize per element)."""
     chunks = reduction_chunks(B, positions)
     if _on_gpu(device):
-        chunks = max(chunks, min(B, -(-BACKWARD_TARGET_PROGRAMS // max(programs_per_sample, 1))))
+        wanted = -(-BACKWARD_TARGET_PROGRAMS // max(programs_per_sample, 1))
+        affordable = int(B * itemsize * PARTIAL_BYTES_SHARE // 8)
+        chunks = max(chunks, min(B, wanted, affordable))
     return _int32_chunks(B, chunks)
 
 
@@ -231,7 +238,7 @@ def plan_backward(grad_out, x, delta, mask, *op_args_and_needs) -> tuple:
            f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
            f"got {tuple(grad_out.shape)} {grad_out.dtype}")
     _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
-    chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device)
+    chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device, delta.dtype.itemsize)
 
     if B == 0:  # zero gradients of delta's / mask's batch size
         grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if needs[0] else None,
