@@ -365,7 +365,7 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
   using acc_t = acc_type_t<scalar_t>;
   using P = DynamicPointwise;
   constexpr int VEC = 16 / sizeof(scalar_t);
-  extern __shared__ unsigned char smem_bytes[];
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
   acc_t* smem = reinterpret_cast<acc_t*>(smem_bytes);  // [2][J][GX][VEC]: shared delta, mask partials
   const index_t GX = static_cast<index_t>(blockDim.x), j = static_cast<index_t>(threadIdx.y);
   const index_t gi = static_cast<index_t>(blockIdx.x) * GX + static_cast<index_t>(threadIdx.x);
