@@ -51,9 +51,10 @@ constexpr int kThreadsPerBlock = 256;
 // Copies whose offsets travel in the kernel arguments; more take the dynamic layout's device array.
 constexpr int kMaxArgCopies = 16;
 // Backward: the batch is split into up to kMaxChunks chunks, until the grid has kTargetBlocks
-// blocks of 256 threads (4 waves of 4 resident blocks on 132 SMs, H100).
+// blocks of 256 threads: 4 waves of 8 resident blocks (<= 32 registers, the linear kernel) on the
+// 132 SMs of an H100.
 constexpr int64_t kMaxChunks = 32;
-constexpr int64_t kTargetBlocks = 4 * 4 * 132;
+constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 
 enum class MaskKind : int { kNone, kFull, kScaled };
 constexpr int kDynamic = -1;
@@ -400,8 +401,6 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
 #pragma unroll
         for (int i = 0; i < VEC; ++i) sum_d[i] += gv[i];
       }
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) sum_m[i] = sum_d[i];
     } else {
       const auto k = constants_of<P, acc_t>(p, norm, c);
       acc_t a[VEC], dact[VEC], m[VEC], u[VEC];
@@ -455,7 +454,7 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
 #pragma unroll
   for (int i = 0; i < VEC; ++i) {
     part_d[j * slots + static_cast<index_t>(threadIdx.x) * VEC + i] = sum_d[i];
-    part_m[j * slots + static_cast<index_t>(threadIdx.x) * VEC + i] = sum_m[i];
+    if constexpr (!kLinear) part_m[j * slots + static_cast<index_t>(threadIdx.x) * VEC + i] = sum_m[i];
   }
   __syncthreads();
   for (index_t s = j * GX + static_cast<index_t>(threadIdx.x); s < slots; s += J * GX) {
@@ -469,8 +468,9 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
     acc_t total_d = 0, total_m = 0;
     for (index_t jj = 0; jj < J; ++jj) {
       total_d += part_d[jj * slots + s];
-      total_m += part_m[jj * slots + s];
+      if constexpr (!kLinear) total_m += part_m[jj * slots + s];
     }
+    if constexpr (kLinear) total_m = total_d;  // both gradients scale G = sum_b grad_out
     const acc_t a = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + w * p.sd[3]]));
     const index_t at = row * p.W + w;
     if constexpr (kLinear) {
