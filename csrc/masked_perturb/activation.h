@@ -4,7 +4,9 @@
 // (NaN passes through). tanh and sigmoid are written through exp_f
 // (common/exp_f.h: expf on the device, a branch-free polynomial on the host) so that the CPU row
 // loops vectorise; within ~1e-7 (float) of tanh and the logistic function, exact at d = 0 and
-// saturating for large |d|. The derivative is written with the activated value a = act(d).
+// saturating for large |d|. 1 / y is reciprocal() (masked_perturb/reciprocal.h: no slow-path call
+// on the device; a subnormal result flushes to 0 there). The derivative is written with the
+// activated value a = act(d).
 //
 // Adding an activation: its entry in RX_MASKED_PERTURB_ACTIVATIONS and its two formulas here, its
 // name and reference formula in reprogram_ext/ops/masked_perturb/options.py, its formula in
@@ -15,6 +17,7 @@
 
 #include "common/exp_f.h"
 #include "common/option_list.h"
+#include "masked_perturb/reciprocal.h"
 
 namespace reprogram_ext {
 
@@ -26,9 +29,9 @@ template <Activation A, typename acc_t>
 C10_HOST_DEVICE inline acc_t activate(acc_t d) {
   const acc_t one(1), two(2);
   if constexpr (A == Activation::kTanh) {
-    return one - two / (one + exp_f(two * d));
+    return one - two * reciprocal(one + exp_f(two * d));  // 2 * (1 / y) == 2 / y exactly
   } else if constexpr (A == Activation::kSigmoid) {
-    return one / (one + exp_f(-d));
+    return reciprocal(one + exp_f(-d));
   } else if constexpr (A == Activation::kRelu) {
     return d < 0 ? static_cast<acc_t>(0) : d;
   } else {

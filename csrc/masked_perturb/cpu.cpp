@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/specialize.h"
 #include "common/cpu_clones.h"
 #include "runtime/cpu_block_cache.h"
 
@@ -43,8 +44,20 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
     } else if (pl.resize_mode == ResizeMode::kNone) {
       const x_t* src = x_bc + y * A.sx.h;
       for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += load_input<acc_t>(src, (w - ox) * A.sx.w);
+    } else if (pl.resize_mode == ResizeMode::kNearest) {
+      // The CUDA kernels' lookups (specialize.h): scale and source row once per row and copy.
+      const float scale_w = static_cast<float>(pl.Win) / static_cast<float>(pl.Wr);
+      const float scale_h = static_cast<float>(pl.Hin) / static_cast<float>(pl.Hr);
+      const x_t* src = x_bc + nearest_source<int64_t>(y, pl.Hin, pl.Hr, scale_h) * A.sx.h;
+      for (int64_t w = w_lo; w < w_hi; ++w)
+        u_row[w] += load_input<acc_t>(src, nearest_source<int64_t>(w - ox, pl.Win, pl.Wr, scale_w) * A.sx.w);
     } else {
-      for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += sample_input<acc_t>(x_bc, A.sx, pl, y, w - ox);
+      const acc_t scale_w = static_cast<acc_t>(pl.Win) / static_cast<acc_t>(pl.Wr);
+      const auto ty = linear_tap<acc_t, int64_t>(y, pl.Hin, static_cast<acc_t>(pl.Hin) / static_cast<acc_t>(pl.Hr));
+      const x_t* r0 = x_bc + ty.i0 * A.sx.h;
+      const x_t* r1 = x_bc + ty.i1 * A.sx.h;
+      for (int64_t w = w_lo; w < w_hi; ++w)
+        u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, linear_tap<acc_t, int64_t>(w - ox, pl.Win, scale_w));
     }
     for (int64_t w = w_lo; w < w_hi; ++w) cov[w] = 1;
   }
@@ -86,12 +99,13 @@ void fill_mask_row(const MaskedPerturbArgs& A, const scalar_t* mask, int64_t b, 
   }
 }
 
-// o[w] = the output of one row (perturb_element over row buffers; vectorised).
-template <typename acc_t, typename scalar_t>
+// o[w] = the output of one row (perturb_value of pointwise variant P, the function the CUDA
+// kernels call, over row buffers; vectorised).
+template <class P, typename acc_t, typename scalar_t>
 void perturb_row(int64_t W, const acc_t* __restrict u, const uint8_t* __restrict cov, const acc_t* __restrict a,
                  const acc_t* __restrict m, const ChannelConstants<acc_t> k, scalar_t* __restrict o) {
 #pragma omp simd
-  for (int64_t w = 0; w < W; ++w) o[w] = static_cast<scalar_t>(perturb_element<acc_t>(u[w], cov[w] != 0, a[w], m[w], k));
+  for (int64_t w = 0; w < W; ++w) o[w] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[w], cov[w] != 0, a[w], m[w], k));
 }
 
 // Element gradients of one row into row buffers ga, gm, gu (vectorised).
@@ -220,8 +234,10 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
       if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, b, c, h, a_row.data(), nullptr);
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
       fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-      perturb_row<acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
-                         d.out + ((b * A.C + c) * A.H + h) * A.W);
+      dispatch_pointwise(A.pw, [&](auto p) {
+        perturb_row<decltype(p), acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
+                                        d.out + ((b * A.C + c) * A.H + h) * A.W);
+      });
     }
   }
 }

@@ -1,23 +1,32 @@
 // CUDA kernels of masked_perturb (formula: math.h, docs/ops/masked_perturb.md).
 //
-// The kernels only map threads to elements; every value is computed by the __host__ __device__
-// functions of the shared headers (math.h, activation.h), which the C++ CPU kernels (cpu.cpp)
-// execute too, so the per-element logic is tested on any machine. The activation is a template
-// parameter, dispatched once on the host.
+// Fast by construction (/work/shared/DESIGN.md, "GPU code"):
+// - Options are compile-time constants. The activation (activation.h), the pointwise variant P
+//   (specialize.h: blend add / no clamp / normalize none, before or after, else DynamicPointwise) and
+//   the layout L (resize mode, one copy or several, mask none / at canvas resolution / scaled,
+//   128-bit I/O or scalar) are template parameters, chosen once on the host (forward_variant,
+//   kFastForwardSpecs). A combination outside the fast list runs the dynamic layout, whose options
+//   are read once per thread (never per element).
+// - Index math in int32 (FastDivmod: multiply-high and shift, no division) when every tensor has
+//   < 2^31 elements, int64 otherwise; per-thread work (b, c, h, the source row, resize row tap, mask
+//   row, channel constants) is done once per thread of VEC outputs, copy offsets travel in the
+//   kernel arguments (up to kMaxArgCopies, else a device array read by the dynamic layout only).
+// - 128-bit loads of delta, mask (at canvas resolution), grad_out and x rows (aligned, not resized,
+//   the copy's column offset a multiple of VEC), 128-bit stores of the output and the float32
+//   gradients; a scalar layout for rows that are not 16-byte aligned (W % VEC != 0, odd strides).
+// - The element values come from the __host__ __device__ functions of math.h / specialize.h /
+//   activation.h, which the CPU kernels (cpu.cpp) execute too.
 //
-// Forward: one thread per VEC = 16 / sizeof(scalar_t) consecutive output elements of a canvas row
-// (b, c, h); the VEC results are written with one 16-byte store when every row starts 16-byte
-// aligned (W % VEC == 0 and an aligned output), else one by one. One read of x (+ delta, mask), one
-// write of the output.
-// Backward: one thread per (batch chunk j, c, h, w), looping over the samples of its chunk in
-// order; a shared (batch-1) delta / mask gradient is accumulated in a register and written as one
-// float32 partial per chunk, the partials are then summed with at::sum. The chunks are those of
-// reduction_chunks() (a function of the shape only), so the order of every sum is fixed and the
-// same as on the CPU: deterministic, no atomics.
+// Forward: one thread per VEC = 16 / sizeof(scalar_t) consecutive outputs of a canvas row (b, c, h).
+// Backward: block = GX position groups x J batch chunks (J = cuda_backward_chunks(), a function of
+// the shape only). Thread (group, j) loops over the samples of chunk j in order (chunk_begin), the J
+// partial sums of a shared (batch-1) delta / mask gradient meet in shared memory and one thread per
+// position adds them in order j = 0..J-1: deterministic (same bits every run), no atomics. This is
+// CUDA's own summation order (J is not reduction_chunks(), which the CPU and Triton share); it
+// differs from theirs only by float32 rounding.
 //
 // Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls in the cuBLAS /
-// cuSPARSE / cuSOLVER headers that a bare toolkit may lack); c10::cuda::getCurrentCUDAStream is the
-// function at::cuda::getCurrentCUDAStream names.
+// cuSPARSE / cuSOLVER headers that a bare toolkit may lack).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -26,165 +35,627 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/specialize.h"
 
 namespace reprogram_ext {
 namespace {
 
 using at::Tensor;
 
-// Threads per block of both kernels. No __launch_bounds__: with it, ptxas (CUDA 13.0) caps the
-// half/bfloat16 forward kernels at 48-64 registers and spills; without it they use <= 68, spill-free.
+// Threads per block. No __launch_bounds__: with it, ptxas (CUDA 13.0) capped some kernels' registers
+// and spilled.
 constexpr int kThreadsPerBlock = 256;
+// Copies whose offsets travel in the kernel arguments; more take the dynamic layout's device array.
+constexpr int kMaxArgCopies = 16;
+// Backward: the batch is split into up to kMaxChunks chunks, until the grid has kTargetBlocks
+// blocks of 256 threads: 4 waves of 8 resident blocks (<= 32 registers, the linear kernel) on the
+// 132 SMs of an H100.
+constexpr int64_t kMaxChunks = 32;
+constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 
-// act(delta[b?, c?, h, w]).
-template <Activation kAct, typename acc_t, typename scalar_t>
-__device__ __forceinline__ acc_t activated_delta(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b,
-                                                 int64_t c, int64_t h, int64_t w) {
-  return activate<kAct>(static_cast<acc_t>(delta[A.sd.at(b, c, h, w)]));
+enum class MaskKind : int { kNone, kFull, kScaled };
+constexpr int kDynamic = -1;
+
+// Layout of a forward / backward call: resize mode, several copies or one, mask kind (kDynamic: read
+// at run time), and whether every canvas stream is 16-byte aligned for 128-bit access.
+template <int kResize_, bool kMulti_, int kMask_, bool kVec_>
+struct Layout {
+  static constexpr int kResize = kResize_;
+  static constexpr bool kMulti = kMulti_;
+  static constexpr int kMask = kMask_;
+  static constexpr bool kVec = kVec_;
+};
+template <bool kVec>
+using DynamicLayout = Layout<kDynamic, true, kDynamic, kVec>;
+
+// Everything a kernel needs besides the tensors, by value (int32 or int64 index_t).
+template <typename acc_t, typename index_t>
+struct KernelArgs {
+  index_t B, C, H, W;
+  index_t Cd, Bd, Bm;      // delta's batch, mask's batch (1 = shared)
+  index_t gpr;             // groups of VEC outputs per canvas row: ceil(W / VEC)
+  index_t groups;          // B * C * H * gpr (forward) or C * H * gpr (backward)
+  FastDivmod div_gpr, div_h, div_c, div_s, div_j;  // int32 only
+  index_t sx[4], sd[4], sm[4];  // element strides, 0 on broadcast dimensions
+  index_t Hin, Win, Hr, Wr;
+  acc_t lin_scale_h, lin_scale_w;    // bilinear: in / out
+  float near_scale_h, near_scale_w;  // nearest: in / out (float, as torch)
+  ResizeMode resize;
+  MaskKind mask_kind;
+  index_t mask_scale;
+  bool x_vec;  // x rows 16-byte aligned in VEC pieces where a copy covers a whole group
+  int num_copies;
+  index_t oy[kMaxArgCopies], ox[kMaxArgCopies];
+  const int64_t* offsets;  // device (oy, ox) pairs when num_copies > kMaxArgCopies
+  Pointwise pw;
+  index_t chunks;  // backward: batch chunks J
+};
+
+template <typename index_t>
+__device__ __forceinline__ index_t divide(index_t n, index_t d, const FastDivmod& f) {
+  if constexpr (std::is_same_v<index_t, int32_t>) {
+    return static_cast<index_t>(f.div(static_cast<uint32_t>(n)));
+  } else {
+    return n / d;
+  }
 }
 
-// mask[b?, c?, h / s, w / s] (s = mask_scale), or 1 without a mask.
-template <typename acc_t, typename scalar_t>
-__device__ __forceinline__ acc_t mask_value(const MaskedPerturbArgs& A, const scalar_t* mask, int64_t b, int64_t c,
-                                            int64_t h, int64_t w) {
-  if (!A.has_mask) return static_cast<acc_t>(1);
-  const int64_t s = A.pw.mask_scale;
-  return static_cast<acc_t>(mask[A.sm.at(b, c, h / s, w / s)]);
+// ---- vector access -------------------------------------------------------------------------
+
+template <int kBytes> struct Bits;
+template <> struct Bits<16> { using type = uint4; };
+template <> struct Bits<8> { using type = uint2; };
+template <> struct Bits<4> { using type = unsigned int; };
+template <> struct Bits<2> { using type = unsigned short; };
+
+// v[0..N) = p[0..N) in one load of N * sizeof(T) bytes (p aligned to it).
+template <typename T, int N>
+__device__ __forceinline__ void load_vec(const T* p, T (&v)[N]) {
+  using B = typename Bits<N * sizeof(T)>::type;
+  const B bits = __ldg(reinterpret_cast<const B*>(p));
+  memcpy(v, &bits, sizeof(B));
 }
 
-// Writes the 16 bytes of v[0..VEC) to dst (16-byte aligned) with one st.global.wb.v4.u32 (the
-// default write-back cache policy). __stwb is an inline-PTX store: a plain uint4 or aligned-struct
-// assignment is split back into VEC scalar stores by the optimiser (seen with nvcc 13.0).
-template <typename scalar_t, int VEC>
-__device__ __forceinline__ void store_16_bytes(scalar_t* dst, const scalar_t (&v)[VEC]) {
-  static_assert(VEC * sizeof(scalar_t) == 16, "one 16-byte store");
-  uint4 bits;
-  memcpy(&bits, v, 16);
-  __stwb(reinterpret_cast<uint4*>(dst), bits);
-}
-
-template <typename scalar_t, typename x_t, bool kVectorStore, Activation kAct>
-__global__ void masked_perturb_forward_kernel(const MaskedPerturbArgs A, const x_t* __restrict__ x,
-                                  const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
-                                  const float* __restrict__ norm, scalar_t* __restrict__ out, int64_t groups_per_row,
-                                  int64_t num_groups) {
-  using acc_t = acc_type_t<scalar_t>;
-  constexpr int VEC = 16 / sizeof(scalar_t);
-  const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (group >= num_groups) return;
-  const int64_t row = group / groups_per_row;  // (b, c, h) of the contiguous output
-  const int64_t w0 = (group - row * groups_per_row) * VEC;
-  const int64_t h = row % A.H, c = (row / A.H) % A.C, b = row / (A.H * A.C);
-  const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
-  const x_t* x_bc = x + A.sx.at(b, c, 0, 0);
-  scalar_t vals[VEC];
+// p[0..N) = v[0..N) in 16-byte (or one smaller) st.global.wb stores. __stwb is an inline-PTX store:
+// a plain uint4 assignment was split back into scalar stores by the optimiser (nvcc 13.0).
+template <typename T, int N>
+__device__ __forceinline__ void store_vec(T* p, const T (&v)[N]) {
+  constexpr int kBytes = N * sizeof(T);
+  if constexpr (kBytes >= 16) {
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) {
-    const int64_t w = w0 + i;
-    if (kVectorStore || w < A.W) {
-      bool covered;
-      const acc_t u = placed_input<acc_t>(x_bc, A.sx, A.pl, h, w, &covered);
-      const acc_t a = activated_delta<kAct, acc_t>(A, delta, b, c, h, w);
-      const acc_t m = mask_value<acc_t>(A, mask, b, c, h, w);
-      vals[i] = static_cast<scalar_t>(perturb_element<acc_t>(u, covered, a, m, k));
+    for (int i = 0; i < kBytes / 16; ++i) {
+      uint4 bits;
+      memcpy(&bits, reinterpret_cast<const char*>(v) + 16 * i, 16);
+      __stwb(reinterpret_cast<uint4*>(p) + i, bits);
+    }
+  } else {
+    using B = typename Bits<kBytes>::type;
+    B bits;
+    memcpy(&bits, v, kBytes);
+    __stwb(reinterpret_cast<B*>(p), bits);
+  }
+}
+
+// ---- per-thread gathers (VEC consecutive canvas positions w0 .. w0 + VEC of row (b, c, h)) -------
+
+// True for position i of the group when it lies on the canvas (always with 128-bit layouts).
+template <class L, int VEC, typename AR>
+__device__ __forceinline__ bool on_canvas(const AR& p, decltype(AR::W) w0, int i) {
+  return L::kVec || w0 + i < p.W;
+}
+
+// a[i] = act(delta[b, c, h, w0 + i]) (b = 0 when delta is shared) and, when dact, its derivative.
+template <class L, Activation kAct, int VEC, typename acc_t, typename scalar_t, typename AR, typename index_t>
+__device__ __forceinline__ void gather_delta(const AR& p, const scalar_t* __restrict__ delta, index_t b, index_t c,
+                                             index_t h, index_t w0, acc_t (&a)[VEC]) {
+  const index_t row_off = b * p.sd[0] + c * p.sd[1] + h * p.sd[2];  // one address per thread
+  if constexpr (L::kVec) {
+    scalar_t v[VEC];
+    load_vec(delta + (row_off + w0), v);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(static_cast<acc_t>(v[i]));
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i)
+      a[i] = on_canvas<L, VEC>(p, w0, i) ? activate<kAct>(static_cast<acc_t>(delta[row_off + (w0 + i) * p.sd[3]]))
+                                         : static_cast<acc_t>(0);
+  }
+}
+
+// m[i] = mask[b, c, h / s, (w0 + i) / s] (strides 0 where the mask broadcasts), 1 without a mask.
+template <class L, int VEC, typename acc_t, typename scalar_t, typename AR, typename index_t>
+__device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restrict__ mask, index_t b, index_t c,
+                                            index_t h, index_t w0, acc_t (&m)[VEC]) {
+  const MaskKind kind = L::kMask == kDynamic ? p.mask_kind : static_cast<MaskKind>(L::kMask);
+  if (kind == MaskKind::kNone) {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) m[i] = static_cast<acc_t>(1);
+  } else if (kind == MaskKind::kFull) {
+    const index_t row_off = b * p.sm[0] + c * p.sm[1] + h * p.sm[2];
+    if constexpr (L::kVec) {
+      scalar_t v[VEC];
+      load_vec(mask + (row_off + w0), v);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) m[i] = static_cast<acc_t>(v[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i)
+        m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + (w0 + i) * p.sm[3]])
+                                           : static_cast<acc_t>(0);
+    }
+  } else {
+    const index_t s = p.mask_scale;
+    const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
+    index_t q = divide<index_t>(w0, s, p.div_s);
+    index_t r = w0 - q * s;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + q * p.sm[3]]) : static_cast<acc_t>(0);
+      if (++r == s) {
+        r = 0;
+        ++q;
+      }
     }
   }
-  scalar_t* o = out + row * A.W + w0;
-  if (kVectorStore) {
-    store_16_bytes(o, vals);
+}
+
+// u[i] = sum over the copies covering (h, w0 + i) of the resized input there, cov[i] = covered;
+// x_bc = b * sx[0] + c * sx[1] (an element offset). Copies are added in order, as on the CPU.
+template <class L, int VEC, typename acc_t, typename x_t, typename AR, typename index_t>
+__device__ __forceinline__ void gather_placed(const AR& p, const x_t* __restrict__ x, index_t x_bc, index_t h,
+                                              index_t w0, acc_t (&u)[VEC], bool (&cov)[VEC]) {
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    u[i] = static_cast<acc_t>(0);
+    cov[i] = false;
+  }
+  const ResizeMode resize = L::kResize == kDynamic ? p.resize : static_cast<ResizeMode>(L::kResize);
+  const int n = L::kMulti ? p.num_copies : 1;
+  for (int k = 0; k < n; ++k) {
+    index_t oy, ox;
+    if (L::kResize == kDynamic && p.offsets != nullptr) {
+      oy = static_cast<index_t>(p.offsets[2 * k]);
+      ox = static_cast<index_t>(p.offsets[2 * k + 1]);
+    } else {
+      oy = p.oy[k];
+      ox = p.ox[k];
+    }
+    const index_t y = h - oy, xw0 = w0 - ox;
+    if (y < 0 || y >= p.Hr || xw0 + VEC <= 0 || xw0 >= p.Wr) continue;
+    if (resize == ResizeMode::kNone) {
+      const index_t xr = x_bc + y * p.sx[2];
+      // A fixed layout is only chosen with x_vec and Wr % VEC == 0: a group lies wholly inside or
+      // wholly outside each copy, and the single copy's value is assigned (no 0 + v).
+      if (L::kResize != kDynamic || (p.x_vec && xw0 >= 0 && xw0 + VEC <= p.Wr)) {
+        x_t v[VEC];
+        load_vec(x + (xr + xw0), v);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          u[i] = L::kMulti ? u[i] + load_input<acc_t>(v, i) : load_input<acc_t>(v, i);
+          cov[i] = true;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          const index_t xw = xw0 + i;
+          if (xw >= 0 && xw < p.Wr) {
+            u[i] += load_input<acc_t>(x, xr + xw * p.sx[3]);
+            cov[i] = true;
+          }
+        }
+      }
+    } else if (resize == ResizeMode::kNearest) {
+      const index_t xr = x_bc + nearest_source<index_t>(y, p.Hin, p.Hr, p.near_scale_h) * p.sx[2];
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        const index_t xw = xw0 + i;
+        if (xw >= 0 && xw < p.Wr) {
+          u[i] += load_input<acc_t>(x, xr + nearest_source<index_t>(xw, p.Win, p.Wr, p.near_scale_w) * p.sx[3]);
+          cov[i] = true;
+        }
+      }
+    } else {
+      const auto ty = linear_tap<acc_t, index_t>(y, p.Hin, p.lin_scale_h);
+      const x_t* r0 = x + (x_bc + ty.i0 * p.sx[2]);
+      const x_t* r1 = x + (x_bc + ty.i1 * p.sx[2]);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        const index_t xw = xw0 + i;
+        if (xw >= 0 && xw < p.Wr) {
+          u[i] += bilinear_value<acc_t>(r0, r1, p.sx[3], ty, linear_tap<acc_t, index_t>(xw, p.Win, p.lin_scale_w));
+          cov[i] = true;
+        }
+      }
+    }
+  }
+}
+
+// Per-channel constants: only those P reads are loaded.
+template <class P, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, const float* __restrict__ norm, index_t c) {
+  if constexpr (P::kDynamic) {
+    return channel_constants<acc_t>(p.pw, norm, p.C, c);
+  } else {
+    ChannelConstants<acc_t> k{};
+    if constexpr (P::kNormalize == Normalize::kBefore) {
+      k.before_mean = static_cast<acc_t>(norm[c]);
+      k.before_inv_std = static_cast<acc_t>(norm[p.C + c]);
+    } else if constexpr (P::kNormalize == Normalize::kAfter) {
+      k.after_mean = static_cast<acc_t>(norm[c]);
+      k.after_inv_std = static_cast<acc_t>(norm[p.C + c]);
+    }
+    return k;
+  }
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+
+template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
+__global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+                                              const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                              const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                              scalar_t* __restrict__ out) {
+  using acc_t = acc_type_t<scalar_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  const index_t gid = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
+  if (gid >= p.groups) return;
+  const index_t row = divide<index_t>(gid, p.gpr, p.div_gpr);  // (b, c, h) of the contiguous output
+  const index_t w0 = (gid - row * p.gpr) * VEC;
+  const index_t bc = divide<index_t>(row, p.H, p.div_h);
+  const index_t h = row - bc * p.H;
+  const index_t b = divide<index_t>(bc, p.C, p.div_c);
+  const index_t c = bc - b * p.C;
+  const auto k = constants_of<P, acc_t>(p, norm, c);
+  acc_t a[VEC], m[VEC], u[VEC];
+  bool cov[VEC];
+  gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);  // stride 0 on a shared (batch-1) delta / mask
+  gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+  gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
+  scalar_t vals[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
+  scalar_t* o = out + (row * p.W + w0);
+  if constexpr (L::kVec) {
+    store_vec(o, vals);
   } else {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      if (w0 + i < A.W) o[i] = vals[i];
+      if (w0 + i < p.W) o[i] = vals[i];
     }
   }
 }
 
-template <typename scalar_t, typename x_t, Activation kAct>
-__global__ void masked_perturb_backward_kernel(const MaskedPerturbArgs A, const scalar_t* __restrict__ grad_out,
-                                   const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
-                                   const scalar_t* __restrict__ mask, const float* __restrict__ norm,
-                                   float* __restrict__ grad_delta, float* __restrict__ grad_mask,
-                                   float* __restrict__ grad_placed, int64_t chunks, bool need_u) {
+// ---- backward --------------------------------------------------------------------------------
+
+// Float32 outputs of the backward kernel (null when not asked for). delta / mask: [B, C, H, W] per
+// sample when Bd / Bm > 1, else the final [1, C, H, W] batch sum.
+struct BackwardOutputs {
+  float* delta;
+  float* mask;
+  float* placed;
+};
+
+// Stores the VEC float values v at p (128-bit when L::kVec, else element by element on the canvas).
+template <class L, int VEC, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ void store_grads(const AR& pa, float* __restrict__ p, index_t w0, const acc_t (&v)[VEC]) {
+  float f[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) f[i] = static_cast<float>(v[i]);
+  if constexpr (L::kVec) {
+    store_vec(p, f);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      if (w0 + i < pa.W) p[i] = f[i];
+    }
+  }
+}
+
+// kLinear: blend add, no clamp, delta and mask shared, no input gradient. Then
+// grad_delta = inv_std * G * m * act'(delta), grad_mask = inv_std * G * act(delta) with G the batch
+// sum of grad_out (the CPU's linear path, same products), so the batch loop only sums grad_out.
+// Otherwise every sample's element gradients (perturb_element_backward) are computed.
+template <typename scalar_t, typename x_t, Activation kAct, bool kLinear, class L, typename index_t>
+__global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+                                               const scalar_t* __restrict__ grad_out, const x_t* __restrict__ x,
+                                               const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
+                                               const float* __restrict__ norm, BackwardOutputs g, bool need_u) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t positions = A.C * A.H * A.W;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (item >= chunks * positions) return;
-  const int64_t j = item / positions, pos = item - j * positions;  // pos = (c * H + h) * W + w
-  const int64_t w = pos % A.W, h = (pos / A.W) % A.H, c = pos / (A.W * A.H);
-  const auto k = channel_constants<acc_t>(A.pw, norm, A.C, c);
-  const int64_t b0 = chunk_begin(A.B, chunks, j), b1 = chunk_begin(A.B, chunks, j + 1);
-  acc_t a = 0, dact = 0, m = 0, sum_ga = 0, sum_gm = 0;
-  for (int64_t b = b0; b < b1; ++b) {
-    if (b == b0 || A.Bd > 1) {
-      a = activated_delta<kAct, acc_t>(A, delta, b, c, h, w);
-      dact = activation_derivative<kAct>(a);
+  using P = DynamicPointwise;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_bytes);  // [2][J][GX][VEC]: shared delta, mask partials
+  const index_t GX = static_cast<index_t>(blockDim.x), j = static_cast<index_t>(threadIdx.y);
+  const index_t gi = static_cast<index_t>(blockIdx.x) * GX + static_cast<index_t>(threadIdx.x);
+  const bool active = gi < p.groups;
+  const index_t plane = p.C * p.H * p.W;
+  const bool shared_d = g.delta != nullptr && p.Bd == 1, shared_m = g.mask != nullptr && p.Bm == 1;
+  acc_t sum_d[VEC], sum_m[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) sum_d[i] = sum_m[i] = static_cast<acc_t>(0);
+  if (active) {
+    const index_t row = divide<index_t>(gi, p.gpr, p.div_gpr);  // c * H + h
+    const index_t w0 = (gi - row * p.gpr) * VEC;
+    const index_t c = divide<index_t>(row, p.H, p.div_h);
+    const index_t h = row - c * p.H;
+    const index_t b0 = divide<index_t>(p.B * j, p.chunks, p.div_j);
+    const index_t b1 = divide<index_t>(p.B * (j + 1), p.chunks, p.div_j);
+    const index_t go_off = row * p.W + w0;
+    if constexpr (kLinear) {
+#pragma unroll 4
+      for (index_t b = b0; b < b1; ++b) {
+        acc_t gv[VEC];
+        if constexpr (L::kVec) {
+          scalar_t v[VEC];
+          load_vec(grad_out + (b * plane + go_off), v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) gv[i] = static_cast<acc_t>(v[i]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < VEC; ++i)
+            gv[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(grad_out[b * plane + go_off + i]) : static_cast<acc_t>(0);
+        }
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) sum_d[i] += gv[i];
+      }
+    } else {
+      const auto k = constants_of<P, acc_t>(p, norm, c);
+      acc_t a[VEC], dact[VEC], m[VEC], u[VEC];
+      bool cov[VEC];
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        u[i] = static_cast<acc_t>(0);
+        cov[i] = false;
+      }
+      for (index_t b = b0; b < b1; ++b) {
+        if (b == b0 || p.Bd > 1) {
+          gather_delta<L, kAct, VEC>(p, delta, p.Bd > 1 ? b : index_t(0), c, h, w0, a);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) dact[i] = activation_derivative<kAct>(a[i]);
+        }
+        if (b == b0 || p.Bm > 1) gather_mask<L, VEC>(p, mask, p.Bm > 1 ? b : index_t(0), c, h, w0, m);
+        if (need_u) gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
+        acc_t gv[VEC];
+        if constexpr (L::kVec) {
+          scalar_t v[VEC];
+          load_vec(grad_out + (b * plane + go_off), v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) gv[i] = static_cast<acc_t>(v[i]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < VEC; ++i)
+            gv[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(grad_out[b * plane + go_off + i]) : static_cast<acc_t>(0);
+        }
+        acc_t ga[VEC], gm[VEC], gu[VEC];
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) {
+          const auto e = perturb_element_backward<acc_t>(gv[i], u[i], cov[i], a[i], m[i], k);
+          ga[i] = e.ga * dact[i];
+          gm[i] = e.gm;
+          gu[i] = e.gu;
+          sum_d[i] += e.ga;
+          sum_m[i] += e.gm;
+        }
+        const index_t at = b * plane + row * p.W + w0;
+        if (g.delta && p.Bd > 1) store_grads<L, VEC>(p, g.delta + at, w0, ga);
+        if (g.mask && p.Bm > 1) store_grads<L, VEC>(p, g.mask + at, w0, gm);
+        if (g.placed) store_grads<L, VEC>(p, g.placed + at, w0, gu);
+      }
     }
-    if (b == b0 || A.Bm > 1) m = mask_value<acc_t>(A, mask, b, c, h, w);
-    bool covered = false;
-    const acc_t u = need_u ? placed_input<acc_t>(x + A.sx.at(b, c, 0, 0), A.sx, A.pl, h, w, &covered)
-                           : static_cast<acc_t>(0);
-    const int64_t at_b = b * positions + pos;
-    const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(grad_out[at_b]), u, covered, a, m, k);
-    if (grad_delta) {
-      if (A.Bd > 1) grad_delta[at_b] = static_cast<float>(e.ga * dact);
-      else sum_ga += e.ga;
-    }
-    if (grad_mask) {
-      if (A.Bm > 1) grad_mask[at_b] = static_cast<float>(e.gm);
-      else sum_gm += e.gm;
-    }
-    if (grad_placed) grad_placed[at_b] = static_cast<float>(e.gu);
   }
-  if (grad_delta && A.Bd == 1) grad_delta[j * positions + pos] = static_cast<float>(sum_ga * dact);
-  if (grad_mask && A.Bm == 1) grad_mask[j * positions + pos] = static_cast<float>(sum_gm);
+  if (!shared_d && !shared_m) return;  // uniform over the grid
+  // The J chunk partials of each position, then one thread per position adds them in order.
+  const index_t J = p.chunks, slots = GX * VEC;
+  acc_t* part_d = smem;
+  acc_t* part_m = smem + J * slots;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    part_d[j * slots + static_cast<index_t>(threadIdx.x) * VEC + i] = sum_d[i];
+    if constexpr (!kLinear) part_m[j * slots + static_cast<index_t>(threadIdx.x) * VEC + i] = sum_m[i];
+  }
+  __syncthreads();
+  for (index_t s = j * GX + static_cast<index_t>(threadIdx.x); s < slots; s += J * GX) {
+    const index_t gi2 = static_cast<index_t>(blockIdx.x) * GX + s / VEC, i = s % VEC;
+    if (gi2 >= p.groups) continue;
+    const index_t row = divide<index_t>(gi2, p.gpr, p.div_gpr);
+    const index_t w = (gi2 - row * p.gpr) * VEC + i;
+    if (w >= p.W) continue;
+    const index_t c = divide<index_t>(row, p.H, p.div_h);
+    const index_t h = row - c * p.H;
+    acc_t total_d = 0, total_m = 0;
+    for (index_t jj = 0; jj < J; ++jj) {
+      total_d += part_d[jj * slots + s];
+      if constexpr (!kLinear) total_m += part_m[jj * slots + s];
+    }
+    if constexpr (kLinear) total_m = total_d;  // both gradients scale G = sum_b grad_out
+    const acc_t a = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + w * p.sd[3]]));
+    const index_t at = row * p.W + w;
+    if constexpr (kLinear) {
+      const acc_t inv_std = p.pw.normalize_after ? static_cast<acc_t>(norm[p.C + c]) : static_cast<acc_t>(1);
+      if (shared_d) {
+        acc_t mv = 1;
+        if (p.mask_kind != MaskKind::kNone) {
+          const index_t s_ = p.mask_scale;
+          mv = static_cast<acc_t>(mask[c * p.sm[1] + divide<index_t>(h, s_, p.div_s) * p.sm[2] +
+                                       divide<index_t>(w, s_, p.div_s) * p.sm[3]]);
+        }
+        g.delta[at] = static_cast<float>(inv_std * total_d * mv * activation_derivative<kAct>(a));
+      }
+      if (shared_m) g.mask[at] = static_cast<float>(inv_std * total_m * a * static_cast<acc_t>(1));
+    } else {
+      if (shared_d) g.delta[at] = static_cast<float>(total_d * activation_derivative<kAct>(a));
+      if (shared_m) g.mask[at] = static_cast<float>(total_m);
+    }
+  }
 }
 
-// Blocks of a 1-D grid covering `threads` threads.
+// ---- host side -------------------------------------------------------------------------------
+
+// Batch chunks of the CUDA backward: the smallest power of two (<= B, <= kMaxChunks) that gives
+// kTargetBlocks blocks of 256 threads. A function of the shape only (never of the device).
+int64_t cuda_backward_chunks(int64_t B, int64_t groups) {
+  int64_t J = 1;
+  while (2 * J <= B && 2 * J <= kMaxChunks && (groups * J + kThreadsPerBlock - 1) / kThreadsPerBlock < kTargetBlocks)
+    J *= 2;
+  return J;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+// Rows of a [B?, C?, H, W] view with element strides st start 16-byte aligned and run contiguously.
+bool rows_vectorisable(const void* base, const Strides4& st, int vec) {
+  return aligned16(base) && st.w == 1 && st.h % vec == 0 && st.c % vec == 0 && st.b % vec == 0;
+}
+
+// Host-side description of a call: the kernel arguments and which compiled variant to take.
+template <typename acc_t, typename index_t>
+KernelArgs<acc_t, index_t> kernel_args(const MaskedPerturbArgs& A, at::IntArrayRef offsets, const int64_t* dev_offsets,
+                                       int vec, const Tensor& x, bool backward) {
+  KernelArgs<acc_t, index_t> p{};
+  p.B = A.B, p.C = A.C, p.H = A.H, p.W = A.W;
+  p.Bd = A.Bd, p.Bm = A.Bm;
+  p.gpr = (A.W + vec - 1) / vec;
+  p.groups = (backward ? 1 : A.B) * A.C * A.H * p.gpr;
+  const Strides4* st[3] = {&A.sx, &A.sd, &A.sm};
+  index_t* dst[3] = {p.sx, p.sd, p.sm};
+  for (int t = 0; t < 3; ++t) {
+    dst[t][0] = st[t]->b, dst[t][1] = st[t]->c, dst[t][2] = st[t]->h, dst[t][3] = st[t]->w;
+  }
+  p.Hin = A.pl.Hin, p.Win = A.pl.Win, p.Hr = A.pl.Hr, p.Wr = A.pl.Wr;
+  if (A.pl.resize_mode != ResizeMode::kNone && A.pl.Hr > 0 && A.pl.Wr > 0) {
+    p.lin_scale_h = static_cast<acc_t>(A.pl.Hin) / static_cast<acc_t>(A.pl.Hr);
+    p.lin_scale_w = static_cast<acc_t>(A.pl.Win) / static_cast<acc_t>(A.pl.Wr);
+    p.near_scale_h = static_cast<float>(A.pl.Hin) / static_cast<float>(A.pl.Hr);
+    p.near_scale_w = static_cast<float>(A.pl.Win) / static_cast<float>(A.pl.Wr);
+  }
+  p.resize = A.pl.resize_mode;
+  p.mask_kind = !A.has_mask ? MaskKind::kNone : A.pw.mask_scale == 1 ? MaskKind::kFull : MaskKind::kScaled;
+  p.mask_scale = A.pw.mask_scale;
+  p.num_copies = static_cast<int>(A.pl.num_copies);
+  p.offsets = dev_offsets;
+  bool x_vec = A.pl.resize_mode == ResizeMode::kNone && x.numel() > 0 &&
+               reinterpret_cast<std::uintptr_t>(x.const_data_ptr()) % (vec * x.element_size()) == 0 &&
+               A.sx.w == 1 && A.sx.h % vec == 0 && A.sx.c % vec == 0 && A.sx.b % vec == 0;
+  for (int64_t k = 0; k < A.pl.num_copies; ++k) {
+    if (k < kMaxArgCopies) p.oy[k] = offsets[2 * k], p.ox[k] = offsets[2 * k + 1];
+    x_vec = x_vec && offsets[2 * k + 1] % vec == 0;
+  }
+  p.x_vec = x_vec;
+  p.pw = A.pw;
+  if constexpr (std::is_same_v<index_t, int32_t>) {
+    p.div_gpr = FastDivmod(p.gpr);
+    p.div_h = FastDivmod(std::max<index_t>(p.H, 1));
+    p.div_c = FastDivmod(std::max<index_t>(p.C, 1));
+    p.div_s = FastDivmod(p.mask_scale);
+  }
+  return p;
+}
+
+// Largest element offset sum_d (size_d - 1) * stride_d of a view (its strides are >= 0).
+int64_t max_offset(const Tensor& t) {
+  int64_t off = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) off += (t.size(d) - 1) * t.stride(d);
+  return off;
+}
+
+// Whether the int32 kernels may index the call: every element offset of x, delta, mask and the
+// canvas, the thread count and B * chunks below 2^31, and the copies in the kernel arguments.
+bool fits_int32(const MaskedPerturbArgs& A, const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
+                int64_t threads) {
+  const int64_t lim = INT32_MAX - kThreadsPerBlock;
+  return A.B * A.C * A.H * A.W < lim && max_offset(x) < lim && max_offset(delta) < lim &&
+         (!mask || max_offset(*mask) < lim) && threads < lim && A.B * kMaxChunks < lim &&
+         A.pl.num_copies <= kMaxArgCopies;
+}
+
 unsigned int blocks_for(int64_t threads) {
   const int64_t blocks = (threads + kThreadsPerBlock - 1) / kThreadsPerBlock;
   TORCH_CHECK(blocks <= INT32_MAX, "masked_perturb: tensor too large for one launch (", threads, " threads)");
-  return static_cast<unsigned int>(blocks);
+  return static_cast<unsigned int>(std::max<int64_t>(blocks, 1));
 }
 
-// The host int list of copy offsets as an int64 tensor on `device`, copied once per call through
-// pinned memory (asynchronous on the current stream). Returns an empty tensor for no copies.
+// The host int list of copy offsets as an int64 tensor on `device` (through pinned memory,
+// asynchronous on the current stream), only when they do not fit the kernel arguments.
 Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
   const auto n = static_cast<int64_t>(offsets.size());
-  if (n == 0) return at::empty({0}, at::TensorOptions().dtype(at::kLong).device(device));
+  if (n <= 2 * kMaxArgCopies) return Tensor();
   Tensor host = at::empty({n}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
   std::copy(offsets.begin(), offsets.end(), host.mutable_data_ptr<int64_t>());
   return host.to(device, /*non_blocking=*/true);
+}
+
+// The compiled forward variants: (P, L) pairs of the papers' configurations, for float / half /
+// bfloat16 deltas (x of the same dtype or uint8); everything else runs a dynamic layout.
+template <typename F>
+bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int64_t vec_len, F&& f) {
+  if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
+  // Resize none: whole groups of VEC inside or outside every copy, 128-bit x loads.
+  const bool x_whole = x_vec && A.pl.Wr % vec_len == 0;
+  const bool one = A.pl.num_copies == 1, multi = A.pl.num_copies > 1;
+  const MaskKind mk = !A.has_mask ? MaskKind::kNone : A.pw.mask_scale == 1 ? MaskKind::kFull : MaskKind::kScaled;
+  const ResizeMode r = A.pl.resize_mode;
+  constexpr int kNone = static_cast<int>(ResizeMode::kNone), kBil = static_cast<int>(ResizeMode::kBilinear);
+  constexpr int kFull = static_cast<int>(MaskKind::kFull), kScaled = static_cast<int>(MaskKind::kScaled),
+                kNoMask = static_cast<int>(MaskKind::kNone);
+  const bool after = A.pw.normalize_after, before = A.pw.normalize_before, plain = !after && !before;
+  using After = AddPointwise<Normalize::kAfter>;
+  using Before = AddPointwise<Normalize::kBefore>;
+  using Plain = AddPointwise<Normalize::kNone>;
+  // ILM-VP (padding, mask outside the image, normalise after)
+  if (x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
+  // AutoVP (bilinear resize, then the same)
+  if (after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
+  if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
+  // Voice2Series (several copies of a 1-D series, mask outside them)
+  if (x_whole && plain && multi && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(Plain{}, Layout<kNone, true, kFull, true>{}), true;
+  // Plain additive program, no mask (Elsayed et al.)
+  if (x_whole && plain && one && r == ResizeMode::kNone && mk == MaskKind::kNone) return f(Plain{}, Layout<kNone, false, kNoMask, true>{}), true;
+  return false;
 }
 
 Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
                                    RX_MASKED_PERTURB_OPTION_PARAMS) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
   const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
-  auto A = make_masked_perturb_args(x, delta, mask, norm, o);
+  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   Tensor out = at::empty({A.B, A.C, A.H, A.W}, delta.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  const Tensor device_offsets = offsets_on_device(offsets, delta.device());
-  A.pl.offsets = device_offsets.const_data_ptr<int64_t>();
+  const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
+  const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    using acc_t = acc_type_t<scalar_t>;
     constexpr Activation kAct = decltype(act)::value;
     constexpr int VEC = 16 / sizeof(scalar_t);
-    const int64_t groups_per_row = (A.W + VEC - 1) / VEC;
-    const int64_t num_groups = A.B * A.C * A.H * groups_per_row;
+    const int64_t threads = A.B * A.C * A.H * ((A.W + VEC - 1) / VEC);
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const bool vector_store = A.W % VEC == 0 && reinterpret_cast<std::uintptr_t>(o) % 16 == 0;
-    const auto kernel = vector_store ? masked_perturb_forward_kernel<scalar_t, x_t, true, kAct>
-                                     : masked_perturb_forward_kernel<scalar_t, x_t, false, kAct>;
-    kernel<<<blocks_for(num_groups), kThreadsPerBlock, 0, stream>>>(
-        A, x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
-        A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(), o, groups_per_row,
-        num_groups);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const scalar_t* mk = A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* d = delta.const_data_ptr<scalar_t>();
+    const bool vec = A.W % VEC == 0 && aligned16(o) && rows_vectorisable(d, A.sd, VEC) &&
+                     (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
+    auto launch = [&](auto p_, auto l_, auto args) {
+      using P = decltype(p_);
+      using L = decltype(l_);
+      using index_t = std::remove_cv_t<decltype(args.B)>;
+      masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<blocks_for(threads), kThreadsPerBlock, 0, stream>>>(
+          args, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<float>(), o);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (!fits_int32(A, x, delta, mask, threads)) {
+      return launch(DynamicPointwise{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, false));
+    }
+    const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, false);
+    if constexpr (!std::is_same_v<scalar_t, double>) {
+      if (dispatch_fast_forward(A, vec, args.x_vec, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) return;
+    }
+    if (vec) return launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
+    launch(DynamicPointwise{}, DynamicLayout<false>{}, args);
   }); });
   return out;
 }
@@ -196,27 +667,60 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
                                                                 std::array<bool, 3> needs) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
   const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
-  auto A = make_masked_perturb_args(x, delta, mask, norm, o);
+  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   MaskedPerturbGrads grads = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
   const int64_t positions = A.C * A.H * A.W;
   if (A.B == 0 || positions == 0) return finish_masked_perturb_grads(A, grads);
+  // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W].
+  const auto f32 = delta.options().dtype(at::kFloat);
+  if (grads.delta.numel() && A.Bd == 1 && grads.chunks != 1) grads.delta = at::empty({1, A.C, A.H, A.W}, f32);
+  if (grads.mask.numel() && A.Bm == 1 && grads.chunks != 1) grads.mask = at::empty({1, A.C, A.H, A.W}, f32);
+  grads.chunks = 1;
   const Tensor grad_out = grad_out_in.contiguous();
-  const Tensor device_offsets = offsets_on_device(offsets, delta.device());
-  A.pl.offsets = device_offsets.const_data_ptr<int64_t>();
-  float* grad_mask = grads.mask_ptr();
-  float* grad_placed = grads.placed_ptr();
+  const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
+  const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
+  const BackwardOutputs outs{grads.delta_ptr(), grads.mask_ptr(), grads.placed_ptr()};
   // u is needed for the mask / input gradients, and for clamp and replace, whose factor depends on it.
-  const bool need_u = grad_mask || grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  const bool need_u = outs.mask || outs.placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  const bool linear = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !outs.placed;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
-    masked_perturb_backward_kernel<scalar_t, x_t, decltype(act)::value><<<blocks_for(grads.chunks * positions), kThreadsPerBlock, 0,
-                                                     stream>>>(
-        A, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<x_t>(), delta.const_data_ptr<scalar_t>(),
-        A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr, norm.const_data_ptr<float>(), grads.delta_ptr(),
-        grad_mask, grad_placed, grads.chunks, need_u);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    using acc_t = acc_type_t<scalar_t>;
+    constexpr Activation kAct = decltype(act)::value;
+    constexpr int VEC = 16 / sizeof(scalar_t);
+    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+    const scalar_t* d = delta.const_data_ptr<scalar_t>();
+    const scalar_t* mk = A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+    const int64_t groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
+    const int64_t J = cuda_backward_chunks(A.B, groups);
+    const int64_t GX = std::max<int64_t>(1, kThreadsPerBlock / J);
+    const dim3 block(static_cast<unsigned>(GX), static_cast<unsigned>(J));
+    const int64_t blocks = (groups + GX - 1) / GX;
+    TORCH_CHECK(blocks <= INT32_MAX, "masked_perturb_backward: tensor too large for one launch");
+    const size_t smem = 2 * J * GX * VEC * sizeof(acc_t);
+    // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
+    const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
+                     (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
+    auto launch = [&](auto lin, auto l_, auto args) {
+      using L = decltype(l_);
+      using index_t = std::remove_cv_t<decltype(args.B)>;
+      args.chunks = static_cast<index_t>(J);
+      if constexpr (std::is_same_v<index_t, int32_t>) args.div_j = FastDivmod(static_cast<uint32_t>(J));
+      args.groups = static_cast<index_t>(groups);
+      masked_perturb_backward_kernel<scalar_t, x_t, kAct, decltype(lin)::value, L, index_t>
+          <<<static_cast<unsigned>(blocks), block, smem, stream>>>(args, go, x.const_data_ptr<x_t>(), d, mk,
+                                                                   norm.const_data_ptr<float>(), outs, need_u);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (!fits_int32(A, x, delta, mask, A.B * groups)) {
+      return launch(std::false_type{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, true));
+    }
+    const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, true);
+    if (linear && vec) return launch(std::true_type{}, DynamicLayout<true>{}, args);
+    if (vec) return launch(std::false_type{}, DynamicLayout<true>{}, args);
+    launch(std::false_type{}, DynamicLayout<false>{}, args);
   }); });
   return finish_masked_perturb_grads(A, grads);
 }
