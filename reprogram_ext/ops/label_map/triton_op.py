@@ -27,7 +27,7 @@ from . import autograd as registration
 from . import triton_kernels as kernels
 from .args import accumulation_dtype as _acc_torch
 from .backends import MAX_SORTED_ENTRIES, triton_limit
-from .options import ce_needs_lse, map_needs_lse
+from .options import PRES, REDUCES, ce_needs_lse, map_needs_lse
 
 
 def _acc(dtype: torch.dtype):
@@ -42,11 +42,13 @@ def _blocks(S: int, T: int, K: int, device: torch.device) -> dict:
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
-def _check(index: Tensor) -> None:
-    """The one input limit of these kernels (backends.py: backend="auto" never picks them past it,
-    backend="triton" refuses), checked again for direct callers of the ops because past it the
-    scatter would be silently wrong. The other checks of the canonical form are the front end's
-    (args.py canonicalize); the ops are called with its output."""
+def _check(index: Tensor, reduce: str, pre: str) -> None:
+    """What would make these kernels silently wrong, checked again for direct callers of the ops:
+    the option names (options.py) and the one input limit (backends.py: backend="auto" never picks
+    them past it, backend="triton" refuses). The other checks of the canonical form are the front
+    end's (args.py canonicalize); the ops are called with its output."""
+    torch._check_value(reduce in REDUCES, lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
+    torch._check_value(pre in PRES, lambda: f"label_map (triton): pre must be one of {PRES}, got {pre!r}")
     T, K = index.shape
     torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
 
@@ -80,7 +82,7 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: 
 
 def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: str,
                              pre: str) -> Tuple[Tensor, Tensor]:
-    _check(index)
+    _check(index, reduce, pre)
     N, S = logits.shape
     T, K = index.shape
     out = logits.new_empty((N, T))
@@ -96,7 +98,7 @@ def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Ten
 def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, weight: Optional[Tensor],
                               row_lse: Tensor, reduce: str, pre: str,
                               need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(index)
+    _check(index, reduce, pre)
     N, S = logits.shape
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -131,7 +133,7 @@ def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, redu
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
                                         reduce: str, pre: str, label_smoothing: float,
                                         ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
-    _check(index)
+    _check(index, reduce, pre)
     N = logits.shape[0]
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -147,7 +149,7 @@ def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, targ
                                          weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: str,
                                          pre: str, label_smoothing: float, ignore_index: int,
                                          need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(index)
+    _check(index, reduce, pre)
     N = logits.shape[0]
     T, K = index.shape
     need_w = need_weight_grad and weight is not None
