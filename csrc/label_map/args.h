@@ -73,6 +73,9 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
   return a;
 }
 
+// Whether mapped_cross_entropy's gradient has the dense -D * softmax(x) term (its `dense` output).
+inline bool ce_has_dense(const LabelMapArgs& p) { return ce_needs_lse(p.pre, p.reduce, p.weighted); }
+
 inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_t ignore_index) {
   TORCH_CHECK(target.dim() == 1 && target.size(0) == a.N && target.scalar_type() == at::kLong &&
                   target.is_contiguous(),
@@ -99,8 +102,8 @@ inline void check_label_map_backward_args(const LabelMapArgs& p, const at::Tenso
 }
 
 // The saved forward results handed to mapped_cross_entropy_backward: grad_loss [N] and unit_grad
-// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_needs_lse(); returns that flag.
-inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
+// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_has_dense(p).
+inline void check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
                                           const at::Tensor& grad_loss, const at::Tensor& unit_grad,
                                           const at::Tensor& dense) {
   const auto acc = acc_scalar_type(logits_type);
@@ -108,10 +111,8 @@ inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType 
               "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
   TORCH_CHECK(unit_grad.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad.scalar_type() == acc,
               "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
-  const bool has_dense = ce_needs_lse(p.pre, p.reduce, p.weighted);
-  TORCH_CHECK(!has_dense || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
+  TORCH_CHECK(!ce_has_dense(p) || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
               "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
-  return has_dense;
 }
 
 // The checked arguments of each op, shared by the CPU and CUDA entry points (`reduce` and `pre`
@@ -133,6 +134,16 @@ inline LabelMapArgs make_mapped_ce_args(const at::Tensor& logits, const at::Tens
   return p;
 }
 
+inline LabelMapArgs make_mapped_ce_backward_args(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                                 const at::Tensor& target, const at::Tensor& index,
+                                                 const std::optional<at::Tensor>& weight, const at::Tensor& unit_grad,
+                                                 const at::Tensor& dense, c10::string_view reduce,
+                                                 c10::string_view pre, int64_t ignore_index) {
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
+  check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss, unit_grad, dense);
+  return p;
+}
+
 // Output shapes: label_map's row_lse ([N, 2] when the row's lse is needed, else [0]),
 // mapped_cross_entropy's dense ([N, 3] when ce_needs_lse, else [0]), and the weight gradient's
 // partials ([rows, T, K] when needed, else [0]).
@@ -140,7 +151,7 @@ inline std::vector<int64_t> row_lse_shape(const LabelMapArgs& p) {
   return map_needs_lse(p.pre) ? std::vector<int64_t>{p.N, 2} : std::vector<int64_t>{0};
 }
 inline std::vector<int64_t> dense_shape(const LabelMapArgs& p) {
-  return ce_needs_lse(p.pre, p.reduce, p.weighted) ? std::vector<int64_t>{p.N, 3} : std::vector<int64_t>{0};
+  return ce_has_dense(p) ? std::vector<int64_t>{p.N, 3} : std::vector<int64_t>{0};
 }
 inline std::vector<int64_t> weight_grad_shape(const LabelMapArgs& p, bool need, int64_t rows) {
   return need ? std::vector<int64_t>{rows, p.T, p.K} : std::vector<int64_t>{0};

@@ -279,7 +279,7 @@ void ce_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const int64_t* 
                        acc_t<scalar_t>* unit_grad, acc_t<scalar_t>* dense) {
   using A = acc_t<scalar_t>;
   const int64_t TK = p.T * p.K;
-  const bool need_lse = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  const bool need_lse = ce_has_dense(p);
   const bool softmax_sum = softmax_rows<R>(p);
   const SoftmaxGroups<A> sg = softmax_sum ? softmax_groups<R, A>(p, cs, weight) : SoftmaxGroups<A>{};
   const int64_t chunks = row_chunks(p, false, forward_row_elements(p, need_lse));
@@ -377,8 +377,9 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
                                                              c10::string_view reduce, c10::string_view pre,
                                                              double label_smoothing, int64_t ignore_index,
                                                              bool need_weight_grad) {
-  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
-  const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
+  const LabelMapArgs p = make_mapped_ce_backward_args(grad_loss_in, logits, target, index, weight, unit_grad_in,
+                                                      dense_in, reduce, pre, ignore_index);
+  const bool has_dense = ce_has_dense(p);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   const Tensor dense = dense_in.contiguous();

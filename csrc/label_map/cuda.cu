@@ -358,7 +358,7 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
                       Tensor& out, double label_smoothing, int64_t ignore_index) {
   if (p.N == 0) return;
   Tensor L_scratch = empty_acc(logits, {p.N, p.T});
-  const bool need_lse = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  const bool need_lse = ce_has_dense(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
     dispatch_reduce(p.reduce, [&](auto R) {
@@ -394,8 +394,9 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
                                                               c10::string_view reduce, c10::string_view pre,
                                                               double label_smoothing, int64_t ignore_index,
                                                               bool need_weight_grad) {
-  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
-  const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
+  const LabelMapArgs p = make_mapped_ce_backward_args(grad_loss_in, logits, target, index, weight, unit_grad_in,
+                                                      dense_in, reduce, pre, ignore_index);
+  const bool has_dense = ce_has_dense(p);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   Tensor dense = dense_in.contiguous();

@@ -75,18 +75,26 @@ struct GroupValue {
   int64_t arg; // the k the reduce selected (first maximal k of max), else -1
 };
 
-template <Reduce R, typename A, typename scalar_t>
-RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, Pre pre, const RowNorm<A>& lse) {
-  GroupValue<A> r;
-  r.out = Reducer<R>::template init<A>();
-  r.wsum = 0;
-  r.arg = -1;
+// Reducer<R> over u_k = w_k * value(k) of the group's valid k: acc, wsum = sum_k w_k, and the
+// selected k (arg, -1 if none).
+template <Reduce R, typename A, typename F>
+RX_LM_HD void reduce_group(const Group<A>& g, F value, A& acc, A& wsum, int64_t& arg) {
+  acc = Reducer<R>::template init<A>();
+  wsum = 0;
+  arg = -1;
   for (int64_t k = 0; k < g.K; ++k) {
     if (!g.valid(k)) continue;
     const A w = g.weight(k);
-    r.wsum += w;
-    Reducer<R>::update(r.out, r.arg, w * pre_value(static_cast<A>(x[g.src[k]]), pre, lse), k);
+    wsum += w;
+    Reducer<R>::update(acc, arg, w * value(k), k);
   }
+}
+
+template <Reduce R, typename A, typename scalar_t>
+RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, Pre pre, const RowNorm<A>& lse) {
+  GroupValue<A> r;
+  reduce_group<R>(g, [&](int64_t k) { return pre_value(static_cast<A>(x[g.src[k]]), pre, lse); }, r.out, r.wsum,
+                  r.arg);
   r.out = Reducer<R>::finish(r.out, r.wsum);
   return r;
 }
@@ -125,15 +133,7 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, A shif
     }
   }
   if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
-  r.R = Reducer<R>::template init<A>();
-  r.wsum = 0;
-  r.arg = -1;
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (!g.valid(k)) continue;
-    const A w = g.weight(k);
-    r.wsum += w;
-    Reducer<R>::update(r.R, r.arg, w * exp_f(static_cast<A>(x[g.src[k]]) - r.m), k);
-  }
+  reduce_group<R>(g, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - r.m); }, r.R, r.wsum, r.arg);
   r.L = (r.m - shift) + log(r.R) - Reducer<R>::log_norm(r.wsum);
   return r;
 }
