@@ -1,4 +1,4 @@
-"""label_map (SPEC §2) on every backend: the papers' formulas written out, every pre x reduce x
+"""label_map (docs/ops/label_map.md) on every backend: the papers' formulas written out, every pre x reduce x
 layout against the reference, gradcheck, opcheck, torch.compile, property tests, bad inputs."""
 from __future__ import annotations
 

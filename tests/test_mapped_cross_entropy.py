@@ -1,4 +1,4 @@
-"""mapped_cross_entropy (SPEC §2) on every backend: equal to F.cross_entropy on the mapped logits
+"""mapped_cross_entropy (docs/ops/label_map.md) on every backend: equal to F.cross_entropy on the mapped logits
 (log of averaged probabilities for pre="softmax"), its options, gradients, stability, bad input."""
 from __future__ import annotations
 

@@ -110,7 +110,9 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
           if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative<R, A>(buf, g, r.logp[t], k);
         } else {
           ak = dL * value_coefficient<R>(g, r.value[t], k);
-          if (gw) gw[t * p.K + k] += dL * value_weight_derivative<R>(r.value[t], k, pre_value(buf[g.src[k]], p.pre, lse));
+          if (gw) {
+            gw[t * p.K + k] += dL * value_weight_derivative<R>(r.value[t], k, pre_value(buf[g.src[k]], p.pre, lse));
+          }
         }
       }
       dsum += ak;

@@ -362,12 +362,13 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
     dispatch_reduce(p.reduce, [&](auto R) {
-      mapped_ce_kernel<decltype(R)::value, scalar_t><<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
-          weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
-          need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
-          out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.S, p.T, p.K, p.pre, need_lse,
-          label_smoothing, ignore_index);
+      mapped_ce_kernel<decltype(R)::value, scalar_t>
+          <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
+              weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
+              need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
+              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.S, p.T, p.K, p.pre, need_lse,
+              label_smoothing, ignore_index);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });

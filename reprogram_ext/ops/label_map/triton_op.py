@@ -47,7 +47,8 @@ def _check(index: Tensor, reduce: str, pre: str) -> None:
     the option names (options.py) and the one input limit (backends.py: backend="auto" never picks
     them past it, backend="triton" refuses). The other checks of the canonical form are the front
     end's (args.py canonicalize); the ops are called with its output."""
-    torch._check_value(reduce in REDUCES, lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
+    torch._check_value(reduce in REDUCES,
+                       lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
     torch._check_value(pre in PRES, lambda: f"label_map (triton): pre must be one of {PRES}, got {pre!r}")
     T, K = index.shape
     torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
