@@ -334,9 +334,9 @@ def test_ops_take_option_names(bd):
     for reduce in REDUCES:
         out, _ = forward(x, idx, None, reduce, "none")
         torch.testing.assert_close(out.cpu(), label_map_reference(x.cpu(), idx.cpu(), reduce=reduce))
-    with pytest.raises(ValueError, match=r"reduce must be one of \('sum', 'mean', 'max'\), got 'median'"):
+    with pytest.raises(ValueError, match=r"reduce must be one of .*'sum'.*'mean'.*'max'.*got 'median'"):
         forward(x, idx, None, "median", "none")
-    with pytest.raises(ValueError, match=r"pre must be one of \('none', 'softmax', 'log_softmax'\), got 'sigmoid'"):
+    with pytest.raises(ValueError, match=r"pre must be one of .*'none'.*'softmax'.*'log_softmax'.*got 'sigmoid'"):
         forward(x, idx, None, "sum", "sigmoid")
 
 

@@ -43,8 +43,8 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
   a.S = logits.size(1);
   a.T = index.size(0);
   a.K = index.size(1);
-  a.reduce = parse_reduce(op, reduce);
-  a.pre = parse_pre(op, pre);
+  a.reduce = parse_Reduce(reduce);
+  a.pre = parse_Pre(pre);
   a.weighted = weight.has_value();
   TORCH_CHECK(a.K >= 1, op, ": index must have K >= 1 sources per target, got ", index.sizes());
   if (a.weighted) {

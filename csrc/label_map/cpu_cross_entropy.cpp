@@ -1,5 +1,5 @@
 // C++ CPU kernels of mapped_cross_entropy (formulas: csrc/label_map/math.h, docs/ops/label_map.md;
-// row helpers: cpu_rows.h). The kernels are templates on the reduce (options.h dispatch_reduce).
+// row helpers: cpu_rows.h). The kernels are templates on the reduce (options.h: dispatch(Reduce, f)).
 //
 // Bytes per row: the forward gathers the T*K mapped logits (in address order, into a compact
 // buffer), plus reads the whole row once (twice, the second time from cache) only when the row's
@@ -228,7 +228,7 @@ A softmax_ce_row_generic(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, cons
       gl.R = c[t];
       gl.L = L[t];
     } else {
-      gl = dispatch_reduce(p.reduce, [&](auto R) {  // (the rare path: not worth a clone per reduce)
+      gl = dispatch(p.reduce, [&](auto R) {  // (the rare path: not worth a clone per reduce)
         return group_log_prob<decltype(R)::value, A>(buf, group_of(cs.pos.data(), weight, p.K, t), shift);
       });
       L[t] = gl.L;
@@ -362,7 +362,7 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cpu(const Tensor
   Tensor dense = empty_acc(logits, dense_shape(p));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_forward_cpu", [&] {
     using A = acc_t<scalar_t>;
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       ce_forward_kernel<decltype(R)::value, scalar_t>(
           p, logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), cs, weight_ptr<scalar_t>(weight),
           label_smoothing, ignore_index, loss.mutable_data_ptr<A>(), unit_grad.mutable_data_ptr<A>(),
@@ -391,7 +391,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
   Tensor gw = empty_acc(logits, weight_grad_shape(p, need_w, chunks));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       ce_backward_kernel<decltype(R)::value, scalar_t>(
           p, grad_loss.const_data_ptr<A>(), logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
           index.const_data_ptr<int64_t>(), cs, weight_ptr<scalar_t>(weight), unit_grad.const_data_ptr<A>(),

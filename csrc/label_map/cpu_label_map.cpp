@@ -1,5 +1,5 @@
 // C++ CPU kernels of label_map (formulas: csrc/label_map/math.h, docs/ops/label_map.md; row
-// helpers: cpu_rows.h). The kernels are templates on the reduce (options.h dispatch_reduce).
+// helpers: cpu_rows.h). The kernels are templates on the reduce (options.h: dispatch(Reduce, f)).
 //
 // Bytes per row: the forward gathers the T*K mapped logits (in address order, into a compact
 // buffer), plus reads the whole row once (twice, the second time from cache) only when the row's
@@ -113,7 +113,7 @@ std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Ten
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor row_lse = empty_acc(logits, row_lse_shape(p));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cpu", [&] {
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       label_map_forward_kernel<decltype(R)::value, scalar_t>(
           p, logits.const_data_ptr<scalar_t>(), cs, weight_ptr<scalar_t>(weight), out.mutable_data_ptr<scalar_t>(),
           row_lse.numel() ? row_lse.mutable_data_ptr<acc_t<scalar_t>>() : nullptr);
@@ -135,7 +135,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, con
   Tensor gw = empty_acc(logits, weight_grad_shape(p, need_w, chunks));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       label_map_backward_kernel<decltype(R)::value, scalar_t>(
           p, grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
           cs, weight_ptr<scalar_t>(weight), map_needs_lse(p.pre) ? row_lse.const_data_ptr<A>() : nullptr,

@@ -1,6 +1,6 @@
 // CUDA kernels of label_map and mapped_cross_entropy (formulas: csrc/label_map/math.h,
 // docs/ops/label_map.md; the per-target math is the same __host__ __device__ code the CPU kernels
-// run). The kernels are templates on the reduce (options.h dispatch_reduce), like the CPU ones.
+// run). The kernels are templates on the reduce (options.h: dispatch(Reduce, f)), like the CPU ones.
 //
 // One block per row: the block reduces the row's normaliser (max, log-sum) when needed, then its
 // threads take targets t (one group each). The backward fills each gradient row (zero or
@@ -310,7 +310,7 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
   Tensor stats = empty_acc(logits, row_lse_shape(p));
   if (p.N == 0) return {out, stats};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cuda", [&] {
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       label_map_forward_kernel<decltype(R)::value, scalar_t>
           <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
               logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
@@ -336,7 +336,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
   if (p.N > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_coef_cuda", [&] {
       using A = acc_t<scalar_t>;
-      dispatch_reduce(p.reduce, [&](auto R) {
+      dispatch(p.reduce, [&](auto R) {
         label_map_coefficients_kernel<decltype(R)::value, scalar_t>
             <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
                 grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
@@ -361,7 +361,7 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
   const bool need_lse = ce_has_dense(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
-    dispatch_reduce(p.reduce, [&](auto R) {
+    dispatch(p.reduce, [&](auto R) {
       mapped_ce_kernel<decltype(R)::value, scalar_t>
           <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
               logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),

@@ -178,7 +178,7 @@ RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, con
 // Host only; options.py's ce_needs_lse is its one Python mirror (fake kernels, Triton launcher).
 inline bool ce_needs_lse(Pre pre, Reduce reduce, bool weighted) {
   return pre == Pre::kLogSoftmax &&
-         dispatch_reduce(reduce, [&](auto R) { return Reducer<decltype(R)::value>::lse_varies(weighted); });
+         dispatch(reduce, [&](auto R) { return Reducer<decltype(R)::value>::lse_varies(weighted); });
 }
 
 // Whether label_map's output needs the row's lse (any pre but none).
