@@ -385,10 +385,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   const Tensor dense = dense_in.contiguous();
-  const bool need_w = need_weight_grad && p.weighted;
-  const int64_t chunks = row_chunks(p, need_w, backward_row_elements(p));
-  Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
-  Tensor gw = empty_acc(logits, weight_grad_shape(p, need_w, chunks));
+  BackwardOutputs o(p, logits, need_weight_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
     dispatch(p.reduce, [&](auto R) {
@@ -396,10 +393,10 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
           p, grad_loss.const_data_ptr<A>(), logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
           index.const_data_ptr<int64_t>(), cs, weight_ptr<scalar_t>(weight), unit_grad.const_data_ptr<A>(),
           has_dense ? dense.const_data_ptr<A>() : nullptr, label_smoothing, ignore_index,
-          grad.mutable_data_ptr<scalar_t>(), need_w ? gw.mutable_data_ptr<A>() : nullptr, chunks);
+          o.grad.mutable_data_ptr<scalar_t>(), o.gw<A>(), o.chunks);
     });
   });
-  return {grad, finish_weight_grad(gw, need_w)};
+  return o.finish();
 }
 
 }  // namespace

@@ -129,20 +129,17 @@ std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, con
   const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
-  const bool need_w = need_weight_grad && p.weighted;
-  const int64_t chunks = row_chunks(p, need_w, backward_row_elements(p));
-  Tensor grad = empty_large_cpu({p.N, p.S}, logits.options());
-  Tensor gw = empty_acc(logits, weight_grad_shape(p, need_w, chunks));
+  BackwardOutputs o(p, logits, need_weight_grad);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cpu", [&] {
     using A = acc_t<scalar_t>;
     dispatch(p.reduce, [&](auto R) {
       label_map_backward_kernel<decltype(R)::value, scalar_t>(
           p, grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
           cs, weight_ptr<scalar_t>(weight), map_needs_lse(p.pre) ? row_lse.const_data_ptr<A>() : nullptr,
-          grad.mutable_data_ptr<scalar_t>(), need_w ? gw.mutable_data_ptr<A>() : nullptr, chunks);
+          o.grad.mutable_data_ptr<scalar_t>(), o.gw<A>(), o.chunks);
     });
   });
-  return {grad, finish_weight_grad(gw, need_w)};
+  return o.finish();
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -176,8 +177,24 @@ inline Tensor empty_acc(const Tensor& logits, at::IntArrayRef size) {
   return empty_large_cpu(size, logits.options().dtype(acc_scalar_type(logits.scalar_type())));
 }
 
-// Sums the [chunks, T, K] weight-gradient partials in a fixed order (or passes the empty tensor).
-inline Tensor finish_weight_grad(const Tensor& partials, bool need) { return need ? partials.sum(0) : partials; }
+// A backward's outputs: grad_logits [N, S] in logits' dtype, and the weight gradient's per-chunk
+// partials [chunks, T, K] (or [0] unless it is needed), summed over chunks in a fixed order.
+struct BackwardOutputs {
+  bool need_w;
+  int64_t chunks;
+  Tensor grad, gw_partials;
+
+  BackwardOutputs(const LabelMapArgs& p, const Tensor& logits, bool need_weight_grad)
+      : need_w(need_weight_grad && p.weighted),
+        chunks(row_chunks(p, need_w, backward_row_elements(p))),
+        grad(empty_large_cpu({p.N, p.S}, logits.options())),
+        gw_partials(empty_acc(logits, weight_grad_shape(p, need_w, chunks))) {}
+
+  template <typename A>
+  A* gw() { return need_w ? gw_partials.mutable_data_ptr<A>() : nullptr; }
+  // (grad_logits, grad_weight [T, K] or the empty tensor).
+  std::tuple<Tensor, Tensor> finish() const { return {grad, need_w ? gw_partials.sum(0) : gw_partials}; }
+};
 
 }  // namespace cpu
 }  // namespace label_map
