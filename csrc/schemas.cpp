@@ -34,8 +34,8 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // ---- label_map / mapped_cross_entropy (docs/ops/label_map.md): schemas below this line.
   // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight
   // [T, K] in the accumulation dtype (float32, float64 for float64 logits) or None.
-  // reduce "sum" / "mean" / "max"; pre "none" / "softmax" / "log_softmax" (the lists:
-  // csrc/label_map/options.h, reprogram_ext/ops/label_map/options.py).
+  // reduce, pre: option names ("mean", "softmax", ...; the lists: csrc/label_map/options.h and
+  // reprogram_ext/ops/label_map/options.py).
   // Forward returns (out [N, T] in logits' dtype, row_lse [N, 2] accumulation dtype: each row's
   // log-sum-exp as (max, log sum exp(x - max)), or [0] when pre is none). Backward returns (grad_logits [N, S] in logits' dtype,
   // grad_weight [T, K] accumulation dtype, or [0] unless need_weight_grad and weight is given).
