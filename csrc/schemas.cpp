@@ -31,17 +31,18 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "int[] resized_size, str resize_mode, str activation, str blend, str normalize, float[]? clamp, "
       "int mask_scale, bool[3] needs) -> (Tensor, Tensor, Tensor)");
 
-  // ---- label_map / mapped_cross_entropy (SPEC §2): schemas below this line.
+  // ---- label_map / mapped_cross_entropy (docs/ops/label_map.md): schemas below this line.
   // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight
   // [T, K] in the accumulation dtype (float32, float64 for float64 logits) or None.
-  // reduce 0 sum / 1 mean / 2 max; pre 0 none / 1 softmax / 2 log_softmax.
+  // reduce, pre: option names ("mean", "softmax", ...; the lists: csrc/label_map/options.h and
+  // reprogram_ext/ops/label_map/options.py).
   // Forward returns (out [N, T] in logits' dtype, row_lse [N, 2] accumulation dtype: each row's
   // log-sum-exp as (max, log sum exp(x - max)), or [0] when pre is none). Backward returns (grad_logits [N, S] in logits' dtype,
   // grad_weight [T, K] accumulation dtype, or [0] unless need_weight_grad and weight is given).
-  m.def("label_map_forward(Tensor logits, Tensor index, Tensor? weight, int reduce, int pre) -> (Tensor, Tensor)");
+  m.def("label_map_forward(Tensor logits, Tensor index, Tensor? weight, str reduce, str pre) -> (Tensor, Tensor)");
   m.def(
       "label_map_backward(Tensor grad_out, Tensor logits, Tensor index, Tensor? weight, Tensor row_lse, "
-      "int reduce, int pre, bool need_weight_grad) -> (Tensor, Tensor)");
+      "str reduce, str pre, bool need_weight_grad) -> (Tensor, Tensor)");
   // Per-row cross-entropy on the mapped logits. Forward returns (loss [N], 0 where target ==
   // ignore_index; unit_grad [N, T, K]: d loss_n / d x[n, index[t, k]] through entry (t, k) for a
   // unit upstream gradient; dense [N, 3] = (row max, row log-sum, D) with d loss_n / d x[n, j] including
@@ -49,10 +50,10 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // The backward scales them by grad_loss [N]; it reads logits only for the weight gradient or
   // the dense term.
   m.def(
-      "mapped_cross_entropy_forward(Tensor logits, Tensor target, Tensor index, Tensor? weight, int reduce, "
-      "int pre, float label_smoothing, int ignore_index) -> (Tensor, Tensor, Tensor)");
+      "mapped_cross_entropy_forward(Tensor logits, Tensor target, Tensor index, Tensor? weight, str reduce, "
+      "str pre, float label_smoothing, int ignore_index) -> (Tensor, Tensor, Tensor)");
   m.def(
       "mapped_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor index, "
-      "Tensor? weight, Tensor unit_grad, Tensor dense, int reduce, int pre, float label_smoothing, "
+      "Tensor? weight, Tensor unit_grad, Tensor dense, str reduce, str pre, float label_smoothing, "
       "int ignore_index, bool need_weight_grad) -> (Tensor, Tensor)");
 }

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 import reprogram_ext as rx
-
-PRES = ("none", "softmax", "log_softmax")
-REDUCES = ("sum", "mean", "max")
+from reprogram_ext.ops.label_map.options import PRES, REDUCES  # every option the ops define is tested
 LAYOUTS = ("sparse", "ragged", "duplicate")  # (dense is the index=None form)
 # pre x reduce x layout x weighted; the dense form has no reduce and always has a weight.
 COMBINATIONS = [(pre, reduce, layout, weighted) for pre in PRES for reduce in REDUCES for layout in LAYOUTS

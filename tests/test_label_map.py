@@ -1,4 +1,4 @@
-"""label_map (SPEC §2) on every backend: the papers' formulas written out, every pre x reduce x
+"""label_map (docs/ops/label_map.md) on every backend: the papers' formulas written out, every pre x reduce x
 layout against the reference, gradcheck, opcheck, torch.compile, property tests, bad inputs."""
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def test_opcheck(bd, pre, reduce):
     args_w = (logits.to(device).requires_grad_(True), index.to(device), weight.to(device).requires_grad_(True))
     args = (logits.to(device).requires_grad_(True), index.to(device), None)
     for a in (args_w, args):
-        torch.library.opcheck(forward, (*a, REDUCES.index(reduce), PRES.index(pre)))
+        torch.library.opcheck(forward, (*a, reduce, pre))
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
@@ -321,3 +321,72 @@ def test_bad_inputs_name_the_argument(bd):
         rx.label_map(torch.ones(2, 10, dtype=torch.int64, device=device), idx, backend=backend)
     with pytest.raises(ValueError, match="backend"):
         rx.label_map(x, idx, backend="fpga")
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+def test_ops_take_option_names(bd):
+    """The ops take reduce / pre as their names; a bad name is refused, naming the argument, the
+    allowed names and what was given (no silent fallback to another reduction)."""
+    backend, device = bd
+    forward, _ = forward_ops(backend)
+    x = torch.randn(3, 10, device=device)
+    idx = torch.tensor([[0, 1], [2, -1]], device=device)
+    for reduce in REDUCES:
+        out, _ = forward(x, idx, None, reduce, "none")
+        torch.testing.assert_close(out.cpu(), label_map_reference(x.cpu(), idx.cpu(), reduce=reduce))
+    with pytest.raises(ValueError, match=r"reduce must be one of .*'sum'.*'mean'.*'max'.*got 'median'"):
+        forward(x, idx, None, "median", "none")
+    with pytest.raises(ValueError, match=r"pre must be one of .*'none'.*'softmax'.*'log_softmax'.*got 'sigmoid'"):
+        forward(x, idx, None, "sum", "sigmoid")
+
+
+# ------------------------------------------------------------------------------------ backend limits
+
+
+def _entries_map(entries: int, S: int = 10):
+    """The canonical form of logits [2, S] with an index [entries, 1] (T*K = entries)."""
+    from reprogram_ext.ops.label_map.args import canonicalize
+
+    index = torch.arange(entries).remainder(S).unsqueeze(1)
+    return canonicalize("label_map", torch.randn(2, S), index, None, "mean", "none")
+
+
+def test_auto_never_picks_triton_past_its_entry_limit():
+    """backends.py states the Triton limit (T*K <= MAX_SORTED_ENTRIES); resolve_backend asks it. The
+    CUDA-device branch is resolved without a GPU: no tensor is made on the device."""
+    from reprogram_ext import _extension
+    from reprogram_ext.backend_registry import resolve_backend
+    from reprogram_ext.ops.label_map.backends import MAX_SORTED_ENTRIES, refusal
+
+    big, limit = refusal(_entries_map(MAX_SORTED_ENTRIES + 1)), refusal(_entries_map(MAX_SORTED_ENTRIES))
+    assert f"MAX_SORTED_ENTRIES = {MAX_SORTED_ENTRIES}" in big("triton")
+    assert f"T*K = {MAX_SORTED_ENTRIES + 1}" in big("triton")
+    assert limit("triton") is None
+    assert all(big(name) is None for name in ("cuda", "cpu", "reference"))
+    cuda = torch.device("cuda")
+    assert resolve_backend("auto", cuda, "label_map_forward", big) != "triton"
+    if _extension.triton_available() and not _extension.has_kernel("label_map_forward", "CUDA"):
+        assert resolve_backend("auto", cuda, "label_map_forward", limit) == "triton"
+        assert resolve_backend("auto", cuda, "label_map_forward", big) == "reference"
+        with pytest.raises(ValueError, match=f"backend='triton' cannot take these inputs.*{MAX_SORTED_ENTRIES}"):
+            resolve_backend("triton", cuda, "label_map_forward", big)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_entries_past_the_triton_limit(bd):
+    """T*K over the Triton limit: every other backend computes it; backend="triton" refuses, naming
+    the limit; backend="auto" picks a backend that takes it."""
+    from reprogram_ext.ops.label_map.backends import MAX_SORTED_ENTRIES
+
+    backend, device = bd
+    g = gen(11)
+    x = torch.randn(2, 40, generator=g)
+    index = torch.randint(0, 40, (MAX_SORTED_ENTRIES // 4 + 1, 4), generator=g)
+    if backend == "triton":
+        with pytest.raises(ValueError, match=f"MAX_SORTED_ENTRIES = {MAX_SORTED_ENTRIES}"):
+            rx.label_map(*on(device, x, index), backend=backend)
+    else:
+        out = rx.label_map(*on(device, x, index), backend=backend)
+        torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)
+    out = rx.label_map(*on(device, x, index), backend="auto")
+    torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""mapped_cross_entropy (SPEC §2) on every backend: equal to F.cross_entropy on the mapped logits
+"""mapped_cross_entropy (docs/ops/label_map.md) on every backend: equal to F.cross_entropy on the mapped logits
 (log of averaged probabilities for pre="softmax"), its options, gradients, stability, bad input."""
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def test_opcheck(bd, pre, reduce):
     for w in (weight, None):
         args = (logits.float().to(device).requires_grad_(True), target.to(device), index.to(device),
                 None if w is None else w.float().to(device).requires_grad_(True))
-        torch.library.opcheck(forward, (*args, REDUCES.index(reduce), PRES.index(pre), 0.1, -100))
+        torch.library.opcheck(forward, (*args, reduce, pre, 0.1, -100))
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
@@ -381,3 +381,24 @@ def test_gradients_reuse_cached_blocks_safely():
     assert third.data_ptr() == ptr  # the freed block came back
     assert_close_relative(second, refs[1])
     assert_close_relative(third, refs[2])
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_entries_past_the_triton_limit(bd):
+    """T*K over the Triton limit: backend="triton" refuses, naming the limit; the others compute it."""
+    from reprogram_ext.ops.label_map.backends import MAX_SORTED_ENTRIES
+
+    backend, device = bd
+    g = gen(12)
+    x = torch.randn(3, 40, generator=g)
+    index = torch.randint(0, 40, (MAX_SORTED_ENTRIES // 4 + 1, 4), generator=g)
+    target = torch.tensor([0, 5, 7])
+    want = mapped_cross_entropy_reference(x, target, index)
+    if backend == "triton":
+        with pytest.raises(ValueError, match=f"MAX_SORTED_ENTRIES = {MAX_SORTED_ENTRIES}"):
+            rx.mapped_cross_entropy(*on(device, x, target, index), backend=backend)
+    else:
+        got = rx.mapped_cross_entropy(*on(device, x, target, index), backend=backend)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
+    got = rx.mapped_cross_entropy(*on(device, x, target, index), backend="auto")
+    torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)

@@ -1,10 +1,14 @@
 // Host-side checks of the label_map / mapped_cross_entropy op arguments (canonical form:
 // logits [N, S] contiguous, index int64 [T, K] contiguous with -1 padding, weight [T, K] in the
-// accumulation dtype or absent). The Python front end (reprogram_ext/_label_map_args.py) validates
-// user input with friendlier messages; these checks guard direct torch.ops callers.
+// accumulation dtype or absent; reduce and pre as their names, parsed by options.h). The Python
+// front end (reprogram_ext/ops/label_map/args.py) validates user input with friendlier messages;
+// these checks guard direct torch.ops callers.
 #pragma once
 
 #include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
 
 #include "label_map/math.h"
 
@@ -13,7 +17,8 @@ namespace label_map {
 
 struct LabelMapArgs {
   int64_t N, S, T, K;
-  int64_t reduce, pre;
+  Reduce reduce;
+  Pre pre;
   bool weighted;
 };
 
@@ -23,7 +28,8 @@ inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
 
 // `op` names the calling public op in error messages ("label_map" / "mapped_cross_entropy").
 inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits, const at::Tensor& index,
-                                        const std::optional<at::Tensor>& weight, int64_t reduce, int64_t pre) {
+                                        const std::optional<at::Tensor>& weight, c10::string_view reduce,
+                                        c10::string_view pre) {
   TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), op, ": logits must be a contiguous [N, S] tensor, got ",
               logits.sizes());
   TORCH_CHECK(at::isFloatingType(logits.scalar_type()), op, ": logits must be floating, got ",
@@ -32,15 +38,13 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
               op, ": index must be a contiguous int64 [T, K] tensor, got ", index.scalar_type(), " ",
               index.sizes());
   TORCH_CHECK(index.device() == logits.device(), op, ": index and logits are on different devices");
-  TORCH_CHECK(reduce >= kSum && reduce <= kMax, op, ": bad reduce code ", reduce);
-  TORCH_CHECK(pre >= kPreNone && pre <= kPreLogSoftmax, op, ": bad pre code ", pre);
   LabelMapArgs a;
   a.N = logits.size(0);
   a.S = logits.size(1);
   a.T = index.size(0);
   a.K = index.size(1);
-  a.reduce = reduce;
-  a.pre = pre;
+  a.reduce = parse_Reduce(reduce);
+  a.pre = parse_Pre(pre);
   a.weighted = weight.has_value();
   TORCH_CHECK(a.K >= 1, op, ": index must have K >= 1 sources per target, got ", index.sizes());
   if (a.weighted) {
@@ -69,6 +73,9 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
   return a;
 }
 
+// Whether mapped_cross_entropy's gradient has the dense -D * softmax(x) term (its `dense` output).
+inline bool ce_has_dense(const LabelMapArgs& p) { return ce_needs_lse(p.pre, p.reduce, p.weighted); }
+
 inline void check_target(const at::Tensor& target, const LabelMapArgs& a, int64_t ignore_index) {
   TORCH_CHECK(target.dim() == 1 && target.size(0) == a.N && target.scalar_type() == at::kLong &&
                   target.is_contiguous(),
@@ -95,8 +102,8 @@ inline void check_label_map_backward_args(const LabelMapArgs& p, const at::Tenso
 }
 
 // The saved forward results handed to mapped_cross_entropy_backward: grad_loss [N] and unit_grad
-// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_needs_lse(); returns that flag.
-inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
+// [N, T, K] in the accumulation dtype, dense [N, 3] when ce_has_dense(p).
+inline void check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType logits_type,
                                           const at::Tensor& grad_loss, const at::Tensor& unit_grad,
                                           const at::Tensor& dense) {
   const auto acc = acc_scalar_type(logits_type);
@@ -104,10 +111,50 @@ inline bool check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType 
               "mapped_cross_entropy_backward: grad_loss must be [", p.N, "] of the accumulation dtype");
   TORCH_CHECK(unit_grad.sizes() == at::IntArrayRef({p.N, p.T, p.K}) && unit_grad.scalar_type() == acc,
               "mapped_cross_entropy_backward: unit_grad must be [", p.N, ", ", p.T, ", ", p.K, "]");
-  const bool has_dense = ce_needs_lse(p.pre, p.reduce, p.weighted);
-  TORCH_CHECK(!has_dense || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
+  TORCH_CHECK(!ce_has_dense(p) || (dense.sizes() == at::IntArrayRef({p.N, 3}) && dense.scalar_type() == acc),
               "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
-  return has_dense;
+}
+
+// The checked arguments of each op, shared by the CPU and CUDA entry points (`reduce` and `pre`
+// are the schemas' strings; `op` of the backward ops is its public op's name).
+inline LabelMapArgs make_label_map_backward_args(const at::Tensor& grad_out, const at::Tensor& logits,
+                                                 const at::Tensor& index, const std::optional<at::Tensor>& weight,
+                                                 const at::Tensor& row_lse, c10::string_view reduce,
+                                                 c10::string_view pre) {
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
+  check_label_map_backward_args(p, logits, grad_out, row_lse);
+  return p;
+}
+
+inline LabelMapArgs make_mapped_ce_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& index,
+                                        const std::optional<at::Tensor>& weight, c10::string_view reduce,
+                                        c10::string_view pre, int64_t ignore_index) {
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
+  check_target(target, p, ignore_index);
+  return p;
+}
+
+inline LabelMapArgs make_mapped_ce_backward_args(const at::Tensor& grad_loss, const at::Tensor& logits,
+                                                 const at::Tensor& target, const at::Tensor& index,
+                                                 const std::optional<at::Tensor>& weight, const at::Tensor& unit_grad,
+                                                 const at::Tensor& dense, c10::string_view reduce,
+                                                 c10::string_view pre, int64_t ignore_index) {
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
+  check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss, unit_grad, dense);
+  return p;
+}
+
+// Output shapes: label_map's row_lse ([N, 2] when the row's lse is needed, else [0]),
+// mapped_cross_entropy's dense ([N, 3] when ce_needs_lse, else [0]), and the weight gradient's
+// partials ([rows, T, K] when needed, else [0]).
+inline std::vector<int64_t> row_lse_shape(const LabelMapArgs& p) {
+  return map_needs_lse(p.pre) ? std::vector<int64_t>{p.N, 2} : std::vector<int64_t>{0};
+}
+inline std::vector<int64_t> dense_shape(const LabelMapArgs& p) {
+  return ce_has_dense(p) ? std::vector<int64_t>{p.N, 3} : std::vector<int64_t>{0};
+}
+inline std::vector<int64_t> weight_grad_shape(const LabelMapArgs& p, bool need, int64_t rows) {
+  return need ? std::vector<int64_t>{rows, p.T, p.K} : std::vector<int64_t>{0};
 }
 
 }  // namespace label_map

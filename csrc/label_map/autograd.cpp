@@ -1,6 +1,6 @@
 // Autograd of the compiled (C++ CPU and CUDA) label_map / mapped_cross_entropy forward ops, in C++.
 //
-// The same contract as reprogram_ext/_label_map_registration.py (which does this for the Triton
+// The same contract as reprogram_ext/ops/label_map/autograd.py (which does this for the Triton
 // ops through torch.library.register_autograd): the backward of each forward op is its registered
 // backward op; the auxiliary outputs (label_map's row_lse, mapped_cross_entropy's unit_grad and
 // dense) are saved for it and are not differentiable; no zero gradients are materialised for them.
@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 namespace reprogram_ext {
@@ -29,18 +30,19 @@ std::optional<Tensor> optional_of(const Tensor& t) {
 class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& index,
-                               const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
+                               const std::optional<Tensor>& weight, c10::string_view reduce,
+                               c10::string_view pre) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::label_map_forward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                                                           int64_t, int64_t)>();
+                                                           c10::string_view, c10::string_view)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, row_lse] = op.call(logits, index, weight, reduce, pre);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({row_lse});
     ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse});
-    ctx->saved_data["reduce"] = reduce;
-    ctx->saved_data["pre"] = pre;
+    ctx->saved_data["reduce"] = std::string(reduce);
+    ctx->saved_data["pre"] = std::string(pre);
     return {out, row_lse};
   }
 
@@ -48,14 +50,14 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::label_map_backward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                           const std::optional<Tensor>&, const Tensor&, int64_t,
-                                                           int64_t, bool)>();
+                                                           const std::optional<Tensor>&, const Tensor&,
+                                                           c10::string_view, c10::string_view, bool)>();
     if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[2]);
     const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], weight, saved[3],
-                              ctx->saved_data["reduce"].toInt(), ctx->saved_data["pre"].toInt(), need_w);
+                              ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(), need_w);
     return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor()};
   }
 };
@@ -63,20 +65,20 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
 class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossEntropyFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const Tensor& index,
-                               const std::optional<Tensor>& weight, int64_t reduce, int64_t pre,
-                               double label_smoothing, int64_t ignore_index) {
+                               const std::optional<Tensor>& weight, c10::string_view reduce,
+                               c10::string_view pre, double label_smoothing, int64_t ignore_index) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::mapped_cross_entropy_forward", "")
                          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
-                                                                   const std::optional<Tensor>&, int64_t, int64_t,
-                                                                   double, int64_t)>();
+                                                                   const std::optional<Tensor>&, c10::string_view,
+                                                                   c10::string_view, double, int64_t)>();
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [loss, unit_grad, dense] = op.call(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({unit_grad, dense});
     ctx->save_for_backward({logits, target, index, weight.value_or(Tensor()), unit_grad, dense});
-    ctx->saved_data["reduce"] = reduce;
-    ctx->saved_data["pre"] = pre;
+    ctx->saved_data["reduce"] = std::string(reduce);
+    ctx->saved_data["pre"] = std::string(pre);
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["ignore_index"] = ignore_index;
     return {loss, unit_grad, dense};
@@ -87,13 +89,14 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
                          .findSchemaOrThrow("reprogram_ext::mapped_cross_entropy_backward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                            const std::optional<Tensor>&, const Tensor&, const Tensor&,
-                                                           int64_t, int64_t, double, int64_t, bool)>();
+                                                           c10::string_view, c10::string_view, double, int64_t,
+                                                           bool)>();
     if (!grads[0].defined()) return variable_list(8);
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[3]);
     const bool need_w = weight.has_value() && ctx->needs_input_grad(3);
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], saved[2], weight, saved[4], saved[5],
-                              ctx->saved_data["reduce"].toInt(), ctx->saved_data["pre"].toInt(),
+                              ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(),
                               ctx->saved_data["label_smoothing"].toDouble(),
                               ctx->saved_data["ignore_index"].toInt(), need_w);
     variable_list out(8);
@@ -104,8 +107,8 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
 };
 
 std::tuple<Tensor, Tensor> label_map_forward_autograd(const Tensor& logits, const Tensor& index,
-                                                      const std::optional<Tensor>& weight, int64_t reduce,
-                                                      int64_t pre) {
+                                                      const std::optional<Tensor>& weight, c10::string_view reduce,
+                                                      c10::string_view pre) {
   auto out = LabelMapFunction::apply(logits, index, weight, reduce, pre);
   return {out[0], out[1]};
 }
@@ -113,7 +116,7 @@ std::tuple<Tensor, Tensor> label_map_forward_autograd(const Tensor& logits, cons
 std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_autograd(const Tensor& logits, const Tensor& target,
                                                                          const Tensor& index,
                                                                          const std::optional<Tensor>& weight,
-                                                                         int64_t reduce, int64_t pre,
+                                                                         c10::string_view reduce, c10::string_view pre,
                                                                          double label_smoothing, int64_t ignore_index) {
   auto out = MappedCrossEntropyFunction::apply(logits, target, index, weight, reduce, pre, label_smoothing,
                                                ignore_index);

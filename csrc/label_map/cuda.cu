@@ -1,5 +1,6 @@
-// CUDA kernels of label_map and mapped_cross_entropy (formulas: csrc/common/label_map_math.h; the
-// per-target math is the same __host__ __device__ code the CPU kernels run).
+// CUDA kernels of label_map and mapped_cross_entropy (formulas: csrc/label_map/math.h,
+// docs/ops/label_map.md; the per-target math is the same __host__ __device__ code the CPU kernels
+// run). The kernels are templates on the reduce (options.h: dispatch(Reduce, f)), like the CPU ones.
 //
 // One block per row: the block reduces the row's normaliser (max, log-sum) when needed, then its
 // threads take targets t (one group each). The backward fills each gradient row (zero or
@@ -71,11 +72,11 @@ __device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, i
 
 // ------------------------------------------------------------------------------------ label_map
 
-template <typename scalar_t>
+template <Reduce R, typename scalar_t>
 __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
                                          const acc_t<scalar_t>* __restrict__ weight, scalar_t* __restrict__ out,
                                          acc_t<scalar_t>* __restrict__ stats, int64_t S, int64_t T, int64_t K,
-                                         int64_t reduce, int64_t pre) {
+                                         Pre pre) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[kThreads / 32];
   const int64_t n = blockIdx.x;
@@ -89,32 +90,32 @@ __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const i
     }
   }
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
-    out[n * T + t] = static_cast<scalar_t>(group_value<A>(xr, group_at(index, weight, K, t), reduce, pre, norm).out);
+    out[n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t), pre, norm).out);
   }
 }
 
 // a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax); gw[n, t, k] = g_t * d out_t / d w_k.
-template <typename scalar_t>
+template <Reduce R, typename scalar_t>
 __global__ void label_map_coefficients_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
                                               const int64_t* __restrict__ index,
                                               const acc_t<scalar_t>* __restrict__ weight,
                                               const acc_t<scalar_t>* __restrict__ stats, acc_t<scalar_t>* __restrict__ a,
                                               acc_t<scalar_t>* __restrict__ gw, int64_t S, int64_t T, int64_t K,
-                                              int64_t reduce, int64_t pre) {
+                                              Pre pre) {
   using A = acc_t<scalar_t>;
   const int64_t n = blockIdx.x;
   const scalar_t* xr = x + n * S;
   const RowNorm<A> norm = stats ? RowNorm<A>{stats[2 * n], stats[2 * n + 1]} : RowNorm<A>{0, 0};
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
     const Group<A> g = group_at(index, weight, K, t);
-    const GroupValue<A> gv = group_value<A>(xr, g, reduce, pre, norm);
+    const GroupValue<A> gv = group_value<R, A>(xr, g, pre, norm);
     const A go = static_cast<A>(grad_out[n * T + t]);
     for (int64_t k = 0; k < K; ++k) {
       A ak = 0, gk = 0;
       if (g.valid(k)) {
         const A v = pre_value(static_cast<A>(xr[g.src[k]]), pre, norm);
-        ak = go * value_coefficient(g, gv, reduce, k) * (pre == kPreSoftmax ? v : static_cast<A>(1));
-        gk = go * value_weight_derivative(gv, reduce, k, v);
+        ak = go * value_coefficient<R>(g, gv, k) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
+        gk = go * value_weight_derivative<R>(gv, k, v);
       }
       a[(n * T + t) * K + k] = ak;
       if (gw) gw[(n * T + t) * K + k] = gk;
@@ -127,13 +128,13 @@ __global__ void label_map_coefficients_kernel(const scalar_t* __restrict__ grad_
 // One row. Forward (scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k] and
 // dense[n] = (max, log_sum, D) when need_lse. Weight-gradient pass: out[n, t, k] =
 // scale[n] * d loss_n / d w_tk, with the row normaliser read from dense. L_scratch: [N, T].
-template <typename scalar_t>
+template <Reduce R, typename scalar_t>
 __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ target,
                                  const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                                  const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
                                  acc_t<scalar_t>* __restrict__ loss, acc_t<scalar_t>* __restrict__ out,
                                  acc_t<scalar_t>* __restrict__ L_scratch, int64_t S, int64_t T, int64_t K,
-                                 int64_t reduce, int64_t pre, bool need_lse, double eps_d, int64_t ignore_index) {
+                                 Pre pre, bool need_lse, double eps_d, int64_t ignore_index) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[kThreads / 32];
   const int64_t n = blockIdx.x;
@@ -155,7 +156,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
     norm = weight_pass ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : block_row_norm<A>(xr, S, scratch);
   }
   A shift = 0;
-  if (pre == kPreSoftmax) {
+  if (pre == Pre::kSoftmax) {
     A m = -static_cast<A>(INFINITY);
     for (int64_t e = threadIdx.x; e < TK; e += blockDim.x) {
       if (index[e] >= 0) {
@@ -170,8 +171,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   A local_max = -static_cast<A>(INFINITY), local_sum = 0;
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
     const Group<A> g = group_at(index, weight, K, t);
-    const A Lt = pre == kPreSoftmax ? group_log_prob<A>(xr, g, reduce, shift).L
-                                    : group_value<A>(xr, g, reduce, pre, norm).out;
+    const A Lt = pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, g, shift).L : group_value<R, A>(xr, g, pre, norm).out;
     L[t] = Lt;
     local_max = Lt > local_max ? Lt : local_max;
     local_sum += Lt;
@@ -188,25 +188,25 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
     const Group<A> g = group_at(index, weight, K, t);
     const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
-    if (pre == kPreSoftmax) {
-      const GroupLog<A> gl = group_log_prob<A>(xr, g, reduce, shift);
+    if (pre == Pre::kSoftmax) {
+      const GroupLog<A> gl = group_log_prob<R, A>(xr, g, shift);
       for (int64_t k = 0; k < K; ++k) {
         A v = 0;
         if (g.valid(k)) {
-          v = weight_pass ? dL * log_group_weight_derivative<A>(xr, g, gl, reduce, k)
-                          : dL * log_group_responsibility<A>(xr, g, gl, reduce, k);
+          v = weight_pass ? dL * log_group_weight_derivative<R, A>(xr, g, gl, k)
+                          : dL * log_group_responsibility<R, A>(xr, g, gl, k);
         }
         out[n * TK + t * K + k] = v;
       }
     } else {
-      const GroupValue<A> gv = group_value<A>(xr, g, reduce, pre, norm);
+      const GroupValue<A> gv = group_value<R, A>(xr, g, pre, norm);
       for (int64_t k = 0; k < K; ++k) {
         A v = 0;
         if (g.valid(k)) {
           if (weight_pass) {
-            v = dL * value_weight_derivative(gv, reduce, k, pre_value(static_cast<A>(xr[g.src[k]]), pre, norm));
+            v = dL * value_weight_derivative<R>(gv, k, pre_value(static_cast<A>(xr[g.src[k]]), pre, norm));
           } else {
-            v = dL * value_coefficient(g, gv, reduce, k);
+            v = dL * value_coefficient<R>(g, gv, k);
             local_D += v;
           }
         }
@@ -220,7 +220,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
     if (need_lse) {
       dense[3 * n] = norm.max;
       dense[3 * n + 1] = norm.log_sum;
-      dense[3 * n + 2] = pre == kPreSoftmax ? static_cast<A>(0) : D;
+      dense[3 * n + 2] = pre == Pre::kSoftmax ? static_cast<A>(0) : D;
     }
   }
 }
@@ -302,46 +302,54 @@ Tensor write_gradient(const Tensor& logits, const Tensor& index, const Tensor& c
 }
 
 std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Tensor& index,
-                                                  const std::optional<Tensor>& weight, int64_t reduce, int64_t pre) {
+                                                  const std::optional<Tensor>& weight, c10::string_view reduce,
+                                                  c10::string_view pre) {
   const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor out = at::empty({p.N, p.T}, logits.options());
-  Tensor stats = empty_acc(logits, map_needs_lse(pre) ? at::IntArrayRef({p.N, 2}) : at::IntArrayRef({0}));
+  Tensor stats = empty_acc(logits, row_lse_shape(p));
   if (p.N == 0) return {out, stats};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cuda", [&] {
-    label_map_forward_kernel<scalar_t><<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
-        out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<acc_t<scalar_t>>() : nullptr, p.S,
-        p.T, p.K, reduce, pre);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch(p.reduce, [&](auto R) {
+      label_map_forward_kernel<decltype(R)::value, scalar_t>
+          <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
+              out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<acc_t<scalar_t>>() : nullptr,
+              p.S, p.T, p.K, p.pre);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
   return {out, stats};
 }
 
 std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, const Tensor& logits,
                                                    const Tensor& index, const std::optional<Tensor>& weight,
-                                                   const Tensor& row_lse, int64_t reduce, int64_t pre,
-                                                   bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
-  check_label_map_backward_args(p, logits, grad_out_in, row_lse);
+                                                   const Tensor& row_lse, c10::string_view reduce,
+                                                   c10::string_view pre, bool need_weight_grad) {
+  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
+  const bool need_lse = map_needs_lse(p.pre);
   Tensor a = empty_acc(logits, {p.N, p.T * p.K});
-  Tensor gw_rows = empty_acc(logits, need_w ? at::IntArrayRef({p.N, p.T, p.K}) : at::IntArrayRef({0}));
+  Tensor gw_rows = empty_acc(logits, weight_grad_shape(p, need_w, p.N));
   if (p.N > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_coef_cuda", [&] {
       using A = acc_t<scalar_t>;
-      label_map_coefficients_kernel<scalar_t><<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
-          weight_ptr<scalar_t>(weight), map_needs_lse(pre) ? row_lse.const_data_ptr<A>() : nullptr,
-          a.mutable_data_ptr<A>(), need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, p.S, p.T, p.K, reduce, pre);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      dispatch(p.reduce, [&](auto R) {
+        label_map_coefficients_kernel<decltype(R)::value, scalar_t>
+            <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
+                index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
+                need_lse ? row_lse.const_data_ptr<A>() : nullptr, a.mutable_data_ptr<A>(),
+                need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, p.S, p.T, p.K, p.pre);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
     });
   }
   const Tensor dense_coef = a.sum(1);  // D = sum of the row's coefficients (used when pre != none)
-  Tensor grad = write_gradient(logits, index, a, map_needs_lse(pre) ? &row_lse : nullptr, 2,
-                               map_needs_lse(pre) ? &dense_coef : nullptr, nullptr);
+  Tensor grad = write_gradient(logits, index, a, need_lse ? &row_lse : nullptr, 2, need_lse ? &dense_coef : nullptr,
+                               nullptr);
   return {grad, need_w ? gw_rows.sum(0) : gw_rows};
 }
 
@@ -350,31 +358,32 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
                       Tensor& out, double label_smoothing, int64_t ignore_index) {
   if (p.N == 0) return;
   Tensor L_scratch = empty_acc(logits, {p.N, p.T});
-  const bool need_lse = ce_needs_lse(p.pre, p.reduce, p.weighted);
+  const bool need_lse = ce_has_dense(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
-    mapped_ce_kernel<scalar_t><<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
-        weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
-        need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
-        out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.S, p.T, p.K, p.reduce, p.pre, need_lse,
-        label_smoothing, ignore_index);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch(p.reduce, [&](auto R) {
+      mapped_ce_kernel<decltype(R)::value, scalar_t>
+          <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
+              weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
+              need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
+              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.S, p.T, p.K, p.pre, need_lse,
+              label_smoothing, ignore_index);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
   });
 }
 
 std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cuda(const Tensor& logits, const Tensor& target,
                                                                      const Tensor& index,
                                                                      const std::optional<Tensor>& weight,
-                                                                     int64_t reduce, int64_t pre,
+                                                                     c10::string_view reduce, c10::string_view pre,
                                                                      double label_smoothing, int64_t ignore_index) {
-  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
-  check_target(target, p, ignore_index);
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor loss = empty_acc(logits, {p.N});
   Tensor unit_grad = empty_acc(logits, {p.N, p.T, p.K});
-  Tensor dense = empty_acc(logits, ce_needs_lse(pre, reduce, p.weighted) ? at::IntArrayRef({p.N, 3})
-                                                                         : at::IntArrayRef({0}));
+  Tensor dense = empty_acc(logits, dense_shape(p));
   launch_mapped_ce(p, logits, target, index, weight, nullptr, dense, &loss, unit_grad, label_smoothing, ignore_index);
   return {loss, unit_grad, dense};
 }
@@ -383,11 +392,12 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
                                                               const Tensor& target, const Tensor& index,
                                                               const std::optional<Tensor>& weight,
                                                               const Tensor& unit_grad_in, const Tensor& dense_in,
-                                                              int64_t reduce, int64_t pre, double label_smoothing,
-                                                              int64_t ignore_index, bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
-  check_target(target, p, ignore_index);
-  const bool has_dense = check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss_in, unit_grad_in, dense_in);
+                                                              c10::string_view reduce, c10::string_view pre,
+                                                              double label_smoothing, int64_t ignore_index,
+                                                              bool need_weight_grad) {
+  const LabelMapArgs p = make_mapped_ce_backward_args(grad_loss_in, logits, target, index, weight, unit_grad_in,
+                                                      dense_in, reduce, pre, ignore_index);
+  const bool has_dense = ce_has_dense(p);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   Tensor dense = dense_in.contiguous();
@@ -395,7 +405,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
   Tensor grad = write_gradient(logits, index, unit_grad, has_dense ? &dense : nullptr, 3,
                                has_dense ? &dense_coef : nullptr, &grad_loss);
   const bool need_w = need_weight_grad && p.weighted;
-  Tensor gw_rows = empty_acc(logits, need_w ? at::IntArrayRef({p.N, p.T, p.K}) : at::IntArrayRef({0}));
+  Tensor gw_rows = empty_acc(logits, weight_grad_shape(p, need_w, p.N));
   if (need_w) {
     launch_mapped_ce(p, logits, target, index, weight, &grad_loss, dense, nullptr, gw_rows, label_smoothing,
                      ignore_index);

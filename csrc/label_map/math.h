@@ -1,6 +1,8 @@
 // Per-row math of label_map and mapped_cross_entropy, shared by the C++ CPU kernels and the CUDA
 // kernels (every function is __host__ __device__), so the CPU build executes the same code the
 // GPU runs. Kernels only map rows / targets / sources to threads and call these functions.
+// The group functions are templates on the reduce R (options.h: its Reducer holds the
+// reduce-specific steps). Formulas: docs/ops/label_map.md.
 //
 // One row n of logits x[S]; target t owns the sources s_k = index[t, k], k < K (-1 = padding),
 // with weights w_k (1 without a weight tensor). With lse = log sum_j exp(x_j):
@@ -24,14 +26,10 @@
 #include <cstdint>
 
 #include "common/exp_f.h"
+#include "label_map/options.h"
 
 namespace reprogram_ext {
 namespace label_map {
-
-#define RX_LM_HD C10_HOST_DEVICE inline
-
-enum Reduce : int64_t { kSum = 0, kMean = 1, kMax = 2 };
-enum Pre : int64_t { kPreNone = 0, kPreSoftmax = 1, kPreLogSoftmax = 2 };
 
 // Accumulation type: float for float/half/bfloat16, double for double.
 template <typename T> struct Acc { using type = float; };
@@ -53,9 +51,9 @@ RX_LM_HD A minus_lse(A x, const RowNorm<A>& r) {
 
 // v = pre(x) given the row's normaliser.
 template <typename A>
-RX_LM_HD A pre_value(A x, int64_t pre, const RowNorm<A>& r) {
-  if (pre == kPreSoftmax) return exp_f(minus_lse(x, r));
-  if (pre == kPreLogSoftmax) return minus_lse(x, r);
+RX_LM_HD A pre_value(A x, Pre pre, const RowNorm<A>& r) {
+  if (pre == Pre::kSoftmax) return exp_f(minus_lse(x, r));
+  if (pre == Pre::kLogSoftmax) return minus_lse(x, r);
   return x;
 }
 
@@ -74,63 +72,58 @@ template <typename A>
 struct GroupValue {
   A out;       // out_t
   A wsum;      // sum of the valid weights (the mean's denominator)
-  int64_t arg; // first maximal k (reduce max), else -1
+  int64_t arg; // the k the reduce selected (first maximal k of max), else -1
 };
 
-template <typename A, typename scalar_t>
-RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, int64_t reduce, int64_t pre,
-                                   const RowNorm<A>& lse) {
-  GroupValue<A> r;
-  r.out = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  r.wsum = 0;
-  r.arg = -1;
+// Reducer<R> over u_k = w_k * value(k) of the group's valid k: acc, wsum = sum_k w_k, and the
+// selected k (arg, -1 if none).
+template <Reduce R, typename A, typename F>
+RX_LM_HD void reduce_group(const Group<A>& g, F value, A& acc, A& wsum, int64_t& arg) {
+  acc = Reducer<R>::template init<A>();
+  wsum = 0;
+  arg = -1;
   for (int64_t k = 0; k < g.K; ++k) {
     if (!g.valid(k)) continue;
     const A w = g.weight(k);
-    const A wv = w * pre_value(static_cast<A>(x[g.src[k]]), pre, lse);
-    r.wsum += w;
-    if (reduce == kMax) {
-      if (r.arg < 0 || wv > r.out) {
-        r.out = wv;
-        r.arg = k;
-      }
-    } else {
-      r.out += wv;
-    }
+    wsum += w;
+    Reducer<R>::update(acc, arg, w * value(k), k);
   }
-  if (reduce == kMean) r.out /= r.wsum;
+}
+
+template <Reduce R, typename A, typename scalar_t>
+RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, Pre pre, const RowNorm<A>& lse) {
+  GroupValue<A> r;
+  reduce_group<R>(g, [&](int64_t k) { return pre_value(static_cast<A>(x[g.src[k]]), pre, lse); }, r.out, r.wsum,
+                  r.arg);
+  r.out = Reducer<R>::finish(r.out, r.wsum);
   return r;
 }
 
 // d out_t / d v_{s_k}: the coefficient c_k of source k in target t's reduction.
-template <typename A>
-RX_LM_HD A value_coefficient(const Group<A>& g, const GroupValue<A>& gv, int64_t reduce, int64_t k) {
-  if (reduce == kMax) return k == gv.arg ? g.weight(k) : static_cast<A>(0);
-  if (reduce == kMean) return g.weight(k) / gv.wsum;
-  return g.weight(k);
+template <Reduce R, typename A>
+RX_LM_HD A value_coefficient(const Group<A>& g, const GroupValue<A>& gv, int64_t k) {
+  return Reducer<R>::coefficient(g.weight(k), gv.wsum, k == gv.arg);
 }
 
 // d out_t / d w_k, given v_k = pre(x_{s_k}).
-template <typename A>
-RX_LM_HD A value_weight_derivative(const GroupValue<A>& gv, int64_t reduce, int64_t k, A v) {
-  if (reduce == kMax) return k == gv.arg ? v : static_cast<A>(0);
-  if (reduce == kMean) return (v - gv.out) / gv.wsum;
-  return v;
+template <Reduce R, typename A>
+RX_LM_HD A value_weight_derivative(const GroupValue<A>& gv, int64_t k, A v) {
+  return Reducer<R>::weight_derivative(v, gv.out, gv.wsum, k == gv.arg);
 }
 
-// pre softmax in log space: L_t + lse = m + log(R) - log(wsum) [mean], where
-// R = sum_k w_k e_k (sum, mean) or max_k w_k e_k (max), e_k = exp(x_{s_k} - m).
+// pre softmax in log space: L_t + lse = m + log(R) - log_norm(wsum) (log wsum for mean), where
+// R = reduce_k w_k e_k (the sum, or the max), e_k = exp(x_{s_k} - m).
 template <typename A>
 struct GroupLog {
   A L;         // log out_t + lse - shift
   A m, R, wsum;
-  int64_t arg; // first maximal k (reduce max)
+  int64_t arg; // the k the reduce selected (first maximal k of max), else -1
 };
 
 // `shift` is subtracted from L (cross-entropy ignores a per-row constant): pass the row's largest
 // mapped logit so that L stays small and the loss does not cancel large numbers in float32.
-template <typename A, typename scalar_t>
-RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_t reduce, A shift) {
+template <Reduce R, typename A, typename scalar_t>
+RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, A shift) {
   GroupLog<A> r;
   r.m = -static_cast<A>(INFINITY);
   for (int64_t k = 0; k < g.K; ++k) {
@@ -140,24 +133,8 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, int64_
     }
   }
   if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
-  r.R = reduce == kMax ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  r.wsum = 0;
-  r.arg = -1;
-  for (int64_t k = 0; k < g.K; ++k) {
-    if (!g.valid(k)) continue;
-    const A w = g.weight(k);
-    const A we = w * exp_f(static_cast<A>(x[g.src[k]]) - r.m);
-    r.wsum += w;
-    if (reduce == kMax) {
-      if (r.arg < 0 || we > r.R) {
-        r.R = we;
-        r.arg = k;
-      }
-    } else {
-      r.R += we;
-    }
-  }
-  r.L = (r.m - shift) + log(r.R) - (reduce == kMean ? log(r.wsum) : static_cast<A>(0));
+  reduce_group<R>(g, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - r.m); }, r.R, r.wsum, r.arg);
+  r.L = (r.m - shift) + log(r.R) - Reducer<R>::log_norm(r.wsum);
   return r;
 }
 
@@ -178,34 +155,34 @@ RX_LM_HD A finite_max(const A* v, int64_t n) {
 }
 
 // Responsibility of source k in a log-space group: d L_t / d x_{s_k} without the -p_j term,
-// = w_k e_k / R (only k = arg for max).
-template <typename A, typename scalar_t>
-RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
-                                    int64_t k) {
-  if (reduce == kMax) return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
-  return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
+// = w_k e_k / R ([k == arg] for a reduce that selects one entry).
+template <Reduce R, typename A, typename scalar_t>
+RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t k) {
+  if constexpr (Reducer<R>::kSelectsOne) {
+    return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
+  } else {
+    return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
+  }
 }
 
-// d L_t / d w_k of a log-space group: e_k / R (k = arg only for max) - 1 / wsum (mean).
-template <typename A, typename scalar_t>
-RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t reduce,
-                                       int64_t k) {
+// d L_t / d w_k of a log-space group (Reducer::log_weight_derivative of e_k / R).
+template <Reduce R, typename A, typename scalar_t>
+RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t k) {
   const A e = exp_f(static_cast<A>(x[g.src[k]]) - gl.m);
-  A d = (reduce != kMax || k == gl.arg) ? e / gl.R : static_cast<A>(0);
-  if (reduce == kMean) d -= static_cast<A>(1) / gl.wsum;
-  return d;
+  return Reducer<R>::log_weight_derivative(e / gl.R, gl.wsum, k == gl.arg);
 }
 
 // Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t
-// differing between targets, i.e. pre log_softmax with reduce sum, or reduce max with weights
-// (c_t = sum_k of value_coefficient). Mean (c_t = 1), unweighted max (c_t = 1), none and
-// softmax (log space) never do.
-RX_LM_HD bool ce_needs_lse(int64_t pre, int64_t reduce, bool weighted) {
-  return pre == kPreLogSoftmax && (reduce == kSum || (reduce == kMax && weighted));
+// differing between targets (c_t = sum_k of value_coefficient; Reducer::lse_varies), which only
+// pre log_softmax does: none has no lse, softmax is computed in log space where it cancels.
+// Host only; options.py's ce_needs_lse is its one Python mirror (fake kernels, Triton launcher).
+inline bool ce_needs_lse(Pre pre, Reduce reduce, bool weighted) {
+  return pre == Pre::kLogSoftmax &&
+         dispatch(reduce, [&](auto R) { return Reducer<decltype(R)::value>::lse_varies(weighted); });
 }
 
 // Whether label_map's output needs the row's lse (any pre but none).
-RX_LM_HD bool map_needs_lse(int64_t pre) { return pre != kPreNone; }
+RX_LM_HD bool map_needs_lse(Pre pre) { return pre != Pre::kNone; }
 
 // Row normaliser from its max and sum_j exp(x_j - max).
 template <typename A>

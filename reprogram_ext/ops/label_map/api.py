@@ -1,4 +1,4 @@
-"""``label_map`` and ``mapped_cross_entropy``: batched label-mapping aggregation (SPEC §2)."""
+"""``label_map`` and ``mapped_cross_entropy``: batched label-mapping aggregation (docs/ops/label_map.md)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -15,10 +15,8 @@ from .args import (
     values_checked_by_kernel,
 )
 from ...backend_registry import resolve_backend
+from .backends import refusal
 from .reference import label_map_reference, mapped_cross_entropy_reference
-
-_PRE_NAMES = ("none", "softmax", "log_softmax")
-_REDUCE_NAMES = ("sum", "mean", "max")
 
 
 def _ops(backend: str):
@@ -30,9 +28,20 @@ def _ops(backend: str):
     return torch.ops.reprogram_ext.label_map_forward, torch.ops.reprogram_ext.mapped_cross_entropy_forward
 
 
+def _prepare(op: str, logits, index, weight, reduce, pre, backend: str):
+    """(canonical inputs, the backend chosen for them, whether its kernel checks the index and target
+    values); the index values are checked here when the kernel does not check them."""
+    c = canonicalize(op, logits, index, weight, reduce, pre)
+    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c))
+    kernel_checks = values_checked_by_kernel(chosen, c)
+    if not kernel_checks:
+        check_index_values(op, c)
+    return c, chosen, kernel_checks
+
+
 def _dense_values(c: CanonicalLabelMap) -> torch.Tensor:
     """Dense form on every backend: ``pre(logits) @ weight`` with aten ops (a GEMM: BLAS/cuBLAS)."""
-    return label_map_reference(c.logits, None, c.weight, pre=_PRE_NAMES[c.pre])
+    return label_map_reference(c.logits, None, c.weight, pre=c.pre)
 
 
 def label_map(
@@ -66,14 +75,11 @@ def label_map(
         # BLM: dense ω [S, T] on probabilities
         probs = label_map(logits, weight=omega, pre="softmax")
     """
-    c = canonicalize("label_map", logits, index, weight, reduce, pre)
-    chosen = resolve_backend(backend, logits.device, "label_map_forward")
-    if not values_checked_by_kernel(chosen, c):
-        check_index_values("label_map", c)
+    c, chosen, _ = _prepare("label_map", logits, index, weight, reduce, pre, backend)
     if c.dense:
         out = _dense_values(c)
     elif chosen == "reference" or c.logits.shape[0] == 0:
-        out = label_map_reference(c.logits, c.index, c.weight, reduce=_REDUCE_NAMES[c.reduce], pre=pre)
+        out = label_map_reference(c.logits, c.index, c.weight, reduce=c.reduce, pre=c.pre)
     else:
         forward, _ = _ops(chosen)
         out, _ = forward(c.logits, c.index, c.weight, c.reduce, c.pre)
@@ -111,16 +117,12 @@ def mapped_cross_entropy(
         loss.backward()
     """
     op = "mapped_cross_entropy"
-    c = canonicalize(op, logits, index, weight, reduce, pre)
     eps = check_loss_options(op, reduction, label_smoothing)
-    chosen = resolve_backend(backend, logits.device, "mapped_cross_entropy_forward")
-    kernel_checks = values_checked_by_kernel(chosen, c)
-    if not kernel_checks:
-        check_index_values(op, c)
+    c, chosen, kernel_checks = _prepare(op, logits, index, weight, reduce, pre, backend)
     y = canonical_target(op, target, c.lead_shape, c.num_targets, ignore_index, check_values=not kernel_checks)
     if c.dense or chosen == "reference" or c.logits.shape[0] == 0:
         loss = mapped_cross_entropy_reference(
-            c.logits, y, c.index, c.weight, reduce=_REDUCE_NAMES[c.reduce], pre=pre, reduction=reduction,
+            c.logits, y, c.index, c.weight, reduce=c.reduce, pre=c.pre, reduction=reduction,
             label_smoothing=eps, ignore_index=ignore_index,
         )
         return loss.reshape(c.lead_shape) if reduction == "none" else loss

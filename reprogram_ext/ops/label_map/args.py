@@ -15,10 +15,7 @@ from typing import Optional
 
 import torch
 
-REDUCES = {"sum": 0, "mean": 1, "max": 2}
-PRES = {"none": 0, "softmax": 1, "log_softmax": 2}
-REDUCTIONS = ("mean", "sum", "none")
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from .options import FLOAT_DTYPES, PRES, REDUCES, REDUCTIONS
 
 
 @dataclass
@@ -27,8 +24,8 @@ class CanonicalLabelMap:
     lead_shape: tuple  # logits.shape[:-1]
     index: Optional[torch.Tensor]  # int64 [T, K], contiguous; None for the dense form
     weight: Optional[torch.Tensor]  # sparse: [T, K] accumulation dtype; dense: [S, T]
-    reduce: int
-    pre: int
+    reduce: str  # one of options.REDUCES
+    pre: str  # one of options.PRES
     num_targets: int
 
     @property
@@ -74,9 +71,9 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
     if logits.dim() < 1 or logits.shape[-1] == 0:
         raise ValueError(f"{op}: logits must be [*, S] with S >= 1 source classes, got shape {tuple(logits.shape)}")
     if not isinstance(reduce, str) or reduce not in REDUCES:
-        raise ValueError(f"{op}: reduce must be one of {tuple(REDUCES)}, got {reduce!r}")
+        raise ValueError(f"{op}: reduce must be one of {REDUCES}, got {reduce!r}")
     if not isinstance(pre, str) or pre not in PRES:
-        raise ValueError(f"{op}: pre must be one of {tuple(PRES)}, got {pre!r}")
+        raise ValueError(f"{op}: pre must be one of {PRES}, got {pre!r}")
     for name, t in (("index", index), ("weight", weight)):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
@@ -96,7 +93,7 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
             raise ValueError(f"{op}: dense weight must be [S={S}, T], got shape {tuple(weight.shape)}")
         if weight.shape[1] == 0:
             raise ValueError(f"{op}: dense weight must have T >= 1 target columns, got shape {tuple(weight.shape)}")
-        return CanonicalLabelMap(x2, lead, None, weight, REDUCES[reduce], PRES[pre], weight.shape[1])
+        return CanonicalLabelMap(x2, lead, None, weight, reduce, pre, weight.shape[1])
 
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
         raise TypeError(f"{op}: index must be an integer tensor (int64 source classes, -1 = padding), got {index.dtype}")
@@ -109,8 +106,7 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
             raise ValueError(f"{op}: sparse weight must have index's shape {tuple(index.shape)}, "
                              f"got shape {tuple(weight.shape)}")
         weight = weight.to(acc).contiguous()
-    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, REDUCES[reduce], PRES[pre],
-                             index.shape[0])
+    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, reduce, pre, index.shape[0])
 
 
 def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int,

@@ -10,24 +10,16 @@ from __future__ import annotations
 import torch
 
 from .args import accumulation_dtype
+from .options import ce_needs_lse, map_needs_lse
 
 
 def _acc_empty(logits: torch.Tensor, *shape) -> torch.Tensor:
     return logits.new_empty(shape, dtype=accumulation_dtype(logits.dtype))
 
 
-def _map_needs_lse(pre: int) -> bool:
-    return pre != 0
-
-
-def ce_needs_lse(pre: int, reduce: int, weighted: bool) -> bool:
-    """Mirror of csrc/common/label_map_math.h ce_needs_lse: log_softmax with sum, or weighted max."""
-    return pre == 2 and (reduce == 0 or (reduce == 2 and weighted))
-
-
 def fake_label_map_forward(logits, index, weight, reduce, pre):
     N = logits.shape[0]
-    return logits.new_empty((N, index.shape[0])), _acc_empty(logits, *((N, 2) if _map_needs_lse(pre) else (0,)))
+    return logits.new_empty((N, index.shape[0])), _acc_empty(logits, *((N, 2) if map_needs_lse(pre) else (0,)))
 
 
 def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad):
@@ -109,6 +101,6 @@ def register_autograd(label_map_forward: str, label_map_backward, ce_forward: st
 
 def register_compiled() -> None:
     """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
-    (csrc/label_map_autograd.cpp, the same contract as ``register_autograd``): these ops run per
+    (csrc/label_map/autograd.cpp, the same contract as ``register_autograd``): these ops run per
     step on small tensors, where this module's Python wrapper cost as much as the kernels."""
     register_fakes()

@@ -6,6 +6,7 @@ functions validate before calling these).
     v = pre(logits)  over the S source classes (none / softmax / log_softmax)
     sparse: out[..., t] = reduce_k  w[t, k] * v[..., index[t, k]]  over k with index[t, k] >= 0
             sum: sum_k w v;  mean: sum_k w v / sum_k w;  max: max_k w v (gradient to the first max)
+            (options.py holds each pre and reduce as a torch function)
     dense:  out = v @ weight                        (weight [S, T])
     mapped_cross_entropy = F.cross_entropy(L, target, ...),  L = out, or log(out) for pre="softmax"
 """
@@ -16,11 +17,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-_PRE = {
-    "none": lambda x: x,
-    "softmax": lambda x: torch.softmax(x, dim=-1),
-    "log_softmax": lambda x: torch.log_softmax(x, dim=-1),
-}
+from .options import PRE_FUNCTIONS, REDUCE_FUNCTIONS
 
 
 def _compute_dtype(logits: torch.Tensor, compute_dtype: Optional[torch.dtype]) -> torch.dtype:
@@ -37,7 +34,7 @@ def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = No
     ``compute_dtype`` overrides the math dtype (tests use the logits' own low precision for the
     fp16/bf16 tolerance rule)."""
     compute = _compute_dtype(logits, compute_dtype)
-    v = _PRE[pre](logits.to(compute))
+    v = PRE_FUNCTIONS[pre](logits.to(compute))
     if index is None:
         return (v @ weight.to(compute)).to(logits.dtype)
     if index.dim() == 1:
@@ -45,14 +42,7 @@ def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = No
     valid = index >= 0
     gathered = v[..., index.clamp(min=0)]  # [*, T, K]
     w = torch.ones(index.shape, dtype=compute, device=logits.device) if weight is None else weight.to(compute)
-    wv = gathered * w
-    if reduce == "max":
-        out = wv.masked_fill(~valid, float("-inf")).max(dim=-1).values
-    else:
-        w = w * valid
-        out = (wv * valid).sum(-1)
-        if reduce == "mean":
-            out = out / w.sum(-1)
+    out = REDUCE_FUNCTIONS[reduce](gathered * w, w, valid)
     return out.to(logits.dtype)
 
 

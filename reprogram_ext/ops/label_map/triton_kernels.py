@@ -1,5 +1,6 @@
 """Triton kernels of label_map and mapped_cross_entropy (the formulas of
-csrc/common/label_map_math.h, written tile-wise).
+csrc/label_map/math.h and options.h, written tile-wise; REDUCE and PRE are the option
+names of options.py as str constexprs).
 
 A row program holds a [BLOCK_T, BLOCK_K] tile of the mapping at a time: the sources
 ``index[t, k]`` (-1 = padding), their weights and gathered logits ``x[n, index[t, k]]``; each
@@ -35,9 +36,9 @@ def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
 @triton.jit
 def _pre_value(x, row_max, log_sum, PRE: tl.constexpr):
     """v = pre(x): none x, softmax exp(x - lse), log_softmax x - lse, lse = row_max + log_sum."""
-    if PRE == 1:
+    if PRE == "softmax":
         return tl.exp((x - row_max) - log_sum)
-    elif PRE == 2:
+    elif PRE == "log_softmax":
         return (x - row_max) - log_sum
     else:
         return x
@@ -75,12 +76,12 @@ def _group_value(v, w, valid, k, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr):
     """label_map's reduction of w*v per target: (out, sum of weights, first maximal k)."""
     wv = w * v
     wsum = tl.sum(w, 1)
-    if REDUCE == 2:
+    if REDUCE == "max":
         out, arg = _first_max(wv, valid, k, BLOCK_K)
     else:
         out = tl.sum(tl.where(valid, wv, 0.0), 1)
         arg = tl.zeros_like(wsum).to(tl.int32)
-        if REDUCE == 1:
+        if REDUCE == "mean":
             out = out / wsum
     return out, wsum, arg
 
@@ -88,9 +89,9 @@ def _group_value(v, w, valid, k, REDUCE: tl.constexpr, BLOCK_K: tl.constexpr):
 @triton.jit
 def _value_coefficient(w, wsum, arg, k, valid, REDUCE: tl.constexpr):
     """d out_t / d v_{s_k}."""
-    if REDUCE == 2:
+    if REDUCE == "max":
         c = tl.where(k[None, :] == arg[:, None], w, 0.0)
-    elif REDUCE == 1:
+    elif REDUCE == "mean":
         c = w / wsum[:, None]
     else:
         c = w
@@ -100,9 +101,9 @@ def _value_coefficient(w, wsum, arg, k, valid, REDUCE: tl.constexpr):
 @triton.jit
 def _value_weight_derivative(v, out, wsum, arg, k, valid, REDUCE: tl.constexpr):
     """d out_t / d w_k."""
-    if REDUCE == 2:
+    if REDUCE == "max":
         d = tl.where(k[None, :] == arg[:, None], v, 0.0)
-    elif REDUCE == 1:
+    elif REDUCE == "mean":
         d = (v - out[:, None]) / wsum[:, None]
     else:
         d = v
@@ -118,13 +119,13 @@ def _group_log_prob(xv, w, valid, k, shift, REDUCE: tl.constexpr, BLOCK_K: tl.co
     e = tl.where(valid, tl.exp(xv - m[:, None]), 0.0)
     we = w * e
     wsum = tl.sum(w, 1)
-    if REDUCE == 2:
+    if REDUCE == "max":
         R, arg = _first_max(we, valid, k, BLOCK_K)
     else:
         R = tl.sum(we, 1)
         arg = tl.zeros_like(wsum).to(tl.int32)
     L = (m - shift) + tl.log(R)
-    if REDUCE == 1:
+    if REDUCE == "mean":
         L = L - tl.log(wsum)
     return L, e, R, wsum, arg
 
@@ -136,15 +137,15 @@ def _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_s
     """One tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through
     (t, k), without the -p_j term), and d L_t / d w_k."""
     t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
-    if PRE == 1:
+    if PRE == "softmax":
         L, e, R, wsum, arg = _group_log_prob(xv, w, valid, k, shift, REDUCE, BLOCK_K)
-        if REDUCE == 2:
+        if REDUCE == "max":
             coef = tl.where(valid & (k[None, :] == arg[:, None]), 1.0, 0.0).to(ACC)
             wder = tl.where(valid & (k[None, :] == arg[:, None]), e / R[:, None], 0.0)
         else:
             coef = tl.where(valid, w * e / R[:, None], 0.0)
             wder = tl.where(valid, e / R[:, None], 0.0)
-            if REDUCE == 1:
+            if REDUCE == "mean":
                 wder = tl.where(valid, wder - 1.0 / wsum[:, None], 0.0)
     else:
         v = _pre_value(xv, row_max, log_sum, PRE)
@@ -159,12 +160,12 @@ def _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_s
 def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K,
                              REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
                              BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != 0."""
+    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none"."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
     row_max = 0.0
     log_sum = 0.0
-    if PRE != 0:
+    if PRE != "none":
         row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
@@ -185,7 +186,7 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
     x_row = x_ptr + n * S
     row_max = 0.0
     log_sum = 0.0
-    if PRE != 0:
+    if PRE != "none":
         row_max = tl.load(stats_ptr + 2 * n)
         log_sum = tl.load(stats_ptr + 2 * n + 1)
     for t0 in range(0, T, BLOCK_T):
@@ -194,7 +195,7 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
         out, wsum, arg = _group_value(v, w, valid, k, REDUCE, BLOCK_K)
         g = tl.load(grad_out_ptr + n * T + t, mask=t < T, other=0.0).to(ACC)
         a = g[:, None] * _value_coefficient(w, wsum, arg, k, valid, REDUCE)
-        if PRE == 1:
+        if PRE == "softmax":
             a = a * v
         tl.store(a_ptr + n * T * K + flat, a, mask=inb)
         if WEIGHT_GRAD:
@@ -225,7 +226,7 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
         else:
             row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
     shift = 0.0
-    if PRE == 1:  # the largest finite mapped logit keeps L small (the loss ignores the shift)
+    if PRE == "softmax":  # the largest finite mapped logit keeps L small (the loss ignores the shift)
         best = tl.full([BLOCK_T], NEG_INF, ACC)
         for t0 in range(0, T, BLOCK_T):
             t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K,

@@ -1,7 +1,8 @@
 """Triton backend of label_map and mapped_cross_entropy: the ops
 ``reprogram_ext::label_map_{forward,backward}_triton`` and
 ``reprogram_ext::mapped_cross_entropy_{forward,backward}_triton``, with the schemas and results of
-the compiled ops (csrc/registration.cpp). Kernels: ``_label_map_kernels.py``.
+the compiled ops (csrc/schemas.cpp: ``str reduce, str pre``, the names of options.py). Kernels:
+``triton_kernels.py``.
 
 Imported lazily on the first ``backend="triton"`` call (TRITON_INTERPRET must be set before
 triton is imported). On CUDA tensors the kernels run on the current stream; on CPU tensors under
@@ -23,18 +24,14 @@ from torch import Tensor
 from torch.library import wrap_triton
 
 from . import autograd as registration
-from .autograd import ce_needs_lse
 from . import triton_kernels as kernels
-
-MAX_SORTED_ENTRIES = 1 << 14  # T*K handled by the one-block segmented scan
+from .args import accumulation_dtype as _acc_torch
+from .backends import MAX_SORTED_ENTRIES, triton_limit
+from .options import PRES, REDUCES, ce_needs_lse, map_needs_lse
 
 
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _acc_torch(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _blocks(S: int, T: int, K: int, device: torch.device) -> dict:
@@ -45,16 +42,16 @@ def _blocks(S: int, T: int, K: int, device: torch.device) -> dict:
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
-def _check(logits: Tensor, index: Tensor, weight: Optional[Tensor]) -> None:
-    """The shape/dtype checks of make_label_map_args (values are checked by the Python front end)."""
-    torch._check(logits.dim() == 2 and logits.is_contiguous(), lambda: "label_map: logits must be contiguous [N, S]")
-    torch._check(index.dim() == 2 and index.dtype == torch.int64 and index.is_contiguous(),
-                 lambda: "label_map: index must be a contiguous int64 [T, K] tensor")
-    torch._check(index.shape[0] * index.shape[1] <= MAX_SORTED_ENTRIES,
-                 lambda: f"label_map (triton): T*K must be <= {MAX_SORTED_ENTRIES}, got {tuple(index.shape)}")
-    if weight is not None:
-        torch._check(weight.shape == index.shape and weight.dtype == _acc_torch(logits.dtype),
-                     lambda: "label_map: weight must be [T, K] in the accumulation dtype")
+def _check(index: Tensor, reduce: str, pre: str) -> None:
+    """What would make these kernels silently wrong, checked again for direct callers of the ops:
+    the option names (options.py) and the one input limit (backends.py: backend="auto" never picks
+    them past it, backend="triton" refuses). The other checks of the canonical form are the front
+    end's (args.py canonicalize); the ops are called with its output."""
+    torch._check_value(reduce in REDUCES,
+                       lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
+    torch._check_value(pre in PRES, lambda: f"label_map (triton): pre must be one of {PRES}, got {pre!r}")
+    T, K = index.shape
+    torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
 
 
 def _sorted_entries(index: Tensor) -> Tuple[Tensor, Tensor]:
@@ -84,25 +81,25 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: 
     return grad
 
 
-def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: int,
-                             pre: int) -> Tuple[Tensor, Tensor]:
-    _check(logits, index, weight)
+def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: str,
+                             pre: str) -> Tuple[Tensor, Tensor]:
+    _check(index, reduce, pre)
     N, S = logits.shape
     T, K = index.shape
     out = logits.new_empty((N, T))
-    stats = logits.new_empty((N, 2) if pre != 0 else (0,), dtype=_acc_torch(logits.dtype))
+    stats = logits.new_empty((N, 2) if map_needs_lse(pre) else (0,), dtype=_acc_torch(logits.dtype))
     if N > 0:
         wrap_triton(kernels.label_map_forward_kernel)[(N,)](
-            logits, index, weight if weight is not None else logits, out, stats if pre != 0 else out, S, T, K,
+            logits, index, weight if weight is not None else logits, out, stats if map_needs_lse(pre) else out, S, T, K,
             REDUCE=reduce, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype),
             **_blocks(S, T, K, logits.device))
     return out, stats
 
 
 def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, weight: Optional[Tensor],
-                              row_lse: Tensor, reduce: int, pre: int,
+                              row_lse: Tensor, reduce: str, pre: str,
                               need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(logits, index, weight)
+    _check(index, reduce, pre)
     N, S = logits.shape
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -112,11 +109,11 @@ def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, w
     if N > 0:
         wrap_triton(kernels.label_map_coefficients_kernel)[(N,)](
             grad_out.contiguous(), logits, index, weight if weight is not None else logits,
-            row_lse if pre != 0 else logits, a, gw_rows if need_w else a, S, T, K,
+            row_lse if map_needs_lse(pre) else logits, a, gw_rows if need_w else a, S, T, K,
             REDUCE=reduce, PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
             BLOCK_T=_blocks(S, T, K, logits.device)["BLOCK_T"], BLOCK_K=triton.next_power_of_2(K))
-    dense_coef = a.sum(dim=(1, 2)) if pre != 0 else None  # D = sum of the row's coefficients
-    grad = _write_gradient(logits, index, a, row_lse if pre != 0 else None, dense_coef, None)
+    dense_coef = a.sum(dim=(1, 2)) if map_needs_lse(pre) else None  # D = sum of the row's coefficients
+    grad = _write_gradient(logits, index, a, row_lse if map_needs_lse(pre) else None, dense_coef, None)
     gw = gw_rows.sum(0) if need_w else gw_rows
     return grad, gw
 
@@ -135,9 +132,9 @@ def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, redu
 
 
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
-                                        reduce: int, pre: int, label_smoothing: float,
+                                        reduce: str, pre: str, label_smoothing: float,
                                         ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
-    _check(logits, index, weight)
+    _check(index, reduce, pre)
     N = logits.shape[0]
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -150,10 +147,10 @@ def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: T
 
 
 def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, target: Tensor, index: Tensor,
-                                         weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: int,
-                                         pre: int, label_smoothing: float, ignore_index: int,
+                                         weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: str,
+                                         pre: str, label_smoothing: float, ignore_index: int,
                                          need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(logits, index, weight)
+    _check(index, reduce, pre)
     N = logits.shape[0]
     T, K = index.shape
     need_w = need_weight_grad and weight is not None
