@@ -161,6 +161,7 @@ class KernelStats:
     atomics: int
     loops: int
     max_loop_body: int
+    load_loop_body: int = 0  # the body of the loop with the most global loads (the streaming loop)
 
     @property
     def kernel_instructions(self) -> int:
@@ -177,7 +178,8 @@ def kernel_stats(instructions: Iterable[Instruction]) -> KernelStats:
     target (ptxas appends the called subroutines after the kernel's code);
     loads / stores: LDG / STG per access width; atomics: ATOM / ATOMG / RED (global);
     loops: branches of the kernel's code to a lower address; max_loop_body: the most instructions in
-    one [target, branch] range.
+    one [target, branch] range; load_loop_body: the instructions of the range with the most LDGs (ties:
+    the larger one), the loop that streams the big tensor in a kernel with several loops.
     """
     body = []
     for ins in instructions:
@@ -212,9 +214,12 @@ def kernel_stats(instructions: Iterable[Instruction]) -> KernelStats:
             target = _branch_target(ins)
             if target is not None and target < ins.address:
                 loop_ranges.append((target, ins.address))
-    max_loop_body = max((sum(1 for i in body if lo <= i.address <= hi) for lo, hi in loop_ranges), default=0)
+    sizes = [(sum(1 for i in body if lo <= i.address <= hi and _base(i.opcode) == "LDG"),
+              sum(1 for i in body if lo <= i.address <= hi)) for lo, hi in loop_ranges]
+    max_loop_body = max((n for _, n in sizes), default=0)
+    load_loop_body = max(sizes, default=(0, 0))[1]
     return KernelStats(len(body), sum(in_subroutine), calls, local_loads, local_stores, local_store_bytes,
-                       dict(loads), dict(stores), atomics, len(loop_ranges), max_loop_body)
+                       dict(loads), dict(stores), atomics, len(loop_ranges), max_loop_body, load_loop_body)
 
 
 def short_name(demangled: str) -> str:
@@ -278,14 +283,18 @@ class Kernel:
 def per_output(kernel: Kernel, outputs_per_thread: float, measure: str = "static") -> tuple:
     """(instructions per output, what was counted). measure "static": the kernel's own instructions (a
     loop-free thread executes at most these); "loop": its largest loop body (one iteration handles
-    outputs_per_thread outputs)."""
+    outputs_per_thread outputs); "load_loop": the body of its loop with the most global loads (one
+    iteration handles outputs_per_thread outputs), for kernels whose streaming loop sits beside others
+    (a reduction over shared memory, a tail)."""
     s = kernel.stats
-    if measure == "loop":
+    if measure in ("loop", "load_loop"):
         if not s.loops:
             return s.kernel_instructions / outputs_per_thread, "static, no loop found"
+        if measure == "load_loop":
+            return s.load_loop_body / outputs_per_thread, "streaming loop body"
         return s.max_loop_body / outputs_per_thread, "loop body"
     if measure != "static":
-        raise ValueError(f"budget 'per_output' must be 'static' or 'loop', got {measure!r}")
+        raise ValueError(f"budget 'per_output' must be 'static', 'loop' or 'load_loop', got {measure!r}")
     return s.kernel_instructions / outputs_per_thread, "static"
 
 

@@ -185,3 +185,19 @@ def test_table_lists_every_kernel():
     table = check.format_table(_kernels())
     assert "128b:1 64b:1 32b:1 16b:1" in table and "128b:1 8b:1" in table
     assert len(table.splitlines()) == 2 + 2
+
+
+def test_load_loop_is_the_loop_that_streams():
+    """Two loops: a long one without global loads (a reduction in shared memory) and a short one with
+    two LDGs; "load_loop" measures the short one, "loop" the long one."""
+    lines = ["\tcode for sm_90", "\t\tFunction : _Z2k2v"]
+    ops = (["LDG.E.128 R4, desc[UR4][R2.64] ;", "LDG.E.128 R8, desc[UR4][R2.64+0x10] ;", "FADD R0, R4, R8 ;",
+            "@P0 BRA 0x0 ;"] + ["LDS R1, [R2] ;"] * 6 + ["FADD R0, R0, R1 ;", "@P1 BRA 0x40 ;", "EXIT ;"])
+    for i, op in enumerate(ops):
+        lines.append(f"        /*{16 * i:04x}*/                   {op}   /* 0x0 */")
+    (fn,) = check.parse_sass("\n".join(lines) + "\n")
+    stats = check.kernel_stats(fn.instructions)
+    assert stats.loops == 2 and stats.load_loop_body == 4 and stats.max_loop_body == 8
+    kernel = check.Kernel("cuda:k2", "sm_90", 32, 0, 0, stats)
+    assert check.per_output(kernel, 2, "load_loop") == (2.0, "streaming loop body")
+    assert check.per_output(kernel, 2, "loop") == (4.0, "loop body")
