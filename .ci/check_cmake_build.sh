@@ -60,7 +60,7 @@ mask = torch.rand(1, 1, (H + s - 1) // s, (W + s - 1) // s)
 mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 norm = torch.stack([mean, 1 / std]).contiguous()
 out = torch.ops.reprogram_ext.masked_perturb_forward(
-    x, delta, mask, [oy, ox], norm, [5, 6], 0, 2, 0, False, True, False, 0.0, 0.0, s)
+    x, delta, mask, [oy, ox], norm, [5, 6], "none", "sigmoid", "add", "after", None, s)
 
 placed = F.pad(x, (ox, W - 6 - ox, oy, H - 5 - oy))
 m = mask.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)[..., :H, :W]
