@@ -5,6 +5,7 @@ ConvNet for the time-series prompt) through a LabelMapping; the step's dtypes ar
 the gradients are float32, finite and point the way the float32 step's do, and the parameters move.
 """
 import pytest
+import timm  # a test requirement (.ci/requirements.txt)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,8 +13,6 @@ from torch import nn
 from reprogram_ext import mapped_cross_entropy
 from reprogram_ext.nn import (AdditivePrompt, LabelMapping, PaddingPrompt, Reprogrammer, SampleSpecificMaskPrompt,
                               TimeSeriesPrompt)
-
-timm = pytest.importorskip("timm")  # in .ci/requirements.txt: never skipped in CI
 
 NUM_SOURCE, NUM_TARGET = 20, 5
 AMP_DTYPES = [torch.bfloat16, torch.float16]

@@ -1,14 +1,14 @@
 """Presets configured from timm and transformers source models (docs/source_models.md), no downloads:
 randomly initialised timm ResNet-18 / ViT and a small transformers ViT built from a config."""
 import pytest
+import timm  # both test requirements (.ci/requirements.txt)
 import torch
 import torch.nn.functional as F
+import transformers
 
 from reprogram_ext import presets
 from reprogram_ext.presets import describe_source
 
-timm = pytest.importorskip("timm")  # both in .ci/requirements.txt: never skipped in CI
-transformers = pytest.importorskip("transformers")
 
 HF_MEAN, HF_STD = (0.1, 0.2, 0.3), (0.4, 0.5, 0.6)
 

@@ -72,7 +72,8 @@ def test_errors():
 
 def test_clip_style_reprogramming_with_random_text_features():
     """Bahng's CLIP setting: a frozen image encoder, a trained prompt, class text features as the head."""
-    timm = pytest.importorskip("timm")
+    import timm  # a test requirement (.ci/requirements.txt)
+
     torch.manual_seed(0)
     encoder = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0)  # features [B, 192]
     text = torch.randn(4, encoder.num_features)  # stands in for CLIP's text features of 4 class prompts
