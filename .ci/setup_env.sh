@@ -18,7 +18,7 @@ fi
 PY="$VENV/bin/python"
 export PY
 
-if ! "$PY" -c "import torch, triton, pytest, hypothesis, matplotlib, sklearn, torchvision, ninja" 2>/dev/null; then
+if ! "$PY" -c "import torch, triton, pytest, hypothesis, matplotlib, sklearn, torchvision, ninja, timm, transformers, tqdm" 2>/dev/null; then
   echo "[setup] installing packages (torch 2.14.1 is ~5.5 GB; a few minutes)"
   "$PY" -m pip install -q -r "$ROOT/.ci/requirements.txt"
 fi

@@ -1,4 +1,7 @@
-"""End-to-end case: one training step of reprogramming torchvision ResNet-18 with ILM-VP's recipe.
+"""End-to-end cases: one training step of reprogramming a frozen model with ILM-VP's recipe.
+
+Models: torchvision ResNet-18 (``e2e_resnet18_ilmvp``) and timm ViT-S/16 (``e2e_vit_s16_ilmvp``,
+``vit_small_patch16_224`` built at the canvas size, random weights; needs timm).
 
 The step: CIFAR-sized images [B, 3, 32, 32] -> padding prompt onto a 224x224 canvas (sigmoid
 program, mask = 1 on the padding, ImageNet normalisation after) -> frozen ResNet-18 (random
@@ -110,6 +113,25 @@ def _frozen_resnet18(device) -> torch.nn.Module:
     return model
 
 
+def _frozen_vit_s16(device, canvas: int) -> torch.nn.Module:
+    try:
+        import timm
+    except ImportError as exc:
+        raise CaseUnavailable(f"timm is not installed ({exc})") from exc
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=canvas, num_classes=NUM_SOURCE)
+    model = model.to(device).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+MODELS = {
+    "resnet18": lambda device, setting: _frozen_resnet18(device),
+    "vit_s16": lambda device, setting: _frozen_vit_s16(device, setting.canvas),
+}
+
+
 def _reprogrammer(model, setting: StepSetting, backend: str, x, target):
     """Reprogrammer(PaddingPrompt, LabelMapping('frequency')) from reprogram_ext.nn, mapping fitted on one batch."""
     from reprogram_ext import nn as rnn
@@ -144,18 +166,18 @@ def _step_impl(name: str, kind: str, net: torch.nn.Module, x, target) -> Impl:
     return Impl(name, kind, forward, backward, in_step=clock.summary)
 
 
-def _build(setting: StepSetting):
+def _build(setting: StepSetting, model_name: str):
     def build(device: torch.device, dtype: torch.dtype) -> CaseInstance:
         if dtype != torch.float32:
             raise CaseUnavailable("the end-to-end step runs in float32 only")
-        model = _frozen_resnet18(device)
+        model = MODELS[model_name](device, setting)
         generator = torch.Generator().manual_seed(0)
         x = torch.rand((setting.batch, 3, setting.input_size, setting.input_size), generator=generator).to(device)
         target = torch.randint(0, setting.num_target, (setting.batch,), generator=generator).to(device)
         impls = [_step_impl("fused", "fused", _reprogrammer(model, setting, "auto", x, target), x, target),
                  _step_impl("reference", "eager", _reprogrammer(model, setting, "reference", x, target), x, target)]
         notes = ["layers: reprogram_ext.nn Reprogrammer(PaddingPrompt, LabelMapping('frequency'))",
-                 "no torch.compile variant: compiling ResNet-18 costs minutes on 2 CPU cores"]
+                 f"no torch.compile variant: compiling {model_name} costs minutes on 2 CPU cores"]
         return CaseInstance(impls, notes=notes)
 
     return build
@@ -163,8 +185,14 @@ def _build(setting: StepSetting):
 
 def cases(sizes: str = "default") -> list:
     setting = SETTINGS.get(sizes, SETTINGS["default"])
-    params = dict(B=setting.batch, input=f"{setting.input_size}x{setting.input_size}",
-                  canvas=f"{setting.canvas}x{setting.canvas}", model="resnet18", targets=setting.num_target)
-    return [Case("e2e_step", "e2e_resnet18_ilmvp",
-                 "one ILM-VP training step: padding prompt + frozen ResNet-18 + frequency label mapping + "
-                 "cross-entropy + Adam on the prompt", params, _build(setting), tier="quick", min_reps=30)]
+    out = []
+    for model_name, case_name, title, tier in (
+            ("resnet18", "e2e_resnet18_ilmvp", "ResNet-18", "quick"),
+            ("vit_s16", "e2e_vit_s16_ilmvp", "timm ViT-S/16", "default")):
+        params = dict(B=setting.batch, input=f"{setting.input_size}x{setting.input_size}",
+                      canvas=f"{setting.canvas}x{setting.canvas}", model=model_name, targets=setting.num_target)
+        out.append(Case("e2e_step", case_name,
+                        f"one ILM-VP training step: padding prompt + frozen {title} + frequency label mapping + "
+                        "cross-entropy + Adam on the prompt", params, _build(setting, model_name), tier=tier,
+                        min_reps=30))
+    return out

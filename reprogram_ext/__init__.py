@@ -6,6 +6,8 @@ Public API (docs/): ``masked_perturb``, ``label_map``, ``mapped_cross_entropy``,
 holds the pure-PyTorch oracle; ``python -m reprogram_ext.demo`` runs the end-to-end demo.
 Layout: one package per op under ``reprogram_ext/ops/`` (README, "Layout").
 """
+__version__ = "0.1.0"  # the one place of the version (pyproject.toml reads it)
+
 from . import _extension  # noqa: F401  (loads the compiled op library when it was built)
 from . import mapping, nn, presets
 from .backend_registry import backends
@@ -19,4 +21,4 @@ if _extension.LOAD_ERROR is None:
     _masked_perturb_autograd.register_compiled()
     _label_map_autograd.register_compiled()
 
-__all__ = ["masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]
+__all__ = ["__version__", "masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]

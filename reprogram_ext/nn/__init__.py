@@ -2,12 +2,13 @@
 
 Input side: ``PaddingPrompt`` (ILM-VP / Elsayed / BAR / AutoVP), ``AdditivePrompt`` (full-image
 watermark, Bahng's pad and patch prompters), ``SampleSpecificMaskPrompt`` (SMM),
-``TimeSeriesPrompt`` (Voice2Series). Output side: ``LabelMapping``. Glue: ``Reprogrammer``.
+``TimeSeriesPrompt`` (Voice2Series). Output side: ``LabelMapping``, ``TextHeadMapping`` (CLIP). Glue: ``Reprogrammer``.
 """
 from .label_mapping import LabelMapping
 from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
+from .text_head import TextHeadMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
-           "Reprogrammer"]
+           "TextHeadMapping", "Reprogrammer"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch import distributed as dist
 from torch import nn
 
 from ..mapping import bayesian_mapping, count_matrix, frequency_mapping, identity_mapping, random_mapping
@@ -48,6 +49,14 @@ class LabelMapping(nn.Module):
     ``update(source_logits, target)`` on each batch (``Reprogrammer`` does it) and ``end_epoch()`` after
     each epoch. Before the first remap the mapping is the identity (sparse) or its dense form.
     ``fit(logits, target)`` maps at once from given logits (e.g. a pre-pass, as the papers do).
+
+    Distributed training (docs/distributed.md): when ``torch.distributed`` is initialised, ``remap()``
+    (and so ``end_epoch()`` and ``fit()``) first sums the counts over ``process_group`` (default: all
+    ranks) with one ``all_reduce``, so every rank computes the same mapping, the one of the union of
+    the ranks' data. Every rank must then call ``end_epoch()`` / ``remap()`` / ``fit()`` together.
+    ``sync=False`` keeps each rank's own counts. The counts are a plain tensor attribute, not a
+    buffer, so that ``DistributedDataParallel`` does not overwrite them with rank 0's at each forward
+    (they are saved in the state_dict's extra state).
     """
 
     def __init__(
@@ -64,6 +73,8 @@ class LabelMapping(nn.Module):
         remap_every: int = 1,
         bias: bool = False,
         generator: Optional[torch.Generator] = None,
+        sync: bool = True,
+        process_group=None,
         backend: str = "auto",
         device=None,
         dtype=None,
@@ -86,9 +97,12 @@ class LabelMapping(nn.Module):
                 raise ValueError(f"{name}: topk must be an int in [1, num_source={num_source}], got {topk!r}")
         if bias and method != "linear":
             raise ValueError(f"{name}: bias=True needs method='linear', got method={method!r}")
+        if not isinstance(sync, bool):
+            raise TypeError(f"{name}: sync must be a bool, got {sync!r}")
         self.num_source, self.num_target, self.method = num_source, num_target, method
         self.k, self.pre, self.laplace, self.topk = k, pre, float(laplace), topk
         self.reduce, self.remap_every, self.backend = reduce, remap_every, backend
+        self.sync, self.process_group = sync, process_group
 
         if method == "random":
             self.register_buffer("index", random_mapping(num_source, num_target, k, generator, device=device))
@@ -99,8 +113,8 @@ class LabelMapping(nn.Module):
             self.bias = nn.Parameter(torch.zeros(num_target, device=device, dtype=dtype)) if bias else None
         else:
             self.register_buffer("weight", _identity_weight(num_source, num_target, device, dtype))
-        if method in COUNTING_METHODS:
-            self.register_buffer("counts", torch.zeros(num_source, num_target, device=device))
+        # Float32 counts [S, T] of the data-driven methods; a plain attribute (see the class docstring).
+        self.counts = torch.zeros(num_source, num_target, device=device) if method in COUNTING_METHODS else None
         self.epochs = 0  # epochs ended and remaps done: host-side ints (saved in the state_dict's extra state)
         self.remaps = 0
 
@@ -108,6 +122,11 @@ class LabelMapping(nn.Module):
     def learns_from_counts(self) -> bool:
         """Whether ``update()`` gathers counts for this method (frequency, iterative, BLM, BLM+)."""
         return self.method in COUNTING_METHODS and not (self.method == "frequency" and self.remaps > 0)
+
+    @property
+    def syncs_counts(self) -> bool:
+        """Whether ``remap()`` sums the counts over the process group (``sync`` and a process group is up)."""
+        return self.sync and dist.is_available() and dist.is_initialized()
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         label_map = _label_map()
@@ -128,9 +147,12 @@ class LabelMapping(nn.Module):
 
     @torch.no_grad()
     def remap(self) -> torch.Tensor:
-        """Recompute the mapping from the gathered counts now, clear the counts, return the new mapping."""
+        """Recompute the mapping from the gathered counts now (summed over the ranks first, unless
+        ``sync=False``), clear the counts, return the new mapping."""
         if self.method not in COUNTING_METHODS:
             raise RuntimeError(f"LabelMapping: method {self.method!r} has no data-driven mapping to recompute")
+        if self.syncs_counts:
+            dist.all_reduce(self.counts, op=dist.ReduceOp.SUM, group=self.process_group)
         if not bool((self.counts != 0).any()):
             raise RuntimeError("LabelMapping.remap(): no counts gathered yet; call update(logits, target) first")
         if self.method in SPARSE_METHODS:
@@ -170,17 +192,36 @@ class LabelMapping(nn.Module):
                      topk=self.topk if self.method == "bayesian_plus" else None, counts=self.counts)
 
     def get_extra_state(self) -> dict:
-        return {"epochs": self.epochs, "remaps": self.remaps}
+        state = {"epochs": self.epochs, "remaps": self.remaps}
+        if self.counts is not None:
+            state["counts"] = self.counts.clone()
+        return state
 
     def set_extra_state(self, state: dict) -> None:
         self.epochs, self.remaps = int(state["epochs"]), int(state["remaps"])
+        if self.counts is not None and "counts" in state:
+            self._load_counts(state["counts"])
+
+    def _load_counts(self, counts: torch.Tensor) -> None:
+        if tuple(counts.shape) != tuple(self.counts.shape):
+            raise ValueError(f"LabelMapping: saved counts have shape {tuple(counts.shape)}, "
+                             f"expected (num_source, num_target) = {tuple(self.counts.shape)}")
+        self.counts = counts.detach().to(device=self.counts.device, dtype=torch.float32).clone()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # State dicts saved when the counts were a buffer hold them under "<prefix>counts".
+        legacy = state_dict.pop(prefix + "counts", None)
+        if legacy is not None and self.counts is not None:
+            self._load_counts(legacy)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn, recurse=True):
-        # Counts stay float32 under .to(dtype) (half precision would round them); only their device moves.
-        counts = self._buffers.get("counts")
+        # Counts stay float32 under .to(dtype) (half precision would round them); only their device moves,
+        # to the device ``fn`` sends a float32 tensor to.
         super()._apply(fn, recurse)
-        if counts is not None:
-            self._buffers["counts"] = counts.to(device=self._buffers["counts"].device)
+        if self.counts is not None:
+            device = fn(torch.empty(0, device=self.counts.device)).device
+            self.counts = self.counts.to(device=device)
         return self
 
     def extra_repr(self) -> str:
@@ -195,5 +236,7 @@ class LabelMapping(nn.Module):
             parts.append(f"remap_every={self.remap_every}")
         if self.method == "linear":
             parts.append(f"bias={self.bias is not None}")
+        if self.method in COUNTING_METHODS and not self.sync:
+            parts.append("sync=False")
         parts += [f"pre={self.pre!r}", f"backend={self.backend!r}"]
         return ", ".join(parts)

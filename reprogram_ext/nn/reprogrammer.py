@@ -7,6 +7,17 @@ import torch
 from torch import nn
 
 
+def _logits_of(output) -> torch.Tensor:
+    """The logits tensor of a model's output: the tensor itself, or an output object's ``.logits``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise TypeError(f"Reprogrammer: the model returned {type(output).__name__}; expected a tensor of source "
+                    "logits or an output object with a .logits tensor")
+
+
 class Reprogrammer(nn.Module):
     """``output_mapping(model(input_transform(x)))`` with the source ``model`` frozen.
 
@@ -14,6 +25,9 @@ class Reprogrammer(nn.Module):
     ``.train()`` is called (BatchNorm statistics and dropout stay as trained), so only the added layers
     learn and the model's parameters and buffers are never changed by training. Gradients still flow
     through the model to the input transformation.
+
+    The model may return a tensor or an output object with a ``.logits`` tensor (Hugging Face
+    transformers models); the logits are used.
 
     ``forward(x, target)`` in training mode also hands the source logits to
     ``output_mapping.update(logits, target)`` (when the mapping has one), so data-driven label mappings
@@ -35,8 +49,9 @@ class Reprogrammer(nn.Module):
         return self
 
     def source_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``model(input_transform(x))``: the source-class scores of the reprogrammed input."""
-        return self.model(self.input_transform(x))
+        """``model(input_transform(x))``: the source-class scores of the reprogrammed input (the
+        ``.logits`` of an output object)."""
+        return _logits_of(self.model(self.input_transform(x)))
 
     def forward(self, x: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
         logits = self.source_logits(x)

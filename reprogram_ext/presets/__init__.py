@@ -16,6 +16,10 @@ SMM            ``N(resize(x)) + δ ⊙ up_f(f_mask(x))``      iterative frequenc
 BLM / BLM+     ``N(pad(x) + sigmoid(θ) ⊙ M)``              Bayesian ω from argmax / top-k counts
 Voice2Series   ``tile(x) + M ⊙ θ`` on 16000 samples        k-to-1, mean of probabilities
 =============  ==========================================  =========================================
+
+The vision presets also take ``source=`` (a timm or transformers model, ``processor=`` for the
+latter's image processor): the canvas size, ``mean``/``std`` and ``num_source`` then come from the
+model (``presets/source.py``, docs/source_models.md); arguments given explicitly win.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from ..nn.label_mapping import LabelMapping
 from ..nn.prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from ..nn.reprogrammer import Reprogrammer
 from ..nn.sample_specific import SampleSpecificMaskPrompt
+from .source import SourceInfo, describe_source, takes_source
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +57,7 @@ def _padding_recipe(activation, mapping: LabelMapping, input_size, output_size, 
     return Recipe(prompt, mapping)
 
 
+@takes_source()
 def ilm_vp(num_target: int, *, input_size: Size = 32, output_size: Size = 224, num_source: int = 1000,
            resize: Optional[Size] = None, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD, k: int = 1,
            backend: str = "auto") -> Recipe:
@@ -65,6 +71,7 @@ def ilm_vp(num_target: int, *, input_size: Size = 32, output_size: Size = 224, n
     return _padding_recipe("sigmoid", mapping, input_size, output_size, channels, mean, std, resize, backend)
 
 
+@takes_source()
 def elsayed(num_target: int, *, input_size: Size = 28, output_size: Size = 224, num_source: int = 1000,
             channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD, backend: str = "auto") -> Recipe:
     """Adversarial reprogramming (Elsayed et al. 2019): ``N(pad(x) + tanh(W ⊙ M))``, hard-coded mapping.
@@ -76,6 +83,7 @@ def elsayed(num_target: int, *, input_size: Size = 28, output_size: Size = 224, 
     return _padding_recipe("tanh", mapping, input_size, output_size, channels, mean, std, backend=backend)
 
 
+@takes_source()
 def bar(num_target: int, *, input_size: Size = 28, output_size: Size = 224, num_source: int = 1000, k: int = 1,
         channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator: Optional[torch.Generator] = None,
         backend: str = "auto") -> Recipe:
@@ -90,6 +98,7 @@ def bar(num_target: int, *, input_size: Size = 28, output_size: Size = 224, num_
     return _padding_recipe("sigmoid", mapping, input_size, output_size, channels, mean, std, backend=backend)
 
 
+@takes_source("image_size")
 def bahng(num_target: int, *, image_size: Size = 224, kind: str = "pad", prompt_size: int = 30,
           random_location: bool = False, num_source: int = 1000, mapping: str = "identity", channels: int = 3,
           backend: str = "auto") -> Recipe:
@@ -105,6 +114,7 @@ def bahng(num_target: int, *, image_size: Size = 224, kind: str = "pad", prompt_
     return Recipe(prompt, LabelMapping(num_source, num_target, mapping, backend=backend))
 
 
+@takes_source()
 def autovp(num_target: int, *, input_size: Size = 32, output_size: Size = 224, scale: float = 1.0,
            num_source: int = 1000, mapping: str = "linear", k: int = 1, channels: int = 3, mean=IMAGENET_MEAN,
            std=IMAGENET_STD, backend: str = "auto") -> Recipe:
@@ -125,6 +135,7 @@ def autovp(num_target: int, *, input_size: Size = 32, output_size: Size = 224, s
     return _padding_recipe("sigmoid", out_map, size, output_size, channels, mean, std, resize, backend)
 
 
+@takes_source()
 def smm(num_target: int, *, input_size: Size = 32, output_size: Size = 224, mask_scale: int = 8,
         num_source: int = 1000, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD, k: int = 1,
         backend: str = "auto") -> Recipe:
@@ -138,6 +149,7 @@ def smm(num_target: int, *, input_size: Size = 32, output_size: Size = 224, mask
     return Recipe(prompt, LabelMapping(num_source, num_target, "iterative", k=k, backend=backend))
 
 
+@takes_source()
 def blm(num_target: int, *, input_size: Size = 32, output_size: Size = 224, num_source: int = 1000,
         plus: bool = False, topk: int = 3, laplace: float = 1.0, channels: int = 3, mean=IMAGENET_MEAN,
         std=IMAGENET_STD, backend: str = "auto") -> Recipe:
@@ -170,4 +182,4 @@ def voice2series(num_target: int, *, input_length: int, num_source: int, output_
 
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
