@@ -18,9 +18,10 @@
 //   activation.h, which the CPU kernels (cpu.cpp) execute too.
 //
 // Forward: one thread per VEC = 16 / sizeof(scalar_t) consecutive outputs of a canvas row (b, c, h).
-// With delta and mask shared by the batch (the fast layouts but SMM's), a block holds 256 / VEC
-// position groups x VEC samples and each thread activates one delta element for all VEC samples of
-// the block (shared memory), not VEC elements for its own sample (forward_batch_shared).
+// With delta and mask shared by the batch (the fast layouts but SMM's, with tanh or sigmoid), a
+// block holds 256 / VEC position groups x VEC samples and each thread activates one delta element
+// for all VEC samples of the block (shared memory), not VEC elements for its own sample
+// (forward_batch_shared).
 // Backward: block = GX position groups x J batch chunks (J = cuda_backward_chunks(), a function of
 // the shape only). Thread (group, j) loops over the samples of chunk j in order (chunk_begin), the J
 // partial sums of a shared (batch-1) delta / mask gradient meet in shared memory and one thread per
@@ -340,10 +341,16 @@ __device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, con
 
 // ---- forward ---------------------------------------------------------------------------------
 
-// Fast layouts whose delta and mask are shared by the batch: those without a per-sample (scaled)
-// mask. The dispatch takes them only when Bd == 1 and Bm == 1 (dispatch_fast_forward).
-template <class L>
-constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled);
+// Activations worth sharing across the batch (about 13 instructions each); none / relu cost less
+// than the shared-memory exchange.
+constexpr bool costly_activation(Activation a) { return a == Activation::kTanh || a == Activation::kSigmoid; }
+
+// Fast layouts computed once per block of VEC samples (forward_batch_shared): those without a
+// per-sample (scaled) mask, with a costly activation. The dispatch takes them only when Bd == 1
+// and Bm == 1 (dispatch_fast_forward).
+template <class L, Activation kAct>
+constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
+                              costly_activation(kAct);
 
 // out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
 template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
@@ -388,12 +395,13 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c), out + (row * p.W + w0));
 }
 
-// Batch-shared delta and mask (kBatchShared<L>): a block is G = 256 / VEC position groups (blockIdx.x)
-// x VEC samples (blockIdx.y * VEC ..), p.groups = C * H * gpr. Thread (gl, s) = (tid % G, tid / G)
-// computes act(delta) and reads the mask for element s of its group only -- one activation per
-// thread instead of VEC, the same value for every sample -- the block exchanges them through shared
-// memory, and the thread then writes its group's VEC outputs of sample b = blockIdx.y * VEC + s.
-// The values are those of forward_per_thread (same functions, a and m held in float).
+// Batch-shared delta and mask (kBatchShared<L, kAct>): a block is G = 256 / VEC position groups
+// (blockIdx.x) x VEC samples (blockIdx.y * VEC ..), p.groups = C * H * gpr. Thread (gl, s) =
+// (tid % G, tid / G) computes act(delta) and reads the mask for element s of its group only -- one
+// activation per thread instead of VEC, the same value for every sample -- the block exchanges them
+// through shared memory, and the thread then writes its group's VEC outputs of sample
+// b = blockIdx.y * VEC + s. The values are those of forward_per_thread (same functions, a and m
+// held in float).
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
                                                      const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
@@ -441,7 +449,7 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
                                               const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                               const scalar_t* __restrict__ mask, const float* __restrict__ norm,
                                               scalar_t* __restrict__ out) {
-  if constexpr (kBatchShared<L>) {
+  if constexpr (kBatchShared<L, kAct>) {
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   } else {
     forward_per_thread<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
@@ -710,12 +718,13 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 
 // The compiled forward variants: (P, L) pairs of the papers' configurations, for float / half /
 // bfloat16 deltas (x of the same dtype or uint8); everything else runs a dynamic layout. The
-// kBatchShared layouts (all but SMM's) need delta and mask shared by the batch and at most 65535
-// blocks of VEC samples (gridDim.y).
+// kBatchShared layouts (all but SMM's, with tanh or sigmoid) need delta and mask shared by the
+// batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
 bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int64_t vec_len, F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
-  const bool shared = A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535;
+  const bool shared = !costly_activation(A.pw.activation) ||
+                      (A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535);
   // Resize none: whole groups of VEC inside or outside every copy, 128-bit x loads.
   const bool x_whole = x_vec && A.pl.Wr % vec_len == 0;
   const bool one = A.pl.num_copies == 1, multi = A.pl.num_copies > 1;
@@ -768,7 +777,7 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       using L = decltype(l_);
       using index_t = std::remove_cv_t<decltype(args.B)>;
       dim3 grid(blocks_for(threads));
-      if constexpr (kBatchShared<L>) {  // blocks of 256 / VEC groups of one plane x VEC samples
+      if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
         const int64_t plane_groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
         args.groups = static_cast<index_t>(plane_groups);
         grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
