@@ -18,6 +18,10 @@
 //   activation.h, which the CPU kernels (cpu.cpp) execute too.
 //
 // Forward: one thread per VEC = 16 / sizeof(scalar_t) consecutive outputs of a canvas row (b, c, h).
+// With delta and mask shared by the batch (the fast layouts but SMM's, with tanh or sigmoid), a
+// block holds 256 / VEC position groups x VEC samples and each thread activates one delta element
+// for all VEC samples of the block (shared memory), not VEC elements for its own sample
+// (forward_batch_shared).
 // Backward: block = GX position groups x J batch chunks (J = cuda_backward_chunks(), a function of
 // the shape only). Thread (group, j) loops over the samples of chunk j in order (chunk_begin), the J
 // partial sums of a shared (batch-1) delta / mask gradient meet in shared memory and one thread per
@@ -77,7 +81,8 @@ struct KernelArgs {
   index_t B, C, H, W;
   index_t Cd, Bd, Bm;      // delta's batch, mask's batch (1 = shared)
   index_t gpr;             // groups of VEC outputs per canvas row: ceil(W / VEC)
-  index_t groups;          // B * C * H * gpr (forward) or C * H * gpr (backward)
+  index_t groups;          // B * C * H * gpr (forward) or C * H * gpr (backward, batch-shared forward)
+  index_t plane;           // C * H * W
   FastDivmod div_gpr, div_h, div_c, div_s, div_j;  // int32 only
   index_t sx[4], sd[4], sm[4];  // element strides, 0 on broadcast dimensions
   index_t Hin, Win, Hr, Wr;
@@ -116,6 +121,32 @@ template <typename T, int N>
 __device__ __forceinline__ void load_vec(const T* p, T (&v)[N]) {
   using B = typename Bits<N * sizeof(T)>::type;
   const B bits = __ldg(reinterpret_cast<const B*>(p));
+  memcpy(v, &bits, sizeof(B));
+}
+
+// bits = *p when `load` (one predicated ld.global.nc), else 0. Inline PTX: with a C++ branch, nvcc
+// 13.0 selected the 16-bit lanes of the result one by one (PRMTs) instead of the loaded registers.
+__device__ __forceinline__ void ldg_or_zero(const uint4* p, bool load, uint4& bits) {
+  asm("{\n .reg .pred q;\n setp.ne.b32 q, %5, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n"
+      " mov.b32 %3, 0;\n @q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}"
+      : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w) : "l"(p), "r"(static_cast<int>(load)));
+}
+__device__ __forceinline__ void ldg_or_zero(const uint2* p, bool load, uint2& bits) {
+  asm("{\n .reg .pred q;\n setp.ne.b32 q, %3, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n"
+      " @q ld.global.nc.v2.u32 {%0, %1}, [%2];\n}"
+      : "=r"(bits.x), "=r"(bits.y) : "l"(p), "r"(static_cast<int>(load)));
+}
+__device__ __forceinline__ void ldg_or_zero(const unsigned int* p, bool load, unsigned int& bits) {
+  asm("{\n .reg .pred q;\n setp.ne.b32 q, %2, 0;\n mov.b32 %0, 0;\n @q ld.global.nc.u32 %0, [%1];\n}"
+      : "=r"(bits) : "l"(p), "r"(static_cast<int>(load)));
+}
+
+// v[0..N) = p[0..N) when `load`, else zero bits (p aligned to N * sizeof(T) bytes when `load`).
+template <typename T, int N>
+__device__ __forceinline__ void load_vec_or_zero(const T* p, bool load, T (&v)[N]) {
+  using B = typename Bits<N * sizeof(T)>::type;
+  B bits;
+  ldg_or_zero(reinterpret_cast<const B*>(p), load, bits);
   memcpy(v, &bits, sizeof(B));
 }
 
@@ -207,66 +238,83 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
 template <class L, int VEC, typename acc_t, typename x_t, typename AR, typename index_t>
 __device__ __forceinline__ void gather_placed(const AR& p, const x_t* __restrict__ x, index_t x_bc, index_t h,
                                               index_t w0, acc_t (&u)[VEC], bool (&cov)[VEC]) {
+  if constexpr (L::kResize == static_cast<int>(ResizeMode::kNone) && !L::kMulti) {
+    // One copy, no resize, a group wholly inside or outside it (x_vec, Wr % VEC == 0 and the
+    // copy's column offset a multiple of VEC): xw0 is a multiple of VEC, so "inside" is
+    // 0 <= y < Hr and 0 <= xw0 < Wr. Outside, the zero bits of v read as u = 0.
+    using uindex_t = std::make_unsigned_t<index_t>;
+    const index_t y = h - p.oy[0], xw0 = w0 - p.ox[0];
+    const bool inside = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) &&
+                        static_cast<uindex_t>(xw0) < static_cast<uindex_t>(p.Wr);
+    x_t v[VEC];
+    load_vec_or_zero(x + (x_bc + y * p.sx[2] + xw0), inside, v);
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) {
-    u[i] = static_cast<acc_t>(0);
-    cov[i] = false;
-  }
-  const ResizeMode resize = L::kResize == kDynamic ? p.resize : static_cast<ResizeMode>(L::kResize);
-  const int n = L::kMulti ? p.num_copies : 1;
-  for (int k = 0; k < n; ++k) {
-    index_t oy, ox;
-    if (L::kResize == kDynamic && p.offsets != nullptr) {
-      oy = static_cast<index_t>(p.offsets[2 * k]);
-      ox = static_cast<index_t>(p.offsets[2 * k + 1]);
-    } else {
-      oy = p.oy[k];
-      ox = p.ox[k];
+    for (int i = 0; i < VEC; ++i) {
+      u[i] = load_input<acc_t>(v, i);
+      cov[i] = inside;
     }
-    const index_t y = h - oy, xw0 = w0 - ox;
-    if (y < 0 || y >= p.Hr || xw0 + VEC <= 0 || xw0 >= p.Wr) continue;
-    if (resize == ResizeMode::kNone) {
-      const index_t xr = x_bc + y * p.sx[2];
-      // A fixed layout is only chosen with x_vec and Wr % VEC == 0: a group lies wholly inside or
-      // wholly outside each copy, and the single copy's value is assigned (no 0 + v).
-      if (L::kResize != kDynamic || (p.x_vec && xw0 >= 0 && xw0 + VEC <= p.Wr)) {
-        x_t v[VEC];
-        load_vec(x + (xr + xw0), v);
+  } else {
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          u[i] = L::kMulti ? u[i] + load_input<acc_t>(v, i) : load_input<acc_t>(v, i);
-          cov[i] = true;
-        }
+    for (int i = 0; i < VEC; ++i) {
+      u[i] = static_cast<acc_t>(0);
+      cov[i] = false;
+    }
+    const ResizeMode resize = L::kResize == kDynamic ? p.resize : static_cast<ResizeMode>(L::kResize);
+    const int n = L::kMulti ? p.num_copies : 1;
+    for (int k = 0; k < n; ++k) {
+      index_t oy, ox;
+      if (L::kResize == kDynamic && p.offsets != nullptr) {
+        oy = static_cast<index_t>(p.offsets[2 * k]);
+        ox = static_cast<index_t>(p.offsets[2 * k + 1]);
       } else {
+        oy = p.oy[k];
+        ox = p.ox[k];
+      }
+      const index_t y = h - oy, xw0 = w0 - ox;
+      if (y < 0 || y >= p.Hr || xw0 + VEC <= 0 || xw0 >= p.Wr) continue;
+      if (resize == ResizeMode::kNone) {
+        const index_t xr = x_bc + y * p.sx[2];
+        // A fixed layout is only chosen with x_vec and Wr % VEC == 0: a group lies wholly inside or
+        // wholly outside each copy, and the single copy's value is assigned (no 0 + v).
+        if (L::kResize != kDynamic || (p.x_vec && xw0 >= 0 && xw0 + VEC <= p.Wr)) {
+          x_t v[VEC];
+          load_vec(x + (xr + xw0), v);
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            u[i] = L::kMulti ? u[i] + load_input<acc_t>(v, i) : load_input<acc_t>(v, i);
+            cov[i] = true;
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) {
+            const index_t xw = xw0 + i;
+            if (xw >= 0 && xw < p.Wr) {
+              u[i] += load_input<acc_t>(x, xr + xw * p.sx[3]);
+              cov[i] = true;
+            }
+          }
+        }
+      } else if (resize == ResizeMode::kNearest) {
+        const index_t xr = x_bc + nearest_source<index_t>(y, p.Hin, p.Hr, p.near_scale_h) * p.sx[2];
 #pragma unroll
         for (int i = 0; i < VEC; ++i) {
           const index_t xw = xw0 + i;
           if (xw >= 0 && xw < p.Wr) {
-            u[i] += load_input<acc_t>(x, xr + xw * p.sx[3]);
+            u[i] += load_input<acc_t>(x, xr + nearest_source<index_t>(xw, p.Win, p.Wr, p.near_scale_w) * p.sx[3]);
             cov[i] = true;
           }
         }
-      }
-    } else if (resize == ResizeMode::kNearest) {
-      const index_t xr = x_bc + nearest_source<index_t>(y, p.Hin, p.Hr, p.near_scale_h) * p.sx[2];
+      } else {
+        const auto ty = linear_tap<acc_t, index_t>(y, p.Hin, p.lin_scale_h);
+        const x_t* r0 = x + (x_bc + ty.i0 * p.sx[2]);
+        const x_t* r1 = x + (x_bc + ty.i1 * p.sx[2]);
 #pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        const index_t xw = xw0 + i;
-        if (xw >= 0 && xw < p.Wr) {
-          u[i] += load_input<acc_t>(x, xr + nearest_source<index_t>(xw, p.Win, p.Wr, p.near_scale_w) * p.sx[3]);
-          cov[i] = true;
-        }
-      }
-    } else {
-      const auto ty = linear_tap<acc_t, index_t>(y, p.Hin, p.lin_scale_h);
-      const x_t* r0 = x + (x_bc + ty.i0 * p.sx[2]);
-      const x_t* r1 = x + (x_bc + ty.i1 * p.sx[2]);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        const index_t xw = xw0 + i;
-        if (xw >= 0 && xw < p.Wr) {
-          u[i] += bilinear_value<acc_t>(r0, r1, p.sx[3], ty, linear_tap<acc_t, index_t>(xw, p.Win, p.lin_scale_w));
-          cov[i] = true;
+        for (int i = 0; i < VEC; ++i) {
+          const index_t xw = xw0 + i;
+          if (xw >= 0 && xw < p.Wr) {
+            u[i] += bilinear_value<acc_t>(r0, r1, p.sx[3], ty, linear_tap<acc_t, index_t>(xw, p.Win, p.lin_scale_w));
+            cov[i] = true;
+          }
         }
       }
     }
@@ -293,11 +341,44 @@ __device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, con
 
 // ---- forward ---------------------------------------------------------------------------------
 
+// Activations worth sharing across the batch (about 13 instructions each); none / relu cost less
+// than the shared-memory exchange.
+constexpr bool costly_activation(Activation a) { return a == Activation::kTanh || a == Activation::kSigmoid; }
+
+// Fast layouts computed once per block of VEC samples (forward_batch_shared): those without a
+// per-sample (scaled) mask, with a costly activation. The dispatch takes them only when Bd == 1
+// and Bm == 1 (dispatch_fast_forward).
+template <class L, Activation kAct>
+constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
+                              costly_activation(kAct);
+
+// out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
+template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ void finish_outputs(const AR& p, const x_t* __restrict__ x, index_t b, index_t c, index_t h,
+                                               index_t w0, const acc_t (&a)[VEC], const acc_t (&m)[VEC],
+                                               const ChannelConstants<acc_t>& k, scalar_t* __restrict__ o) {
+  acc_t u[VEC];
+  bool cov[VEC];
+  gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
+  scalar_t vals[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
+  if constexpr (L::kVec) {
+    store_vec(o, vals);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      if (w0 + i < p.W) o[i] = vals[i];
+    }
+  }
+}
+
+// One thread per VEC consecutive outputs of a canvas row (b, c, h): p.groups = B * C * H * gpr threads.
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
-__global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
-                                              const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
-                                              const scalar_t* __restrict__ mask, const float* __restrict__ norm,
-                                              scalar_t* __restrict__ out) {
+__device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
+                                                   const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                                   const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                                   scalar_t* __restrict__ out) {
   using acc_t = acc_type_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
   const index_t gid = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
@@ -308,23 +389,70 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
   const index_t h = row - bc * p.H;
   const index_t b = divide<index_t>(bc, p.C, p.div_c);
   const index_t c = bc - b * p.C;
-  const auto k = constants_of<P, acc_t>(p, norm, c);
-  acc_t a[VEC], m[VEC], u[VEC];
-  bool cov[VEC];
+  acc_t a[VEC], m[VEC];
   gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);  // stride 0 on a shared (batch-1) delta / mask
   gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
-  gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
-  scalar_t vals[VEC];
+  finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c), out + (row * p.W + w0));
+}
+
+// Batch-shared delta and mask (kBatchShared<L, kAct>): a block is G = 256 / VEC position groups
+// (blockIdx.x) x VEC samples (blockIdx.y * VEC ..), p.groups = C * H * gpr. Thread (gl, s) =
+// (tid % G, tid / G) computes act(delta) and reads the mask for element s of its group only -- one
+// activation per thread instead of VEC, the same value for every sample -- the block exchanges them
+// through shared memory, and the thread then writes its group's VEC outputs of sample
+// b = blockIdx.y * VEC + s. The values are those of forward_per_thread (same functions, a and m
+// held in float).
+template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
+__device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
+                                                     const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                                     const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                                     scalar_t* __restrict__ out) {
+  using acc_t = acc_type_t<scalar_t>;
+  static_assert(std::is_same_v<acc_t, float>, "batch-shared layouts are compiled for float accumulation only");
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  constexpr unsigned G = kThreadsPerBlock / VEC;  // a power of two
+  constexpr bool kMask = L::kMask == static_cast<int>(MaskKind::kFull);
+  __shared__ __align__(16) float am_s[kMask ? 2 : 1][kThreadsPerBlock];  // act(delta), mask: [G][VEC] each
+  const unsigned gl = threadIdx.x % G, s = threadIdx.x / G;
+  const index_t g = static_cast<index_t>(blockIdx.x * G + gl);
+  // A group past the plane's end reads the last group (no branch before the barrier) and stops after it.
+  const index_t gc = g < p.groups ? g : p.groups - 1;
+  const index_t row = divide<index_t>(gc, p.gpr, p.div_gpr);  // c * H + h
+  const index_t w0 = (gc - row * p.gpr) * VEC;
+  const index_t c = divide<index_t>(row, p.H, p.div_h);
+  const index_t h = row - c * p.H;
+  // Unit W stride and aligned rows: the fast layouts are 128-bit ones.
+  const unsigned at = gl * VEC + s;
+  am_s[0][at] = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + (w0 + static_cast<index_t>(s))]));
+  if constexpr (kMask) am_s[1][at] = static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + (w0 + static_cast<index_t>(s))]);
+  __syncthreads();
+  const index_t b = static_cast<index_t>(blockIdx.y * VEC + s);
+  if (g >= p.groups || b >= p.B) return;
+  acc_t a[VEC], m[VEC];
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
-  scalar_t* o = out + (row * p.W + w0);
-  if constexpr (L::kVec) {
-    store_vec(o, vals);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      if (w0 + i < p.W) o[i] = vals[i];
+  for (int i = 0; i < VEC; i += 4) {
+    const float4 av = *reinterpret_cast<const float4*>(&am_s[0][gl * VEC + i]);
+    a[i] = av.x, a[i + 1] = av.y, a[i + 2] = av.z, a[i + 3] = av.w;
+    if constexpr (kMask) {
+      const float4 mv = *reinterpret_cast<const float4*>(&am_s[1][gl * VEC + i]);
+      m[i] = mv.x, m[i + 1] = mv.y, m[i + 2] = mv.z, m[i + 3] = mv.w;
+    } else {
+      m[i] = m[i + 1] = m[i + 2] = m[i + 3] = static_cast<acc_t>(1);
     }
+  }
+  finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c),
+                            out + (b * p.plane + row * p.W + w0));
+}
+
+template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
+__global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+                                              const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                              const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                              scalar_t* __restrict__ out) {
+  if constexpr (kBatchShared<L, kAct>) {
+    forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
+  } else {
+    forward_per_thread<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   }
 }
 
@@ -519,6 +647,7 @@ KernelArgs<acc_t, index_t> kernel_args(const MaskedPerturbArgs& A, at::IntArrayR
   p.Bd = A.Bd, p.Bm = A.Bm;
   p.gpr = (A.W + vec - 1) / vec;
   p.groups = (backward ? 1 : A.B) * A.C * A.H * p.gpr;
+  p.plane = A.C * A.H * A.W;
   const Strides4* st[3] = {&A.sx, &A.sd, &A.sm};
   index_t* dst[3] = {p.sx, p.sd, p.sm};
   for (int t = 0; t < 3; ++t) {
@@ -588,10 +717,14 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 }
 
 // The compiled forward variants: (P, L) pairs of the papers' configurations, for float / half /
-// bfloat16 deltas (x of the same dtype or uint8); everything else runs a dynamic layout.
+// bfloat16 deltas (x of the same dtype or uint8); everything else runs a dynamic layout. The
+// kBatchShared layouts (all but SMM's, with tanh or sigmoid) need delta and mask shared by the
+// batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
 bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int64_t vec_len, F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
+  const bool shared = !costly_activation(A.pw.activation) ||
+                      (A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535);
   // Resize none: whole groups of VEC inside or outside every copy, 128-bit x loads.
   const bool x_whole = x_vec && A.pl.Wr % vec_len == 0;
   const bool one = A.pl.num_copies == 1, multi = A.pl.num_copies > 1;
@@ -605,15 +738,15 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int
   using Before = AddPointwise<Normalize::kBefore>;
   using Plain = AddPointwise<Normalize::kNone>;
   // ILM-VP (padding, mask outside the image, normalise after)
-  if (x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
+  if (shared && x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
   // AutoVP (bilinear resize, then the same)
-  if (after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) return f(After{}, Layout<kBil, false, kFull, true>{}), true;
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
   if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
   // Voice2Series (several copies of a 1-D series, mask outside them)
-  if (x_whole && plain && multi && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(Plain{}, Layout<kNone, true, kFull, true>{}), true;
+  if (shared && x_whole && plain && multi && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(Plain{}, Layout<kNone, true, kFull, true>{}), true;
   // Plain additive program, no mask (Elsayed et al.)
-  if (x_whole && plain && one && r == ResizeMode::kNone && mk == MaskKind::kNone) return f(Plain{}, Layout<kNone, false, kNoMask, true>{}), true;
+  if (shared && x_whole && plain && one && r == ResizeMode::kNone && mk == MaskKind::kNone) return f(Plain{}, Layout<kNone, false, kNoMask, true>{}), true;
   return false;
 }
 
@@ -643,7 +776,13 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       using P = decltype(p_);
       using L = decltype(l_);
       using index_t = std::remove_cv_t<decltype(args.B)>;
-      masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<blocks_for(threads), kThreadsPerBlock, 0, stream>>>(
+      dim3 grid(blocks_for(threads));
+      if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
+        const int64_t plane_groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
+        args.groups = static_cast<index_t>(plane_groups);
+        grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
+      }
+      masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<grid, kThreadsPerBlock, 0, stream>>>(
           args, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<float>(), o);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };

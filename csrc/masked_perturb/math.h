@@ -63,9 +63,21 @@ template <typename acc_t, typename x_t>
 RX_HD acc_t load_input(const x_t* p, int64_t i) {
   return static_cast<acc_t>(p[i]);
 }
+// uint8 input: float(x) / 255 correctly rounded (torch: uint8 -> float32, then / 255). The host
+// divides; the device computes the same quotient without the IEEE division's slow-path subroutine:
+// q = RN(x * r) with r = RN(1 / 255), e = x - q * 255 (exact in one fma), q + e * r in one fma.
+// Correctly rounded for all 256 inputs (tests/test_masked_perturb_uint8_exact.py checks each one
+// in exact rational arithmetic).
 template <>
 RX_HD float load_input<float, uint8_t>(const uint8_t* p, int64_t i) {
-  return static_cast<float>(p[i]) / 255.0f;
+  const float x = static_cast<float>(p[i]);
+#ifdef __CUDA_ARCH__
+  const float r = 1.0f / 255.0f;  // a constant: 0x3b808081
+  const float q = __fmul_rn(x, r);
+  return __fmaf_rn(__fmaf_rn(-q, 255.0f, x), r, q);
+#else
+  return x / 255.0f;
+#endif
 }
 template <>
 RX_HD double load_input<double, uint8_t>(const uint8_t* p, int64_t i) {
