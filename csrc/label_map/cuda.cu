@@ -152,7 +152,7 @@ struct SourceMapView {
 // grad[j] = dense_j + c * sum over the entries e of source j of a[e], dense_j = -D softmax(x)_j
 // when `dense`, else 0; each element by one lane, 128-bit stores of the aligned body (its x loads
 // are 128-bit too when x and grad rows share their alignment).
-template <typename A, typename scalar_t>
+template <typename A, typename scalar_t, bool kMaybeDense = true>
 struct GradRow {
   const scalar_t* xr;
   scalar_t* gr;
@@ -162,7 +162,8 @@ struct GradRow {
   A D, c;
   bool dense;
 
-  __device__ A dense_value(A x) const { return dense ? -D * exp_f(minus_lse(x, norm)) : static_cast<A>(0); }
+  __device__ bool has_dense() const { return kMaybeDense && dense; }
+  __device__ A dense_value(A x) const { return has_dense() ? -D * exp_f(minus_lse(x, norm)) : static_cast<A>(0); }
   // v plus c * a[e] for the entries e of source j, in ascending e.
   __device__ A plus_entries(A v, int64_t j) const {
 #pragma unroll 1
@@ -170,13 +171,13 @@ struct GradRow {
     return v;
   }
   __device__ A scalar_at(int64_t j) const {
-    return plus_entries(dense_value(dense ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
+    return plus_entries(dense_value(has_dense() ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
   }
 
   __device__ void write(int64_t S, const RowGroup& g) const {
     constexpr int V = Vec16<scalar_t>::V;
     const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
-    const bool x_vec = dense && aligned_head<scalar_t>(xr, S) == h;
+    const bool x_vec = has_dense() && aligned_head<scalar_t>(xr, S) == h;
     for (int64_t i_j = 0, n_j = g.count(0, h); i_j < n_j; ++i_j) {
       const int64_t j = g.at(0, i_j);
       gr[j] = static_cast<scalar_t>(scalar_at(j));
@@ -192,17 +193,21 @@ struct GradRow {
         for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
       } else {
 #pragma unroll
-        for (int i = 0; i < V; ++i) xs[i] = dense ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
+        for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
       }
       A out[V];
 #pragma unroll
       for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
-      const uint32_t mask = chunk_mask(map.bits, j0, V);
-      if (mask) {
+      // The chunk's sources with entries, one at a time (selects keep out[] in registers).
+#pragma unroll 1
+      for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
+        const int i = __ffs(m) - 1;
+        A v = out[0];
 #pragma unroll
-        for (int i = 0; i < V; ++i) {
-          if ((mask >> i) & 1u) out[i] = plus_entries(out[i], j0 + i);
-        }
+        for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
+        v = plus_entries(v, j0 + i);
+#pragma unroll
+        for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
       }
       Vec16<scalar_t> o;
 #pragma unroll
@@ -415,9 +420,10 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   }
 }
 
-// grad[n] = -grad_loss[n] * D_n softmax(x[n]) (dense = (max, log_sum, D) rows, when given) plus
-// grad_loss[n] times the scattered unit-gradient coefficients.
-template <typename scalar_t>
+// grad[n] = -grad_loss[n] * D_n softmax(x[n]) (kDense: dense = (max, log_sum, D) rows) plus
+// grad_loss[n] times the scattered unit-gradient coefficients. Without the dense term (pre softmax /
+// none: the common case) the row loop only stores, so it has its own instantiation.
+template <typename scalar_t, bool kDense>
 __global__ void mapped_ce_grad_kernel(const scalar_t* __restrict__ x, const acc_t<scalar_t>* __restrict__ unit_grad,
                           const acc_t<scalar_t>* __restrict__ grad_loss, const acc_t<scalar_t>* __restrict__ dense,
                           SourceMapView map, scalar_t* __restrict__ grad, int64_t N, int64_t S, int64_t TK,
@@ -429,7 +435,7 @@ __global__ void mapped_ce_grad_kernel(const scalar_t* __restrict__ x, const acc_
   const A c = grad_loss[n];
   const RowNorm<A> norm = dense ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : RowNorm<A>{0, 0};
   const A D = dense ? c * dense[3 * n + 2] : static_cast<A>(0);
-  const GradRow<A, scalar_t> row{x + n * S, grad + n * S, unit_grad + n * TK, map, norm, D, c, dense != nullptr};
+  const GradRow<A, scalar_t, kDense> row{x + n * S, grad + n * S, unit_grad + n * TK, map, norm, D, c, kDense};
   row.write(S, g);
 }
 
@@ -639,11 +645,18 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
     const int log_p = row_threads_log2(p.S, 1, /*row_pass=*/true);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_grad_cuda", [&] {
       using A = acc_t<scalar_t>;
-      mapped_ce_grad_kernel<scalar_t><<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          logits.const_data_ptr<scalar_t>(), unit_grad.const_data_ptr<A>(), grad_loss.const_data_ptr<A>(),
-          has_dense ? dense.const_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
-          p.T * p.K, log_p);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      auto launch = [&](auto kernel) {
+        kernel<<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            logits.const_data_ptr<scalar_t>(), unit_grad.const_data_ptr<A>(), grad_loss.const_data_ptr<A>(),
+            has_dense ? dense.const_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
+            p.T * p.K, log_p);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (has_dense) {
+        launch(mapped_ce_grad_kernel<scalar_t, true>);
+      } else {
+        launch(mapped_ce_grad_kernel<scalar_t, false>);
+      }
     });
   }
   const bool need_w = need_weight_grad && p.weighted;

@@ -50,11 +50,15 @@ C10_HOST_DEVICE inline int64_t aligned_head(const void* p, int64_t S) {
   return h < S ? h : S;
 }
 
-// max that skips NaN and gives the same bits whichever operand comes first (butterfly shuffles
-// need both lanes of a pair to agree).
+// max that skips NaN (fmax: one FMNMX on the device) and gives the same bits whichever operand
+// comes first (butterfly shuffles need both lanes of a pair to agree).
 template <typename A>
 C10_HOST_DEVICE inline A nan_skip_max(A a, A b) {
-  return a != a ? b : (b != b ? a : (a > b ? a : b));
+#ifdef __CUDA_ARCH__
+  return fmax(a, b);
+#else
+  return std::fmax(a, b);
+#endif
 }
 
 // The online log-sum-exp of a row: m = max of the values seen, s = sum_j exp(x_j - m).
