@@ -494,7 +494,8 @@ SourceMap build_source_map(const Tensor& index, int64_t S) {
 SourceMapView source_map(const Tensor& index, int64_t S) {
   constexpr size_t kEntries = 8;
   static std::mutex mutex;
-  static std::vector<SourceMap> cache;  // most recently used last
+  // Most recently used last. Never destroyed: its CUDA tensors must not outlive the allocator at exit.
+  static std::vector<SourceMap>& cache = *new std::vector<SourceMap>();
   const std::lock_guard<std::mutex> lock(mutex);
   auto stream = c10::cuda::getCurrentCUDAStream();
   for (size_t i = 0; i < cache.size(); ++i) {
