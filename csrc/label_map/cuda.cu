@@ -1,6 +1,7 @@
 // CUDA kernels of label_map and mapped_cross_entropy (formulas: csrc/label_map/math.h,
 // docs/ops/label_map.md; the per-target math is the same __host__ __device__ code the CPU kernels
-// run, the row mechanics are csrc/label_map/cuda_rows.cuh). The kernels are templates on the reduce
+// run, the row mechanics are csrc/label_map/cuda_rows.cuh and the gradient-row writer
+// csrc/label_map/cuda_grad_row.cuh, both host-callable). The kernels are templates on the reduce
 // (options.h: dispatch(Reduce, f)), like the CPU ones.
 //
 // Rows are handed to groups of P threads (a power of two, row_threads_log2): a block of kRowBlock
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "label_map/args.h"
+#include "label_map/cuda_grad_row.cuh"
 #include "label_map/cuda_rows.cuh"
 
 namespace reprogram_ext {
@@ -97,39 +99,11 @@ __device__ void group_merge(OnlineLse<A>& r, int log_p, A* scratch) {
   }
 }
 
-// 16 bytes of a row: 4 floats, 8 halves / bfloat16, 2 doubles.
-template <typename scalar_t>
-struct alignas(16) Vec16 {
-  static constexpr int V = 16 / sizeof(scalar_t);
-  scalar_t v[V];
-};
-
-// This lane's part of the online log-sum-exp of row xr[0, S): scalar head, 128-bit body, scalar tail.
-template <typename A, typename scalar_t>
-__device__ void row_lse_part(const scalar_t* __restrict__ xr, int64_t S, const RowGroup& g, OnlineLse<A>& r) {
-  constexpr int V = Vec16<scalar_t>::V;
-  const int64_t h = aligned_head<scalar_t>(xr, S), nv = (S - h) / V;
-  for (int64_t i_j = 0, n_j = g.count(0, h); i_j < n_j; ++i_j) {
-    const int64_t j = g.at(0, i_j);
-    r.add(xr + j, 1);
-  }
-  const Vec16<scalar_t>* xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h);
-  for (int64_t i_c = 0, n_c = g.count(0, nv); i_c < n_c; ++i_c) {
-    const int64_t c = g.at(0, i_c);
-    const Vec16<scalar_t> v = xv[c];
-    r.add(v.v, V);
-  }
-  for (int64_t i_j = 0, n_j = g.count(h + nv * V, S); i_j < n_j; ++i_j) {
-    const int64_t j = g.at(h + nv * V, i_j);
-    r.add(xr + j, 1);
-  }
-}
-
 // The row's normaliser (max, log sum exp(x - max)), in every lane of the group.
 template <typename A, typename scalar_t>
 __device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGroup& g, bool active, A* scratch) {
   OnlineLse<A> r;
-  if (active) row_lse_part<A>(xr, S, g, r);
+  if (active) lane_row_lse(xr, S, g.lane, g.log_p, r);
   group_merge(r, g.log_p, scratch);
   return row_norm_from(r.m, r.s);
 }
@@ -138,88 +112,6 @@ template <typename A>
 __device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, int64_t t) {
   return Group<A>{index + t * K, weight ? weight + t * K : nullptr, K};
 }
-
-// ------------------------------------------------------------------------- gradient rows
-
-// The source -> index entries map (device pointers): entries ent[ptr[s], ptr[s+1]) of source s in
-// ascending e = t * K + k; bit s of `bits` set when there is any.
-struct SourceMapView {
-  const int32_t* ptr;
-  const int32_t* ent;
-  const uint32_t* bits;
-};
-
-// grad[j] = dense_j + c * sum over the entries e of source j of a[e], dense_j = -D softmax(x)_j
-// when `dense`, else 0; each element by one lane, 128-bit stores of the aligned body (its x loads
-// are 128-bit too when x and grad rows share their alignment).
-template <typename A, typename scalar_t, bool kMaybeDense = true>
-struct GradRow {
-  const scalar_t* xr;
-  scalar_t* gr;
-  const A* a;  // the row's [T * K] coefficients
-  SourceMapView map;
-  RowNorm<A> norm;
-  A D, c;
-  bool dense;
-
-  __device__ bool has_dense() const { return kMaybeDense && dense; }
-  __device__ A dense_value(A x) const { return has_dense() ? -D * exp_f(minus_lse(x, norm)) : static_cast<A>(0); }
-  // v plus c * a[e] for the entries e of source j, in ascending e.
-  __device__ A plus_entries(A v, int64_t j) const {
-#pragma unroll 1
-    for (int32_t e = map.ptr[j]; e < map.ptr[j + 1]; ++e) v += c * a[map.ent[e]];
-    return v;
-  }
-  __device__ A scalar_at(int64_t j) const {
-    return plus_entries(dense_value(has_dense() ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
-  }
-
-  __device__ void write(int64_t S, const RowGroup& g) const {
-    constexpr int V = Vec16<scalar_t>::V;
-    const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
-    const bool x_vec = has_dense() && aligned_head<scalar_t>(xr, S) == h;
-    for (int64_t i_j = 0, n_j = g.count(0, h); i_j < n_j; ++i_j) {
-      const int64_t j = g.at(0, i_j);
-      gr[j] = static_cast<scalar_t>(scalar_at(j));
-    }
-    Vec16<scalar_t>* gv = reinterpret_cast<Vec16<scalar_t>*>(gr + h);
-    for (int64_t i_ch = 0, n_ch = g.count(0, nv); i_ch < n_ch; ++i_ch) {
-      const int64_t ch = g.at(0, i_ch);
-      const int64_t j0 = h + ch * V;
-      A xs[V];
-      if (x_vec) {
-        const Vec16<scalar_t> xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h)[ch];
-#pragma unroll
-        for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
-      } else {
-#pragma unroll
-        for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
-      }
-      A out[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
-      // The chunk's sources with entries, one at a time (selects keep out[] in registers).
-#pragma unroll 1
-      for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
-        const int i = __ffs(m) - 1;
-        A v = out[0];
-#pragma unroll
-        for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
-        v = plus_entries(v, j0 + i);
-#pragma unroll
-        for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
-      }
-      Vec16<scalar_t> o;
-#pragma unroll
-      for (int i = 0; i < V; ++i) o.v[i] = static_cast<scalar_t>(out[i]);
-      gv[ch] = o;
-    }
-    for (int64_t i_j = 0, n_j = g.count(h + nv * V, S); i_j < n_j; ++i_j) {
-      const int64_t j = g.at(h + nv * V, i_j);
-      gr[j] = static_cast<scalar_t>(scalar_at(j));
-    }
-  }
-};
 
 // ------------------------------------------------------------------------------------ label_map
 
@@ -288,7 +180,7 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
   __syncthreads();  // the row's a[] (written by its other lanes) is read below
   if (!active) return;
   const GradRow<A, scalar_t> row{xr, grad + n * S, a + n * TK, map, norm, D, static_cast<A>(1), stats != nullptr};
-  row.write(S, g);
+  row.write(S, g.lane, g.log_p);
 }
 
 // ------------------------------------------------------------------------- mapped_cross_entropy
@@ -436,7 +328,7 @@ __global__ void mapped_ce_grad_kernel(const scalar_t* __restrict__ x, const acc_
   const RowNorm<A> norm = dense ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : RowNorm<A>{0, 0};
   const A D = dense ? c * dense[3 * n + 2] : static_cast<A>(0);
   const GradRow<A, scalar_t, kDense> row{x + n * S, grad + n * S, unit_grad + n * TK, map, norm, D, c, kDense};
-  row.write(S, g);
+  row.write(S, g.lane, g.log_p);
 }
 
 // ------------------------------------------------------------------------- the source map

@@ -90,6 +90,48 @@ struct OnlineLse {
   }
 };
 
+// Loop pragmas for the device compile only (the host compile runs the same loops plainly).
+#ifdef __CUDA_ARCH__
+#define RX_LM_UNROLL _Pragma("unroll")
+#define RX_LM_NO_UNROLL _Pragma("unroll 1")
+#else
+#define RX_LM_UNROLL
+#define RX_LM_NO_UNROLL
+#endif
+
+// The index of the lowest set bit of m != 0.
+C10_HOST_DEVICE inline int lowest_bit(uint32_t m) {
+#ifdef __CUDA_ARCH__
+  return __ffs(m) - 1;
+#else
+  return __builtin_ctz(m);
+#endif
+}
+
+// 16 bytes of a row: 4 floats, 8 halves / bfloat16, 2 doubles.
+template <typename scalar_t>
+struct alignas(16) Vec16 {
+  static constexpr int V = 16 / sizeof(scalar_t);
+  scalar_t v[V];
+};
+
+// Lane `lane` (of 2^log_p) of the online log-sum-exp of row xr[0, S): its elements of the scalar
+// head, its 16-byte chunks of the aligned body (one 128-bit load each), its elements of the tail.
+template <typename A, typename scalar_t>
+C10_HOST_DEVICE inline void lane_row_lse(const scalar_t* __restrict__ xr, int64_t S, int lane, int log_p,
+                                         OnlineLse<A>& r) {
+  constexpr int V = Vec16<scalar_t>::V;
+  const int64_t h = aligned_head<scalar_t>(xr, S), nv = (S - h) / V;
+  for (int64_t i = 0, n = lane_count(0, h, lane, log_p); i < n; ++i) r.add(xr + lane + (i << log_p), 1);
+  const Vec16<scalar_t>* xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h);
+  for (int64_t i = 0, n = lane_count(0, nv, lane, log_p); i < n; ++i) {
+    const Vec16<scalar_t> v = xv[lane + (i << log_p)];
+    r.add(v.v, V);
+  }
+  const int64_t tail = h + nv * V;
+  for (int64_t i = 0, n = lane_count(tail, S, lane, log_p); i < n; ++i) r.add(xr + tail + lane + (i << log_p), 1);
+}
+
 // Bits [j0, j0 + V) of the source mask (bit s set: source s has index entries); `bits` has one
 // spare zero word past the last, so that a V-element chunk may straddle two words. V <= 8.
 C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int V) {
