@@ -363,7 +363,8 @@ struct SourceMap {
   }
 };
 
-SourceMap build_source_map(const Tensor& index, int64_t S) {
+// `cached`: the entry goes into the cache (its version is read and its ready event recorded).
+SourceMap build_source_map(const Tensor& index, int64_t S, bool cached) {
   TORCH_CHECK(index.numel() < (int64_t{1} << 31) && S < (int64_t{1} << 31) - 1,
               "label_map (CUDA): index entries and S must fit int32, got ", index.numel(), " and ", S);
   const Tensor flat = index.reshape({-1});
@@ -376,20 +377,28 @@ SourceMap build_source_map(const Tensor& index, int64_t S) {
   source_bits_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(
       ptr64.const_data_ptr<int64_t>(), bits.mutable_data_ptr<int32_t>(), S, W);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  SourceMap m{index, index._version(), S, ptr64.to(at::kInt), std::get<1>(sorted).to(at::kInt), bits,
+  SourceMap m{index, cached ? index._version() : 0, S, ptr64.to(at::kInt), std::get<1>(sorted).to(at::kInt), bits,
               stream.stream(), nullptr};
-  C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.ready, cudaEventDisableTiming));
-  C10_CUDA_CHECK(cudaEventRecord(m.ready, stream.stream()));
+  if (cached) {
+    C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.ready, cudaEventDisableTiming));
+    C10_CUDA_CHECK(cudaEventRecord(m.ready, stream.stream()));
+  }
   return m;
 }
 
-SourceMapView source_map(const Tensor& index, int64_t S) {
+// The map of `index` (kept alive by the returned value until the caller's launches are enqueued).
+// Not cached for inference tensors (no version counter) or while the stream is being captured into
+// a CUDA graph (the map's memory would belong to the graph's pool): built per call then.
+SourceMap source_map(const Tensor& index, int64_t S) {
   constexpr size_t kEntries = 8;
   static std::mutex mutex;
   // Most recently used last. Never destroyed: its CUDA tensors must not outlive the allocator at exit.
   static std::vector<SourceMap>& cache = *new std::vector<SourceMap>();
-  const std::lock_guard<std::mutex> lock(mutex);
   auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &capture));
+  if (index.is_inference() || capture != cudaStreamCaptureStatusNone) return build_source_map(index, S, false);
+  const std::lock_guard<std::mutex> lock(mutex);
   for (size_t i = 0; i < cache.size(); ++i) {
     SourceMap& m = cache[i];
     if (m.index.data_ptr() == index.data_ptr() && m.index.sizes() == index.sizes() && m.S == S &&
@@ -401,15 +410,15 @@ SourceMapView source_map(const Tensor& index, int64_t S) {
         }
       }
       std::rotate(cache.begin() + i, cache.begin() + i + 1, cache.end());
-      return cache.back().view();
+      return cache.back();
     }
   }
   if (cache.size() == kEntries) {
     C10_CUDA_CHECK(cudaEventDestroy(cache.front().ready));
     cache.erase(cache.begin());
   }
-  cache.push_back(build_source_map(index, S));
-  return cache.back().view();
+  cache.push_back(build_source_map(index, S, true));
+  return cache.back();
 }
 
 // ------------------------------------------------------------------------------------------- ops
@@ -463,7 +472,8 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
   Tensor grad = at::empty_like(logits);
   Tensor gw_rows = empty_acc(logits, weight_grad_shape(p, need_w, p.N));
   if (p.N > 0) {
-    const SourceMapView map = source_map(index, p.S);
+    const SourceMap source = source_map(index, p.S);
+    const SourceMapView map = source.view();
     Tensor a = empty_acc(logits, {p.N, p.T * p.K});
     const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/true);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cuda", [&] {
@@ -534,7 +544,8 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
   Tensor dense = dense_in.contiguous();
   Tensor grad = at::empty_like(logits);
   if (p.N > 0) {
-    const SourceMapView map = source_map(index, p.S);
+    const SourceMap source = source_map(index, p.S);
+    const SourceMapView map = source.view();
     const int log_p = row_threads_log2(p.S, 1, /*row_pass=*/true);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_grad_cuda", [&] {
       using A = acc_t<scalar_t>;
