@@ -1,22 +1,38 @@
 // CUDA kernels of label_map and mapped_cross_entropy (formulas: csrc/label_map/math.h,
 // docs/ops/label_map.md; the per-target math is the same __host__ __device__ code the CPU kernels
-// run). The kernels are templates on the reduce (options.h: dispatch(Reduce, f)), like the CPU ones.
+// run, the row mechanics are csrc/label_map/cuda_rows.cuh and the gradient-row writer
+// csrc/label_map/cuda_grad_row.cuh, both host-callable). The kernels are templates on the reduce
+// (options.h: dispatch(Reduce, f)), like the CPU ones.
 //
-// One block per row: the block reduces the row's normaliser (max, log-sum) when needed, then its
-// threads take targets t (one group each). The backward fills each gradient row (zero or
-// -D * softmax) in [row, block] grids, then adds the per-entry coefficients without atomics:
-// the index entries are sorted by source once per call (stable, so equal sources keep their
-// (t, k) order) and the first thread of each equal-source run sums the run sequentially and
-// adds it to that source's gradient, which no other thread touches: deterministic, and the same
-// order of additions as the CPU kernels. Everything is launched on the current stream.
+// Rows are handed to groups of P threads (a power of two, row_threads_log2): a block of kRowBlock
+// threads holds kRowBlock / P rows, so that small T still keeps the lanes busy (T = 10: 8 rows of
+// 16 lanes). A row's lanes take its targets t = lane, lane + P, ... and reduce across the group with
+// butterfly shuffles (all lanes get the same bits) and, for P > 32, a fixed-order pass over the
+// warps' partials in shared memory. The row's log-sum-exp is one pass: each lane keeps an online
+// (max, sum-exp) over 128-bit loads of its part of the row (scalar head and tail where the row
+// does not start 16-byte aligned), and the group merges the pairs.
+//
+// The backward writes every gradient element once, by one thread, with 128-bit stores: dense value
+// (-D softmax(x)_j, or 0) plus the sum, in (t, k) order, of the coefficients of the index entries
+// whose source is j. Those entries come from the source -> entries inverse map of the index (CSR,
+// plus a bit per source), built on the device once per index tensor and cached (SourceMap below).
+// No float atomics: deterministic, and the same order of additions as the CPU kernels. Everything
+// is launched on the current stream.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>  // not ATen/cuda/CUDAContext.h: it pulls in cuSPARSE headers
 #include <torch/library.h>
 
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
 #include "label_map/args.h"
+#include "label_map/cuda_grad_row.cuh"
+#include "label_map/cuda_rows.cuh"
 
 namespace reprogram_ext {
 namespace label_map {
@@ -24,45 +40,72 @@ namespace {
 
 using at::Tensor;
 
-constexpr int kThreads = 256;
+// ------------------------------------------------------------------------------ row groups
 
-template <typename A>
-__device__ A warp_reduce(A v, bool is_max) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const A o = __shfl_down_sync(0xffffffffu, v, offset);
-    v = is_max ? (o > v ? o : v) : v + o;
+// The row group of this thread: P = 2^log_p lanes per row, kRowBlock / P rows per block.
+struct RowGroup {
+  int log_p, lane;
+  int64_t n;  // the row (may be >= N in the last block: such lanes only join the reductions)
+  __device__ explicit RowGroup(int lp)
+      : log_p(lp),
+        lane(static_cast<int>(threadIdx.x) & ((1 << lp) - 1)),
+        n(static_cast<int64_t>(blockIdx.x) * (kRowBlock >> lp) + (threadIdx.x >> lp)) {}
+  // This lane's strided loop over [begin, end): count(begin, end) iterations, the i-th at(begin, i)
+  // (trip count by a shift: no 64-bit division by the run-time P).
+  __device__ int64_t count(int64_t begin, int64_t end) const { return lane_count(begin, end, lane, log_p); }
+  __device__ int64_t at(int64_t begin, int64_t i) const { return begin + lane + (i << log_p); }
+};
+
+// Sum (kMax false) or NaN-skipping max over the row group, the same bits in every lane. Called by
+// every thread of the block (it has a barrier when P > 32). scratch: kRowBlock / 32 values.
+template <bool kMax, typename A>
+__device__ A group_reduce(A v, int log_p, A* scratch) {
+  const int width = log_p < 5 ? (1 << log_p) : 32;
+  for (int o = width >> 1; o > 0; o >>= 1) {
+    const A u = __shfl_xor_sync(0xffffffffu, v, o);
+    v = kMax ? nan_skip_max(v, u) : v + u;
+  }
+  if (log_p > 5) {
+    __syncthreads();  // scratch may still be read by the previous reduction
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = v;
+    __syncthreads();
+    const int first = static_cast<int>(threadIdx.x >> log_p) << (log_p - 5), warps = 1 << (log_p - 5);
+    v = scratch[first];
+    for (int w = 1; w < warps; ++w) v = kMax ? nan_skip_max(v, scratch[first + w]) : v + scratch[first + w];
   }
   return v;
 }
 
-// Sum (or max) over the block, returned to every thread. `scratch` holds kThreads / 32 values.
+// OnlineLse merged over the row group (same calling rule as group_reduce). scratch: 2 x kRowBlock / 32.
 template <typename A>
-__device__ A block_reduce(A v, bool is_max, A* scratch) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  v = warp_reduce(v, is_max);
-  __syncthreads();  // scratch may still be read by a previous reduction
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  const A identity = is_max ? -static_cast<A>(INFINITY) : static_cast<A>(0);
-  A r = threadIdx.x < kThreads / 32 ? scratch[threadIdx.x] : identity;
-  if (warp == 0) r = warp_reduce(r, is_max);
-  if (threadIdx.x == 0) scratch[0] = r;
-  __syncthreads();
-  return scratch[0];
+__device__ void group_merge(OnlineLse<A>& r, int log_p, A* scratch) {
+  const int width = log_p < 5 ? (1 << log_p) : 32;
+  for (int o = width >> 1; o > 0; o >>= 1) {
+    const A m2 = __shfl_xor_sync(0xffffffffu, r.m, o), s2 = __shfl_xor_sync(0xffffffffu, r.s, o);
+    r.merge(m2, s2);
+  }
+  if (log_p > 5) {
+    constexpr int W = kRowBlock / 32;
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) {
+      scratch[threadIdx.x >> 5] = r.m;
+      scratch[W + (threadIdx.x >> 5)] = r.s;
+    }
+    __syncthreads();
+    const int first = static_cast<int>(threadIdx.x >> log_p) << (log_p - 5), warps = 1 << (log_p - 5);
+    r.m = scratch[first];
+    r.s = scratch[W + first];
+    for (int w = 1; w < warps; ++w) r.merge(scratch[first + w], scratch[W + first + w]);
+  }
 }
 
+// The row's normaliser (max, log sum exp(x - max)), in every lane of the group.
 template <typename A, typename scalar_t>
-__device__ RowNorm<A> block_row_norm(const scalar_t* xr, int64_t S, A* scratch) {
-  A m = -static_cast<A>(INFINITY);
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) {
-    const A v = static_cast<A>(xr[j]);
-    m = v > m ? v : m;
-  }
-  m = block_reduce(m, true, scratch);
-  A s = 0;
-  for (int64_t j = threadIdx.x; j < S; j += blockDim.x) s += exp_f(static_cast<A>(xr[j]) - m);
-  s = block_reduce(s, false, scratch);
-  return row_norm_from(m, s);
+__device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGroup& g, bool active, A* scratch) {
+  OnlineLse<A> r;
+  if (active) lane_row_lse(xr, S, g.lane, g.log_p, r);
+  group_merge(r, g.log_p, scratch);
+  return row_norm_from(r.m, r.s);
 }
 
 template <typename A>
@@ -74,197 +117,317 @@ __device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, i
 
 template <Reduce R, typename scalar_t>
 __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
-                                         const acc_t<scalar_t>* __restrict__ weight, scalar_t* __restrict__ out,
-                                         acc_t<scalar_t>* __restrict__ stats, int64_t S, int64_t T, int64_t K,
-                                         Pre pre) {
+                             const acc_t<scalar_t>* __restrict__ weight, scalar_t* __restrict__ out,
+                             acc_t<scalar_t>* __restrict__ stats, int64_t N, int64_t S, int64_t T, int64_t K,
+                             Pre pre, int log_p) {
   using A = acc_t<scalar_t>;
-  __shared__ A scratch[kThreads / 32];
-  const int64_t n = blockIdx.x;
-  const scalar_t* xr = x + n * S;
+  __shared__ A scratch[2 * kRowBlock / 32];
+  const RowGroup g(log_p);
+  const bool active = g.n < N;
+  const scalar_t* xr = x + (active ? g.n : 0) * S;
   RowNorm<A> norm{0, 0};
   if (map_needs_lse(pre)) {
-    norm = block_row_norm<A>(xr, S, scratch);
-    if (threadIdx.x == 0) {
-      stats[2 * n] = norm.max;
-      stats[2 * n + 1] = norm.log_sum;
+    norm = group_row_norm<A>(xr, S, g, active, scratch);
+    if (active && g.lane == 0) {
+      stats[2 * g.n] = norm.max;
+      stats[2 * g.n + 1] = norm.log_sum;
     }
   }
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
-    out[n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t), pre, norm).out);
+  if (!active) return;  // no barrier follows
+  for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+    const int64_t t = g.at(0, i_t);
+    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t), pre, norm).out);
   }
 }
 
-// a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax); gw[n, t, k] = g_t * d out_t / d w_k.
+// One launch: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax) into the scratch `a`, gw[n, t, k] =
+// g_t * d out_t / d w_k, D = sum of the row's a (the dense term's coefficient), then the gradient
+// row grad = -D p (pre softmax / log_softmax) or 0, plus the scattered a.
 template <Reduce R, typename scalar_t>
-__global__ void label_map_coefficients_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
-                                              const int64_t* __restrict__ index,
-                                              const acc_t<scalar_t>* __restrict__ weight,
-                                              const acc_t<scalar_t>* __restrict__ stats, acc_t<scalar_t>* __restrict__ a,
-                                              acc_t<scalar_t>* __restrict__ gw, int64_t S, int64_t T, int64_t K,
-                                              Pre pre) {
+__global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
+                              const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
+                              const acc_t<scalar_t>* __restrict__ stats, acc_t<scalar_t>* __restrict__ a,
+                              acc_t<scalar_t>* __restrict__ gw, SourceMapView map, scalar_t* __restrict__ grad,
+                              int64_t N, int64_t S, int64_t T, int64_t K, Pre pre, int log_p) {
   using A = acc_t<scalar_t>;
-  const int64_t n = blockIdx.x;
+  __shared__ A scratch[kRowBlock / 32];
+  const RowGroup g(log_p);
+  const bool active = g.n < N;
+  const int64_t n = active ? g.n : 0, TK = T * K;
   const scalar_t* xr = x + n * S;
-  const RowNorm<A> norm = stats ? RowNorm<A>{stats[2 * n], stats[2 * n + 1]} : RowNorm<A>{0, 0};
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
-    const Group<A> g = group_at(index, weight, K, t);
-    const GroupValue<A> gv = group_value<R, A>(xr, g, pre, norm);
-    const A go = static_cast<A>(grad_out[n * T + t]);
-    for (int64_t k = 0; k < K; ++k) {
-      A ak = 0, gk = 0;
-      if (g.valid(k)) {
-        const A v = pre_value(static_cast<A>(xr[g.src[k]]), pre, norm);
-        ak = go * value_coefficient<R>(g, gv, k) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
-        gk = go * value_weight_derivative<R>(gv, k, v);
+  const RowNorm<A> norm = stats && active ? RowNorm<A>{stats[2 * n], stats[2 * n + 1]} : RowNorm<A>{0, 0};
+  A local_D = 0;
+  if (active) {
+    for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+      const int64_t t = g.at(0, i_t);
+      const Group<A> gr = group_at(index, weight, K, t);
+      const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
+      const A go = static_cast<A>(grad_out[n * T + t]);
+      for (int64_t k = 0; k < K; ++k) {
+        A ak = 0, gk = 0;
+        if (gr.valid(k)) {
+          const A v = pre_value(static_cast<A>(xr[gr.src[k]]), pre, norm);
+          ak = go * value_coefficient<R>(gr, gv, k) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
+          gk = go * value_weight_derivative<R>(gv, k, v);
+        }
+        a[n * TK + t * K + k] = ak;
+        local_D += ak;
+        if (gw) gw[n * TK + t * K + k] = gk;
       }
-      a[(n * T + t) * K + k] = ak;
-      if (gw) gw[(n * T + t) * K + k] = gk;
     }
   }
+  const A D = group_reduce<false>(local_D, log_p, scratch);
+  __syncthreads();  // the row's a[] (written by its other lanes) is read below
+  if (!active) return;
+  const GradRow<A, scalar_t> row{xr, grad + n * S, a + n * TK, map, norm, D, static_cast<A>(1), stats != nullptr};
+  row.write(S, g.lane, g.log_p);
 }
 
 // ------------------------------------------------------------------------- mapped_cross_entropy
 
-// One row. Forward (scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k] and
-// dense[n] = (max, log_sum, D) when need_lse. Weight-gradient pass: out[n, t, k] =
-// scale[n] * d loss_n / d w_tk, with the row normaliser read from dense. L_scratch: [N, T].
+// Forward (scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k] and dense[n] =
+// (max, log_sum, D) when need_lse. Weight-gradient pass: out[n, t, k] = scale[n] * d loss_n / d w_tk,
+// with the row normaliser read from dense. L_scratch: [N, T], each entry read back by its own lane.
 template <Reduce R, typename scalar_t>
 __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ target,
-                                 const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
-                                 const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
-                                 acc_t<scalar_t>* __restrict__ loss, acc_t<scalar_t>* __restrict__ out,
-                                 acc_t<scalar_t>* __restrict__ L_scratch, int64_t S, int64_t T, int64_t K,
-                                 Pre pre, bool need_lse, double eps_d, int64_t ignore_index) {
+                     const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
+                     const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
+                     acc_t<scalar_t>* __restrict__ loss, acc_t<scalar_t>* __restrict__ out,
+                     acc_t<scalar_t>* __restrict__ L_scratch, int64_t N, int64_t S, int64_t T, int64_t K, Pre pre,
+                     bool need_lse, double eps_d, int64_t ignore_index, int log_p) {
   using A = acc_t<scalar_t>;
-  __shared__ A scratch[kThreads / 32];
-  const int64_t n = blockIdx.x;
-  const scalar_t* xr = x + n * S;
-  const int64_t y = target[n];
+  __shared__ A scratch[2 * kRowBlock / 32];
+  const RowGroup g(log_p);
+  const bool in_range = g.n < N;
+  const int64_t n = in_range ? g.n : 0;
+  const int64_t y = in_range ? target[n] : ignore_index;
+  const bool active = in_range && y != ignore_index;  // lanes of other rows only join the reductions
   const bool weight_pass = scale != nullptr;
   const A eps = static_cast<A>(eps_d);
   const int64_t TK = T * K;
-  if (y == ignore_index) {
-    for (int64_t e = threadIdx.x; e < TK; e += blockDim.x) out[n * TK + e] = 0;
-    if (!weight_pass && threadIdx.x == 0) {
+  const scalar_t* xr = x + n * S;
+  if (in_range && !active) {
+    for (int64_t i_e = 0, n_e = g.count(0, TK); i_e < n_e; ++i_e) {
+      const int64_t e = g.at(0, i_e);
+      out[n * TK + e] = 0;
+    }
+    if (!weight_pass && g.lane == 0) {
       loss[n] = 0;
       if (need_lse) dense[3 * n] = dense[3 * n + 1] = dense[3 * n + 2] = 0;
     }
-    return;  // uniform across the block: no barrier is skipped by a subset of threads
   }
   RowNorm<A> norm{0, 0};
   if (need_lse) {
-    norm = weight_pass ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : block_row_norm<A>(xr, S, scratch);
+    if (weight_pass) {
+      if (active) norm = RowNorm<A>{dense[3 * n], dense[3 * n + 1]};
+    } else {
+      norm = group_row_norm<A>(xr, S, g, active, scratch);
+    }
   }
   A shift = 0;
   if (pre == Pre::kSoftmax) {
     A m = -static_cast<A>(INFINITY);
-    for (int64_t e = threadIdx.x; e < TK; e += blockDim.x) {
-      if (index[e] >= 0) {
-        const A v = static_cast<A>(xr[index[e]]);
-        if (v > m && v < static_cast<A>(INFINITY)) m = v;
+    if (active) {
+      for (int64_t i_e = 0, n_e = g.count(0, TK); i_e < n_e; ++i_e) {
+        const int64_t e = g.at(0, i_e);
+        if (index[e] >= 0) {
+          const A v = static_cast<A>(xr[index[e]]);
+          if (v > m && v < static_cast<A>(INFINITY)) m = v;
+        }
       }
     }
-    m = block_reduce(m, true, scratch);
+    m = group_reduce<true>(m, log_p, scratch);
     shift = m == -static_cast<A>(INFINITY) ? static_cast<A>(0) : m;
   }
   A* L = L_scratch + n * T;
-  A local_max = -static_cast<A>(INFINITY), local_sum = 0;
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
-    const Group<A> g = group_at(index, weight, K, t);
-    const A Lt = pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, g, shift).L : group_value<R, A>(xr, g, pre, norm).out;
-    L[t] = Lt;
-    local_max = Lt > local_max ? Lt : local_max;
-    local_sum += Lt;
-  }
-  const A max_L = block_reduce(local_max, true, scratch);  // its barriers publish L[] to the block
-  const A sum_L = block_reduce(local_sum, false, scratch);
-  A local_exp = 0;
-  if (max_L != -static_cast<A>(INFINITY) && max_L != static_cast<A>(INFINITY)) {
-    for (int64_t t = threadIdx.x; t < T; t += blockDim.x) local_exp += exp_f(L[t] - max_L);
-  }
-  const A lse_L = lse_from(max_L, block_reduce(local_exp, false, scratch));
-  const A row_scale = weight_pass ? scale[n] : static_cast<A>(1);
-  A local_D = 0;
-  for (int64_t t = threadIdx.x; t < T; t += blockDim.x) {
-    const Group<A> g = group_at(index, weight, K, t);
-    const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
-    if (pre == Pre::kSoftmax) {
-      const GroupLog<A> gl = group_log_prob<R, A>(xr, g, shift);
-      for (int64_t k = 0; k < K; ++k) {
-        A v = 0;
-        if (g.valid(k)) {
-          v = weight_pass ? dL * log_group_weight_derivative<R, A>(xr, g, gl, k)
-                          : dL * log_group_responsibility<R, A>(xr, g, gl, k);
-        }
-        out[n * TK + t * K + k] = v;
-      }
-    } else {
-      const GroupValue<A> gv = group_value<R, A>(xr, g, pre, norm);
-      for (int64_t k = 0; k < K; ++k) {
-        A v = 0;
-        if (g.valid(k)) {
-          if (weight_pass) {
-            v = dL * value_weight_derivative<R>(gv, k, pre_value(static_cast<A>(xr[g.src[k]]), pre, norm));
-          } else {
-            v = dL * value_coefficient<R>(g, gv, k);
-            local_D += v;
-          }
-        }
-        out[n * TK + t * K + k] = v;
-      }
+  A local_max = -static_cast<A>(INFINITY), local_sum = 0, local_Ly = 0;
+  if (active) {
+    for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+      const int64_t t = g.at(0, i_t);
+      const Group<A> gr = group_at(index, weight, K, t);
+      const A Lt =
+          pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, gr, shift).L : group_value<R, A>(xr, gr, pre, norm).out;
+      L[t] = Lt;
+      local_max = nan_skip_max(local_max, Lt);
+      local_sum += Lt;
+      if (t == y) local_Ly = Lt;
     }
   }
-  const A D = block_reduce(local_D, false, scratch);
-  if (!weight_pass && threadIdx.x == 0) {
-    loss[n] = ce_loss<A>(L[y], sum_L, lse_L, T, eps);
+  const A max_L = group_reduce<true>(local_max, log_p, scratch);
+  const A sum_L = group_reduce<false>(local_sum, log_p, scratch);
+  const A L_y = group_reduce<false>(local_Ly, log_p, scratch);  // one lane holds L_y, the others 0
+  A local_exp = 0;
+  if (active && max_L != -static_cast<A>(INFINITY) && max_L != static_cast<A>(INFINITY)) {
+    for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+      const int64_t t = g.at(0, i_t);
+      local_exp += exp_f(L[t] - max_L);
+    }
+  }
+  const A lse_L = lse_from(max_L, group_reduce<false>(local_exp, log_p, scratch));
+  if (active && !weight_pass && g.lane == 0) {  // written here: fewer values live across the loop below
+    loss[n] = ce_loss<A>(L_y, sum_L, lse_L, T, eps);
     if (need_lse) {
       dense[3 * n] = norm.max;
       dense[3 * n + 1] = norm.log_sum;
-      dense[3 * n + 2] = pre == Pre::kSoftmax ? static_cast<A>(0) : D;
     }
   }
-}
-
-// ---------------------------------------------------------------------------- gradient writing
-
-// grad[n, j] = -coef[n] * softmax(x[n])_j (stats = (max, log_sum) with row stride), or 0.
-template <typename scalar_t>
-__global__ void dense_fill_kernel(const scalar_t* __restrict__ x, const acc_t<scalar_t>* __restrict__ stats,
-                                  int64_t stats_stride, const acc_t<scalar_t>* __restrict__ coef,
-                                  scalar_t* __restrict__ grad, int64_t S) {
-  using A = acc_t<scalar_t>;
-  const int64_t n = blockIdx.x;  // rows on x (up to 2^31 - 1 of them), row blocks on y
-  const int64_t j = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (j >= S) return;
-  A g = 0;
-  if (coef) {
-    const RowNorm<A> norm{stats[stats_stride * n], stats[stats_stride * n + 1]};
-    g = -coef[n] * exp_f(minus_lse(static_cast<A>(x[n * S + j]), norm));
+  const A row_scale = weight_pass ? (active ? scale[n] : static_cast<A>(0)) : static_cast<A>(1);
+  A* out_row = out + n * TK;
+  A local_D = 0;
+  if (active) {
+    for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+      const int64_t t = g.at(0, i_t);
+      const Group<A> gr = group_at(index, weight, K, t);
+      const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
+      if (pre == Pre::kSoftmax) {
+        const GroupLog<A> gl = group_log_prob<R, A>(xr, gr, shift);
+        for (int64_t k = 0; k < K; ++k) {
+          A v = 0;
+          if (gr.valid(k)) {
+            v = weight_pass ? dL * log_group_weight_derivative<R, A>(xr, gr, gl, k)
+                            : dL * log_group_responsibility<R, A>(xr, gr, gl, k);
+          }
+          out_row[t * K + k] = v;
+        }
+      } else {
+        const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
+        for (int64_t k = 0; k < K; ++k) {
+          A v = 0;
+          if (gr.valid(k)) {
+            if (weight_pass) {
+              v = dL * value_weight_derivative<R>(gv, k, pre_value(static_cast<A>(xr[gr.src[k]]), pre, norm));
+            } else {
+              v = dL * value_coefficient<R>(gr, gv, k);
+              local_D += v;
+            }
+          }
+          out_row[t * K + k] = v;
+        }
+      }
+    }
   }
-  grad[n * S + j] = static_cast<scalar_t>(g);
+  const A D = group_reduce<false>(local_D, log_p, scratch);
+  if (active && !weight_pass && need_lse && g.lane == 0) {
+    dense[3 * n + 2] = pre == Pre::kSoftmax ? static_cast<A>(0) : D;
+  }
 }
 
-// grad[n, s] += scale[n] * sum of a[n, e] over the entries e with index e == s, summed in (t, k)
-// order by the first thread of each run of equal sources in the stably sorted entries.
-template <typename scalar_t>
-__global__ void scatter_sorted_kernel(const acc_t<scalar_t>* __restrict__ a, const acc_t<scalar_t>* __restrict__ scale,
-                                      const int64_t* __restrict__ sorted_src, const int64_t* __restrict__ perm,
-                                      scalar_t* __restrict__ grad, int64_t S, int64_t TK) {
+// grad[n] = -grad_loss[n] * D_n softmax(x[n]) (kDense: dense = (max, log_sum, D) rows) plus
+// grad_loss[n] times the scattered unit-gradient coefficients. Without the dense term (pre softmax /
+// none: the common case) the row loop only stores, so it has its own instantiation.
+template <typename scalar_t, bool kDense>
+__global__ void mapped_ce_grad_kernel(const scalar_t* __restrict__ x, const acc_t<scalar_t>* __restrict__ unit_grad,
+                          const acc_t<scalar_t>* __restrict__ grad_loss, const acc_t<scalar_t>* __restrict__ dense,
+                          SourceMapView map, scalar_t* __restrict__ grad, int64_t N, int64_t S, int64_t TK,
+                          int log_p) {
   using A = acc_t<scalar_t>;
-  const int64_t n = blockIdx.x;
-  const int64_t i = static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (i >= TK) return;
-  const int64_t s = sorted_src[i];
-  if (s < 0 || (i > 0 && sorted_src[i - 1] == s)) return;
-  const A c = scale ? scale[n] : static_cast<A>(1);
-  A g = static_cast<A>(grad[n * S + s]);
-  for (int64_t j = i; j < TK && sorted_src[j] == s; ++j) g += c * a[n * TK + perm[j]];
-  grad[n * S + s] = static_cast<scalar_t>(g);
+  const RowGroup g(log_p);
+  if (g.n >= N) return;  // no barrier in this kernel
+  const int64_t n = g.n;
+  const A c = grad_loss[n];
+  const RowNorm<A> norm = dense ? RowNorm<A>{dense[3 * n], dense[3 * n + 1]} : RowNorm<A>{0, 0};
+  const A D = dense ? c * dense[3 * n + 2] : static_cast<A>(0);
+  const GradRow<A, scalar_t, kDense> row{x + n * S, grad + n * S, unit_grad + n * TK, map, norm, D, c, kDense};
+  row.write(S, g.lane, g.log_p);
+}
+
+// ------------------------------------------------------------------------- the source map
+
+// bits[w] bit i = (ptr[32 w + i + 1] > ptr[32 w + i]), for the W words (the last ones zero).
+__global__ void source_bits_kernel(const int64_t* __restrict__ ptr, int32_t* __restrict__ bits, int64_t S,
+                                   int64_t W) {
+  const int64_t w = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (w >= W) return;
+  uint32_t b = 0;
+  for (int i = 0; i < 32; ++i) {
+    const int64_t s = 32 * w + i;
+    if (s < S && ptr[s + 1] > ptr[s]) b |= 1u << i;
+  }
+  bits[w] = static_cast<int32_t>(b);
+}
+
+// The inverse map of an index [T, K] over S sources, built on the device by a stable sort of the
+// flat index (equal sources keep ascending e = t * K + k) and a binary search per source, and
+// cached per index tensor: the entry keeps the tensor alive (so its memory is not reused by another
+// index) and is valid while its version counter is unchanged (in-place writes bump it). A use on a
+// stream other than the building one waits on the build's event and marks the tensors as used there.
+struct SourceMap {
+  Tensor index;  // the key, kept alive
+  int64_t version, S;
+  Tensor ptr, ent, bits;  // int32 [S + 1], int32 [T * K], int32 [ceil(S / 32) + 1]
+  cudaStream_t stream;
+  cudaEvent_t ready;
+  SourceMapView view() const {
+    return SourceMapView{ptr.const_data_ptr<int32_t>(), ent.const_data_ptr<int32_t>(),
+                         reinterpret_cast<const uint32_t*>(bits.const_data_ptr<int32_t>())};
+  }
+};
+
+// `cached`: the entry goes into the cache (its version is read and its ready event recorded).
+SourceMap build_source_map(const Tensor& index, int64_t S, bool cached) {
+  TORCH_CHECK(index.numel() < (int64_t{1} << 31) && S < (int64_t{1} << 31) - 1,
+              "label_map (CUDA): index entries and S must fit int32, got ", index.numel(), " and ", S);
+  const Tensor flat = index.reshape({-1});
+  auto sorted = at::sort(flat, /*stable=*/true, /*dim=*/0, /*descending=*/false);
+  const Tensor sorted_src = std::get<0>(sorted).contiguous();
+  const Tensor ptr64 = at::searchsorted(sorted_src, at::arange(S + 1, flat.options()));
+  const int64_t W = (S + 31) / 32 + 1;
+  Tensor bits = at::empty({W}, flat.options().dtype(at::kInt));
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  source_bits_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(
+      ptr64.const_data_ptr<int64_t>(), bits.mutable_data_ptr<int32_t>(), S, W);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  SourceMap m{index, cached ? index._version() : 0, S, ptr64.to(at::kInt), std::get<1>(sorted).to(at::kInt), bits,
+              stream.stream(), nullptr};
+  if (cached) {
+    C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.ready, cudaEventDisableTiming));
+    C10_CUDA_CHECK(cudaEventRecord(m.ready, stream.stream()));
+  }
+  return m;
+}
+
+// The map of `index` (kept alive by the returned value until the caller's launches are enqueued).
+// Not cached for inference tensors (no version counter) or while the stream is being captured into
+// a CUDA graph (the map's memory would belong to the graph's pool): built per call then.
+SourceMap source_map(const Tensor& index, int64_t S) {
+  constexpr size_t kEntries = 8;
+  static std::mutex mutex;
+  // Most recently used last. Never destroyed: its CUDA tensors must not outlive the allocator at exit.
+  static std::vector<SourceMap>& cache = *new std::vector<SourceMap>();
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream.stream(), &capture));
+  if (index.is_inference() || capture != cudaStreamCaptureStatusNone) return build_source_map(index, S, false);
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (size_t i = 0; i < cache.size(); ++i) {
+    SourceMap& m = cache[i];
+    if (m.index.data_ptr() == index.data_ptr() && m.index.sizes() == index.sizes() && m.S == S &&
+        m.index.device() == index.device() && m.version == index._version()) {
+      if (m.stream != stream.stream()) {
+        C10_CUDA_CHECK(cudaStreamWaitEvent(stream.stream(), m.ready, 0));
+        for (const Tensor* t : {&m.ptr, &m.ent, &m.bits}) {
+          c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), stream);
+        }
+      }
+      std::rotate(cache.begin() + i, cache.begin() + i + 1, cache.end());
+      return cache.back();
+    }
+  }
+  if (cache.size() == kEntries) {
+    C10_CUDA_CHECK(cudaEventDestroy(cache.front().ready));
+    cache.erase(cache.begin());
+  }
+  cache.push_back(build_source_map(index, S, true));
+  return cache.back();
 }
 
 // ------------------------------------------------------------------------------------------- ops
 
-dim3 row_blocks(int64_t N) { return dim3(static_cast<unsigned>(N)); }
+// Blocks for N rows of 2^log_p lanes each.
+unsigned row_grid(int64_t N, int log_p) {
+  const int64_t rows = kRowBlock >> log_p;
+  return static_cast<unsigned>((N + rows - 1) / rows);
+}
 
 Tensor empty_acc(const Tensor& logits, at::IntArrayRef size) {
   return at::empty(size, logits.options().dtype(acc_scalar_type(logits.scalar_type())));
@@ -275,32 +438,6 @@ const acc_t<scalar_t>* weight_ptr(const std::optional<Tensor>& weight) {
   return weight.has_value() ? weight->const_data_ptr<acc_t<scalar_t>>() : nullptr;
 }
 
-// The gradient of logits: a dense fill, then the sorted scatter of `coefficients` [N, T*K].
-Tensor write_gradient(const Tensor& logits, const Tensor& index, const Tensor& coefficients, const Tensor* stats,
-                      int64_t stats_stride, const Tensor* dense_coef, const Tensor* scale) {
-  const int64_t N = logits.size(0), S = logits.size(1), TK = index.numel();
-  Tensor grad = at::empty_like(logits);
-  if (N == 0) return grad;
-  auto sorted = at::sort(index.reshape({-1}), /*stable=*/true, /*dim=*/0, /*descending=*/false);
-  const Tensor sorted_src = std::get<0>(sorted).contiguous(), perm = std::get<1>(sorted).contiguous();
-  auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_grad_cuda", [&] {
-    using A = acc_t<scalar_t>;
-    const dim3 fill(static_cast<unsigned>(N), static_cast<unsigned>((S + kThreads - 1) / kThreads));
-    dense_fill_kernel<scalar_t><<<fill, kThreads, 0, stream>>>(
-        logits.const_data_ptr<scalar_t>(), stats ? stats->const_data_ptr<A>() : nullptr, stats_stride,
-        dense_coef ? dense_coef->const_data_ptr<A>() : nullptr, grad.mutable_data_ptr<scalar_t>(), S);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const dim3 scat(static_cast<unsigned>(N), static_cast<unsigned>((TK + kThreads - 1) / kThreads));
-    scatter_sorted_kernel<scalar_t><<<scat, kThreads, 0, stream>>>(
-        coefficients.const_data_ptr<A>(), scale ? scale->const_data_ptr<A>() : nullptr,
-        sorted_src.const_data_ptr<int64_t>(), perm.const_data_ptr<int64_t>(), grad.mutable_data_ptr<scalar_t>(), S,
-        TK);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return grad;
-}
-
 std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Tensor& index,
                                                   const std::optional<Tensor>& weight, c10::string_view reduce,
                                                   c10::string_view pre) {
@@ -309,13 +446,14 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor stats = empty_acc(logits, row_lse_shape(p));
   if (p.N == 0) return {out, stats};
+  const int log_p = row_threads_log2(p.S, p.T, map_needs_lse(p.pre));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cuda", [&] {
     dispatch(p.reduce, [&](auto R) {
       label_map_forward_kernel<decltype(R)::value, scalar_t>
-          <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
               logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
               out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<acc_t<scalar_t>>() : nullptr,
-              p.S, p.T, p.K, p.pre);
+              p.N, p.S, p.T, p.K, p.pre, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -331,25 +469,27 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
   const bool need_lse = map_needs_lse(p.pre);
-  Tensor a = empty_acc(logits, {p.N, p.T * p.K});
+  Tensor grad = at::empty_like(logits);
   Tensor gw_rows = empty_acc(logits, weight_grad_shape(p, need_w, p.N));
   if (p.N > 0) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_coef_cuda", [&] {
+    const SourceMap source = source_map(index, p.S);
+    const SourceMapView map = source.view();
+    Tensor a = empty_acc(logits, {p.N, p.T * p.K});
+    const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/true);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cuda", [&] {
       using A = acc_t<scalar_t>;
       dispatch(p.reduce, [&](auto R) {
-        label_map_coefficients_kernel<decltype(R)::value, scalar_t>
-            <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        label_map_backward_kernel<decltype(R)::value, scalar_t>
+            <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
                 grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
                 index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
                 need_lse ? row_lse.const_data_ptr<A>() : nullptr, a.mutable_data_ptr<A>(),
-                need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, p.S, p.T, p.K, p.pre);
+                need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
+                p.T, p.K, p.pre, log_p);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
   }
-  const Tensor dense_coef = a.sum(1);  // D = sum of the row's coefficients (used when pre != none)
-  Tensor grad = write_gradient(logits, index, a, need_lse ? &row_lse : nullptr, 2, need_lse ? &dense_coef : nullptr,
-                               nullptr);
   return {grad, need_w ? gw_rows.sum(0) : gw_rows};
 }
 
@@ -359,16 +499,17 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
   if (p.N == 0) return;
   Tensor L_scratch = empty_acc(logits, {p.N, p.T});
   const bool need_lse = ce_has_dense(p);
+  const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/need_lse && scale == nullptr);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
     dispatch(p.reduce, [&](auto R) {
       mapped_ce_kernel<decltype(R)::value, scalar_t>
-          <<<row_blocks(p.N), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
               logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
               weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
               need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
-              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.S, p.T, p.K, p.pre, need_lse,
-              label_smoothing, ignore_index);
+              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.N, p.S, p.T, p.K, p.pre, need_lse,
+              label_smoothing, ignore_index, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -401,9 +542,27 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();
   Tensor dense = dense_in.contiguous();
-  const Tensor dense_coef = has_dense ? grad_loss * dense.select(1, 2) : Tensor();
-  Tensor grad = write_gradient(logits, index, unit_grad, has_dense ? &dense : nullptr, 3,
-                               has_dense ? &dense_coef : nullptr, &grad_loss);
+  Tensor grad = at::empty_like(logits);
+  if (p.N > 0) {
+    const SourceMap source = source_map(index, p.S);
+    const SourceMapView map = source.view();
+    const int log_p = row_threads_log2(p.S, 1, /*row_pass=*/true);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_grad_cuda", [&] {
+      using A = acc_t<scalar_t>;
+      auto launch = [&](auto kernel) {
+        kernel<<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            logits.const_data_ptr<scalar_t>(), unit_grad.const_data_ptr<A>(), grad_loss.const_data_ptr<A>(),
+            has_dense ? dense.const_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
+            p.T * p.K, log_p);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (has_dense) {
+        launch(mapped_ce_grad_kernel<scalar_t, true>);
+      } else {
+        launch(mapped_ce_grad_kernel<scalar_t, false>);
+      }
+    });
+  }
   const bool need_w = need_weight_grad && p.weighted;
   Tensor gw_rows = empty_acc(logits, weight_grad_shape(p, need_w, p.N));
   if (need_w) {

@@ -1,0 +1,96 @@
+// The gradient-row writer of the label_map CUDA backward kernels, __host__ __device__ so that a host
+// unit test runs the same code over a simulated row group (the kernels call write() from each lane).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+
+#include "label_map/cuda_rows.cuh"
+#include "label_map/math.h"
+
+namespace reprogram_ext {
+namespace label_map {
+
+// The source -> index entries map (device pointers in the kernels): entries ent[ptr[s], ptr[s+1]) of source s in
+// ascending e = t * K + k; bit s of `bits` set when there is any.
+struct SourceMapView {
+  const int32_t* ptr;
+  const int32_t* ent;
+  const uint32_t* bits;
+};
+
+// grad[j] = dense_j + c * sum over the entries e of source j of a[e], dense_j = -D softmax(x)_j
+// when `dense`, else 0; each element by one lane, 128-bit stores of the aligned body (its x loads
+// are 128-bit too when x and grad rows share their alignment).
+template <typename A, typename scalar_t, bool kMaybeDense = true>
+struct GradRow {
+  const scalar_t* xr;
+  scalar_t* gr;
+  const A* a;  // the row's [T * K] coefficients
+  SourceMapView map;
+  RowNorm<A> norm;
+  A D, c;
+  bool dense;
+
+  RX_LM_HD bool has_dense() const { return kMaybeDense && dense; }
+  RX_LM_HD A dense_value(A x) const { return has_dense() ? -D * exp_f(minus_lse(x, norm)) : static_cast<A>(0); }
+  // v plus c * a[e] for the entries e of source j, in ascending e.
+  RX_LM_HD A plus_entries(A v, int64_t j) const {
+RX_LM_NO_UNROLL
+    for (int32_t e = map.ptr[j]; e < map.ptr[j + 1]; ++e) v += c * a[map.ent[e]];
+    return v;
+  }
+  RX_LM_HD A scalar_at(int64_t j) const {
+    return plus_entries(dense_value(has_dense() ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
+  }
+
+  RX_LM_HD void write(int64_t S, int lane, int log_p) const {
+    constexpr int V = Vec16<scalar_t>::V;
+    const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
+    const bool x_vec = has_dense() && aligned_head<scalar_t>(xr, S) == h;
+    for (int64_t i_j = 0, n_j = lane_count(0, h, lane, log_p); i_j < n_j; ++i_j) {
+      const int64_t j = lane + (i_j << log_p);
+      gr[j] = static_cast<scalar_t>(scalar_at(j));
+    }
+    Vec16<scalar_t>* gv = reinterpret_cast<Vec16<scalar_t>*>(gr + h);
+    for (int64_t i_ch = 0, n_ch = lane_count(0, nv, lane, log_p); i_ch < n_ch; ++i_ch) {
+      const int64_t ch = lane + (i_ch << log_p);
+      const int64_t j0 = h + ch * V;
+      A xs[V];
+      if (x_vec) {
+        const Vec16<scalar_t> xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h)[ch];
+RX_LM_UNROLL
+        for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
+      } else {
+RX_LM_UNROLL
+        for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
+      }
+      A out[V];
+RX_LM_UNROLL
+      for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
+      // The chunk's sources with entries, one at a time (selects keep out[] in registers).
+RX_LM_NO_UNROLL
+      for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
+        const int i = lowest_bit(m);
+        A v = out[0];
+RX_LM_UNROLL
+        for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
+        v = plus_entries(v, j0 + i);
+RX_LM_UNROLL
+        for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
+      }
+      Vec16<scalar_t> o;
+RX_LM_UNROLL
+      for (int i = 0; i < V; ++i) o.v[i] = static_cast<scalar_t>(out[i]);
+      gv[ch] = o;
+    }
+    for (int64_t i_j = 0, n_j = lane_count(h + nv * V, S, lane, log_p); i_j < n_j; ++i_j) {
+      const int64_t j = h + nv * V + lane + (i_j << log_p);
+      gr[j] = static_cast<scalar_t>(scalar_at(j));
+    }
+  }
+};
+
+}  // namespace label_map
+}  // namespace reprogram_ext

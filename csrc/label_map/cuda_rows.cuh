@@ -1,0 +1,146 @@
+// Row mechanics of the label_map CUDA kernels that do not depend on the GPU: how many threads
+// share a row, where a row's 16-byte aligned part starts, the online (max, sum-exp) of a row and
+// the source bit mask of the backward. Every function is __host__ __device__, so a host unit test
+// executes the same code the kernels run (the kernels only add the shuffles and the loads).
+#pragma once
+
+#include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "common/exp_f.h"
+
+namespace reprogram_ext {
+namespace label_map {
+
+// Threads per block of every row kernel; a block holds kRowBlock / P rows of P threads each.
+constexpr int kRowBlock = 128;
+
+// log2 of the threads per row P (a power of two <= kRowBlock): at least the next power of two of
+// T (every target has a lane; targets spread across the row's lanes), and, when the kernel streams
+// the whole row (row_pass), the largest power of two with >= 16 elements per thread, so that
+// a 32k row gets a block and a 1k row a warp. A function of the shape only: the reduction order,
+// hence the bits, are the same run to run.
+C10_HOST_DEVICE inline int row_threads_log2(int64_t S, int64_t T, bool row_pass) {
+  int lp = 0;
+  while ((int64_t{1} << lp) < T && (1 << lp) < kRowBlock) ++lp;
+  if (row_pass) {
+    int ls = 0;
+    while ((2 << ls) <= kRowBlock && (int64_t{16} << (ls + 1)) <= S) ++ls;
+    lp = ls > lp ? ls : lp;
+  }
+  return lp;
+}
+
+// How many of begin + lane, begin + lane + P, ... (P = 2^log_p) lie below end: the trip count of a
+// lane's strided loop, computed with a shift (a `j += P` loop with a run-time P makes the compiler
+// divide by P in 64 bits, a subroutine call, to get the same count).
+C10_HOST_DEVICE inline int64_t lane_count(int64_t begin, int64_t end, int lane, int log_p) {
+  const int64_t first = begin + lane;
+  return first < end ? ((end - first - 1) >> log_p) + 1 : 0;
+}
+
+// Elements of a row before its first 16-byte aligned element (p is element aligned), at most S.
+template <typename scalar_t>
+C10_HOST_DEVICE inline int64_t aligned_head(const void* p, int64_t S) {
+  constexpr int64_t V = 16 / sizeof(scalar_t);
+  const int64_t e = static_cast<int64_t>(reinterpret_cast<uintptr_t>(p) / sizeof(scalar_t));
+  const int64_t h = (V - (e & (V - 1))) & (V - 1);
+  return h < S ? h : S;
+}
+
+// max that skips NaN (fmax: one FMNMX on the device) and gives the same bits whichever operand
+// comes first (butterfly shuffles need both lanes of a pair to agree).
+template <typename A>
+C10_HOST_DEVICE inline A nan_skip_max(A a, A b) {
+#ifdef __CUDA_ARCH__
+  return fmax(a, b);
+#else
+  return std::fmax(a, b);
+#endif
+}
+
+// The online log-sum-exp of a row: m = max of the values seen, s = sum_j exp(x_j - m).
+// add(v, n) takes a block of n values (one 128-bit load): its max first, one rescale of s when it
+// rises, then n exps; merge() joins two partial states: s = s1 exp(m1 - m) + s2 exp(m2 - m).
+// m = -inf (nothing finite yet) keeps s = 0 instead of exp(-inf - -inf) = NaN; a +inf or NaN
+// value makes s NaN, as the two-pass max / sum-exp did.
+template <typename A>
+struct OnlineLse {
+  A m = -static_cast<A>(INFINITY), s = 0;
+
+  template <typename T>
+  C10_HOST_DEVICE inline void add(const T* v, int n) {
+    A mv = m;
+    for (int i = 0; i < n; ++i) mv = nan_skip_max(mv, static_cast<A>(v[i]));
+    if (mv > m) {
+      s *= exp_f(m - mv);
+      m = mv;
+    }
+    const A ref = m == -static_cast<A>(INFINITY) ? static_cast<A>(0) : m;
+    for (int i = 0; i < n; ++i) s += exp_f(static_cast<A>(v[i]) - ref);
+  }
+
+  C10_HOST_DEVICE inline void merge(A m2, A s2) {
+    const A mm = nan_skip_max(m, m2);
+    const A ref = mm == -static_cast<A>(INFINITY) ? static_cast<A>(0) : mm;
+    s = s * exp_f(m - ref) + s2 * exp_f(m2 - ref);
+    m = mm;
+  }
+};
+
+// Loop pragmas for the device compile only (the host compile runs the same loops plainly).
+#ifdef __CUDA_ARCH__
+#define RX_LM_UNROLL _Pragma("unroll")
+#define RX_LM_NO_UNROLL _Pragma("unroll 1")
+#else
+#define RX_LM_UNROLL
+#define RX_LM_NO_UNROLL
+#endif
+
+// The index of the lowest set bit of m != 0.
+C10_HOST_DEVICE inline int lowest_bit(uint32_t m) {
+#ifdef __CUDA_ARCH__
+  return __ffs(m) - 1;
+#else
+  return __builtin_ctz(m);
+#endif
+}
+
+// 16 bytes of a row: 4 floats, 8 halves / bfloat16, 2 doubles.
+template <typename scalar_t>
+struct alignas(16) Vec16 {
+  static constexpr int V = 16 / sizeof(scalar_t);
+  scalar_t v[V];
+};
+
+// Lane `lane` (of 2^log_p) of the online log-sum-exp of row xr[0, S): its elements of the scalar
+// head, its 16-byte chunks of the aligned body (one 128-bit load each), its elements of the tail.
+template <typename A, typename scalar_t>
+C10_HOST_DEVICE inline void lane_row_lse(const scalar_t* __restrict__ xr, int64_t S, int lane, int log_p,
+                                         OnlineLse<A>& r) {
+  constexpr int V = Vec16<scalar_t>::V;
+  const int64_t h = aligned_head<scalar_t>(xr, S), nv = (S - h) / V;
+  for (int64_t i = 0, n = lane_count(0, h, lane, log_p); i < n; ++i) r.add(xr + lane + (i << log_p), 1);
+  const Vec16<scalar_t>* xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h);
+  for (int64_t i = 0, n = lane_count(0, nv, lane, log_p); i < n; ++i) {
+    const Vec16<scalar_t> v = xv[lane + (i << log_p)];
+    r.add(v.v, V);
+  }
+  const int64_t tail = h + nv * V;
+  for (int64_t i = 0, n = lane_count(tail, S, lane, log_p); i < n; ++i) r.add(xr + tail + lane + (i << log_p), 1);
+}
+
+// Bits [j0, j0 + V) of the source mask (bit s set: source s has index entries); `bits` has one
+// spare zero word past the last, so that a V-element chunk may straddle two words. V <= 8.
+C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int V) {
+  const int64_t w = j0 >> 5;
+  const int off = static_cast<int>(j0 & 31);
+  uint32_t b = bits[w] >> off;
+  if (off + V > 32) b |= bits[w + 1] << (32 - off);
+  return b & ((1u << V) - 1u);
+}
+
+}  // namespace label_map
+}  // namespace reprogram_ext
