@@ -12,6 +12,7 @@ from .args import (
     canonicalize,
     check_index_values,
     check_loss_options,
+    check_weight_values,
     values_checked_by_kernel,
 )
 from ...backend_registry import resolve_backend
@@ -33,6 +34,7 @@ def _prepare(op: str, logits, index, weight, reduce, pre, backend: str):
     values); the index values are checked here when the kernel does not check them."""
     c = canonicalize(op, logits, index, weight, reduce, pre)
     chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c))
+    check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
     if not kernel_checks:
         check_index_values(op, c)

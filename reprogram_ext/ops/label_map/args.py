@@ -80,6 +80,29 @@ def check_index_values(op: str, c: CanonicalLabelMap) -> None:
                          "each target needs at least one source")
 
 
+def check_weight_values(op: str, c: CanonicalLabelMap, log_of_mapped: bool) -> None:
+    """The sparse weights' values where the formula needs them (eager: a host read; compiled:
+    in-graph asserts): ``reduce="mean"`` divides by each group's weight sum, which must not be 0;
+    ``log_of_mapped`` (mapped_cross_entropy with ``pre="softmax"`` takes the log of each target's
+    weighted probabilities) needs weights >= 0 with a positive one in every group."""
+    index, w = c.index, c.weight
+    if index is None or w is None or not (c.reduce == "mean" or log_of_mapped):
+        return
+    valid = index >= 0
+    if log_of_mapped:
+        group_ok = ((w > 0) & valid).any(dim=1) & ~((w < 0) & valid).any(dim=1)
+        words = ("with pre='softmax' the loss takes the log of each target's weighted probabilities: weight must "
+                 "be >= 0 with a positive entry in every target group")
+    else:
+        group_ok = torch.where(valid, w, 0).sum(dim=1) != 0
+        words = "reduce='mean' divides by each target's sum of weights: weight must not sum to 0 over a group"
+    if not _check_values_now():
+        _assert_in_graph(group_ok.all(), f"{op}: {words}")
+    elif not bool(group_ok.all()):
+        t = int((~group_ok).nonzero()[0, 0])
+        raise ValueError(f"{op}: {words}, got weight row {t} = {w[t].tolist()}")
+
+
 def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> CanonicalLabelMap:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{op}: logits must be a torch.Tensor, got {type(logits).__name__}")
