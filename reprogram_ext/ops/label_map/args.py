@@ -137,8 +137,10 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
 
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
         raise TypeError(f"{op}: index must be an integer tensor (int64 source classes, -1 = padding), got {index.dtype}")
-    if index.dim() == 1:  # one-to-one mapping [T] == [T, 1]
+    if index.dim() == 1:  # one-to-one mapping [T] == [T, 1], and its weight [T] == [T, 1]
         index = index.unsqueeze(1)
+        if weight is not None and weight.dim() == 1:
+            weight = weight.unsqueeze(1)
     if index.dim() != 2 or index.shape[0] == 0 or index.shape[1] == 0:
         raise ValueError(f"{op}: index must be [T, K] with T, K >= 1, got shape {tuple(index.shape)}")
     if weight is not None:

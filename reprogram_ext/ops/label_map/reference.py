@@ -40,8 +40,11 @@ def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = No
     if index.dim() == 1:
         index = index.unsqueeze(1)
     valid = index >= 0
-    gathered = v[..., index.clamp(min=0)]  # [*, T, K]
+    # padding entries hold 0 and weight 0 (never the value of source 0 or a padding weight: an
+    # infinite logit or a nan weight there would turn 0 * inf into nan)
+    gathered = torch.where(valid, v[..., index.clamp(min=0)], 0.0)  # [*, T, K]
     w = torch.ones(index.shape, dtype=compute, device=logits.device) if weight is None else weight.to(compute)
+    w = torch.where(valid, w, 0.0)
     out = REDUCE_FUNCTIONS[reduce](gathered * w, w, valid)
     return out.to(logits.dtype)
 
