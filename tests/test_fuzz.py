@@ -156,7 +156,9 @@ def label_map_calls(draw, loss: bool):
     S, T, K = draw(st.integers(1, 12)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
     lead = tuple(draw(st.lists(st.integers(1, 4), max_size=2)))  # empty batches: test_empty_and_fully_ignored_batches
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    scale = draw(st.sampled_from([0.1, 1.0, 30.0, 300.0]))
+    # logits at most ~400 apart: the reference forms softmax probabilities, which underflow float64 at
+    # ~745 apart (the fused loss works in log space; test_mapped_cross_entropy checks it stays exact)
+    scale = draw(st.sampled_from([0.1, 1.0, 10.0, 50.0]))
     logits = torch.randn(*lead, S, generator=g, dtype=F64) * scale
     index = torch.randint(-1, S, (T, K), generator=g)
     for t in range(T):

@@ -56,12 +56,9 @@ def mapped_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, i
                                    compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``F.cross_entropy(L, target)`` with ``L = label_map(...)``, or its log for ``pre="softmax"``."""
     compute = _compute_dtype(logits, compute_dtype)
-    if pre == "softmax" and index is not None:
-        L = _log_of_mapped_probabilities(logits.to(compute), index, weight, reduce)
-    else:
-        L = label_map_reference(logits.to(compute), index, weight, reduce=reduce, pre=pre, compute_dtype=compute)
-        if pre == "softmax":
-            L = torch.log(L)
+    L = label_map_reference(logits.to(compute), index, weight, reduce=reduce, pre=pre, compute_dtype=compute)
+    if pre == "softmax":  # the plain formula: -inf once p underflows (the fused kernels work in log space)
+        L = torch.log(L)
     T = L.shape[-1]
     loss = F.cross_entropy(L.reshape(-1, T), target.reshape(-1), reduction=reduction,
                            label_smoothing=label_smoothing, ignore_index=ignore_index)
@@ -69,20 +66,3 @@ def mapped_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, i
         loss = loss.reshape(target.shape)
     return loss.to(logits.dtype)
 
-
-def _log_of_mapped_probabilities(x: torch.Tensor, index: torch.Tensor, weight: Optional[torch.Tensor],
-                                 reduce: str) -> torch.Tensor:
-    """``log(label_map(x, index, weight, pre="softmax"))`` for weights >= 0, without underflow:
-    with ``g = log_softmax(x)[index]`` and the group's largest valid ``m`` (a constant),
-    ``log reduce_k(w_k p_k) = m + log reduce_k(w_k exp(g_k - m))`` (mean: minus ``log sum_k w_k``).
-    ``log(softmax)`` would give -inf once ``p`` underflows (logits 700 apart in float64)."""
-    if index.dim() == 1:
-        index = index.unsqueeze(1)
-    valid = index >= 0
-    g = torch.where(valid, torch.log_softmax(x, dim=-1)[..., index.clamp(min=0)], float("-inf"))
-    m = g.detach().amax(dim=-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, 0.0)
-    w = torch.ones(index.shape, dtype=x.dtype, device=x.device) if weight is None else weight.to(x.dtype)
-    w = torch.where(valid, w, 0.0)
-    e = torch.where(valid, torch.exp(g - m), 0.0)
-    return m.squeeze(-1) + torch.log(REDUCE_FUNCTIONS[reduce](w * e, w, valid))
