@@ -208,3 +208,39 @@ def test_huge_ignore_index_is_refused_by_name(bd):
                                   backend=backend)
     torch.testing.assert_close(out, mapped_cross_entropy_reference(x, y.clamp(min=0), index,
                                                                    ignore_index=(1 << 63) - 1))
+
+
+# ------------------------------------------------------------------ torch.func
+
+
+def _func_cases(backend, device="cpu"):
+    g = torch.Generator().manual_seed(3)  # the same inputs on every call
+    x = torch.randn(4, S, dtype=torch.float64, generator=g).to(device)
+    y, index = torch.tensor([0, 2, -100, 1], device=device), GOOD_INDEX.to(device)
+    d = torch.randn(3, 8, 8, dtype=torch.float64, generator=g).to(device)
+    xi = torch.rand(2, 3, 4, 4, dtype=torch.float64, generator=g).to(device)
+    return {
+        "label_map": (lambda x: rx.label_map(x, index, pre="softmax", backend=backend).square().sum(), x),
+        "mapped_cross_entropy": (lambda x: rx.mapped_cross_entropy(x, y, index, backend=backend), x),
+        "masked_perturb": (lambda d: rx.masked_perturb(xi, d, activation="tanh", backend=backend).square().sum(), d),
+    }
+
+
+@pytest.mark.parametrize("op", ["label_map", "mapped_cross_entropy", "masked_perturb"])
+def test_torch_func_grad_runs_the_reference_under_auto(op):
+    f, arg = _func_cases("auto")[op]
+    g = torch.func.grad(f)(arg)
+    ref, _ = _func_cases("reference")[op]
+    torch.testing.assert_close(g, torch.func.grad(ref)(arg), rtol=1e-12, atol=0)
+    a = arg.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(f(a), a)  # outside torch.func auto keeps its fused backend
+    torch.testing.assert_close(g, want, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+@pytest.mark.parametrize("op", ["label_map", "mapped_cross_entropy", "masked_perturb"])
+def test_torch_func_grad_on_a_fused_backend_is_refused_by_name(bd, op):
+    backend, device = bd
+    f, arg = _func_cases(backend, device)[op]
+    with pytest.raises(ValueError, match=f"{op}: torch.func's grad transform cannot differentiate backend"):
+        torch.func.grad(f)(arg)

@@ -33,7 +33,7 @@ def _prepare(op: str, logits, index, weight, reduce, pre, backend: str):
     """(canonical inputs, the backend chosen for them, whether its kernel checks the index and target
     values); the index values are checked here when the kernel does not check them."""
     c = canonicalize(op, logits, index, weight, reduce, pre)
-    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c))
+    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op))
     check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
     if not kernel_checks:
