@@ -4,6 +4,7 @@ The backward of each forward op is its registered backward op (compiled or Trito
 ``label_map_backward`` / ``mapped_cross_entropy_backward`` return the logits gradient and the
 sparse weight gradient. The forward ops' auxiliary outputs (label_map's ``row_lse``;
 mapped_cross_entropy's ``unit_grad`` and ``dense``) are saved for them and have no gradient.
+The backward ops are not differentiable: with create_graph=True the backward raises.
 """
 from __future__ import annotations
 
