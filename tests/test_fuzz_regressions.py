@@ -37,42 +37,56 @@ def _compiled(fn, compile_backend="aot_eager"):
 # ------------------------------------------------------------------ value checks under torch.compile
 
 
+def check_compiled_refusal(kind: str, backend: str, device: str, bad) -> None:
+    """Compile a call of ``kind`` (label_map / loss_index / loss_target), run it right, then with a
+    bad index (a BAD_INDEXES key) or target value (an int) in the same graph: it must refuse. On
+    CUDA the in-graph check is a device-side assert, reported at the next synchronisation."""
+    x, index = torch.randn(4, S, device=device), GOOD_INDEX.to(device)
+    y = torch.tensor([0, 2, -100, 1], device=device)
+    if kind == "label_map":
+        step = _compiled(lambda x, y, i: rx.label_map(x, i, backend=backend).sum())
+        want = label_map_reference(x, index).sum()
+    else:
+        pre = "softmax" if kind == "loss_index" else "none"
+        step = _compiled(lambda x, y, i: rx.mapped_cross_entropy(x, y, i, pre=pre, backend=backend))
+        want = mapped_cross_entropy_reference(x, y, index, pre=pre)
+    torch.testing.assert_close(step(x, y, index), want)
+    if kind == "loss_target":
+        y, words = y.clone(), "target"
+        y[1] = bad
+    else:
+        index, words = BAD_INDEXES[bad][0].to(device), BAD_INDEXES[bad][1]
+    with pytest.raises((ValueError, RuntimeError), match=words if device != "cuda" else f"{words}|device-side assert"):
+        step(x, y, index)  # the same graph, now with a bad value
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+
+def _run_compiled_refusal(kind, bd, bad):
+    backend, device = bd
+    if device == "cuda":  # a device-side assert ends the process's CUDA context: in a child process
+        assert_ran(run_isolated(f"from test_fuzz_regressions import check_compiled_refusal\n"
+                                f"check_compiled_refusal({kind!r}, {backend!r}, 'cuda', {bad!r})"))
+    else:
+        check_compiled_refusal(kind, backend, device, bad)
+
+
 @pytest.mark.parametrize("bd", BACKENDS)
 @pytest.mark.parametrize("case", sorted(BAD_INDEXES))
 def test_compiled_label_map_refuses_a_bad_index(bd, case):
-    backend, device = bd
-    bad, words = BAD_INDEXES[case]
-    step = _compiled(lambda x, i: rx.label_map(x, i, backend=backend).sum())
-    x = torch.randn(4, S, device=device)
-    torch.testing.assert_close(step(x, GOOD_INDEX.to(device)),
-                               label_map_reference(x, GOOD_INDEX.to(device)).sum())
-    with pytest.raises((ValueError, RuntimeError), match=words):  # the same graph, now with a bad index
-        step(x, bad.to(device))
+    _run_compiled_refusal("label_map", bd, case)
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
 @pytest.mark.parametrize("case", sorted(BAD_INDEXES))
 def test_compiled_mapped_cross_entropy_refuses_a_bad_index(bd, case):
-    backend, device = bd
-    bad, words = BAD_INDEXES[case]
-    step = _compiled(lambda x, y, i: rx.mapped_cross_entropy(x, y, i, pre="softmax", backend=backend))
-    x, y = torch.randn(4, S, device=device), torch.tensor([0, 2, 1, 1], device=device)
-    step(x, y, GOOD_INDEX.to(device))
-    with pytest.raises((ValueError, RuntimeError), match=words):
-        step(x, y, bad.to(device))
+    _run_compiled_refusal("loss_index", bd, case)
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
 @pytest.mark.parametrize("bad_target", [T, -1, 1 << 40])
 def test_compiled_mapped_cross_entropy_refuses_a_bad_target(bd, bad_target):
-    backend, device = bd
-    step = _compiled(lambda x, y, i: rx.mapped_cross_entropy(x, y, i, backend=backend))
-    x, index = torch.randn(4, S, device=device), GOOD_INDEX.to(device)
-    y = torch.tensor([0, 2, -100, 1], device=device)
-    torch.testing.assert_close(step(x, y, index), mapped_cross_entropy_reference(x, y, index))
-    y[1] = bad_target
-    with pytest.raises((ValueError, RuntimeError), match="target"):
-        step(x, y, index)
+    _run_compiled_refusal("loss_target", bd, bad_target)
 
 
 def test_compiled_checks_hold_under_inductor():
