@@ -8,6 +8,7 @@
 // wrapper cost ~0.1 ms per forward+backward, as much as the kernels themselves at 1000 -> 10
 // classes (bench/notes/label_map.md).
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -21,6 +22,13 @@ namespace {
 using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// The backward ops are not themselves differentiable: with create_graph=True the backward refuses
+// instead of returning gradients whose second-order terms would silently be missing (the same text
+// as the Python autograd of the Triton ops, reprogram_ext/ops/label_map/autograd.py).
+constexpr const char* kNoDoubleBackwardSuffix =
+    ": higher-order gradients are not supported (the backward was asked to build a graph, "
+    "create_graph=True); use backend=\"reference\" for double backward";
 
 // `weight` round-trips through save_for_backward as an undefined tensor when absent.
 std::optional<Tensor> optional_of(const Tensor& t) {
@@ -53,6 +61,7 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
                                                            const std::optional<Tensor>&, const Tensor&,
                                                            c10::string_view, c10::string_view, bool)>();
     if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+    TORCH_CHECK(!at::GradMode::is_enabled(), "label_map", kNoDoubleBackwardSuffix);
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[2]);
     const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
@@ -92,6 +101,7 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
                                                            c10::string_view, c10::string_view, double, int64_t,
                                                            bool)>();
     if (!grads[0].defined()) return variable_list(8);
+    TORCH_CHECK(!at::GradMode::is_enabled(), "mapped_cross_entropy", kNoDoubleBackwardSuffix);
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[3]);
     const bool need_w = weight.has_value() && ctx->needs_input_grad(3);

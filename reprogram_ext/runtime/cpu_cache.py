@@ -25,7 +25,7 @@ def parse_limit(value: Optional[str]) -> int:
     if value is None or value.strip() == "":
         return 0
     text = value.strip()
-    if not text.isdigit() or int(text) > MAX_MB:
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_MB:  # "²".isdigit() is True
         raise ValueError(f"{ENV_VAR} must be a whole number of MiB in [0, 2^40] (0 turns the cache off), "
                          f"got {value!r}")
     return int(text)

@@ -4,9 +4,12 @@ Every backend computes on ``logits [N, S]`` (leading dims flattened, contiguous)
 ``index`` int64 ``[T, K]`` (``-1`` pads ragged groups) with an optional ``weight [T, K]`` in the
 accumulation dtype (float32, float64 for float64 logits), or a dense ``weight [S, T]``.
 Errors name the argument, what was expected and what was given. Checks on index/target *values*
-need a host read, so they run eagerly and are skipped while ``torch.compile`` traces; when the C++
-CPU kernels run, they make the same checks (same messages) in their own pass over the values, and
-the front end skips its own (``check_values=False``: ten fewer small aten ops per call).
+need a host read: eagerly they read the values and name the first bad one; while ``torch.compile``
+traces they become ``torch._assert_async`` checks in the graph (a check on CPU, a device-side
+assert on CUDA), so that no backend reads out of bounds, eager or compiled. When the C++ CPU
+kernels run, they make the same checks (same messages) in their own pass over the values, eager
+and compiled, and the front end skips its own (``check_values=False``: ten fewer small aten ops
+per call).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Optional
 import torch
 
 from .options import FLOAT_DTYPES, PRES, REDUCES, REDUCTIONS
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 @dataclass
@@ -47,10 +52,22 @@ def values_checked_by_kernel(chosen: str, c: CanonicalLabelMap) -> bool:
     return chosen == "cpu" and not c.dense and c.logits.shape[0] > 0
 
 
+def _assert_in_graph(cond: torch.Tensor, message: str) -> None:
+    """A value check that torch.compile keeps in the graph: no host read while tracing; it raises
+    ``RuntimeError(message)`` on CPU and is a device-side assert on CUDA."""
+    torch._assert_async(cond, message)
+
+
 def check_index_values(op: str, c: CanonicalLabelMap) -> None:
-    """Sources in [0, S) or -1, and no all-padding group (a host read: skipped while compiling)."""
+    """Sources in [0, S) or -1, and no all-padding group (eager: a host read; compiled: in-graph asserts)."""
     index, S = c.index, c.logits.shape[-1]
-    if index is None or index.numel() == 0 or not _check_values_now():
+    if index is None or index.numel() == 0:
+        return
+    if not _check_values_now():
+        _assert_in_graph(((index >= -1) & (index < S)).all(),
+                         f"{op}: index must hold source classes in [0, S) or -1 (padding)")
+        _assert_in_graph((index >= 0).any(dim=1).all(),
+                         f"{op}: index has an empty target group (a row of -1); each target needs a source")
         return
     lo, hi = int(index.min()), int(index.max())
     if lo < -1 or hi >= S:
@@ -61,6 +78,29 @@ def check_index_values(op: str, c: CanonicalLabelMap) -> None:
         t = int(empty.nonzero()[0, 0])
         raise ValueError(f"{op}: index row {t} is an empty target group (every entry is -1); "
                          "each target needs at least one source")
+
+
+def check_weight_values(op: str, c: CanonicalLabelMap, log_of_mapped: bool) -> None:
+    """The sparse weights' values where the formula needs them (eager: a host read; compiled:
+    in-graph asserts): ``reduce="mean"`` divides by each group's weight sum, which must not be 0;
+    ``log_of_mapped`` (mapped_cross_entropy with ``pre="softmax"`` takes the log of each target's
+    weighted probabilities) needs weights >= 0 with a positive one in every group."""
+    index, w = c.index, c.weight
+    if index is None or w is None or not (c.reduce == "mean" or log_of_mapped):
+        return
+    valid = index >= 0
+    if log_of_mapped:
+        group_ok = ((w > 0) & valid).any(dim=1) & ~((w < 0) & valid).any(dim=1)
+        words = ("with pre='softmax' the loss takes the log of each target's weighted probabilities: weight must "
+                 "be >= 0 with a positive entry in every target group")
+    else:
+        group_ok = torch.where(valid, w, 0).sum(dim=1) != 0
+        words = "reduce='mean' divides by each target's sum of weights: weight must not sum to 0 over a group"
+    if not _check_values_now():
+        _assert_in_graph(group_ok.all(), f"{op}: {words}")
+    elif not bool(group_ok.all()):
+        t = int((~group_ok).nonzero()[0, 0])
+        raise ValueError(f"{op}: {words}, got weight row {t} = {w[t].tolist()}")
 
 
 def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> CanonicalLabelMap:
@@ -97,8 +137,10 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
 
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
         raise TypeError(f"{op}: index must be an integer tensor (int64 source classes, -1 = padding), got {index.dtype}")
-    if index.dim() == 1:  # one-to-one mapping [T] == [T, 1]
+    if index.dim() == 1:  # one-to-one mapping [T] == [T, 1], and its weight [T] == [T, 1]
         index = index.unsqueeze(1)
+        if weight is not None and weight.dim() == 1:
+            weight = weight.unsqueeze(1)
     if index.dim() != 2 or index.shape[0] == 0 or index.shape[1] == 0:
         raise ValueError(f"{op}: index must be [T, K] with T, K >= 1, got shape {tuple(index.shape)}")
     if weight is not None:
@@ -121,8 +163,13 @@ def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignor
         raise ValueError(f"{op}: target must have logits' leading shape {lead_shape}, got {tuple(target.shape)}")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
+    if not INT64_MIN <= ignore_index <= INT64_MAX:  # the kernels take it as int64
+        raise ValueError(f"{op}: ignore_index must fit in int64, got {ignore_index}")
     y = target.reshape(-1).to(torch.int64).contiguous()
-    if check_values and _check_values_now() and y.numel():
+    if check_values and not _check_values_now():
+        _assert_in_graph(((y == ignore_index) | ((y >= 0) & (y < num_targets))).all(),
+                         f"{op}: target must hold classes in [0, T) or ignore_index ({ignore_index})")
+    elif check_values and y.numel():
         bad = (y != ignore_index) & ((y < 0) | (y >= num_targets))
         if bool(bad.any()):
             v = int(y[bad.nonzero()[0, 0]])

@@ -4,6 +4,7 @@ The backward of each forward op is its registered backward op (compiled or Trito
 ``label_map_backward`` / ``mapped_cross_entropy_backward`` return the logits gradient and the
 sparse weight gradient. The forward ops' auxiliary outputs (label_map's ``row_lse``;
 mapped_cross_entropy's ``unit_grad`` and ``dense``) are saved for them and have no gradient.
+The backward ops are not differentiable: with create_graph=True the backward raises.
 """
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ def fake_ce_backward(grad_loss, logits, target, index, weight, unit_grad, dense,
     return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
 
 
+def no_double_backward(op: str) -> str:
+    """The refusal of create_graph=True (the backward ops are not differentiable); the same text as
+    csrc/label_map/autograd.cpp."""
+    return (f"{op}: higher-order gradients are not supported (the backward was asked to build a graph, "
+            "create_graph=True); use backend=\"reference\" for double backward")
+
+
+def _refuse_graph(op: str) -> None:
+    if torch.is_grad_enabled():  # create_graph=True: the backward op is not differentiable
+        raise RuntimeError(no_double_backward(op))
+
+
 def _weight_grad(gw, weight, needed):
     return gw if needed and weight is not None else None
 
@@ -55,6 +68,7 @@ def make_label_map_backward(backward_op):
     def backward(ctx, grad_out, _grad_row_lse):
         if grad_out is None:  # the output took no part in the loss
             return None, None, None, None, None
+        _refuse_graph("label_map")
         logits, index, weight, row_lse = ctx.saved_tensors
         need_w = weight is not None and ctx.needs_input_grad[2]
         grad, gw = backward_op(grad_out.contiguous(), logits, index, weight, row_lse, ctx.reduce, ctx.pre, need_w)
@@ -75,6 +89,7 @@ def make_ce_backward(backward_op):
     def backward(ctx, grad_loss, _grad_unit, _grad_dense):
         if grad_loss is None:  # the loss took no part in the result
             return (None,) * 8
+        _refuse_graph("mapped_cross_entropy")
         logits, target, index, weight, unit_grad, dense = ctx.saved_tensors
         need_w = weight is not None and ctx.needs_input_grad[3]
         grad, gw = backward_op(grad_loss.contiguous(), logits, target, index, weight, unit_grad, dense, *ctx.options,

@@ -4,12 +4,15 @@ so that ``backend="auto"`` knows the Triton limits without loading it.
 
 - triton: the gradient scatter sorts the T*K index entries and scans them in one block of
   next_pow2(T*K) lanes, so it takes at most ``MAX_SORTED_ENTRIES`` entries.
-- cuda, cpu, reference: no input limit.
+- cuda, cpu: no input limit.
+- cuda, cpu, triton: refused while a torch.func grad/jvp transform runs (ops/transforms.py).
+- reference: no limit.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ..transforms import torch_func_refusal
 from .args import CanonicalLabelMap
 
 MAX_SORTED_ENTRIES = 1 << 14  # T*K handled by the Triton backend's one-block segmented scan
@@ -23,12 +26,13 @@ def triton_limit(T: int, K: int) -> Optional[str]:
     return None
 
 
-def refusal(c: CanonicalLabelMap) -> Callable[[str], Optional[str]]:
+def refusal(c: CanonicalLabelMap, op: str = "label_map") -> Callable[[str], Optional[str]]:
     """``refusal(name)``: why backend ``name`` cannot take the canonical inputs ``c``, or None.
     The dense form and empty batches run aten ops (the reference) on every backend: any size."""
     def why(name: str) -> Optional[str]:
-        if name == "triton" and not c.dense and c.logits.shape[0] > 0:
-            return triton_limit(*c.index.shape)
-        return None
+        if c.dense or c.logits.shape[0] == 0:
+            return None
+        limit = triton_limit(*c.index.shape) if name == "triton" else None
+        return limit or torch_func_refusal(name, op)
 
     return why

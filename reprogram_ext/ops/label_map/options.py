@@ -35,7 +35,12 @@ def _masked_mean(wv: torch.Tensor, w: torch.Tensor, valid: torch.Tensor) -> torc
 
 
 def _masked_max(wv: torch.Tensor, w: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    return wv.masked_fill(~valid, float("-inf")).max(dim=-1).values
+    """max over the valid k, the gradient to the first valid k reaching it (also when the max is -inf,
+    where a padding entry filled with -inf would tie with it); nan when a valid entry is nan."""
+    top = wv.masked_fill(~valid, float("-inf")).max(dim=-1, keepdim=True).values
+    hit = valid & ((wv == top) | torch.isnan(wv))
+    first = hit.int().argmax(dim=-1, keepdim=True)  # argmax returns the first maximal: the first hit
+    return wv.gather(-1, first).squeeze(-1)
 
 
 # reduce: the reference's reduction over the last (K) axis of (w * v [.., T, K], w [T, K], valid [T, K]).

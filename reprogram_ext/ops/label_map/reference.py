@@ -40,8 +40,11 @@ def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = No
     if index.dim() == 1:
         index = index.unsqueeze(1)
     valid = index >= 0
-    gathered = v[..., index.clamp(min=0)]  # [*, T, K]
+    # padding entries hold 0 and weight 0 (never the value of source 0 or a padding weight: an
+    # infinite logit or a nan weight there would turn 0 * inf into nan)
+    gathered = torch.where(valid, v[..., index.clamp(min=0)], 0.0)  # [*, T, K]
     w = torch.ones(index.shape, dtype=compute, device=logits.device) if weight is None else weight.to(compute)
+    w = torch.where(valid, w, 0.0)
     out = REDUCE_FUNCTIONS[reduce](gathered * w, w, valid)
     return out.to(logits.dtype)
 
@@ -54,7 +57,7 @@ def mapped_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, i
     """``F.cross_entropy(L, target)`` with ``L = label_map(...)``, or its log for ``pre="softmax"``."""
     compute = _compute_dtype(logits, compute_dtype)
     L = label_map_reference(logits.to(compute), index, weight, reduce=reduce, pre=pre, compute_dtype=compute)
-    if pre == "softmax":
+    if pre == "softmax":  # the plain formula: -inf once p underflows (the fused kernels work in log space)
         L = torch.log(L)
     T = L.shape[-1]
     loss = F.cross_entropy(L.reshape(-1, T), target.reshape(-1), reduction=reduction,
@@ -62,3 +65,4 @@ def mapped_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, i
     if reduction == "none":
         loss = loss.reshape(target.shape)
     return loss.to(logits.dtype)
+

@@ -45,15 +45,17 @@ def _pre_value(x, row_max, log_sum, PRE: tl.constexpr):
 
 
 @triton.jit
-def _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
+def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
           BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits, weights (0 where invalid))."""
+    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits, weights (0 where invalid)).
+    A source outside [0, S) is treated as padding, so that no value reaches an out-of-bounds read
+    (the front end refuses such an index, eagerly or by an in-graph assert, before the launch)."""
     t = t0 + tl.arange(0, BLOCK_T)
     k = tl.arange(0, BLOCK_K)
     inb = (t[:, None] < T) & (k[None, :] < K)
     flat = t[:, None] * K + k[None, :]
     src = tl.load(index_ptr + flat, mask=inb, other=-1)
-    valid = src >= 0
+    valid = (src >= 0) & (src < S)
     xv = tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
     if HAS_W:
         w = tl.load(weight_ptr + flat, mask=valid, other=0.0).to(ACC)
@@ -131,12 +133,12 @@ def _group_log_prob(xv, w, valid, k, shift, REDUCE: tl.constexpr, BLOCK_K: tl.co
 
 
 @triton.jit
-def _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum, REDUCE: tl.constexpr,
+def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum, REDUCE: tl.constexpr,
                    PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
                    ACC: tl.constexpr):
     """One tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through
     (t, k), without the -p_j term), and d L_t / d w_k."""
-    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
     if PRE == "softmax":
         L, e, R, wsum, arg = _group_log_prob(xv, w, valid, k, shift, REDUCE, BLOCK_K)
         if REDUCE == "max":
@@ -170,7 +172,7 @@ def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
     for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
         out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
         tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
 
@@ -190,7 +192,7 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
         row_max = tl.load(stats_ptr + 2 * n)
         log_sum = tl.load(stats_ptr + 2 * n + 1)
     for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
         v = _pre_value(xv, row_max, log_sum, PRE)
         out, wsum, arg = _group_value(v, w, valid, k, REDUCE, BLOCK_K)
         g = tl.load(grad_out_ptr + n * T + t, mask=t < T, other=0.0).to(ACC)
@@ -229,7 +231,7 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     if PRE == "softmax":  # the largest finite mapped logit keeps L small (the loss ignores the shift)
         best = tl.full([BLOCK_T], NEG_INF, ACC)
         for t0 in range(0, T, BLOCK_T):
-            t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, T, K, HAS_W, BLOCK_T, BLOCK_K,
+            t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K,
                                                   ACC)
             finite = valid & (xv < float("inf"))
             best = tl.maximum(best, tl.max(tl.where(finite, xv, NEG_INF), 1))
@@ -240,7 +242,7 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     sum_L = tl.zeros([1], ACC)
     L_y = tl.zeros([1], ACC)
     for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum,
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum,
                                                       REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
         new_max = tl.maximum(run_max, tl.max(L, 0))
         safe = tl.where(new_max == NEG_INF, 0.0, new_max)
@@ -256,7 +258,7 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     scale = tl.where(ignored, 0.0, scale)
     D = tl.zeros([1], ACC)
     for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, T, K, shift, row_max, log_sum,
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum,
                                                       REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
         onehot = tl.where(t == y, 1.0, 0.0).to(ACC) * (1.0 - eps)
         dL = scale * (tl.exp(L - lse_L) - onehot - eps / num_targets)
@@ -317,12 +319,13 @@ def scatter_sorted_kernel(a_ptr, scale_ptr, sorted_src_ptr, perm_ptr, grad_ptr, 
     prev = tl.load(sorted_src_ptr + i - 1, mask=inb & (i > 0), other=-2)
     nxt = tl.load(sorted_src_ptr + i + 1, mask=(i + 1) < TK, other=-2)
     e = tl.load(perm_ptr + i, mask=inb, other=0)
-    v = tl.load(a_ptr + n * TK + e, mask=inb & (src >= 0), other=0.0).to(ACC)
+    in_range = inb & (src >= 0) & (src < S)  # never an out-of-bounds store (see _tile)
+    v = tl.load(a_ptr + n * TK + e, mask=in_range, other=0.0).to(ACC)
     head = (src != prev).to(tl.int32)
     total, _ = tl.associative_scan((v, head), 0, _segment_add)
     if HAS_SCALE:
         total = total * tl.load(scale_ptr + n).to(ACC)
-    tail = inb & (src >= 0) & (src != nxt)
+    tail = in_range & (src != nxt)
     dst = grad_ptr + n * S + tl.where(tail, src, 0)
     g = tl.load(dst, mask=tail, other=0.0).to(ACC)
     tl.store(dst, (g + total).to(grad_ptr.dtype.element_ty), mask=tail)

@@ -16,6 +16,7 @@ import torch
 from .options import ACTIVATIONS, BLENDS, FLOAT_DTYPES, NORMALIZE, RESIZE_MODES, PerturbOptions
 
 Size = Union[int, Sequence[int]]
+MAX_RESIZE = (1 << 31) - 1  # resize entries are interpolated with 32-bit coordinates by the kernels
 
 
 @dataclass
@@ -70,21 +71,48 @@ def _as_offsets(offset, nsp: int, out_size: tuple, in_size: tuple) -> tuple:
     return (one(offset),)
 
 
+def _as_float(v, arg: str) -> float:
+    """A real number (an int, a float, a numpy or 0-d tensor scalar); bools, strings and complex refused."""
+    if isinstance(v, (bool, str, bytes, complex)) or v is None:
+        raise TypeError(_err(arg, "real numbers", repr(v)))
+    try:
+        return float(v)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(_err(arg, "real numbers", repr(v))) from None
+
+
 def _norm_values(value, channels: int, arg: str, device) -> torch.Tensor:
-    """mean or std as float32 [C]: finite values, and std > 0 (a zero, negative or infinite std has no
-    normalisation to compute; backends would disagree on it)."""
+    """mean or std as float32 [C]: finite in float32, and std > 0 with a finite float32 reciprocal
+    (a zero, negative, tiny or infinite std has no normalisation to compute; backends would
+    disagree on it). A float that overflows float32 (1e300) is not finite there."""
     if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(_err(arg, "real numbers", value.dtype))
         t = value.detach().to(dtype=torch.float32).reshape(-1)
         # a tensor's values need a host read: checked in eager mode (constants under torch.compile)
-        values = t.cpu().tolist() if not torch.compiler.is_compiling() else []
+        given = t.cpu().tolist() if not torch.compiler.is_compiling() else []
     else:
-        values = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
-        t = torch.tensor(values, dtype=torch.float32)
+        given = [_as_float(v, arg) for v in (value if isinstance(value, (tuple, list)) else (value,))]
+        t = torch.tensor(given, dtype=torch.float32)
     if t.numel() not in (1, channels):
         raise ValueError(_err(arg, f"1 or C={channels} values", f"{t.numel()} values"))
-    if not all(math.isfinite(v) and (v > 0 or arg != "std") for v in values):
-        raise ValueError(_err(arg, "finite" + (" and > 0" if arg == "std" else ""), values))
+    big = torch.finfo(torch.float32).max
+    if not all(abs(v) <= big and (arg != "std" or v >= 1 / big) for v in given):  # False for nan too
+        raise ValueError(_err(arg, "finite in float32" + (", > 0, with a finite reciprocal" if arg == "std" else ""),
+                              given))
     return t.to(device).expand(channels)
+
+
+def _clamp_bound(v: float, compute: torch.dtype) -> float:
+    """A clamp bound beyond the compute dtype's range is +-inf there (the same clamp, computable)."""
+    big = torch.finfo(compute).max
+    return v if -big <= v <= big else math.copysign(math.inf, v)
+
+
+def _keep_on_canvas(offsets: tuple, resized: tuple, canvas: tuple) -> tuple:
+    """Each offset clipped to [-resized, canvas] per dim: a copy that lies off the canvas stays off it
+    (nothing of it is placed), and any int offset, however large, fits the kernels' int64."""
+    return tuple(tuple(min(max(o, -r), c) for o, r, c in zip(off, resized, canvas)) for off in offsets)
 
 
 def _to_4d(t: torch.Tensor, nsp: int, leading: int) -> torch.Tensor:
@@ -141,12 +169,15 @@ def canonicalize(
         resized, mode = in_size, "none"
     else:
         resized = _as_size(resize, nsp, "resize")
+        if any(s == 0 or s > MAX_RESIZE for s in resized):
+            raise ValueError(_err("resize", f"sizes in [1, 2^31) (an input resized to 0 has nothing to place)",
+                                  repr(resize)))
         if not isinstance(resize_mode, str) or resize_mode not in RESIZE_MODES:
             raise ValueError(_err("resize_mode", f"one of {tuple(RESIZE_MODES)}", repr(resize_mode)))
         if any(s == 0 for s in in_size):
             raise ValueError(_err("x", "non-empty spatial dims when resize is given", f"shape {tuple(x.shape)}"))
         mode = resize_mode
-    offsets = _as_offsets(offset, nsp, canvas, resized)
+    offsets = _keep_on_canvas(_as_offsets(offset, nsp, canvas, resized), resized, canvas)
 
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(_err("activation", f"one of {tuple(ACTIVATIONS)}", repr(activation)))
@@ -164,7 +195,7 @@ def canonicalize(
     if clamp is not None:
         if not (isinstance(clamp, (tuple, list)) and len(clamp) == 2):
             raise TypeError(_err("clamp", "a (lo, hi) pair or None", repr(clamp)))
-        lo, hi = float(clamp[0]), float(clamp[1])
+        lo, hi = _as_float(clamp[0], "clamp"), _as_float(clamp[1], "clamp")
         if lo != lo or hi != hi:
             raise ValueError(_err("clamp", "a (lo, hi) pair without NaN (+-inf is allowed)", repr(clamp)))
         if lo > hi:
@@ -179,6 +210,9 @@ def canonicalize(
             out_dtype = delta.dtype
     if out_dtype not in FLOAT_DTYPES:
         raise TypeError(_err("out_dtype", "a floating dtype", out_dtype))
+    if clamp is not None:
+        compute = torch.float64 if out_dtype == torch.float64 else torch.float32
+        lo, hi = _clamp_bound(lo, compute), _clamp_bound(hi, compute)
 
     mask4 = None
     if mask is not None:
@@ -212,7 +246,7 @@ def canonicalize(
         blend=blend,
         normalize=normalize if use_norm else "none",
         clamp=None if clamp is None else (lo, hi),
-        mask_scale=mask_scale,
+        mask_scale=min(mask_scale, max(canvas)),  # p // s is 0 on the whole canvas from s = max(canvas) on
     )
     x4 = x if x.dtype == torch.uint8 else x.to(out_dtype)
     return CanonicalPerturb(

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..transforms import torch_func_refusal
 from .args import CanonicalPerturb
 
 # The Triton kernels index within one spatial plane in 32 bits.
@@ -32,8 +33,7 @@ def triton_limits(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Ten
 def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
     """For the registry: backend name -> why it refuses these inputs (None: it takes them)."""
     def why(backend: str) -> Optional[str]:
-        if backend == "triton":
-            return triton_limits(cp.x, cp.delta, cp.mask)
-        return None
+        limit = triton_limits(cp.x, cp.delta, cp.mask) if backend == "triton" else None
+        return limit or torch_func_refusal(backend, "masked_perturb")
 
     return why
