@@ -109,8 +109,8 @@ __device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGro
 }
 
 template <typename A>
-__device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, int64_t t) {
-  return Group<A>{index + t * K, weight ? weight + t * K : nullptr, K};
+__device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, int64_t t, int64_t S) {
+  return Group<A>{index + t * K, weight ? weight + t * K : nullptr, K, S};
 }
 
 // ------------------------------------------------------------------------------------ label_map
@@ -136,7 +136,7 @@ __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const i
   if (!active) return;  // no barrier follows
   for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
     const int64_t t = g.at(0, i_t);
-    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t), pre, norm).out);
+    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t, S), pre, norm).out);
   }
 }
 
@@ -160,7 +160,7 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t);
+      const Group<A> gr = group_at(index, weight, K, t, S);
       const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
       const A go = static_cast<A>(grad_out[n * T + t]);
       for (int64_t k = 0; k < K; ++k) {
@@ -230,7 +230,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
     if (active) {
       for (int64_t i_e = 0, n_e = g.count(0, TK); i_e < n_e; ++i_e) {
         const int64_t e = g.at(0, i_e);
-        if (index[e] >= 0) {
+        if (index[e] >= 0 && index[e] < S) {
           const A v = static_cast<A>(xr[index[e]]);
           if (v > m && v < static_cast<A>(INFINITY)) m = v;
         }
@@ -244,7 +244,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t);
+      const Group<A> gr = group_at(index, weight, K, t, S);
       const A Lt =
           pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, gr, shift).L : group_value<R, A>(xr, gr, pre, norm).out;
       L[t] = Lt;
@@ -277,7 +277,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t);
+      const Group<A> gr = group_at(index, weight, K, t, S);
       const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
       if (pre == Pre::kSoftmax) {
         const GroupLog<A> gl = group_log_prob<R, A>(xr, gr, shift);

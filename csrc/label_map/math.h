@@ -58,12 +58,15 @@ RX_LM_HD A pre_value(A x, Pre pre, const RowNorm<A>& r) {
 }
 
 // The sparse mapping of one target: its K source ids (-1 pads) and weights (nullptr = all 1).
+// An id outside [0, S) counts as padding, so no kernel reads outside the row even when called
+// directly with a bad index (the front end refuses such an index before any kernel runs).
 template <typename A>
 struct Group {
   const int64_t* src;
   const A* w;
   int64_t K;
-  RX_LM_HD bool valid(int64_t k) const { return src[k] >= 0; }
+  int64_t S = INT64_MAX;  // the row length
+  RX_LM_HD bool valid(int64_t k) const { return src[k] >= 0 && src[k] < S; }
   RX_LM_HD A weight(int64_t k) const { return w ? w[k] : static_cast<A>(1); }
 };
 
