@@ -170,6 +170,21 @@ __device__ __forceinline__ void store_vec(T* p, const T (&v)[N]) {
   }
 }
 
+// Stores the group's VEC values at p: one vector store on 128-bit layouts, else element by element
+// for the positions on the canvas (w0 + i < W).
+template <class L, typename T, int VEC, typename AR>
+__device__ __forceinline__ void store_group(const AR& pa, T* __restrict__ p, decltype(AR::W) w0,
+                                            const T (&v)[VEC]) {
+  if constexpr (L::kVec) {
+    store_vec(p, v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      if (w0 + i < pa.W) p[i] = v[i];
+    }
+  }
+}
+
 // ---- per-thread gathers (VEC consecutive canvas positions w0 .. w0 + VEC of row (b, c, h)) -------
 
 // True for position i of the group when it lies on the canvas (always with 128-bit layouts).
@@ -363,14 +378,7 @@ __device__ __forceinline__ void finish_outputs(const AR& p, const x_t* __restric
   scalar_t vals[VEC];
 #pragma unroll
   for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
-  if constexpr (L::kVec) {
-    store_vec(o, vals);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      if (w0 + i < p.W) o[i] = vals[i];
-    }
-  }
+  store_group<L>(p, o, w0, vals);
 }
 
 // One thread per VEC consecutive outputs of a canvas row (b, c, h): p.groups = B * C * H * gpr threads.
@@ -472,14 +480,7 @@ __device__ __forceinline__ void store_grads(const AR& pa, float* __restrict__ p,
   float f[VEC];
 #pragma unroll
   for (int i = 0; i < VEC; ++i) f[i] = static_cast<float>(v[i]);
-  if constexpr (L::kVec) {
-    store_vec(p, f);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      if (w0 + i < pa.W) p[i] = f[i];
-    }
-  }
+  store_group<L>(pa, p, w0, f);
 }
 
 // kLinear: blend add, no clamp, delta and mask shared, no input gradient. Then
