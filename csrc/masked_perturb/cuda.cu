@@ -185,6 +185,22 @@ __device__ __forceinline__ void store_group(const AR& pa, T* __restrict__ p, dec
   }
 }
 
+// out[i] = src[i] as acc_t for the group's VEC positions: one vector load on 128-bit layouts, else
+// element by element, 0 off the canvas.
+template <class L, typename acc_t, typename T, int VEC, typename AR>
+__device__ __forceinline__ void load_group(const AR& pa, const T* __restrict__ src, decltype(AR::W) w0,
+                                           acc_t (&out)[VEC]) {
+  if constexpr (L::kVec) {
+    T v[VEC];
+    load_vec(src, v);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = static_cast<acc_t>(v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) out[i] = w0 + i < pa.W ? static_cast<acc_t>(src[i]) : static_cast<acc_t>(0);
+  }
+}
+
 // ---- per-thread gathers (VEC consecutive canvas positions w0 .. w0 + VEC of row (b, c, h)) -------
 
 // True for position i of the group when it lies on the canvas (always with 128-bit layouts).
@@ -517,16 +533,7 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
 #pragma unroll 4
       for (index_t b = b0; b < b1; ++b) {
         acc_t gv[VEC];
-        if constexpr (L::kVec) {
-          scalar_t v[VEC];
-          load_vec(grad_out + (b * plane + go_off), v);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) gv[i] = static_cast<acc_t>(v[i]);
-        } else {
-#pragma unroll
-          for (int i = 0; i < VEC; ++i)
-            gv[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(grad_out[b * plane + go_off + i]) : static_cast<acc_t>(0);
-        }
+        load_group<L>(p, grad_out + (b * plane + go_off), w0, gv);
 #pragma unroll
         for (int i = 0; i < VEC; ++i) sum_d[i] += gv[i];
       }
@@ -548,16 +555,7 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
         if (b == b0 || p.Bm > 1) gather_mask<L, VEC>(p, mask, p.Bm > 1 ? b : index_t(0), c, h, w0, m);
         if (need_u) gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
         acc_t gv[VEC];
-        if constexpr (L::kVec) {
-          scalar_t v[VEC];
-          load_vec(grad_out + (b * plane + go_off), v);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) gv[i] = static_cast<acc_t>(v[i]);
-        } else {
-#pragma unroll
-          for (int i = 0; i < VEC; ++i)
-            gv[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(grad_out[b * plane + go_off + i]) : static_cast<acc_t>(0);
-        }
+        load_group<L>(p, grad_out + (b * plane + go_off), w0, gv);
         acc_t ga[VEC], gm[VEC], gu[VEC];
 #pragma unroll
         for (int i = 0; i < VEC; ++i) {
