@@ -49,6 +49,7 @@ class CaseInstance:
     out_shape: Optional[tuple] = None  # the output whose clone() is the copy baseline
     out_dtype: Optional[torch.dtype] = None
     notes: list = field(default_factory=list)
+    close: Optional[Callable[[], None]] = None  # releases what the case holds (processes, groups); run last
 
     @property
     def bytes_fwdbwd(self) -> Optional[int]:

@@ -123,6 +123,20 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
         result.update(available=False, error=_error_text(exc), traceback=traceback.format_exc())
         log(f"  {case.name}: failed to build ({result['error']})")
         return result
+    try:
+        _measure(case, instance, device, budget, impl_filter, result, log)
+    finally:
+        if instance.close is not None:
+            instance.close()
+    result["wall_s"] = time.perf_counter() - begin
+    result["load_average_1min"] = os.getloadavg()[0]
+    log(f"  {case.name}: done in {result['wall_s']:.1f} s")
+    return result
+
+
+def _measure(case: Case, instance: CaseInstance, device: torch.device, budget: TimingBudget,
+             impl_filter: Optional[set], result: dict, log) -> None:
+    """Time, probe and compare the implementations of a built case; fills ``result``."""
     result["notes"] = list(instance.notes)
     result["bytes"] = {"fwd": instance.bytes_fwd, "bwd": instance.bytes_bwd, "fwdbwd": instance.bytes_fwdbwd}
     impls = [impl for impl in instance.impls if not impl_filter or impl.name in impl_filter]
@@ -168,7 +182,3 @@ def run_case(case: Case, device: torch.device, dtype: torch.dtype, budget: Timin
     if not running:
         result.update(available=False, error="no implementation could run: " +
                       "; ".join(f"{r['name']}: {r['error']}" for r in result["impls"]))
-    result["wall_s"] = time.perf_counter() - begin
-    result["load_average_1min"] = os.getloadavg()[0]
-    log(f"  {case.name}: done in {result['wall_s']:.1f} s")
-    return result

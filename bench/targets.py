@@ -10,7 +10,8 @@ Targets (from the project issues), per fused backend that ran:
   4. mapped_cross_entropy(pre="softmax") fwd+bwd >= 3x eager at (256, 1000, 10, 10) and at
      (2048, 32000, 100, 8);
   5. ... its peak extra memory (fwd+bwd) <= 0.5x eager's at the large size;
-  6. end-to-end ResNet-18 reprogramming step: fused layers faster and lighter than reference layers.
+  6. end-to-end ResNet-18 reprogramming step (single process, and under DDP on 2 gloo ranks): fused
+     layers faster and lighter than reference layers.
      The layers are about 1% of a step dominated by the frozen model, below the step-to-step noise
      of a CPU (a few %), so "faster" is checked where the difference arises: the layers' time
      clocked inside the steps (``in_step``), fused / reference. The whole step's time is checked
@@ -27,6 +28,7 @@ HEADLINE_PERTURB = "ilmvp_128_b64"
 MAPPED_CE_SMALL = "mapped_ce_softmax_in1k_to10"
 MAPPED_CE_LARGE = "mapped_ce_softmax_vocab32k"
 E2E_STEP = "e2e_resnet18_ilmvp"
+E2E_DDP_STEP = "e2e_resnet18_ilmvp_ddp2"
 
 
 @dataclass
@@ -88,6 +90,20 @@ def _in_step_detail(fused: dict, eager: dict) -> Optional[str]:
     return f"{f:.2f} vs {e:.2f} ms per step; the optimizer update {opt:.2f}x, the model and loss {rest:.3f}x"
 
 
+def _e2e_targets(case: str, title: str) -> list:
+    """Target 6 for one end-to-end step case: layers' in-step time, whole step not slower, peak memory."""
+    return [
+        Target(case, f"{title}: time in the trained layers inside the step, fused / reference",
+               lambda f, e, c: _ratio(_in_step(f, "layers_ms"), _in_step(e, "layers_ms")), "<", 1.0,
+               lambda f, e, c: _in_step_detail(f, e)),
+        Target(case, f"{title} whole step time, fused / reference: low end of the 95% CI (not slower)",
+               lambda f, e, c: _paired_time_ratio_low(f, "fwdbwd"), "<=", 1.0,
+               lambda f, e, c: _paired_time_detail(f, "fwdbwd")),
+        Target(case, f"{title} peak memory, fused layers / reference layers",
+               lambda f, e, c: _ratio(_peak(f), _peak(e)), "<", 1.0),
+    ]
+
+
 TARGETS = [
     Target(HEADLINE_PERTURB, "ILM-VP headline fwd+bwd speedup vs eager reference",
            lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 6.0),
@@ -101,14 +117,8 @@ TARGETS = [
            lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0),
     Target(MAPPED_CE_LARGE, "mapped_cross_entropy(softmax) peak extra memory / eager's, large size",
            lambda f, e, c: _ratio(_peak(f), _peak(e)), "<=", 0.5),
-    Target(E2E_STEP, "e2e ResNet-18 step: time in the trained layers inside the step, fused / reference",
-           lambda f, e, c: _ratio(_in_step(f, "layers_ms"), _in_step(e, "layers_ms")), "<", 1.0,
-           lambda f, e, c: _in_step_detail(f, e)),
-    Target(E2E_STEP, "e2e ResNet-18 whole step time, fused / reference: low end of the 95% CI (not slower)",
-           lambda f, e, c: _paired_time_ratio_low(f, "fwdbwd"), "<=", 1.0,
-           lambda f, e, c: _paired_time_detail(f, "fwdbwd")),
-    Target(E2E_STEP, "e2e ResNet-18 step peak memory, fused layers / reference layers",
-           lambda f, e, c: _ratio(_peak(f), _peak(e)), "<", 1.0),
+    *_e2e_targets(E2E_STEP, "e2e ResNet-18 step"),
+    *_e2e_targets(E2E_DDP_STEP, "e2e ResNet-18 DDP step (2 gloo ranks, rank 0)"),
 ]
 
 

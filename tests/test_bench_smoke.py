@@ -25,7 +25,8 @@ from bench.targets import TARGETS  # noqa: E402
 
 import reprogram_ext  # noqa: E402
 
-SMOKE_CASES = ("ilmvp_128_b64", "mapped_ce_softmax_vocab32k", "e2e_resnet18_ilmvp")
+E2E_CASES = ("e2e_resnet18_ilmvp", "e2e_resnet18_ilmvp_ddp2")
+SMOKE_CASES = ("ilmvp_128_b64", "mapped_ce_softmax_vocab32k", *E2E_CASES)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +102,11 @@ def test_other_cases_report_or_explain(run):
             assert record["error"]  # says what is missing instead of crashing
 
 
-def test_e2e_step_clocks_its_layers(run):
-    """Each variant of the end-to-end step clocks its layers inside its complete steps."""
+@pytest.mark.parametrize("case", E2E_CASES)
+def test_e2e_step_clocks_its_layers(run, case):
+    """Each variant of the end-to-end step (one process, and DDP on 2 ranks) clocks its layers inside its steps."""
     payload, _ = run
-    record = next(c for c in payload["cases"] if c["case"] == "e2e_resnet18_ilmvp")
+    record = next(c for c in payload["cases"] if c["case"] == case)
     assert record["available"], record["error"]
     for impl in record["impls"]:
         clock = impl["in_step"]
@@ -114,8 +116,20 @@ def test_e2e_step_clocks_its_layers(run):
         assert clock["optimizer_ms"] > 0
         assert clock["layers_ms"] + clock["optimizer_ms"] < clock["step_ms"]
         assert clock["rest_ms"] > 0
-    rows = [r for r in payload["targets"] if r["case"] == "e2e_resnet18_ilmvp" and r["status"] != "N/A"]
+    rows = [r for r in payload["targets"] if r["case"] == case and r["status"] != "N/A"]
     assert len(rows) == 3 and all(r["detail"] for r in rows[:2])
+
+
+def test_ddp_case_releases_its_rank(run):
+    """The 2-rank case ends its follower process and its process group once measured."""
+    import multiprocessing
+
+    import torch.distributed as dist
+
+    record = next(c for c in run[0]["cases"] if c["case"] == "e2e_resnet18_ilmvp_ddp2")
+    assert record["params"]["ranks"] == 2 and record["available"], record["error"]
+    assert not dist.is_initialized()
+    assert not multiprocessing.active_children()
 
 
 def test_median_ci95_order_statistics():
