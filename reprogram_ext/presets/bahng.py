@@ -1,0 +1,24 @@
+"""Visual prompting (Bahng et al. 2022): the ``presets.bahng`` constructor."""
+from __future__ import annotations
+
+from ..nn.label_mapping import LabelMapping
+from ..nn.layer_args import Size
+from ..nn.prompts import AdditivePrompt
+from .recipe import Recipe
+from .source import takes_source
+
+
+@takes_source("image_size")
+def bahng(num_target: int, *, image_size: Size = 224, kind: str = "pad", prompt_size: int = 30,
+          random_location: bool = False, num_source: int = 1000, mapping: str = "identity", channels: int = 3,
+          backend: str = "auto") -> Recipe:
+    """Visual prompting (Bahng et al. 2022): ``x + M ⊙ δ`` on the already normalised model-size image.
+
+    ``kind="pad"``: a learnable border ``prompt_size`` pixels wide (the paper's default: 30 on 224);
+    ``kind="patch"``: a ``prompt_size`` square patch, fixed at the top-left or, with
+    ``random_location=True``, at a random location per training step; ``kind="full"``: the whole image.
+    Output: ``LabelMapping(method=mapping)`` (Bahng used CLIP's text head; for a classifier the identity).
+    """
+    prompt = AdditivePrompt(image_size, kind=kind, prompt_size=prompt_size, channels=channels,
+                            random_location=random_location, backend=backend)
+    return Recipe(prompt, LabelMapping(num_source, num_target, mapping, backend=backend))
