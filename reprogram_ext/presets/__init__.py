@@ -27,7 +27,7 @@ from .recipe import IMAGENET_MEAN, IMAGENET_STD, Recipe
 from .source import SourceInfo, describe_source
 from .ilm_vp import ilm_vp
 from .elsayed import elsayed
-from .bar import bar
+from .bar import bar, bar_frequency_index, focal_loss
 from .bahng import bahng
 from .autovp import autovp
 from .smm import smm
@@ -35,4 +35,5 @@ from .blm import blm
 from .voice2series import voice2series
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
-           "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source",
+           "bar_frequency_index", "focal_loss"]
