@@ -116,6 +116,7 @@ def autovp_trainable_original(x, delta, scale, out_size=224):
     h = x.shape[-1]
     l, r = int((out_size - h + 1) / 2), int((out_size - h) / 2)
     padded = F.pad(x, (l, r, l, r), value=0)
+    padded = padded.repeat(1, 3 - padded.shape[1] + 1, 1, 1)  # InputPadding's channel repeat (after the warp: same)
     theta = torch.zeros(x.shape[0], 2, 3, dtype=x.dtype)
     theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
     grid = F.affine_grid(theta, list(padded.shape), align_corners=True)
@@ -137,14 +138,14 @@ def test_autovp_fixed_scale(case, scale):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("scale, h", [(1.4, 32), (45 / 32, 32), (0.8, 33), (3.0, 128)])
-def test_autovp_trainable_scale(case, scale, h):
+@pytest.mark.parametrize("scale, h, cx", [(1.4, 32, 3), (45 / 32, 32, 3), (0.8, 33, 3), (3.0, 128, 3), (1.4, 28, 1)])
+def test_autovp_trainable_scale(case, scale, h, cx):
     backend, dtype = case
     recipe = presets.autovp(10, input_size=h, output_size=224, scale=scale, trainable_scale=True, backend=backend)
     layer = randomize(recipe.input_transform, dtype)
     assert isinstance(layer.scale, torch.nn.Parameter) and layer.scale.dim() == 0
     assert "scale" in dict(layer.named_parameters())
-    x = torch.rand(2, 3, h, h, dtype=dtype)
+    x = torch.rand(2, cx, h, h, dtype=dtype)  # cx = 1: grey, repeated to 3 channels after the warp
     delta = layer.delta.detach().clone().requires_grad_(True)
     s = layer.scale.detach().clone().requires_grad_(True)
     out = layer(x)

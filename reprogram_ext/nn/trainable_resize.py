@@ -12,7 +12,8 @@ The warp is separable: ``warp(x) = R_y(s) · x · R_x(s)ᵀ`` with ``R`` holding
 of each output row (columns outside the image are the zero padding and are dropped, and so are the
 output rows that reach no image pixel), so it costs two small matrix products on the image's own
 footprint instead of a ``grid_sample`` over the whole canvas; ``masked_perturb`` places that block
-in the canvas (zeros around it) while it adds the prompt. Autograd gives ``d/ds`` through the
+in the canvas (zeros around it) while it adds the prompt, and the block's gradient is read from the
+canvas gradient at the block's size (``_BlockGradient``). Autograd gives ``d/ds`` through the
 weights (the same piecewise-linear derivative ``grid_sample`` has).
 """
 from __future__ import annotations
@@ -54,8 +55,35 @@ def centre_warp(x: torch.Tensor, scale: torch.Tensor, output_size: Tuple[int, in
     """
     (H, W), (h, w) = output_size, x.shape[-2:]
     ry, top = warp_rows(scale, H, h, (H - h + 1) // 2)
-    rx, left = warp_rows(scale, W, w, (W - w + 1) // 2)
-    return torch.matmul(ry, torch.matmul(x, rx.t())), (top, left)
+    rx, left = (ry, top) if (W, w) == (H, h) else warp_rows(scale, W, w, (W - w + 1) // 2)
+    lead = x.shape[:-2]
+    cols = (x.reshape(-1, w) @ rx.t()).view(-1, h, rx.shape[0])  # x · R_xᵀ: one GEMM over every row
+    block = (cols.transpose(1, 2).reshape(-1, h) @ ry.t()).view(-1, rx.shape[0], ry.shape[0])  # (R_y · ...)ᵀ
+    return block.transpose(1, 2).reshape(*lead, ry.shape[0], rx.shape[0]), (top, left)
+
+
+class _BlockGradient(torch.autograd.Function):
+    """``out`` unchanged, and the gradient of the placed ``block`` it was computed from.
+
+    ``out = N(place(block) + m·act(δ))`` is affine in the block with slope ``1 / std_c``
+    (normalisation after, additive blend, no clamp), so ``∂L/∂block = g[window] / std_c`` (summed
+    over channels for a grey block): read from the canvas gradient at the block's own size, where
+    ``masked_perturb``'s input gradient would write a canvas-size partial first.
+    """
+
+    @staticmethod
+    def forward(ctx, out, block, top, left, inv_std):
+        ctx.window = (top, left, block.shape[-2], block.shape[-1])
+        ctx.grey = block.shape[1] == 1 and out.shape[1] != 1
+        ctx.save_for_backward(inv_std)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inv_std,) = ctx.saved_tensors
+        top, left, h, w = ctx.window
+        g = grad[..., top:top + h, left:left + w] * inv_std
+        return grad, (g.sum(1, keepdim=True) if ctx.grey else g), None, None, None
 
 
 class TrainableResizePrompt(nn.Module):
@@ -87,6 +115,7 @@ class TrainableResizePrompt(nn.Module):
         self.scale = nn.Parameter(torch.tensor(float(scale), device=device, dtype=dtype))
         self.delta = init_program((channels, *self.output_size), init, name, device=device, dtype=dtype,
                                   scale=init_scale)
+        self._mask_key, self._mask = None, None  # current_mask()'s cache (derived state, not saved)
 
     def placed_size(self) -> Tuple[int, int]:
         """AutoVP's image window ``min(int(h·s), H) x min(int(w·s), W)`` at the current scale."""
@@ -94,20 +123,29 @@ class TrainableResizePrompt(nn.Module):
         return tuple(min(int(n * s), o) for n, o in zip(self.input_size, self.output_size))
 
     def current_mask(self) -> torch.Tensor:
-        """``[1, H, W]``: 0 over the ``placed_size()`` window at ``(H - r) // 2``, 1 elsewhere."""
-        r = self.placed_size()
-        origin = tuple((o - n) // 2 for o, n in zip(self.output_size, r))
-        return region_mask(self.output_size, [origin], r, 0.0, device=self.delta.device).to(self.delta.dtype)
+        """``[1, H, W]``: 0 over the ``placed_size()`` window at ``(H - r) // 2``, 1 elsewhere (rebuilt
+        only when the window, the device or the dtype changes)."""
+        key = (self.placed_size(), self.delta.device, self.delta.dtype)
+        if self._mask_key != key:
+            r = key[0]
+            origin = tuple((o - n) // 2 for o, n in zip(self.output_size, r))
+            self._mask = region_mask(self.output_size, [origin], r, 0.0, device=key[1]).to(key[2])
+            self._mask_key = key
+        return self._mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         name = type(self).__name__
         check_input(x, self.input_size, name)
         if not x.is_floating_point():
             raise TypeError(f"{name}: x must be a floating tensor (the warp is bilinear), got {x.dtype}")
-        block, origin = centre_warp(x.to(self.scale.dtype), self.scale, self.output_size)
-        return masked_perturb(block, self.delta, self.current_mask(), out_size=self.output_size, offset=origin,
-                              activation=self.activation, normalize="after", mean=self.mean, std=self.std,
-                              backend=self.backend)
+        block, (top, left) = centre_warp(x.to(self.scale.dtype), self.scale, self.output_size)
+        out = masked_perturb(block.detach(), self.delta, self.current_mask(), out_size=self.output_size,
+                             offset=(top, left), activation=self.activation, normalize="after", mean=self.mean,
+                             std=self.std, backend=self.backend)
+        if not block.requires_grad:
+            return out
+        inv_std = torch.tensor([1.0 / s for s in (self.std or (1.0,))], device=out.device, dtype=out.dtype)
+        return _BlockGradient.apply(out, block, top, left, inv_std.view(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, output_size={self.output_size}, scale={float(self.scale):.4g}, "
