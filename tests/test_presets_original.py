@@ -414,3 +414,21 @@ def test_trainable_resize_warp_is_float64_exact(scale, h, out):
     (a,) = torch.autograd.grad((ours * g).sum(), s_ours)
     (b,) = torch.autograd.grad((theirs * g).sum(), s_theirs)
     torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_argument_errors():
+    from reprogram_ext.nn import TimeSeriesPrompt, TrainableResizePrompt
+    with pytest.raises(ValueError, match="scale must be a positive finite"):
+        presets.autovp(3, scale=float("inf"))
+    with pytest.raises(ValueError, match="segments=40 copies of input_length=500"):
+        presets.voice2series(2, input_length=500, num_source=36, segments=40)
+    with pytest.raises(ValueError, match="l2 must be a non-negative"):
+        presets.voice2series(2, input_length=500, num_source=36, l2=-1.0)
+    with pytest.raises(ValueError, match="dropout must be a number in"):
+        TimeSeriesPrompt(10, 100, dropout=1.0)
+    with pytest.raises(ValueError, match="must fit in output_size"):
+        TrainableResizePrompt(32, 16)
+    with pytest.raises(TypeError, match="floating tensor"):
+        TrainableResizePrompt(4, 8)(torch.zeros(1, 3, 4, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="fewer than k=6"):
+        presets.bar_frequency_index(torch.rand(4, 20).softmax(-1), torch.tensor([0, 1, 0, 1]), 2, top=5)
