@@ -25,7 +25,9 @@ def bahng(num_target: int, *, image_size: Size = 224, kind: str = "pad", prompt_
     a classifier the identity).
 
     Deliberate differences: the random patch location is drawn from all ``H - p + 1`` positions per
-    axis (the original's ``np.random.choice(isize - psize)`` never reaches the last one); the pad
+    axis (the original's ``np.random.choice(isize - psize)`` never reaches the last one), and only in
+    training mode (the original also moves the patch at evaluation; here it sits at
+    ``patch_location`` in eval mode, so evaluation is deterministic); the pad
     prompt is stored as one ``[3, H, W]`` program whose border is used (the same ``N(0, 1)`` values
     and gradients as the four strips).
     """
