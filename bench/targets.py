@@ -18,6 +18,8 @@ Targets (from the project issues), per fused backend that ran:
      for the other direction: the fused step must not be shown slower, i.e. the 95% confidence
      interval of the median of per-round paired ratios must reach down to 1 or below (its median
      and interval are printed with it).
+  7. AutoVP trainable-scale input transform (B=64, 32x32 -> 224x224, learned scale) fwd+bwd >= 3x the
+     eager reference (pad + affine_grid + grid_sample + prompt + normalise).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ MAPPED_CE_SMALL = "mapped_ce_softmax_in1k_to10"
 MAPPED_CE_LARGE = "mapped_ce_softmax_vocab32k"
 E2E_STEP = "e2e_resnet18_ilmvp"
 E2E_DDP_STEP = "e2e_resnet18_ilmvp_ddp2"
+AUTOVP_TRAINABLE = "autovp_trainable_scale_b64"
 
 
 @dataclass
@@ -119,6 +122,8 @@ TARGETS = [
            lambda f, e, c: _ratio(_peak(f), _peak(e)), "<=", 0.5),
     *_e2e_targets(E2E_STEP, "e2e ResNet-18 step"),
     *_e2e_targets(E2E_DDP_STEP, "e2e ResNet-18 DDP step (2 gloo ranks, rank 0)"),
+    Target(AUTOVP_TRAINABLE, "AutoVP trainable-scale input transform fwd+bwd speedup vs eager (pad + grid_sample)",
+           lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0),
 ]
 
 

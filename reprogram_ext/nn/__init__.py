@@ -9,6 +9,8 @@ from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
+from .trainable_resize import TrainableResizePrompt
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
-           "TextHeadMapping", "Reprogrammer"]
+           "TextHeadMapping", "Reprogrammer",
+           "TrainableResizePrompt"]
