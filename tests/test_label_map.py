@@ -525,3 +525,25 @@ def test_topk_mean_ops_check_topk(bd):
     for reduce, topk in (("topk_mean", 0), ("topk_mean", 3), ("mean", 1)):
         with pytest.raises((ValueError, RuntimeError), match="topk"):
             forward(x, idx, None, reduce, "none", topk)
+
+
+# ---------------------------------------------------------------------------- float64 is float64
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_float64_computed_in_float64(bd, pre, reduce):
+    """float64 logits are computed and accumulated in float64 on every backend: forward and both
+    gradients within 1e-12 relative of the float64 reference, and gradcheck at atol 1e-10."""
+    backend, device = bd
+    x, index, w = gradcheck_inputs(4, reduce, device)
+    x64, w64 = x.detach().cpu().requires_grad_(True), w.detach().cpu().requires_grad_(True)
+    out = rx.label_map(x, index, w, reduce=reduce, pre=pre, backend=backend)
+    ref = label_map_reference(x64, index.cpu(), w64, reduce=reduce, pre=pre)
+    up = torch.rand(out.shape, generator=gen(8), dtype=torch.float64)
+    assert out.dtype == torch.float64
+    for got, want in zip((out, *grads(out, (x, w), up.to(device))), (ref, *grads(ref, (x64, w64), up))):
+        assert_close_relative(got.cpu(), want, rtol=1e-12, floor=1e-14)
+    fn = lambda x, w: rx.label_map(x, index, w, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, w), atol=1e-10, rtol=1e-7, fast_mode=INTERPRET)
