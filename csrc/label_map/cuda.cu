@@ -186,10 +186,12 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
 
 // ------------------------------------------------------------------------- mapped_cross_entropy
 
-// Forward (scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k] and dense[n] =
-// (max, log_sum, D) when need_lse. Weight-gradient pass: out[n, t, k] = scale[n] * d loss_n / d w_tk,
-// with the row normaliser read from dense. L_scratch: [N, T], each entry read back by its own lane.
-template <Reduce R, typename scalar_t>
+// Forward (kWeightPass false, scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k]
+// and dense[n] = (max, log_sum, D) when need_lse. Weight-gradient pass (kWeightPass): out[n, t, k] =
+// scale[n] * d loss_n / d w_tk, with the row normaliser read from dense. Two instantiations, so that
+// the forward carries no weight-derivative code (fewer live registers). L_scratch: [N, T], each
+// entry read back by its own lane.
+template <Reduce R, typename scalar_t, bool kWeightPass>
 __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ target,
                      const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                      const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
@@ -203,7 +205,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   const int64_t n = in_range ? g.n : 0;
   const int64_t y = in_range ? target[n] : ignore_index;
   const bool active = in_range && y != ignore_index;  // lanes of other rows only join the reductions
-  const bool weight_pass = scale != nullptr;
+  constexpr bool weight_pass = kWeightPass;
   const A eps = static_cast<A>(eps_d);
   const int64_t TK = T * K;
   const scalar_t* xr = x + n * S;
@@ -504,15 +506,24 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
   const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/need_lse && scale == nullptr);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
-    dispatch(p.reduce, [&](auto R) {
-      mapped_ce_kernel<decltype(R)::value, scalar_t>
-          <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-              logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
-              weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
-              need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
-              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.N, p.S, p.T, p.K, p.topk, p.pre, need_lse,
-              label_smoothing, ignore_index, log_p);
+    auto launch = [&](auto kernel) {
+      kernel<<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
+          weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
+          need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
+          out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.N, p.S, p.T, p.K, p.topk, p.pre, need_lse,
+          label_smoothing, ignore_index, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    dispatch(p.reduce, [&](auto R) {
+      constexpr Reduce r = decltype(R)::value;
+      if (scale == nullptr) {
+        launch(mapped_ce_kernel<r, scalar_t, false>);
+      } else if constexpr (Reducer<r>::kSelectsTop) {  // topk_mean takes no weight (args.h): no weight pass
+        TORCH_CHECK(false, "mapped_cross_entropy: reduce='topk_mean' has no weight gradient");
+      } else {
+        launch(mapped_ce_kernel<r, scalar_t, true>);
+      }
     });
   });
 }

@@ -2,7 +2,8 @@
 // kernels (every function is __host__ __device__), so the CPU build executes the same code the
 // GPU runs. Kernels only map rows / targets / sources to threads and call these functions.
 // The group functions are templates on the reduce R (options.h: its Reducer holds the
-// reduce-specific steps). Formulas: docs/ops/label_map.md.
+// reduce-specific steps). Formulas: docs/ops/label_map.md. Divisions go through divide.h (no
+// IEEE-division subroutine on the device; the IEEE operation on the host).
 //
 // One row n of logits x[S]; target t owns the sources s_k = index[t, k], k < K (-1 = padding),
 // with weights w_k (1 without a weight tensor). With lse = log sum_j exp(x_j):
@@ -240,7 +241,7 @@ RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const 
     if constexpr (Reducer<R>::kSelectsTop) {
       if (!chosen<R>(gl.arg, gl.cut_key, xk, k)) return static_cast<A>(0);
     }
-    return g.weight(k) * exp_f(xk - gl.m) / gl.R;
+    return divide(g.weight(k) * exp_f(xk - gl.m), gl.R);
   }
 }
 
@@ -249,7 +250,7 @@ template <Reduce R, typename A, typename scalar_t>
 RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t k) {
   const A xk = static_cast<A>(x[g.src[k]]);
   const A e = exp_f(xk - gl.m);
-  return Reducer<R>::log_weight_derivative(e / gl.R, gl.wsum, chosen<R>(gl.arg, gl.cut_key, xk, k));
+  return Reducer<R>::log_weight_derivative(divide(e, gl.R), gl.wsum, chosen<R>(gl.arg, gl.cut_key, xk, k));
 }
 
 // Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t
@@ -283,7 +284,7 @@ template <typename A>
 RX_LM_HD A ce_loss(A L_target, A sum_L, A lse_L, int64_t T, A eps) {
   const A nll = lse_L - L_target;
   if (eps == static_cast<A>(0)) return nll;
-  const A smooth = lse_L - sum_L / static_cast<A>(T);
+  const A smooth = lse_L - divide(sum_L, static_cast<A>(T));
   return (static_cast<A>(1) - eps) * nll + eps * smooth;
 }
 
@@ -292,7 +293,7 @@ RX_LM_HD A ce_loss(A L_target, A sum_L, A lse_L, int64_t T, A eps) {
 template <typename A>
 RX_LM_HD A ce_logit_grad_q(A q, bool is_target, int64_t T, A eps, A scale) {
   const A onehot = is_target ? static_cast<A>(1) - eps : static_cast<A>(0);
-  return scale * (q - onehot - eps / static_cast<A>(T));
+  return scale * (q - onehot - divide(eps, static_cast<A>(T)));
 }
 
 template <typename A>

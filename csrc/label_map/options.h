@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "common/option_list.h"
+#include "label_map/divide.h"
 
 namespace reprogram_ext {
 namespace label_map {
@@ -34,7 +35,8 @@ RX_DEFINE_OPTION(Reduce, RX_LABEL_MAP_REDUCES, "label_map", "reduce")
 RX_DEFINE_OPTION(Pre, RX_LABEL_MAP_PRES, "label_map", "pre")
 
 // Each reduce's math over one target's weighted values u_k = w_k v_k (its valid k only), in the
-// manner of pytorch_scatter's Reducer:
+// manner of pytorch_scatter's Reducer (divisions through divide.h: no IEEE-division subroutine in
+// the CUDA kernels, the IEEE operation on the host):
 //   init(), update(acc, arg, u, k)   the running reduction (arg: the k it selected; stays -1 if none)
 //   finish(acc, wsum)                out_t (wsum = sum_k w_k over the entries update() saw)
 //   log_norm(wsum)                   subtracted from log(acc) in log space (pre softmax in the loss)
@@ -69,12 +71,12 @@ struct Reducer<Reduce::kMean> {
   static constexpr bool kSelectsOne = false, kSelectsTop = false, kSumOfTerms = true;
   template <typename A> static RX_LM_HD A init() { return static_cast<A>(0); }
   template <typename A> static RX_LM_HD void update(A& acc, int64_t&, A u, int64_t) { acc += u; }
-  template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return acc / wsum; }
+  template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return divide(acc, wsum); }
   template <typename A> static RX_LM_HD A log_norm(A wsum) { return static_cast<A>(log(wsum)); }
-  template <typename A> static RX_LM_HD A coefficient(A w, A wsum, bool) { return w / wsum; }
-  template <typename A> static RX_LM_HD A weight_derivative(A v, A out, A wsum, bool) { return (v - out) / wsum; }
+  template <typename A> static RX_LM_HD A coefficient(A w, A wsum, bool) { return divide(w, wsum); }
+  template <typename A> static RX_LM_HD A weight_derivative(A v, A out, A wsum, bool) { return divide(v - out, wsum); }
   template <typename A> static RX_LM_HD A log_weight_derivative(A e_R, A wsum, bool) {
-    return e_R - static_cast<A>(1) / wsum;
+    return e_R - reciprocal(wsum);
   }
   static constexpr bool lse_varies(bool) { return false; }
 };
@@ -108,16 +110,16 @@ struct Reducer<Reduce::kTopkMean> {
   static constexpr bool kSelectsOne = false, kSelectsTop = true, kSumOfTerms = false;
   template <typename A> static RX_LM_HD A init() { return static_cast<A>(0); }
   template <typename A> static RX_LM_HD void update(A& acc, int64_t&, A u, int64_t) { acc += u; }
-  template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return acc / wsum; }
+  template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return divide(acc, wsum); }
   template <typename A> static RX_LM_HD A log_norm(A wsum) { return static_cast<A>(log(wsum)); }
   template <typename A> static RX_LM_HD A coefficient(A w, A wsum, bool chosen) {
-    return chosen ? w / wsum : static_cast<A>(0);
+    return chosen ? divide(w, wsum) : static_cast<A>(0);
   }
   template <typename A> static RX_LM_HD A weight_derivative(A v, A out, A wsum, bool chosen) {
-    return chosen ? (v - out) / wsum : static_cast<A>(0);
+    return chosen ? divide(v - out, wsum) : static_cast<A>(0);
   }
   template <typename A> static RX_LM_HD A log_weight_derivative(A e_R, A wsum, bool chosen) {
-    return chosen ? e_R - static_cast<A>(1) / wsum : static_cast<A>(0);
+    return chosen ? e_R - reciprocal(wsum) : static_cast<A>(0);
   }
   static constexpr bool lse_varies(bool weighted) { return weighted; }
 };
