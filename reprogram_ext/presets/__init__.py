@@ -183,3 +183,8 @@ def voice2series(num_target: int, *, input_length: int, num_source: int, output_
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
+
+# Black-box presets (docs/blackbox.md): BAR through queries only, BlackVIP.
+from .blackbox import BlackBoxRecipe, bar_black_box, blackvip, fit_bar_mapping  # noqa: E402
+
+__all__ += ["BlackBoxRecipe", "bar_black_box", "blackvip", "fit_bar_mapping"]
