@@ -22,3 +22,7 @@ if _extension.LOAD_ERROR is None:
     _label_map_autograd.register_compiled()
 
 __all__ = ["__version__", "masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]
+
+from . import blackbox  # noqa: E402  (black-box / zeroth-order reprogramming, docs/blackbox.md)
+
+__all__ += ["blackbox"]

@@ -1,0 +1,23 @@
+"""What each backend of perturbation_bank cannot take, for the backend registry (docs/backends.md).
+
+Imported by the front end before any backend runs: it must not import triton.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from ..masked_perturb.backends import triton_limits
+from .args import CanonicalBank
+
+
+def refusal(cb: CanonicalBank) -> Callable[[str], Optional[str]]:
+    """For the registry: backend name -> why it refuses these inputs (None: it takes them).
+    The bank is not differentiable (black-box training has no autograd through it)."""
+    cp = cb.perturb
+
+    def why(backend: str) -> Optional[str]:
+        if backend == "triton":
+            return triton_limits(cp.x, cp.delta, cp.mask)
+        return None
+
+    return why
