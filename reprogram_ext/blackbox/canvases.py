@@ -7,16 +7,16 @@ Two ways, one set of directions (those of ``perturbation_bank`` for the step's s
   θ = ``delta`` and the Q canvases ``[Q, B, C, *S]`` are one fused ``perturbation_bank`` call with the
   layer's own options (x read once, directions never stored).
 - ``ParameterBank`` — any other module (BlackVIP's coordinator, an SMM mask network, a patch prompt):
-  θ = its trainable parameters flattened to ``[1, d]``; the Q perturbed vectors θ + β·u_j are the
-  bank of θ over a 1-D canvas of length ``d`` with nothing placed on it (``0 + θ + β·u_j``), and
-  canvas j is the module run with vector j (``torch.func.functional_call``).
+  θ = its trainable parameters flattened to ``[1, d]``; the perturbed vectors are θ + β·u_j (or
+  θ ± β·u_j, in the bank's order) with the bank's directions (``zo_directions``), and canvas j is the
+  module run with vector j (``torch.func.functional_call``).
 
 Either way ``theta`` is the tensor the estimate is made for, and ``zo_gradient(losses, theta, ...)``
 with the same seed regenerates the same directions.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -26,10 +26,10 @@ from ..nn.layer_args import check_input
 from ..nn.prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 
 
-def _perturbation_bank():
-    from . import perturbation_bank  # the bank's public function (reprogram_ext/blackbox/__init__.py)
+def _bank():
+    from . import perturbation_bank, zo_directions  # the bank's public functions (blackbox/__init__.py)
 
-    return perturbation_bank
+    return perturbation_bank, zo_directions
 
 
 def _prompt_options(layer: nn.Module) -> Optional[dict]:
@@ -69,12 +69,11 @@ class PromptBank:
             check_input(x, size, type(self.layer).__name__)
         return x
 
-    def canvases(self, x: torch.Tensor, queries: Sequence[int], *, q: int, beta: float, seed: int,
+    def canvases(self, x: torch.Tensor, queries: range, *, q: int, beta: float, seed: int,
                  directions: str, antithetic: bool) -> torch.Tensor:
-        """Canvases ``[len(queries), B, C, *S]`` of the listed queries of the step's bank."""
-        bank = _perturbation_bank()(self._prepare(x), self.theta, self.layer.mask, q=q, beta=beta, seed=seed,
-                                    directions=directions, antithetic=antithetic, **self.options)
-        return bank[list(queries)]
+        """Canvases ``[len(queries), B, C, *S]`` of a block of the step's queries (one fused bank call)."""
+        return _bank()[0](self._prepare(x), self.theta, self.layer.mask, q=q, beta=beta, seed=seed,
+                          directions=directions, antithetic=antithetic, queries=queries, **self.options)
 
     def set_grad(self, grad: torch.Tensor) -> None:
         self.layer.delta.grad = grad.to(self.layer.delta.dtype).reshape(self.layer.delta.shape)
@@ -98,14 +97,17 @@ class ParameterBank:
         dtype = torch.float64 if any(p.dtype == torch.float64 for p in self.params) else torch.float32
         return torch.cat([p.detach().reshape(-1).to(dtype) for p in self.params]).unsqueeze(0)
 
-    def vectors(self, queries: Sequence[int], *, q: int, beta: float, seed: int, directions: str,
+    def vectors(self, queries: range, *, q: int, beta: float, seed: int, directions: str,
                 antithetic: bool) -> torch.Tensor:
-        """θ + β·u_j (or θ ± β·u_j) for the listed queries: ``[len(queries), d]``."""
+        """The parameter vectors of the listed queries ``[len(queries), d]``, in the bank's order: query 0
+        θ and query j θ + β·u_j; antithetic: query 2(j−1) θ + β·u_j and 2(j−1)+1 θ − β·u_j."""
         theta = self.theta
-        nothing = theta.new_zeros(1, 1, 1)  # a one-element input placed at 0: the canvas is θ + β·u_j itself
-        bank = _perturbation_bank()(nothing, theta, None, q=q, beta=beta, seed=seed, directions=directions,
-                                    antithetic=antithetic, offset=(0,), normalize="none", activation="none")
-        return bank[list(queries), 0, 0]
+        u = _bank()[1](theta.shape[1:], seed=seed, q=q, directions=directions, dtype=theta.dtype, device=theta.device)
+        if antithetic:
+            vectors = torch.stack([theta[0] + beta * u, theta[0] - beta * u], dim=1).reshape(2 * q, -1)
+        else:
+            vectors = torch.cat([theta, theta[0] + beta * u])
+        return vectors[queries.start:queries.stop]
 
     def _unflatten(self, vector: torch.Tensor) -> dict:
         out, start = {}, 0
@@ -114,14 +116,14 @@ class ParameterBank:
             start += p.numel()
         return out
 
-    def canvases(self, x: torch.Tensor, queries: Sequence[int], **kwargs) -> torch.Tensor:
+    def canvases(self, x: torch.Tensor, queries: range, **kwargs) -> torch.Tensor:
         vectors = self.vectors(queries, **kwargs)
         with torch.no_grad():
             return torch.stack([functional_call(self.module, self._unflatten(v), (x,)) for v in vectors])
 
     def set_grad(self, grad: torch.Tensor) -> None:
-        for name, g in self._unflatten(grad.reshape(-1)).items():
-            dict(zip(self.names, self.params))[name].grad = g
+        for p, g in zip(self.params, self._unflatten(grad.reshape(-1)).values()):
+            p.grad = g
 
 
 def canvas_source(transform: nn.Module):

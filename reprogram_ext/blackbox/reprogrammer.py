@@ -166,8 +166,7 @@ class BlackBoxReprogrammer(nn.Module):
         if not bool(torch.isfinite(losses).all()):
             raise ValueError(f"BlackBoxReprogrammer.step: the loss is not finite for queries "
                              f"{torch.nonzero(~torch.isfinite(losses)).flatten().tolist()}; nothing was updated")
-        grad = _zo_gradient()(losses.to(theta.dtype), theta, scale=est.scale, **{k: v for k, v in kwargs.items()
-                                                                                 if k != "q"})
+        grad = _zo_gradient()(losses, theta, scale=est.scale, **kwargs)  # q given: checked against the losses
         self.source.set_grad(grad)
         self.optimizer.step()
         for p in self.source.params:
