@@ -27,6 +27,8 @@ from .targets import check_targets, format_targets
 from .utils import TimingBudget, machine_info
 
 CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
+from . import cases_blackbox_e2e  # noqa: E402  (black-box step end to end: queries per second)
+CASE_FAMILIES += (cases_blackbox_e2e.cases,)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
