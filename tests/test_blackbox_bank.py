@@ -301,3 +301,99 @@ def test_cge_bad_input(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         bb.cge_gradient(args.pop("losses"), theta, **args)
+
+
+# ---- the fused backends: the same directions (bits), the same banks and estimates ----------------------
+
+from backend_params import backend_device_params  # noqa: E402
+
+FUSED = backend_device_params(include_reference=False)
+LINEAR_OPTS = [dict(normalize="none"), dict(normalize="none", offset=[(1, 2), (3, 0)]),
+               dict(normalize="none", resize=(7, 9), resize_mode="nearest")]
+
+
+@pytest.mark.parametrize("backend_device", FUSED)
+@pytest.mark.parametrize("directions", DIRS)
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_fused_bank_bits_equal_reference(backend_device, directions, antithetic):
+    """Activation none, blend add, no normalisation: every step is one rounding of the same operands, so
+    the fused bank equals the reference bit for bit (directions included)."""
+    backend, device = backend_device
+    for dtype in (torch.float32, torch.float64):
+        for opts in LINEAR_OPTS:
+            x = torch.rand(3, 3, 5, 6, dtype=dtype, device=device)
+            theta = torch.randn(3, 10, 11, dtype=dtype, device=device)  # d = 330: a partial last group
+            mask = (torch.rand(10, 11, device=device) > 0.4).to(dtype)
+            args = dict(q=3, beta=0.07, seed=2 ** 63 + 5, directions=directions, antithetic=antithetic, **opts)
+            ref = bb.perturbation_bank(x, theta, mask, backend="reference", **args)
+            out = bb.perturbation_bank(x, theta, mask, backend=backend, **args)
+            assert out.dtype == ref.dtype and torch.equal(out, ref), (dtype, opts)
+
+
+@pytest.mark.parametrize("backend_device", FUSED)
+def test_fused_bank_matches_reference_with_every_option(backend_device):
+    backend, device = backend_device
+    x = (torch.rand(2, 1, 6, 6, device=device) * 255).to(torch.uint8)
+    theta = torch.randn(2, 3, 12, 12, device=device)  # per-sample programs
+    mask = torch.rand(2, 1, 6, 6, device=device)
+    opts = dict(activation="sigmoid", clamp=(0.1, 0.9), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), mask_scale=2,
+                resize=(8, 8), blend="replace")
+    for directions in DIRS:
+        args = dict(q=4, beta=0.3, seed=11, directions=directions, queries=(1, 5), **opts)
+        ref = bb.perturbation_bank(x, theta, mask, backend="reference", **args)
+        out = bb.perturbation_bank(x, theta, mask, backend=backend, **args)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend_device", FUSED)
+@pytest.mark.parametrize("directions", DIRS)
+def test_fused_estimate_bits_equal_reference(backend_device, directions):
+    backend, device = backend_device
+    for dtype in (torch.float32, torch.float64):
+        theta = torch.randn(3, 7, 9, dtype=dtype, device=device)
+        losses = torch.rand(6, dtype=dtype, device=device)
+        for antithetic in (False, True):
+            args = dict(seed=123456789, beta=0.02, directions=directions, antithetic=antithetic)
+            ref = bb.zo_gradient(losses, theta, backend="reference", **args)
+            out = bb.zo_gradient(losses, theta, backend=backend, **args)
+            assert out.dtype == dtype and torch.equal(out, ref)
+
+
+def test_cpu_opcheck_and_compile():
+    from reprogram_ext.ops.perturbation_bank.api import canonicalize_bank
+    from reprogram_ext.ops.perturbation_bank.args import signed_seed
+    from reprogram_ext.ops.perturbation_bank.options import PERTURB_DEFAULTS
+
+    x = torch.rand(2, 3, 4, 4)
+    theta = torch.randn(3, 6, 6)
+    cb = canonicalize_bank(x, theta, None, q=2, beta=0.1, seed=7, directions="sphere", antithetic=False,
+                           queries=None, out_dtype=None, options=dict(PERTURB_DEFAULTS, activation="tanh"))
+    cp = cb.perturb
+    args = (cp.x, cp.delta, cp.mask, signed_seed(7), 2, 0.1, "sphere", False, 0, 3, *cp.options.op_args(cp.norm))
+    torch.library.opcheck(torch.ops.reprogram_ext.perturbation_bank, args)
+    torch.library.opcheck(torch.ops.reprogram_ext.perturbation_bank_combine,
+                          (torch.rand(3), signed_seed(2 ** 64 - 1), 50, "segmented"))
+
+    def step(x, theta):
+        bank = bb.perturbation_bank(x, theta, q=2, beta=0.1, seed=7, backend="cpu", activation="tanh")
+        return bank.sum((1, 2, 3, 4))
+
+    compiled = torch.compile(step, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x, theta), step(x, theta))
+
+
+def test_schemas_match_python():
+    from reprogram_ext.ops.perturbation_bank.options import BANK_SCHEMA, COMBINE_SCHEMA
+
+    assert str(torch.ops.reprogram_ext.perturbation_bank.default._schema).split("perturbation_bank")[1] == BANK_SCHEMA
+    assert (str(torch.ops.reprogram_ext.perturbation_bank_combine.default._schema).split("perturbation_bank_combine")[1]
+            == COMBINE_SCHEMA)
+
+
+def test_auto_picks_cpu_and_bad_backend():
+    from reprogram_ext.backend_registry import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cpu"), "perturbation_bank") == "cpu"
+    assert resolve_backend("auto", torch.device("cpu"), "perturbation_bank_combine") == "cpu"
+    with pytest.raises(ValueError, match="backend"):
+        bb.perturbation_bank(X, THETA, q=1, beta=0.1, seed=0, backend="gpu")

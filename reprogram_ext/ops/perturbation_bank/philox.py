@@ -81,15 +81,22 @@ def philox4x32_10(c0, c1, c2, c3, k0: int, k1: int):
 
 
 def raw_words(seed: int, j, numel: int, device) -> torch.Tensor:
-    """The uint32 word (as int64) of each of the ``numel`` elements of direction ``j`` (an int: [numel];
-    a 1-D int64 tensor of directions: [len(j), numel])."""
+    """The words of the element groups covering ``numel`` elements of direction ``j`` (an int:
+    [4 * groups]; a 1-D int64 tensor of directions: [len(j), 4 * groups]); element i is word i."""
     groups = (numel + 3) // 4
     g = torch.arange(groups, dtype=torch.int64, device=device)
     js = torch.as_tensor(j, dtype=torch.int64, device=device)
     g, c2 = torch.broadcast_tensors(g, js.reshape(-1, 1) & MASK32)
     words = philox4x32_10(g & MASK32, g >> 32, c2, torch.zeros_like(g), seed & MASK32, (seed >> 32) & MASK32)
-    out = torch.stack(words, dim=-1).reshape(js.numel(), -1)[:, :numel]
+    out = torch.stack(words, dim=-1).reshape(js.numel(), 4 * groups)
     return out if js.dim() else out[0]
+
+
+def sqrt_rn(t: torch.Tensor) -> torch.Tensor:
+    """The correctly rounded float32 square root: computed in float64 and rounded once more, which is
+    exact for sqrt (53 >= 2 * 24 + 2 bits; Figueroa 1995). torch's float32 sqrt on CPU is not always
+    correctly rounded (its AVX-512 kernel is off by one ulp on ~0.7% of inputs); +, -, * and / are."""
+    return torch.sqrt(t.to(torch.float64)).to(torch.float32)
 
 
 def _uniform24(r: torch.Tensor) -> torch.Tensor:
@@ -136,17 +143,15 @@ def _sincos_turn(m: torch.Tensor):
 
 
 def gaussian_from_words(words: torch.Tensor) -> torch.Tensor:
-    """Box-Muller on lane pairs (0, 1) and (2, 3) of each group of four words -> float32 z per element
-    (over the last dim of ``words``)."""
-    numel = words.shape[-1]
-    pad = (-numel) % 4
-    w = torch.cat([words, words.new_zeros(*words.shape[:-1], pad)], -1).view(*words.shape[:-1], -1, 2)
-    n = _uniform24(w[..., 0])  # lane pairs: (a, b) = (r0, r1) and (r2, r3)
+    """Box-Muller on lane pairs (0, 1) and (2, 3) of each group of four words (the last dim of
+    ``words``, whole groups) -> float32 z per word."""
+    w = words.view(*words.shape[:-1], -1, 2)  # [..., pair, (a, b)]: (r0, r1) and (r2, r3)
+    n = _uniform24(w[..., 0])
     m = 2 * (w[..., 1] >> 9) + 1
-    radius = torch.sqrt(_log_u(n) * -2.0)
+    radius = sqrt_rn(_log_u(n) * -2.0)
     cos, sin = _sincos_turn(m)
     z = torch.stack([radius * cos, radius * sin], dim=-1)  # [..., pair, lane-in-pair]
-    return z.reshape(*words.shape[:-1], -1)[..., :numel]
+    return z.reshape(words.shape)
 
 
 def segmented_from_words(words: torch.Tensor) -> torch.Tensor:
@@ -162,7 +167,7 @@ def squared_norm_fixed(z: torch.Tensor) -> torch.Tensor:
 
 def norm_from_fixed(s: torch.Tensor) -> torch.Tensor:
     """||z|| = sqrt(fl32(max(S, 1)) * 2^-32), float32."""
-    return torch.sqrt(s.clamp_min(1).to(torch.float32) * (1.0 / SQ_SCALE))
+    return sqrt_rn(s.clamp_min(1).to(torch.float32) * (1.0 / SQ_SCALE))
 
 
 def direction(seed: int, j, numel: int, kind: str, device) -> torch.Tensor:
@@ -170,8 +175,8 @@ def direction(seed: int, j, numel: int, kind: str, device) -> torch.Tensor:
     directions j, [len(j), numel]."""
     words = raw_words(seed, j, numel, device)
     if kind == "segmented":
-        return segmented_from_words(words)
-    z = gaussian_from_words(words)
+        return segmented_from_words(words)[..., :numel]
+    z = gaussian_from_words(words)[..., :numel]  # the last group's unused lanes take no part
     if kind == "gaussian":
         return z
     return z / norm_from_fixed(squared_norm_fixed(z))
