@@ -30,6 +30,7 @@
 
 #include "masked_perturb/cpu_rows.h"
 #include "perturbation_bank/math.h"
+#include "runtime/cpu_block_cache.h"
 
 namespace reprogram_ext {
 namespace {
@@ -197,11 +198,11 @@ Tensor perturbation_bank_cpu(const Tensor& x, const Tensor& theta_in, const std:
   const int64_t numel = theta.numel();
   check_bank_spec(s, numel);
   const int64_t nq = s.stop - s.start;
-  Tensor out = at::empty({nq, A.B, A.C, A.H, A.W}, theta.options());
+  Tensor out = empty_large_cpu({nq, A.B, A.C, A.H, A.W}, theta.options());  // the opt-in block cache
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(theta.scalar_type(), "perturbation_bank", [&] {
     using acc_t = scalar_t;
-    Tensor programs = at::empty({nq, numel}, theta.options());
+    Tensor programs = empty_large_cpu({nq, numel}, theta.options());
     fill_programs<acc_t>(s, o.activation, theta.const_data_ptr<acc_t>(), numel, programs.mutable_data_ptr<acc_t>());
     const acc_t* m = mask ? mask->const_data_ptr<acc_t>() : nullptr;
     if (x.scalar_type() == at::kByte) {

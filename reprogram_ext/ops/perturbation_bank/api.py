@@ -100,6 +100,6 @@ def combine_directions(weights: torch.Tensor, *, seed: int, numel: int, directio
     if chosen == "triton":
         from . import triton_op
 
-        return triton_op.combine(weights, seed, numel, directions)
+        return triton_op.combine(weights, signed_seed(seed), numel, directions)
     return torch.ops.reprogram_ext.perturbation_bank_combine(weights.contiguous(), signed_seed(seed), numel,
                                                               directions)
