@@ -64,13 +64,18 @@ def format_case(record: dict) -> str:
         lines.append(f"   note: {note}")
     lines.append("   " + " ".join(f"{c:<{w}}" for c, w in zip(TABLE_COLUMNS, WIDTHS)))
     lines.extend("   " + _impl_row(impl) for impl in record["impls"])
-    lines.extend(_in_step_line(impl) for impl in record["impls"] if impl.get("in_step", {}).get("steps"))
+    lines.extend(_in_step_line(impl) for impl in record["impls"]
+                 if impl.get("in_step", {}).get("steps") or impl.get("in_step", {}).get("zo_steps"))
     return "\n".join(lines)
 
 
 def _in_step_line(impl: dict) -> str:
     """The layers' share of a step, clocked inside the steps (medians in ms)."""
     s = impl["in_step"]
+    if "queries_per_s" in s:  # a black-box step (bench/cases_blackbox_e2e.py)
+        return (f"   in the step, {impl['name']}: {s['queries_per_step']} queries, model {s['model_ms']:.1f} ms, "
+                f"framework {s['framework_ms']:.1f} ms, step {s['step_ms']:.1f} ms = {s['queries_per_s']:.1f} "
+                f"queries/s; medians of {s['zo_steps']} steps")
     return (f"   in the step, {impl['name']}: layers {s['layers_ms']:.3f} ms (prompt fwd {s['prompt_fwd_ms']:.3f} + "
             f"bwd {s['prompt_bwd_ms']:.3f}, mapping fwd {s['mapping_fwd_ms']:.3f} + bwd {s['mapping_bwd_ms']:.3f}), "
             f"optimizer {s['optimizer_ms']:.3f} ms, rest {s['rest_ms']:.1f} ms, step {s['step_ms']:.1f} ms; "

@@ -10,3 +10,14 @@ from .estimators import cge_gradient, coordinate_bank, coordinate_chunks, zo_dir
 
 __all__ = ["perturbation_bank", "zo_gradient", "zo_weights", "zo_directions", "coordinate_bank", "cge_gradient",
            "coordinate_chunks"]
+
+# Training through queries (docs/blackbox.md): the reprogrammer, the estimator choice, the optimisers of
+# BAR and BlackVIP (ZIP's clipping), the checked and counted black box, BlackVIP's coordinator.
+from .coordinator import Coordinator, CoordinatorDecoder  # noqa: E402
+from .optim import BarAdam, SpsaGC  # noqa: E402
+from .query import BlackBoxQuery, QueryBudgetExceeded, RefusesGradients  # noqa: E402
+from .reprogrammer import BlackBoxReprogrammer  # noqa: E402
+from .zo_estimator import ZOEstimator  # noqa: E402
+
+__all__ += ["BlackBoxReprogrammer", "ZOEstimator", "BarAdam", "SpsaGC", "BlackBoxQuery", "QueryBudgetExceeded",
+            "RefusesGradients", "Coordinator", "CoordinatorDecoder"]

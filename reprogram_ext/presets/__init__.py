@@ -42,3 +42,8 @@ from .voice2series import voice2series
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source",
            "bar_frequency_index", "focal_loss"]
+
+# Black-box presets (docs/blackbox_training.md): BAR through queries only, BlackVIP.
+from .blackbox import BlackBoxRecipe, bar_black_box, blackvip, fit_bar_mapping  # noqa: E402
+
+__all__ += ["BlackBoxRecipe", "bar_black_box", "blackvip", "fit_bar_mapping"]
