@@ -12,3 +12,5 @@ from .text_head import TextHeadMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer"]
+from .token_canvas import TokenCanvasPrompt  # noqa: E402  (tokens_to_canvas, docs/ops/tokens_to_canvas.md)
+__all__ += ["TokenCanvasPrompt"]

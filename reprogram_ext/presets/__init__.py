@@ -183,3 +183,9 @@ def voice2series(num_target: int, *, input_length: int, num_source: int, output_
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
+
+# Sequences and tokens (SPEC §7) on tokens_to_canvas: one module per method.
+from .chen2021 import chen2021  # noqa: E402
+from .neekhara2022 import neekhara2022  # noqa: E402
+
+__all__ += ["neekhara2022", "chen2021"]
