@@ -4,9 +4,10 @@
 // cell's activated patch row, then the program term, the order of the reference), finished
 // (clamp, normalise) and stored: one write of the output, table/base/program rows read from cache.
 // Backward, table: the cells are grouped by token with a counting sort (ascending (b, g) within a
-// token); one task per (used token, channel, patch row) sums the gradient rows of its cells in
-// that order, so every table row is the same sum, in the same order, for any thread count, and no
-// two tasks write the same element (no atomics). Program and base: one task per canvas row (c, h)
+// token); one task per token (or per (token, patch row) when few tokens are in use) sums the
+// gradient rows of its cells in that order, so every table element is the same sum, in the same
+// order, for any thread count, and no two tasks write the same element (no atomics); the rows of
+// unused tokens are zero-filled by the same tasks (the gradient tensor is not zeroed first). Program and base: one task per canvas row (c, h)
 // sums over the batch in ascending b.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -157,43 +158,75 @@ TokenGroups group_cells(const int64_t* cells, int64_t n, int64_t V) {
   return g;
 }
 
-// grad_table[t, c, ph, :] for one (token, channel, patch row): the sum of the gradient at v over
-// the token's cells, in ascending cell order, times patch_weight * inv_std * act'(a).
+// grad_table[t] rows r0 .. r1 (row r = (c, ph) of the token's [C, Ph, Pw] patch): the sum of the gradient
+// at v over the token's cells, in ascending cell order, times patch_weight_c * inv_std_c * act'(a).
+// a, u and acc are scratch buffers of (r1 - r0) * Pw elements, vrow one of Pw.
 template <Activation ACT, typename scalar_t>
-void table_grad_task(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups,
-                     int64_t t, int64_t c, int64_t ph, acc_t<scalar_t>* gt, acc_t<scalar_t>* a, acc_t<scalar_t>* acc) {
+void table_grad_rows(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups, int64_t t,
+                     int64_t r0, int64_t r1, acc_t<scalar_t>* gt, acc_t<scalar_t>* a, acc_t<scalar_t>* u,
+                     acc_t<scalar_t>* acc, acc_t<scalar_t>* vrow) {
   using A = acc_t<scalar_t>;
-  const ChannelConstants<A> k = channel_constants(static_cast<const A*>(in.norm), p.C, c);
+  const A* norm = static_cast<const A*>(in.norm);
   const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
-  const scalar_t* tr = static_cast<const scalar_t*>(in.table) + ((t * p.C + c) * p.Ph + ph) * p.Pw;
-  for (int64_t q = 0; q < p.Pw; ++q) {
+  const int64_t Pw = p.Pw, n = (r1 - r0) * Pw;
+  const scalar_t* tr = static_cast<const scalar_t*>(in.table) + (t * p.C * p.Ph + r0) * Pw;
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) {
     a[q] = activate<ACT, A>(static_cast<A>(tr[q]));
     acc[q] = A(0);
   }
+  for (int64_t r = r0; r < r1; ++r) {  // u = patch_weight_c * a, the patch term of v
+    const A pw = channel_constants(norm, p.C, r / p.Ph).patch_weight;
+#pragma omp simd
+    for (int64_t q = 0; q < Pw; ++q) u[(r - r0) * Pw + q] = pw * a[(r - r0) * Pw + q];
+  }
   for (int64_t i = groups.start[t]; i < groups.start[t + 1]; ++i) {
     const int64_t e = groups.order[i], b = e / p.G, cell = e % p.G;
-    const int64_t h = p.oy + (cell / p.Gw) * p.Ph + ph, w0 = p.ox + (cell % p.Gw) * p.Pw;
-    const scalar_t* gr = g + ((b * p.C + c) * p.H + h) * p.W + w0;
-    if (!p.has_clamp) {
-      for (int64_t q = 0; q < p.Pw; ++q) acc[q] += static_cast<A>(gr[q]);
-      continue;
-    }
-    const scalar_t* br = p.has_base ? static_cast<const scalar_t*>(in.base) +
-                                          canvas_row(p.Bb, p.Cb, p.H, p.W, b, c, h) + w0 : nullptr;
-    const scalar_t* pr = p.has_program ? static_cast<const scalar_t*>(in.program) +
-                                             canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h) + w0 : nullptr;
-    const scalar_t* mr = p.has_mask ? static_cast<const scalar_t*>(in.mask) +
-                                          canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + w0 : nullptr;
-    for (int64_t q = 0; q < p.Pw; ++q) {
-      A v = br ? k.base_weight * static_cast<A>(br[q]) : A(0);
-      v += k.patch_weight * a[q];
-      if (pr) v += (mr ? static_cast<A>(mr[q]) : A(1)) * activate<ACT, A>(static_cast<A>(pr[q]));
-      acc[q] += clamp_passes(v, true, lo, hi) ? static_cast<A>(gr[q]) : A(0);
+    const int64_t y0 = p.oy + (cell / p.Gw) * p.Ph, w0 = p.ox + (cell % p.Gw) * Pw;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / p.Ph, h = y0 + r % p.Ph;
+      const scalar_t* gr = g + ((b * p.C + c) * p.H + h) * p.W + w0;
+      A* sum = acc + (r - r0) * Pw;
+      if (!p.has_clamp) {
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) sum[q] += static_cast<A>(gr[q]);
+        continue;
+      }
+      // v as the forward builds it (base term, + u, + program term), then the clamp's pass mask.
+      const ChannelConstants<A> k = channel_constants(norm, p.C, c);
+      const A* ur = u + (r - r0) * Pw;
+      A* v = vrow;
+      if (p.has_base) {
+        const scalar_t* br = static_cast<const scalar_t*>(in.base) + canvas_row(p.Bb, p.Cb, p.H, p.W, b, c, h) + w0;
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) v[q] = k.base_weight * static_cast<A>(br[q]) + ur[q];
+      } else {
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) v[q] = ur[q];
+      }
+      if (p.has_program) {
+        const scalar_t* pr = static_cast<const scalar_t*>(in.program) + canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h) + w0;
+        if (p.has_mask) {
+          const scalar_t* mr = static_cast<const scalar_t*>(in.mask) + canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + w0;
+#pragma omp simd
+          for (int64_t q = 0; q < Pw; ++q) v[q] += static_cast<A>(mr[q]) * activate<ACT, A>(static_cast<A>(pr[q]));
+        } else {
+#pragma omp simd
+          for (int64_t q = 0; q < Pw; ++q) v[q] += activate<ACT, A>(static_cast<A>(pr[q]));
+        }
+      }
+#pragma omp simd
+      for (int64_t q = 0; q < Pw; ++q) sum[q] += ((v[q] >= lo) & (v[q] <= hi)) ? static_cast<A>(gr[q]) : A(0);  // no branch
     }
   }
-  const A scale = k.patch_weight * (p.normalize ? k.inv_std : A(1));
-  A* out = gt + ((t * p.C + c) * p.Ph + ph) * p.Pw;
-  for (int64_t q = 0; q < p.Pw; ++q) out[q] = scale * activation_derivative<ACT, A>(a[q]) * acc[q];
+  A* out = gt + (t * p.C * p.Ph + r0) * Pw;
+  for (int64_t r = r0; r < r1; ++r) {
+    const ChannelConstants<A> k = channel_constants(norm, p.C, r / p.Ph);
+    const A scale = k.patch_weight * (p.normalize ? k.inv_std : A(1));
+    const int64_t o = (r - r0) * Pw;
+#pragma omp simd
+    for (int64_t q = 0; q < Pw; ++q) out[o + q] = scale * activation_derivative<ACT, A>(a[o + q]) * acc[o + q];
+  }
 }
 
 // grad_program / grad_base at canvas row (c, h): the gradient at v of each sample b (ascending),
@@ -244,10 +277,10 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
   check_cells(cells, p.V);
   const auto acc = table.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = table.options().dtype(acc);
-  Tensor gt = needs[0] ? at::zeros(table.sizes(), opts) : at::empty({0}, opts);
+  Tensor gt = needs[0] ? at::empty(table.sizes(), opts) : at::empty({0}, opts);  // every row written below
   Tensor gp = needs[1] && program ? at::zeros({p.Bp, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
   Tensor gb = needs[2] && base ? at::zeros({p.Bb, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
-  if (grad_out.numel() == 0) return {gt, gp, gb};
+  if (grad_out.numel() == 0) return {gt.zero_(), gp, gb};
   const Inputs in{cells.data_ptr<int64_t>(), table.data_ptr(), program ? program->data_ptr() : nullptr,
                   program_mask ? program_mask->data_ptr() : nullptr, base ? base->data_ptr() : nullptr,
                   norm.data_ptr()};
@@ -257,15 +290,23 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
     dispatch(p.activation, [&](auto act) {
       constexpr Activation ACT = decltype(act)::value;
       if (needs[0]) {
+        // One task per token (its whole patch: the cell list is walked once), or per (token, patch
+        // row) when there are too few tokens in use to keep the threads busy. Unused tokens: zero rows.
         const TokenGroups groups = group_cells(in.cells, p.B * p.G, p.V);
-        const int64_t per_token = p.C * p.Ph, tasks = static_cast<int64_t>(groups.used.size()) * per_token;
-        const int64_t mean_cells = (p.B * p.G) / std::max<int64_t>(1, static_cast<int64_t>(groups.used.size()));
+        const int64_t rows = p.C * p.Ph, used = static_cast<int64_t>(groups.used.size());
+        const int64_t parts = used >= 16 * at::get_num_threads() ? 1 : rows, per_part = rows / parts;
+        const int64_t mean_cells = (p.B * p.G) / std::max<int64_t>(1, used);
         A* gtp = gt.data_ptr<A>();
-        at::parallel_for(0, tasks, task_grain(mean_cells * p.Pw), [&](int64_t i0, int64_t i1) {
-          std::vector<A> a(p.Pw), sum(p.Pw);
+        at::parallel_for(0, p.V * parts, task_grain(mean_cells * per_part * p.Pw), [&](int64_t i0, int64_t i1) {
+          std::vector<A> a(per_part * p.Pw), u(per_part * p.Pw), sum(per_part * p.Pw), vrow(p.Pw);
           for (int64_t i = i0; i < i1; ++i) {
-            const int64_t t = groups.used[i / per_token], c = (i % per_token) / p.Ph, ph = i % p.Ph;
-            table_grad_task<ACT, scalar_t>(p, in, g, groups, t, c, ph, gtp, a.data(), sum.data());
+            const int64_t t = i / parts, r0 = (i % parts) * per_part;
+            if (groups.start[t] == groups.start[t + 1]) {
+              std::fill(gtp + (t * rows + r0) * p.Pw, gtp + (t * rows + r0 + per_part) * p.Pw, A(0));
+            } else {
+              table_grad_rows<ACT, scalar_t>(p, in, g, groups, t, r0, r0 + per_part, gtp, a.data(), u.data(), sum.data(),
+                                             vrow.data());
+            }
           }
         });
       }
