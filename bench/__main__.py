@@ -28,6 +28,10 @@ from .utils import TimingBudget, machine_info
 
 CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
+# tokens_to_canvas (bench/cases_tokens.py)
+from . import cases_tokens  # noqa: E402
+CASE_FAMILIES += (cases_tokens.cases,)
+OPS += ("tokens_to_canvas",)
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
