@@ -136,6 +136,14 @@ TARGETS += [
     for case in (BLACKBOX_Q5, BLACKBOX_Q20)
 ]
 
+# tokens_to_canvas (bench/cases_tokens.py): fwd+bwd >= 5x eager and >= 1.5x torch.compile(eager), V = 4 and 30k.
+TOKENS_CASES = ("tokens_v4_b64", "tokens_v30k_b64")
+TARGETS += [Target(case, f"tokens_to_canvas fwd+bwd speedup vs {name}, B=64, 24x24 cells of 16x16, {case[7:-4]}",
+                   (lambda f, e, c, use_c=use_c: _ratio(_median(c if use_c else e, "fwdbwd"), _median(f, "fwdbwd"))),
+                   ">=", threshold)
+            for case in TOKENS_CASES
+            for name, use_c, threshold in (("eager reference", False, 5.0), ("torch.compile(reference)", True, 1.5))]
+
 
 COMPARE = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 

@@ -76,4 +76,19 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "mapped_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor index, "
       "Tensor? weight, Tensor unit_grad, Tensor dense, str reduce, str pre, float label_smoothing, "
       "int ignore_index, bool need_weight_grad, int topk=0) -> (Tensor, Tensor)");
+
+  // ---- tokens_to_canvas (docs/ops/tokens_to_canvas.md; options: csrc/tokens_to_canvas/options.h and
+  // reprogram_ext/ops/tokens_to_canvas/options.py, which holds the same schemas for the Triton ops).
+  // cells int64 [B, G] (the token of every grid cell); table [V, C, Ph, Pw]; program / program_mask /
+  // base [1|B, 1|C, H, W] in table's dtype or None; norm [4, C] accumulation dtype = (mean, 1 / std,
+  // base_weight, patch_weight); geometry (Gh, Gw, oy, ox); canvas (H, W). Forward returns
+  // [B, C, H, W] in table's dtype; backward (grad_table [V, C, Ph, Pw], grad_program [Bp, C, H, W],
+  // grad_base [Bb, C, H, W]) in the accumulation dtype, an output not asked for by needs an empty tensor.
+  m.def(
+      "tokens_to_canvas_forward(Tensor cells, Tensor table, Tensor? program, Tensor? program_mask, Tensor? base, "
+      "Tensor norm, int[] geometry, int[] canvas, str activation, str normalize, float[]? clamp) -> Tensor");
+  m.def(
+      "tokens_to_canvas_backward(Tensor grad_out, Tensor cells, Tensor table, Tensor? program, Tensor? program_mask, "
+      "Tensor? base, Tensor norm, int[] geometry, int[] canvas, str activation, str normalize, float[]? clamp, "
+      "bool[3] needs) -> (Tensor, Tensor, Tensor)");
 }

@@ -16,13 +16,17 @@ from .ops.label_map import label_map, mapped_cross_entropy
 from .ops.masked_perturb import autograd as _masked_perturb_autograd
 from .ops.masked_perturb import masked_perturb
 from .runtime import empty_cpu_cache
+from .ops.tokens_to_canvas import autograd as _tokens_to_canvas_autograd
+from .ops.tokens_to_canvas import tokens_to_canvas
 
 if _extension.LOAD_ERROR is None:
     _masked_perturb_autograd.register_compiled()
     _label_map_autograd.register_compiled()
+    _tokens_to_canvas_autograd.register_compiled()
 
 __all__ = ["__version__", "masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]
 
 from . import blackbox  # noqa: E402  (black-box / zeroth-order reprogramming, docs/blackbox.md)
 
 __all__ += ["blackbox"]
+__all__ += ["tokens_to_canvas"]

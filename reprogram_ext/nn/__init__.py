@@ -14,3 +14,5 @@ from .trainable_resize import TrainableResizePrompt
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer",
            "TrainableResizePrompt"]
+from .token_canvas import TokenCanvasPrompt  # noqa: E402  (tokens_to_canvas, docs/ops/tokens_to_canvas.md)
+__all__ += ["TokenCanvasPrompt"]

@@ -47,3 +47,10 @@ __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm"
 from .blackbox import BlackBoxRecipe, bar_black_box, blackvip, fit_bar_mapping  # noqa: E402
 
 __all__ += ["BlackBoxRecipe", "bar_black_box", "blackvip", "fit_bar_mapping"]
+
+
+# Sequences and tokens (SPEC §7) on tokens_to_canvas: one module per method.
+from .chen2021 import chen2021  # noqa: E402
+from .neekhara2022 import neekhara2022  # noqa: E402
+
+__all__ += ["neekhara2022", "chen2021"]

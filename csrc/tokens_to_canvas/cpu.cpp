@@ -1,0 +1,334 @@
+// C++ CPU kernels of tokens_to_canvas (formulas: math.h, docs/ops/tokens_to_canvas.md).
+//
+// Forward: one task per canvas row (b, c, h): the row is built in a buffer (base term, then each
+// cell's activated patch row, then the program term, the order of the reference), finished
+// (clamp, normalise) and stored: one write of the output, table/base/program rows read from cache.
+// Backward, table: the cells are grouped by token with a counting sort (ascending (b, g) within a
+// token); one task per token (or per (token, patch row) when few tokens are in use) sums the
+// gradient rows of its cells in that order, so every table element is the same sum, in the same
+// order, for any thread count, and no two tasks write the same element (no atomics); the rows of
+// unused tokens are zero-filled by the same tasks (the gradient tensor is not zeroed first). Program and base: one task per canvas row (c, h)
+// sums over the batch in ascending b.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/cpu_clones.h"
+#include "tokens_to_canvas/math.h"
+#include "tokens_to_canvas/options.h"
+
+namespace reprogram_ext {
+namespace tokens_to_canvas {
+namespace {
+
+using at::Tensor;
+
+template <typename scalar_t>
+using acc_t = typename std::conditional<std::is_same<scalar_t, double>::value, double, float>::type;
+
+// at::parallel_for grain for tasks of `elems` elements each (about 32k elements per thread at least).
+int64_t task_grain(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, elems)); }
+
+// Every cell's token in [0, V): the values are read before any table row is.
+void check_cells(const Tensor& cells, int64_t V) {
+  const int64_t* t = cells.data_ptr<int64_t>();
+  const int64_t n = cells.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    TORCH_CHECK_VALUE(t[i] >= 0 && t[i] < V, "tokens_to_canvas: tokens must hold ids in [0, V=", V,
+                      ") (V = table.shape[0]), got ", t[i]);
+  }
+}
+
+struct Inputs {
+  const int64_t* cells;
+  const void* table;
+  const void* program;
+  const void* mask;
+  const void* base;
+  const void* norm;
+};
+
+// row[w] = base_weight * base (or 0), then += u over the grid's span when h is a grid row.
+template <Activation ACT, typename scalar_t, typename A>
+inline void build_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t c, int64_t h,
+                      const ChannelConstants<A>& k, A* row) {
+  const int64_t W = p.W;
+  if (p.has_base) {
+    const scalar_t* br = static_cast<const scalar_t*>(in.base) + canvas_row(p.Bb, p.Cb, p.H, W, b, c, h);
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) row[w] = k.base_weight * static_cast<A>(br[w]);
+  } else {
+    std::fill(row, row + W, A(0));
+  }
+  const int64_t y = h - p.oy;
+  if (y >= 0 && y < p.Gh * p.Ph) {
+    const int64_t gy = y / p.Ph, ph = y % p.Ph;
+    const int64_t* cell = in.cells + b * p.G + gy * p.Gw;
+    const scalar_t* table = static_cast<const scalar_t*>(in.table);
+    for (int64_t gx = 0; gx < p.Gw; ++gx) {
+      const scalar_t* tr = table + ((cell[gx] * p.C + c) * p.Ph + ph) * p.Pw;
+      A* dst = row + p.ox + gx * p.Pw;
+#pragma omp simd
+      for (int64_t q = 0; q < p.Pw; ++q) dst[q] += k.patch_weight * activate<ACT, A>(static_cast<A>(tr[q]));
+    }
+  }
+}
+
+// row[w] += m * act(program) (m = 1 without a mask).
+template <Activation ACT, typename scalar_t, typename A>
+inline void add_program_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t c, int64_t h, A* row) {
+  if (!p.has_program) return;
+  const scalar_t* pr = static_cast<const scalar_t*>(in.program) + canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h);
+  if (p.has_mask) {
+    const scalar_t* mr = static_cast<const scalar_t*>(in.mask) + canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h);
+#pragma omp simd
+    for (int64_t w = 0; w < p.W; ++w) row[w] += static_cast<A>(mr[w]) * activate<ACT, A>(static_cast<A>(pr[w]));
+  } else {
+#pragma omp simd
+    for (int64_t w = 0; w < p.W; ++w) row[w] += activate<ACT, A>(static_cast<A>(pr[w]));
+  }
+}
+
+template <Activation ACT, typename scalar_t>
+void forward_rows(const CanvasArgs& p, const Inputs& in, scalar_t* out, int64_t r0, int64_t r1) {
+  using A = acc_t<scalar_t>;
+  const A* norm = static_cast<const A*>(in.norm);
+  const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
+  std::vector<A> row(p.W);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t h = r % p.H, c = (r / p.H) % p.C, b = r / (p.H * p.C);
+    const ChannelConstants<A> k = channel_constants(norm, p.C, c);
+    build_row<ACT, scalar_t, A>(p, in, b, c, h, k, row.data());
+    add_program_row<ACT, scalar_t, A>(p, in, b, c, h, row.data());
+    scalar_t* o = out + r * p.W;
+#pragma omp simd
+    for (int64_t w = 0; w < p.W; ++w) o[w] = static_cast<scalar_t>(finish_value(row[w], p.has_clamp, lo, hi,
+                                                                                 p.normalize, k));
+  }
+}
+
+// float32 rows: also compiled for AVX2 and AVX-512 (common/cpu_clones.h).
+RX_CPU_CLONES void forward_rows_f32(const CanvasArgs& p, const Inputs& in, float* out, int64_t r0, int64_t r1) {
+  dispatch(p.activation, [&](auto act) { forward_rows<decltype(act)::value, float>(p, in, out, r0, r1); });
+}
+
+Tensor tokens_to_canvas_forward_cpu(const Tensor& cells, const Tensor& table, const std::optional<Tensor>& program,
+                                    const std::optional<Tensor>& program_mask, const std::optional<Tensor>& base,
+                                    RX_TOKENS_TO_CANVAS_OPTION_PARAMS) {
+  const CanvasArgs p = make_canvas_args(cells, table, program, program_mask, base, RX_TOKENS_TO_CANVAS_OPTION_ARGS);
+  check_cells(cells, p.V);
+  Tensor out = at::empty({p.B, p.C, p.H, p.W}, table.options());
+  if (out.numel() == 0) return out;
+  const Inputs in{cells.data_ptr<int64_t>(), table.data_ptr(), program ? program->data_ptr() : nullptr,
+                  program_mask ? program_mask->data_ptr() : nullptr, base ? base->data_ptr() : nullptr,
+                  norm.data_ptr()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(), "tokens_to_canvas_forward", [&] {
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, p.B * p.C * p.H, task_grain(p.W), [&](int64_t r0, int64_t r1) {
+      if constexpr (std::is_same<scalar_t, float>::value) {
+        forward_rows_f32(p, in, reinterpret_cast<float*>(o), r0, r1);
+      } else {
+        dispatch(p.activation, [&](auto act) { forward_rows<decltype(act)::value, scalar_t>(p, in, o, r0, r1); });
+      }
+    });
+  });
+  return out;
+}
+
+// The cells grouped by token: order[start[t] .. start[t + 1]) = the cells (b * G + g) holding t,
+// ascending; used = the tokens with at least one cell, ascending.
+struct TokenGroups {
+  std::vector<int64_t> start, order, used;
+};
+
+TokenGroups group_cells(const int64_t* cells, int64_t n, int64_t V) {
+  TokenGroups g;
+  g.start.assign(V + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++g.start[cells[i] + 1];
+  for (int64_t t = 0; t < V; ++t) {
+    if (g.start[t + 1] > 0) g.used.push_back(t);
+    g.start[t + 1] += g.start[t];
+  }
+  g.order.resize(n);
+  std::vector<int64_t> next(g.start.begin(), g.start.end() - 1);
+  for (int64_t i = 0; i < n; ++i) g.order[next[cells[i]]++] = i;
+  return g;
+}
+
+// grad_table[t] rows r0 .. r1 (row r = (c, ph) of the token's [C, Ph, Pw] patch): the sum of the gradient
+// at v over the token's cells, in ascending cell order, times patch_weight_c * inv_std_c * act'(a).
+// a, u and acc are scratch buffers of (r1 - r0) * Pw elements, vrow one of Pw.
+template <Activation ACT, typename scalar_t>
+void table_grad_rows(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups, int64_t t,
+                     int64_t r0, int64_t r1, acc_t<scalar_t>* gt, acc_t<scalar_t>* a, acc_t<scalar_t>* u,
+                     acc_t<scalar_t>* acc, acc_t<scalar_t>* vrow) {
+  using A = acc_t<scalar_t>;
+  const A* norm = static_cast<const A*>(in.norm);
+  const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
+  const int64_t Pw = p.Pw, n = (r1 - r0) * Pw;
+  const scalar_t* tr = static_cast<const scalar_t*>(in.table) + (t * p.C * p.Ph + r0) * Pw;
+#pragma omp simd
+  for (int64_t q = 0; q < n; ++q) {
+    a[q] = activate<ACT, A>(static_cast<A>(tr[q]));
+    acc[q] = A(0);
+  }
+  for (int64_t r = r0; r < r1; ++r) {  // u = patch_weight_c * a, the patch term of v
+    const A pw = channel_constants(norm, p.C, r / p.Ph).patch_weight;
+#pragma omp simd
+    for (int64_t q = 0; q < Pw; ++q) u[(r - r0) * Pw + q] = pw * a[(r - r0) * Pw + q];
+  }
+  for (int64_t i = groups.start[t]; i < groups.start[t + 1]; ++i) {
+    const int64_t e = groups.order[i], b = e / p.G, cell = e % p.G;
+    const int64_t y0 = p.oy + (cell / p.Gw) * p.Ph, w0 = p.ox + (cell % p.Gw) * Pw;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / p.Ph, h = y0 + r % p.Ph;
+      const scalar_t* gr = g + ((b * p.C + c) * p.H + h) * p.W + w0;
+      A* sum = acc + (r - r0) * Pw;
+      if (!p.has_clamp) {
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) sum[q] += static_cast<A>(gr[q]);
+        continue;
+      }
+      // v as the forward builds it (base term, + u, + program term), then the clamp's pass mask.
+      const ChannelConstants<A> k = channel_constants(norm, p.C, c);
+      const A* ur = u + (r - r0) * Pw;
+      A* v = vrow;
+      if (p.has_base) {
+        const scalar_t* br = static_cast<const scalar_t*>(in.base) + canvas_row(p.Bb, p.Cb, p.H, p.W, b, c, h) + w0;
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) v[q] = k.base_weight * static_cast<A>(br[q]) + ur[q];
+      } else {
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) v[q] = ur[q];
+      }
+      if (p.has_program) {
+        const scalar_t* pr = static_cast<const scalar_t*>(in.program) + canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h) + w0;
+        if (p.has_mask) {
+          const scalar_t* mr = static_cast<const scalar_t*>(in.mask) + canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + w0;
+#pragma omp simd
+          for (int64_t q = 0; q < Pw; ++q) v[q] += static_cast<A>(mr[q]) * activate<ACT, A>(static_cast<A>(pr[q]));
+        } else {
+#pragma omp simd
+          for (int64_t q = 0; q < Pw; ++q) v[q] += activate<ACT, A>(static_cast<A>(pr[q]));
+        }
+      }
+#pragma omp simd
+      for (int64_t q = 0; q < Pw; ++q) sum[q] += ((v[q] >= lo) & (v[q] <= hi)) ? static_cast<A>(gr[q]) : A(0);  // no branch
+    }
+  }
+  A* out = gt + (t * p.C * p.Ph + r0) * Pw;
+  for (int64_t r = r0; r < r1; ++r) {
+    const ChannelConstants<A> k = channel_constants(norm, p.C, r / p.Ph);
+    const A scale = k.patch_weight * (p.normalize ? k.inv_std : A(1));
+    const int64_t o = (r - r0) * Pw;
+#pragma omp simd
+    for (int64_t q = 0; q < Pw; ++q) out[o + q] = scale * activation_derivative<ACT, A>(a[o + q]) * acc[o + q];
+  }
+}
+
+// grad_program / grad_base at canvas row (c, h): the gradient at v of each sample b (ascending),
+// written per sample or summed over the batch when the tensor is shared (batch 1).
+template <Activation ACT, typename scalar_t>
+void canvas_grad_row(const CanvasArgs& p, const Inputs& in, const scalar_t* g, int64_t c, int64_t h,
+                     acc_t<scalar_t>* gp, acc_t<scalar_t>* gb, std::vector<acc_t<scalar_t>>& row) {
+  using A = acc_t<scalar_t>;
+  const ChannelConstants<A> k = channel_constants(static_cast<const A*>(in.norm), p.C, c);
+  const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
+  const A inv = p.normalize ? k.inv_std : A(1);
+  const int64_t W = p.W;
+  for (int64_t b = 0; b < p.B; ++b) {
+    if (p.has_clamp) {
+      build_row<ACT, scalar_t, A>(p, in, b, c, h, k, row.data());
+      add_program_row<ACT, scalar_t, A>(p, in, b, c, h, row.data());
+    }
+    const scalar_t* gr = g + ((b * p.C + c) * p.H + h) * W;
+    if (gb) {
+      A* o = gb + (((p.Bb == 1 ? 0 : b) * p.C + c) * p.H + h) * W;
+      for (int64_t w = 0; w < W; ++w) {
+        const A gv = clamp_passes(row[w], p.has_clamp, lo, hi) ? static_cast<A>(gr[w]) * inv : A(0);
+        o[w] += k.base_weight * gv;
+      }
+    }
+    if (gp) {
+      A* o = gp + (((p.Bp == 1 ? 0 : b) * p.C + c) * p.H + h) * W;
+      const scalar_t* pr = static_cast<const scalar_t*>(in.program) + canvas_row(p.Bp, p.Cp, p.H, W, b, c, h);
+      const scalar_t* mr = p.has_mask ? static_cast<const scalar_t*>(in.mask) +
+                                            canvas_row(p.Bm, p.Cm, p.H, W, b, c, h) : nullptr;
+      for (int64_t w = 0; w < W; ++w) {
+        const A gv = clamp_passes(row[w], p.has_clamp, lo, hi) ? static_cast<A>(gr[w]) * inv : A(0);
+        const A m = mr ? static_cast<A>(mr[w]) : A(1);
+        o[w] += gv * m * activation_derivative<ACT, A>(activate<ACT, A>(static_cast<A>(pr[w])));
+      }
+    }
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
+    const Tensor& grad_out, const Tensor& cells, const Tensor& table, const std::optional<Tensor>& program,
+    const std::optional<Tensor>& program_mask, const std::optional<Tensor>& base, RX_TOKENS_TO_CANVAS_OPTION_PARAMS,
+    std::array<bool, 3> needs) {
+  const CanvasArgs p = make_canvas_args(cells, table, program, program_mask, base, RX_TOKENS_TO_CANVAS_OPTION_ARGS);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({p.B, p.C, p.H, p.W}) && grad_out.is_contiguous() &&
+                  grad_out.scalar_type() == table.scalar_type(),
+              "tokens_to_canvas: grad_out must be a contiguous [B, C, H, W] tensor of table's dtype");
+  check_cells(cells, p.V);
+  const auto acc = table.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto opts = table.options().dtype(acc);
+  Tensor gt = needs[0] ? at::empty(table.sizes(), opts) : at::empty({0}, opts);  // every row written below
+  Tensor gp = needs[1] && program ? at::zeros({p.Bp, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
+  Tensor gb = needs[2] && base ? at::zeros({p.Bb, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
+  if (grad_out.numel() == 0) return {gt.zero_(), gp, gb};
+  const Inputs in{cells.data_ptr<int64_t>(), table.data_ptr(), program ? program->data_ptr() : nullptr,
+                  program_mask ? program_mask->data_ptr() : nullptr, base ? base->data_ptr() : nullptr,
+                  norm.data_ptr()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(), "tokens_to_canvas_backward", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* g = grad_out.data_ptr<scalar_t>();
+    dispatch(p.activation, [&](auto act) {
+      constexpr Activation ACT = decltype(act)::value;
+      if (needs[0]) {
+        // One task per token (its whole patch: the cell list is walked once), or per (token, patch
+        // row) when there are too few tokens in use to keep the threads busy. Unused tokens: zero rows.
+        const TokenGroups groups = group_cells(in.cells, p.B * p.G, p.V);
+        const int64_t rows = p.C * p.Ph, used = static_cast<int64_t>(groups.used.size());
+        const int64_t parts = used >= 16 * at::get_num_threads() ? 1 : rows, per_part = rows / parts;
+        const int64_t mean_cells = (p.B * p.G) / std::max<int64_t>(1, used);
+        A* gtp = gt.data_ptr<A>();
+        at::parallel_for(0, p.V * parts, task_grain(mean_cells * per_part * p.Pw), [&](int64_t i0, int64_t i1) {
+          std::vector<A> a(per_part * p.Pw), u(per_part * p.Pw), sum(per_part * p.Pw), vrow(p.Pw);
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t t = i / parts, r0 = (i % parts) * per_part;
+            if (groups.start[t] == groups.start[t + 1]) {
+              std::fill(gtp + (t * rows + r0) * p.Pw, gtp + (t * rows + r0 + per_part) * p.Pw, A(0));
+            } else {
+              table_grad_rows<ACT, scalar_t>(p, in, g, groups, t, r0, r0 + per_part, gtp, a.data(), u.data(), sum.data(),
+                                             vrow.data());
+            }
+          }
+        });
+      }
+      A* gpp = gp.numel() ? gp.data_ptr<A>() : nullptr;
+      A* gbp = gb.numel() ? gb.data_ptr<A>() : nullptr;
+      if (gpp || gbp) {
+        at::parallel_for(0, p.C * p.H, task_grain(p.W * p.B), [&](int64_t r0, int64_t r1) {
+          std::vector<A> row(p.W);
+          for (int64_t r = r0; r < r1; ++r) canvas_grad_row<ACT, scalar_t>(p, in, g, r / p.H, r % p.H, gpp, gbp, row);
+        });
+      }
+    });
+  });
+  return {gt, gp, gb};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(reprogram_ext, CPU, m) {
+  m.impl("tokens_to_canvas_forward", &tokens_to_canvas_forward_cpu);
+  m.impl("tokens_to_canvas_backward", &tokens_to_canvas_backward_cpu);
+}
+
+}  // namespace tokens_to_canvas
+}  // namespace reprogram_ext
