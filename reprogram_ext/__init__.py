@@ -16,9 +16,14 @@ from .ops.label_map import label_map, mapped_cross_entropy
 from .ops.masked_perturb import autograd as _masked_perturb_autograd
 from .ops.masked_perturb import masked_perturb
 from .runtime import empty_cpu_cache
+from .ops.vocab_map import autograd as _vocab_map_autograd
+from .ops.vocab_map import vocab_map
 
 if _extension.LOAD_ERROR is None:
     _masked_perturb_autograd.register_compiled()
     _label_map_autograd.register_compiled()
+    if _extension.has_kernel("vocab_map_forward", "CPU"):  # absent from a library built before the op
+        _vocab_map_autograd.register_compiled()
 
 __all__ = ["__version__", "masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]
+__all__ += ["vocab_map"]
