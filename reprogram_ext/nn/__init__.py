@@ -9,6 +9,9 @@ from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
+from .embedding_prompt import ClassEmbeddingHead, EmbeddingPrompt, PromptedInputs
+from .vocab_mapping import VocabMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer"]
+__all__ += ["EmbeddingPrompt", "PromptedInputs", "ClassEmbeddingHead", "VocabMapping"]

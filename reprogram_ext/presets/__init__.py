@@ -183,3 +183,10 @@ def voice2series(num_target: int, *, input_length: int, num_source: int, output_
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
+
+# Text presets (SPEC §7), one module each.
+from .neekhara2019 import neekhara2019  # noqa: E402
+from .r2dl import r2dl  # noqa: E402
+from .warp import warp  # noqa: E402
+
+__all__ += ["neekhara2019", "r2dl", "warp"]
