@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import case_e2e_step, cases_label_map, cases_masked_perturb
+from . import cases_vocab_map
 from .case_types import TIERS
 from .report import format_table, write_all
 from .runner import run_case
@@ -27,7 +28,9 @@ from .targets import check_targets, format_targets
 from .utils import TimingBudget, machine_info
 
 CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
+CASE_FAMILIES += (cases_vocab_map.cases,)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
+OPS += ("vocab_map",)
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

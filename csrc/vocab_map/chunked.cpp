@@ -1,6 +1,8 @@
 // vocab_map over V_s chunks with ATen ops (the formulas: chunked.h).
 #include "vocab_map/chunked.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -57,9 +59,43 @@ at::Tensor offset_tokens(const at::Tensor& tokens, const Offset& o) {
   return tokens.slice(1, o.lo + o.shift, o.hi + o.shift).reshape(-1);
 }
 
+// z[:, c0 : c0 + width] as [N, width] on CPU: one pass per row adding its in-sequence offsets' θ
+// row segments (each contiguous: θ[j, t, c0 : c0 + width]).
+template <typename T>
+void window_sum_cpu(const at::Tensor& tokens, const at::Tensor& theta, const Shape& sh, int64_t c0, int64_t width,
+                    at::Tensor& z) {
+  const int64_t* tok = tokens.data_ptr<int64_t>();
+  const T* th = theta.data_ptr<T>();
+  T* out = z.data_ptr<T>();
+  const int64_t h = sh.w / 2;
+  at::parallel_for(0, sh.N, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t b = n / sh.L, i = n % sh.L;
+      T* row = out + n * width;
+      const T* centre = th + (h * sh.V_t + tok[n]) * sh.V_s + c0;
+      for (int64_t c = 0; c < width; ++c) row[c] = centre[c];
+      for (int64_t j = 0; j < sh.w; ++j) {
+        const int64_t pos = i + j - h;
+        if (j == h || pos < 0 || pos >= sh.L) continue;
+        const T* src = th + (j * sh.V_t + tok[b * sh.L + pos]) * sh.V_s + c0;
+        for (int64_t c = 0; c < width; ++c) row[c] += src[c];
+      }
+    }
+  });
+}
+
 // z[:, c0 : c0 + width] as [N, width].
 at::Tensor window_sum(const at::Tensor& tokens, const at::Tensor& theta, const std::vector<Offset>& offs,
                       const Shape& sh, int64_t c0, int64_t width) {
+  if (tokens.is_cpu()) {
+    at::Tensor z = at::empty({sh.N, width}, theta.options());
+    if (theta.scalar_type() == at::kDouble) {
+      window_sum_cpu<double>(tokens, theta, sh, c0, width, z);
+    } else {
+      window_sum_cpu<float>(tokens, theta, sh, c0, width, z);
+    }
+    return z;
+  }
   at::Tensor z;
   for (const Offset& o : offs) {
     at::Tensor rows = theta.select(0, o.j).narrow(1, c0, width).index_select(0, offset_tokens(tokens, o));
@@ -72,17 +108,44 @@ at::Tensor window_sum(const at::Tensor& tokens, const at::Tensor& theta, const s
   return z;
 }
 
+// grad_theta[:, :, c0 : c0 + width] += the scatter of dz [N, width] by each offset's tokens, on CPU:
+// threads own disjoint column ranges and add the rows in order n = 0, 1, … (deterministic).
+template <typename T>
+void scatter_window_cpu(at::Tensor& grad_theta, const at::Tensor& dz, const at::Tensor& tokens, const Shape& sh,
+                        int64_t c0, int64_t width) {
+  const int64_t* tok = tokens.data_ptr<int64_t>();
+  const T* src = dz.data_ptr<T>();
+  T* gt = grad_theta.data_ptr<T>();
+  const int64_t h = sh.w / 2;
+  at::parallel_for(0, width, 64, [&](int64_t cb, int64_t ce) {
+    for (int64_t n = 0; n < sh.N; ++n) {
+      const int64_t b = n / sh.L, i = n % sh.L;
+      const T* row = src + n * width;
+      for (int64_t j = 0; j < sh.w; ++j) {
+        const int64_t k = i + j - h;  // row n reads token tokens[b, k] at offset j
+        if (k < 0 || k >= sh.L) continue;
+        T* dst = gt + (j * sh.V_t + tok[b * sh.L + k]) * sh.V_s + c0;
+        for (int64_t c = cb; c < ce; ++c) dst[c] += row[c];
+      }
+    }
+  });
+}
+
 // grad_theta[:, :, c0 : c0 + width] += the scatter of dz [N, width] by each offset's tokens.
 void scatter_window(at::Tensor& grad_theta, const at::Tensor& dz, const at::Tensor& tokens,
                     const std::vector<Offset>& offs, const Shape& sh, int64_t c0, int64_t width) {
-  for (const Offset& o : offs) {
-    at::Tensor src = dz.view({sh.B, sh.L, width}).slice(1, o.lo, o.hi).reshape({-1, width});
-    at::Tensor dst = grad_theta.select(0, o.j).narrow(1, c0, width);
-    if (dst.is_cuda()) {  // the sorted accumulate path: deterministic, no float atomics
-      dst.index_put_({offset_tokens(tokens, o)}, src, /*accumulate=*/true);
-    } else {  // a serial loop over the rows
-      dst.index_add_(0, offset_tokens(tokens, o), src);
+  if (dz.is_cpu()) {
+    const at::Tensor src = dz.contiguous();
+    if (dz.scalar_type() == at::kDouble) {
+      scatter_window_cpu<double>(grad_theta, src, tokens, sh, c0, width);
+    } else {
+      scatter_window_cpu<float>(grad_theta, src, tokens, sh, c0, width);
     }
+    return;
+  }
+  for (const Offset& o : offs) {  // the sorted accumulate path: deterministic, no float atomics
+    at::Tensor src = dz.view({sh.B, sh.L, width}).slice(1, o.lo, o.hi).reshape({-1, width});
+    grad_theta.select(0, o.j).narrow(1, c0, width).index_put_({offset_tokens(tokens, o)}, src, /*accumulate=*/true);
   }
 }
 
@@ -129,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> forward(const at::Ten
     const int64_t width = std::min(chunk, sh.V_s - c0);
     at::Tensor s = window_sum(tokens, theta, offs, sh, c0, width);
     scale_scores(s, mode, row_hash, c0, width, tau);
-    at::Tensor chunk_max = std::get<0>(s.max(1));
+    at::Tensor chunk_max = s.amax(1);
     if (is_hard(mode)) {  // strictly greater: the first maximal column overall wins
       best = at::where(chunk_max > m, s.argmax(1) + c0, best);
     }
