@@ -8,8 +8,8 @@ the Triton interpreter.
 Launch plan: the forward is one fused launch (row tiles x D tiles, an online softmax over all of
 V_s inside each program). The backward walks V_s in chunks: per chunk one launch writes
 ``dz`` (and ``p`` for the embedding gradient) as ``[N, chunk]``; the θ-gradient chunk is then the
-deterministic scatter of ``dz`` by each window offset's tokens (``index_add_`` on CPU, the sorted
-accumulating ``index_put_`` on CUDA — no float atomics) and ``dE[chunk] = pᵀ g`` one GEMM.
+deterministic scatter of ``dz`` by each window offset's tokens (``index_add_`` on CPU under the
+interpreter, the sorted accumulating ``index_put_`` on CUDA — no float atomics) and ``dE[chunk] = pᵀ g`` one GEMM.
 """
 from __future__ import annotations
 
