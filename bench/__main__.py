@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import (case_e2e_ddp, case_e2e_step, cases_blackbox, cases_blackbox_e2e, cases_label_map,
-               cases_masked_perturb, cases_presets, cases_tokens)
+               cases_masked_perturb, cases_presets, cases_tokens, cases_vocab_map)
 from .case_types import TIERS
 from .report import format_table, write_all
 from .runner import run_case
@@ -36,8 +36,9 @@ CASE_FAMILIES = (
     cases_blackbox.cases,
     cases_blackbox_e2e.cases,
     cases_tokens.cases,
+    cases_vocab_map.cases,
 )
-OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step", "blackbox_step", "tokens_to_canvas")
+OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step", "blackbox_step", "tokens_to_canvas", "vocab_map")
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

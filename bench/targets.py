@@ -20,6 +20,9 @@ Targets (from the project issues), per fused backend that ran:
      and interval are printed with it).
   7. AutoVP trainable-scale input transform (B=64, 32x32 -> 224x224, learned scale) fwd+bwd >= 3x the
      eager reference (pad + affine_grid + grid_sample + prompt + normalise).
+  8. vocab_map (Neekhara 2019 rewriter, B·L = 2048, w = 5, V_t = 64; V_s = 2048, D = 256 by default,
+     V_s = 32000, D = 768 with --all): peak extra memory <= 0.1x eager's, fwd+bwd not slower than
+     eager, and the fraction of the measured GEMM rate its 4·N·V_s·D FLOPs reach (reported, >= 0.5).
 """
 from __future__ import annotations
 
@@ -143,6 +146,26 @@ TARGETS += [Target(case, f"tokens_to_canvas fwd+bwd speedup vs {name}, B=64, 24x
                    ">=", threshold)
             for case in TOKENS_CASES
             for name, use_c, threshold in (("eager reference", False, 5.0), ("torch.compile(reference)", True, 1.5))]
+
+# vocab_map (bench/cases_vocab_map.py): the default size and, with --all, the issue's size.
+def _gemm_fraction(case: str, fused: dict) -> Optional[float]:
+    """The fraction of the measured GEMM rate the fused fwd+bwd reaches (its 4·N·V_s·D FLOPs / time)."""
+    from . import cases_vocab_map
+
+    median, rate = _median(fused, "fwdbwd"), cases_vocab_map.GEMM_GFLOPS.get(case)
+    flops = cases_vocab_map.FLOPS.get(case)
+    return flops / (median * 1e-3) / 1e9 / rate if median and rate and flops else None
+
+
+for _case in ("vocab_map_neekhara_2k", "vocab_map_neekhara_32k"):
+    TARGETS += [
+        Target(_case, "vocab_map peak extra memory (fwd+bwd) / eager's",
+               lambda f, e, c: _ratio(_peak(f), _peak(e)), "<=", 0.1),
+        Target(_case, "vocab_map fwd+bwd speedup vs eager (not slower)",
+               lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 1.0),
+        Target(_case, "vocab_map fwd+bwd fraction of the measured GEMM rate",
+               lambda f, e, c, _case=_case: _gemm_fraction(_case, f), ">=", 0.5),
+    ]
 
 
 COMPARE = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}

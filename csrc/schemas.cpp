@@ -91,4 +91,20 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "tokens_to_canvas_backward(Tensor grad_out, Tensor cells, Tensor table, Tensor? program, Tensor? program_mask, "
       "Tensor? base, Tensor norm, int[] geometry, int[] canvas, str activation, str normalize, float[]? clamp, "
       "bool[3] needs) -> (Tensor, Tensor, Tensor)");
+
+  // ---- vocab_map (docs/ops/vocab_map.md; options: csrc/vocab_map/options.h and
+  // reprogram_ext/ops/vocab_map/options.py). tokens int64 [B, L]; theta [w, V_t, V_s] (odd w);
+  // embedding [V_s, D], theta's dtype (float32 / float64); mode "softmax" / "gumbel" /
+  // "gumbel_hard" / "none"; seed keys the Gumbel noise; chunk: V_s columns per step.
+  // Forward returns (out [B, L, D], stats [N, 2] = (row max of s, Σ exp(s − max)) or [0] for mode
+  // none, soft [N, D] (the soft output) or [0] unless gumbel_hard, hard_index int64 [N] or [0]
+  // unless gumbel_hard), N = B·L. Backward returns (grad_theta [w, V_t, V_s], grad_embedding
+  // [V_s, D] or [0] unless need_embedding_grad).
+  m.def(
+      "vocab_map_forward(Tensor tokens, Tensor theta, Tensor embedding, float tau, str mode, int seed, int chunk) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "vocab_map_backward(Tensor grad_out, Tensor tokens, Tensor theta, Tensor embedding, Tensor out, "
+      "Tensor stats, Tensor soft, Tensor hard_index, float tau, str mode, int seed, int chunk, "
+      "bool need_embedding_grad) -> (Tensor, Tensor)");
 }

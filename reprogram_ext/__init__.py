@@ -18,15 +18,18 @@ from .ops.masked_perturb import masked_perturb
 from .runtime import empty_cpu_cache
 from .ops.tokens_to_canvas import autograd as _tokens_to_canvas_autograd
 from .ops.tokens_to_canvas import tokens_to_canvas
+from .ops.vocab_map import autograd as _vocab_map_autograd
+from .ops.vocab_map import vocab_map
 
 if _extension.LOAD_ERROR is None:
     _masked_perturb_autograd.register_compiled()
     _label_map_autograd.register_compiled()
     _tokens_to_canvas_autograd.register_compiled()
+    _vocab_map_autograd.register_compiled()
 
 __all__ = ["__version__", "masked_perturb", "label_map", "mapped_cross_entropy", "backends", "empty_cpu_cache", "mapping", "nn", "presets"]
 
 from . import blackbox  # noqa: E402  (black-box / zeroth-order reprogramming, docs/blackbox.md)
 
 __all__ += ["blackbox"]
-__all__ += ["tokens_to_canvas"]
+__all__ += ["tokens_to_canvas", "vocab_map"]

@@ -203,3 +203,7 @@ def identity_mapping(num_target: int, k: int = 1, *, device=None) -> torch.Tenso
 
 
 __all__ = ["count_matrix", "frequency_mapping", "bayesian_mapping", "random_mapping", "identity_mapping"]
+
+from .similarity import mean_prediction_mapping, mean_predictions, similarity_mapping  # noqa: E402  (uses frequency_mapping)
+
+__all__ += ["similarity_mapping", "mean_prediction_mapping", "mean_predictions"]

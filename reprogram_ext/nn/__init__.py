@@ -10,9 +10,12 @@ from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
 from .trainable_resize import TrainableResizePrompt
+from .embedding_prompt import ClassEmbeddingHead, EmbeddingPrompt, PromptedInputs
+from .vocab_mapping import VocabMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer",
            "TrainableResizePrompt"]
 from .token_canvas import TokenCanvasPrompt  # noqa: E402  (tokens_to_canvas, docs/ops/tokens_to_canvas.md)
 __all__ += ["TokenCanvasPrompt"]
+__all__ += ["EmbeddingPrompt", "PromptedInputs", "ClassEmbeddingHead", "VocabMapping"]

@@ -54,3 +54,11 @@ from .chen2021 import chen2021  # noqa: E402
 from .neekhara2022 import neekhara2022  # noqa: E402
 
 __all__ += ["neekhara2022", "chen2021"]
+
+
+# Text presets (SPEC §7), one module each.
+from .neekhara2019 import neekhara2019  # noqa: E402
+from .r2dl import r2dl  # noqa: E402
+from .warp import warp  # noqa: E402
+
+__all__ += ["neekhara2019", "r2dl", "warp"]
