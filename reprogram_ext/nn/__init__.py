@@ -9,6 +9,9 @@ from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
+from .low_rank_prompt import LowRankPrompt
+from .evp_prompt import EVPPrompt
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer"]
+__all__ += ["LowRankPrompt", "EVPPrompt"]

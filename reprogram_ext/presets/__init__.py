@@ -33,6 +33,11 @@ from .autovp import autovp
 from .smm import smm
 from .blm import blm
 from .voice2series import voice2series
+# The 2024-25 vision methods (docs/methods/):
+from .lor_vp import lor_vp
+from .evp import EVPOptimizer, evp
+from .clip_constants import CLIP_LOGIT_SCALE, CLIP_MEAN, CLIP_STD
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
+__all__ += ["lor_vp", "evp", "EVPOptimizer", "CLIP_MEAN", "CLIP_STD", "CLIP_LOGIT_SCALE"]
