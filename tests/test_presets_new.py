@@ -141,6 +141,16 @@ def test_lor_vp_init_and_head():
         presets.lor_vp(7, feature_dim=8, rank=0)
 
 
+def test_lor_vp_linear_probe_on_a_timm_model():
+    import timm  # a test requirement (.ci/requirements.txt); random weights, no download
+    model = timm.create_model("resnet18", pretrained=False, num_classes=0)  # features out: the probe's input
+    recipe = presets.lor_vp(5, feature_dim=model.num_features, input_size=32, source=model)
+    prompt = recipe.input_transform
+    assert prompt.output_size == (224, 224) and prompt.mean == tuple(model.pretrained_cfg["mean"])
+    out = recipe.reprogrammer(model)(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("backend_device", BACKENDS)
 def test_lor_vp_trains_end_to_end(backend_device):
     backend, _ = backend_device
