@@ -74,7 +74,9 @@ def evp(text_features: torch.Tensor, *, input_size: Size = 32, image_size: Size 
     Deliberate differences from the original code:
       - the original resizes 8-bit PIL images (PIL's bicubic, a = −0.5, rounded to 8 bits, then its
         ``RandomCrop(164)``, a no-op on a square image); here the tensor is resized by
-        ``F.interpolate(bicubic, align_corners=False)`` (a = −0.75) and clamped to [0, 1];
+        ``F.interpolate(bicubic, align_corners=False)`` (a = −0.75) and clamped to [0, 1]; a
+        non-square input is resized to ``image_size`` as it is (the original resizes its shorter
+        side to 164 and crops a random 164² window, at the centre in testing);
       - the original needs ``224 − image_size`` even (else its padded image is one pixel short of
         the mask); here an odd difference puts the extra pixel at the bottom / right;
       - the non-CLIP variant (``main.py --non_CLIP``: source logits at the per-class mode of the
