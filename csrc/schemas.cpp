@@ -39,10 +39,13 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // Forward returns (out [N, T] in logits' dtype, row_lse [N, 2] accumulation dtype: each row's
   // log-sum-exp as (max, log sum exp(x - max)), or [0] when pre is none). Backward returns (grad_logits [N, S] in logits' dtype,
   // grad_weight [T, K] accumulation dtype, or [0] unless need_weight_grad and weight is given).
-  m.def("label_map_forward(Tensor logits, Tensor index, Tensor? weight, str reduce, str pre) -> (Tensor, Tensor)");
+  // topk: the k of reduce "topk_mean" (>= 1; no weight), 0 for the other reduces.
+  m.def(
+      "label_map_forward(Tensor logits, Tensor index, Tensor? weight, str reduce, str pre, int topk=0) "
+      "-> (Tensor, Tensor)");
   m.def(
       "label_map_backward(Tensor grad_out, Tensor logits, Tensor index, Tensor? weight, Tensor row_lse, "
-      "str reduce, str pre, bool need_weight_grad) -> (Tensor, Tensor)");
+      "str reduce, str pre, bool need_weight_grad, int topk=0) -> (Tensor, Tensor)");
   // Per-row cross-entropy on the mapped logits. Forward returns (loss [N], 0 where target ==
   // ignore_index; unit_grad [N, T, K]: d loss_n / d x[n, index[t, k]] through entry (t, k) for a
   // unit upstream gradient; dense [N, 3] = (row max, row log-sum, D) with d loss_n / d x[n, j] including
@@ -51,9 +54,9 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // the dense term.
   m.def(
       "mapped_cross_entropy_forward(Tensor logits, Tensor target, Tensor index, Tensor? weight, str reduce, "
-      "str pre, float label_smoothing, int ignore_index) -> (Tensor, Tensor, Tensor)");
+      "str pre, float label_smoothing, int ignore_index, int topk=0) -> (Tensor, Tensor, Tensor)");
   m.def(
       "mapped_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor index, "
       "Tensor? weight, Tensor unit_grad, Tensor dense, str reduce, str pre, float label_smoothing, "
-      "int ignore_index, bool need_weight_grad) -> (Tensor, Tensor)");
+      "int ignore_index, bool need_weight_grad, int topk=0) -> (Tensor, Tensor)");
 }

@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 
 import reprogram_ext as rx
-from reprogram_ext.ops.label_map.options import PRES, REDUCES  # every option the ops define is tested
+# every option the ops define is tested; the reduces with a topk parameter (topk_mean: no weight) in
+# their own tests (test_label_map.py / test_mapped_cross_entropy.py "topk_mean" sections)
+from reprogram_ext.ops.label_map.options import PLAIN_REDUCES as REDUCES
+from reprogram_ext.ops.label_map.options import PRES, TOPK_REDUCES
 LAYOUTS = ("sparse", "ragged", "duplicate")  # (dense is the index=None form)
 # pre x reduce x layout x weighted; the dense form has no reduce and always has a weight.
 COMBINATIONS = [(pre, reduce, layout, weighted) for pre in PRES for reduce in REDUCES for layout in LAYOUTS
@@ -49,6 +52,20 @@ def gradcheck_inputs(rows: int, reduce: str, device):
     index = torch.tensor([[0, 3, -1], [3, 3, 7], [10, -1, 2]])
     w = torch.rand(3, 3, generator=g, dtype=torch.float64) + 0.5
     return x.to(device).requires_grad_(True), index.to(device), w.to(device).requires_grad_(True)
+
+
+def topk_mean_oracle(logits: torch.Tensor, index: torch.Tensor, topk: int, pre: str = "none") -> torch.Tensor:
+    """topk_mean written out in float64 loops: per target, its valid entries ranked by logit
+    (descending, nan first, equal logits by position), the mean of pre(logit) over the first topk."""
+    x = logits.double().reshape(-1, logits.shape[-1])
+    v = {"none": x, "softmax": torch.softmax(x, -1), "log_softmax": torch.log_softmax(x, -1)}[pre]
+    out = torch.empty(x.shape[0], index.shape[0], dtype=torch.float64)
+    for n in range(x.shape[0]):
+        for t in range(index.shape[0]):
+            entries = [(k, int(s)) for k, s in enumerate(index[t].tolist()) if s >= 0]
+            entries.sort(key=lambda e: (0 if x[n, e[1]].isnan() else 1, -x[n, e[1]].nan_to_num(0).item(), e[0]))
+            out[n, t] = sum(v[n, s] for _, s in entries[:topk]) / topk
+    return out.reshape(*logits.shape[:-1], index.shape[0])
 
 
 def on(device, *tensors):
@@ -100,6 +117,6 @@ def assert_compiled_matches_eager(step, inputs):
 
 LOW_ATOL = {torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
-__all__ = ["rx", "PRES", "REDUCES", "LAYOUTS", "COMBINATIONS", "gen", "gradcheck_inputs", "make_index", "on",
+__all__ = ["rx", "PRES", "REDUCES", "TOPK_REDUCES", "topk_mean_oracle", "LAYOUTS", "COMBINATIONS", "gen", "gradcheck_inputs", "make_index", "on",
            "grads", "forward_ops", "assert_low_precision_close", "assert_close_relative",
            "assert_compiled_matches_eager", "LOW_ATOL"]

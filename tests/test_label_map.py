@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_map_cases import (COMBINATIONS, LOW_ATOL, PRES, REDUCES, assert_close_relative,
                              assert_compiled_matches_eager, assert_low_precision_close, forward_ops, gen,
-                             gradcheck_inputs, grads, make_index, on)
+                             gradcheck_inputs, grads, make_index, on, topk_mean_oracle)
 
 import reprogram_ext as rx
 from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
@@ -390,3 +390,138 @@ def test_entries_past_the_triton_limit(bd):
         torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)
     out = rx.label_map(*on(device, x, index), backend="auto")
     torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)
+
+
+# -------------------------------------------------------------------------------------------- topk_mean
+
+
+def _topk_case(dtype=torch.float64, seed=21, S=40, T=6, K=5, lead=(3, 2)):
+    """Logits and a ragged index with >= 3 valid entries per group, duplicates included."""
+    g = gen(seed)
+    logits = (torch.randn(*lead, S, generator=g, dtype=torch.float64) * 2).to(dtype)
+    index = torch.randint(0, S, (T, K), generator=g)
+    index[0, 1] = index[0, 0]  # a source twice in one group: two entries with equal logits
+    index[1, 4] = -1
+    index[2, 0] = -1
+    index[2, 3] = -1
+    return logits, index
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("topk", [1, 2, 3])
+def test_topk_mean_written_out(bd, pre, topk):
+    """AttrVR's score: out[n, t] = (1/k) sum of pre(x) over the k valid entries with the largest
+    logits, against float64 loops; float64 to 1e-12 relative, float32 to float32 round-off."""
+    backend, device = bd
+    logits, index = _topk_case()
+    want = topk_mean_oracle(logits, index, topk, pre)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        out = rx.label_map(*on(device, logits.to(dtype), index), reduce="topk_mean", topk=topk, pre=pre,
+                           backend=backend)
+        assert out.dtype == dtype
+        assert_close_relative(out.cpu(), want, rtol=rtol, floor=rtol * 1e-1)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_topk_mean_ties_go_to_the_lower_position(bd):
+    """Equal logits: the gradient goes to the lower positions k first (a source listed twice is two
+    entries); a valid -inf entry is chosen before the padding; a nan logit counts as the largest."""
+    backend, device = bd
+    x = torch.tensor([[1.0, 3.0, 3.0, 0.0, -float("inf")]], dtype=torch.float64)
+    index = torch.tensor([[3, 1, 2, 1], [2, 1, 1, -1], [0, -1, 4, -1]])
+    cases = {  # topk -> (out, d out[0, t] / d x for t = 0, 1)
+        1: ([3.0, 3.0, 1.0], [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0]]),
+        2: ([3.0, 3.0, -float("inf")], [[0, 0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0, 0]]),
+    }
+    for topk, (out_want, grad_want) in cases.items():
+        xd = x.to(device).requires_grad_(True)
+        out = rx.label_map(xd, index.to(device), reduce="topk_mean", topk=topk, backend=backend)
+        torch.testing.assert_close(out.cpu(), torch.tensor([out_want], dtype=torch.float64), rtol=0, atol=0)
+        for t in (0, 1):
+            (g,) = torch.autograd.grad(out[0, t], xd, retain_graph=True)
+            torch.testing.assert_close(g.cpu(), torch.tensor([grad_want[t]], dtype=torch.float64), rtol=0, atol=0)
+    nan = torch.tensor([[1.0, float("nan"), 3.0, 0.0, 2.0]], dtype=torch.float64)
+    out = rx.label_map(*on(device, nan, torch.tensor([[0, 2, 3], [0, 3, 4]])), reduce="topk_mean", topk=2,
+                       backend=backend).cpu()
+    assert out[0, 1].item() == 1.5  # no nan in the group
+    assert out[0, 0].item() == 2.0  # 3 and 1 (the largest two)
+    out = rx.label_map(*on(device, nan, torch.tensor([[0, 1, 2]])), reduce="topk_mean", topk=1, backend=backend)
+    assert out.isnan().all()  # the nan entry is the largest
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+def test_topk_mean_gradcheck_float64(bd, pre):
+    """Distinct logits (away from ties, where topk_mean is differentiable): gradcheck in float64 at
+    atol 1e-10, the fused backends included."""
+    backend, device = bd
+    logits, _ = _topk_case(lead=(2,), S=12)
+    index = torch.tensor([[0, 3, -1, 7], [1, 2, 5, 11], [10, 4, 6, -1]])  # distinct sources: no ties
+    x = logits.to(device).requires_grad_(True)
+    fn = lambda x: rx.label_map(x, index.to(device), reduce="topk_mean", topk=2, pre=pre,  # noqa: E731
+                                backend=backend)
+    assert torch.autograd.gradcheck(fn, (x,), atol=1e-10, rtol=1e-7, fast_mode=INTERPRET)
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+def test_topk_mean_opcheck(bd, pre):
+    backend, device = bd
+    forward, _ = forward_ops(backend)
+    logits, index = _topk_case(dtype=torch.float32, lead=(4,))
+    torch.library.opcheck(forward, (logits.to(device).requires_grad_(True), index.to(device), None, "topk_mean",
+                                    pre, 3))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_topk_mean_torch_compile_fullgraph(bd):
+    backend, device = bd
+    logits, index = _topk_case(dtype=torch.float32)
+    x = logits.to(device).requires_grad_(True)
+    idx = index.to(device)
+
+    def step(x):
+        return rx.label_map(x, idx, reduce="topk_mean", topk=2, pre="log_softmax", backend=backend).square().sum()
+
+    assert_compiled_matches_eager(step, (x,))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_topk_mean_bad_inputs_name_the_argument(bd):
+    backend, device = bd
+    x = torch.randn(2, 10, device=device)
+    idx = torch.tensor([[0, 1, 2], [3, 4, -1]], device=device)
+    cases = [
+        (dict(reduce="topk_mean"), ValueError, "needs topk=k.*got topk=None"),
+        (dict(reduce="topk_mean", topk=0), ValueError, "topk must be >= 1"),
+        (dict(reduce="topk_mean", topk=-2), ValueError, "topk must be >= 1"),
+        (dict(reduce="topk_mean", topk=1.5), TypeError, "topk must be an int"),
+        (dict(reduce="topk_mean", topk=True), TypeError, "topk must be an int"),
+        (dict(reduce="topk_mean", topk=torch.tensor(2)), TypeError, "topk must be an int"),
+        (dict(reduce="topk_mean", topk=4), ValueError, "topk=4 exceeds the index's K=3"),
+        (dict(reduce="topk_mean", topk=3), ValueError, "at least 3 valid.*index row 1 has 2"),
+        (dict(reduce="mean", topk=2), ValueError, "topk is the k of reduce='topk_mean'.*reduce='mean'"),
+        (dict(reduce="topk_mean", topk=2, weight=torch.ones(2, 3, device=device)), ValueError, "takes no weight"),
+    ]
+    for kwargs, exc, words in cases:
+        weight = kwargs.pop("weight", None)
+        with pytest.raises(exc, match=words):
+            rx.label_map(x, idx, weight, backend=backend, **kwargs)
+    with pytest.raises(ValueError, match="needs the sparse form"):
+        rx.label_map(x, None, torch.ones(10, 3, device=device), reduce="topk_mean", topk=1, backend=backend)
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+def test_topk_mean_ops_check_topk(bd):
+    """Direct callers of the ops: topk outside [1, K] with topk_mean, or topk with another reduce, is
+    refused by the op itself."""
+    backend, device = bd
+    forward, _ = forward_ops(backend)
+    x = torch.randn(3, 10, device=device)
+    idx = torch.tensor([[0, 1], [2, 3]], device=device)
+    out, _ = forward(x, idx, None, "topk_mean", "none", 1)
+    torch.testing.assert_close(out.cpu(), torch.maximum(x[:, idx[:, 0]], x[:, idx[:, 1]]).cpu())
+    for reduce, topk in (("topk_mean", 0), ("topk_mean", 3), ("mean", 1)):
+        with pytest.raises((ValueError, RuntimeError), match="topk"):
+            forward(x, idx, None, reduce, "none", topk)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_map_cases import (COMBINATIONS, LOW_ATOL, PRES, REDUCES, assert_close_relative,
                              assert_compiled_matches_eager, assert_low_precision_close, forward_ops, gen,
-                             gradcheck_inputs, grads, make_index, on)
+                             gradcheck_inputs, grads, make_index, on, topk_mean_oracle)
 
 import reprogram_ext as rx
 from backend_params import INTERPRET, backend_device_params, interpreter_dtypes
@@ -378,3 +378,91 @@ def test_entries_past_the_triton_limit(bd):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
     got = rx.mapped_cross_entropy(*on(device, x, target, index), backend="auto")
     torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-6)
+
+
+# -------------------------------------------------------------------------------------------- topk_mean
+
+
+def _topk_loss_case(seed=23, S=30, T=5, K=4, lead=(3, 4)):
+    g = gen(seed)
+    logits = torch.randn(*lead, S, generator=g, dtype=torch.float64) * 2
+    index = torch.randint(0, S, (T, K), generator=g)
+    index[0, 3] = index[0, 0]  # a source twice in one group
+    index[1, 2] = -1
+    target = torch.randint(0, T, lead, generator=g)
+    target.view(-1)[1] = -100
+    return logits, index, target
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_topk_mean_loss_written_out(bd, pre, reduction):
+    """F.cross_entropy on L = topk_mean (log of it for pre softmax), written out in float64 loops:
+    float64 to 1e-12 relative, float32 to round-off; gradients against the float64 reference."""
+    backend, device = bd
+    logits, index, target = _topk_loss_case()
+    L = topk_mean_oracle(logits, index, 2, pre)
+    if pre == "softmax":
+        L = L.log()
+    want = F.cross_entropy(L.reshape(-1, index.shape[0]), target.reshape(-1), reduction=reduction,
+                           label_smoothing=0.1)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        x = logits.to(dtype).to(device).requires_grad_(True)
+        loss = rx.mapped_cross_entropy(x, target.to(device), index.to(device), reduce="topk_mean", topk=2, pre=pre,
+                                       reduction=reduction, label_smoothing=0.1, backend=backend)
+        assert loss.dtype == dtype
+        assert_close_relative(loss.cpu().reshape(-1), want.reshape(-1), rtol=rtol, floor=rtol * 1e-1)
+        x64 = logits.clone().requires_grad_(True)
+        ref = mapped_cross_entropy_reference(x64, target, index, reduce="topk_mean", topk=2, pre=pre,
+                                             reduction=reduction, label_smoothing=0.1)
+        up = torch.rand(ref.shape, generator=gen(3), dtype=torch.float64)
+        (g,) = torch.autograd.grad(loss, x, up.to(dtype).to(device))
+        (g_ref,) = torch.autograd.grad(ref, x64, up)
+        assert_close_relative(g.cpu(), g_ref, rtol=rtol, floor=rtol * 1e-1)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+def test_topk_mean_loss_gradcheck_float64(bd, pre):
+    backend, device = bd
+    logits, _, target = _topk_loss_case(S=20, lead=(3,))
+    index = torch.randperm(20, generator=gen(4))[:20].reshape(5, 4)  # distinct sources: no ties
+    index[1, 2] = -1
+    x = logits.to(device).requires_grad_(True)
+    fn = lambda x: rx.mapped_cross_entropy(x, target.to(device), index.to(device), reduce="topk_mean",  # noqa: E731
+                                           topk=3, pre=pre, backend=backend)
+    # eps 1e-5: the central difference of a loss of size ~1 has round-off ~1e-16 / eps, 1e-10 at the
+    # default eps 1e-6, which is the tolerance itself; its truncation error ~eps^2 stays ~1e-11.
+    assert torch.autograd.gradcheck(fn, (x,), eps=1e-5, atol=1e-10, rtol=1e-7, fast_mode=INTERPRET)
+
+
+@pytest.mark.parametrize("bd", KERNEL_BACKENDS)
+@pytest.mark.parametrize("pre", PRES)
+def test_topk_mean_loss_opcheck(bd, pre):
+    backend, device = bd
+    _, forward = forward_ops(backend)
+    logits, index, target = _topk_loss_case(lead=(6,))
+    torch.library.opcheck(forward, (logits.float().to(device).requires_grad_(True), target.to(device),
+                                    index.to(device), None, "topk_mean", pre, 0.0, -100, 2))
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_topk_mean_loss_ties_and_bad_topk(bd):
+    """Equal logits: the loss's gradient goes to the lower positions first; a missing or unused topk
+    and a group with fewer than topk valid entries are refused, naming the argument."""
+    backend, device = bd
+    x = torch.tensor([[1.0, 3.0, 3.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([[3, 1, 2, 1], [0, 3, -1, -1]])
+    y = torch.tensor([0])
+    loss = rx.mapped_cross_entropy(x.to(device), y.to(device), index.to(device), reduce="topk_mean", topk=2,
+                                   backend=backend)
+    (g,) = torch.autograd.grad(loss, x)
+    q0 = torch.softmax(torch.tensor([3.0, 0.5], dtype=torch.float64), 0)[0]
+    # d loss / d L_0 = q_0 - 1 spread over entries k=1, 2 (sources 1 and 2), d loss / d L_1 = 1 - q_0 over 0 and 3
+    want = torch.tensor([[(1 - q0) / 2, (q0 - 1) / 2, (q0 - 1) / 2, (1 - q0) / 2]], dtype=torch.float64)
+    torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-14)
+    for kwargs, words in ((dict(reduce="topk_mean"), "needs topk"), (dict(reduce="sum", topk=1), "topk is the k"),
+                          (dict(reduce="topk_mean", topk=3), "index row 1 has 2")):
+        with pytest.raises(ValueError, match=words):
+            rx.mapped_cross_entropy(x.to(device), y.to(device), index.to(device), backend=backend, **kwargs)

@@ -20,6 +20,7 @@ struct LabelMapArgs {
   Reduce reduce;
   Pre pre;
   bool weighted;
+  int64_t topk;  // the k of reduce topk_mean, else 0
 };
 
 inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
@@ -29,7 +30,7 @@ inline at::ScalarType acc_scalar_type(at::ScalarType logits_type) {
 // `op` names the calling public op in error messages ("label_map" / "mapped_cross_entropy").
 inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits, const at::Tensor& index,
                                         const std::optional<at::Tensor>& weight, c10::string_view reduce,
-                                        c10::string_view pre) {
+                                        c10::string_view pre, int64_t topk) {
   TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), op, ": logits must be a contiguous [N, S] tensor, got ",
               logits.sizes());
   TORCH_CHECK(at::isFloatingType(logits.scalar_type()), op, ": logits must be floating, got ",
@@ -46,7 +47,17 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
   a.reduce = parse_Reduce(reduce);
   a.pre = parse_Pre(pre);
   a.weighted = weight.has_value();
+  a.topk = topk;
   TORCH_CHECK(a.K >= 1, op, ": index must have K >= 1 sources per target, got ", index.sizes());
+  if (a.reduce == Reduce::kTopkMean) {
+    TORCH_CHECK_VALUE(topk >= 1 && topk <= a.K, op, ": reduce='topk_mean' needs topk in [1, K=", a.K,
+                      "] (the index's entries per target group), got topk=", topk);
+    TORCH_CHECK_VALUE(!a.weighted, op, ": reduce='topk_mean' takes no weight (it is the plain mean of the topk ",
+                      "largest entries of each group); pass weight=None");
+  } else {
+    TORCH_CHECK_VALUE(topk == 0, op, ": topk is the k of reduce='topk_mean' and must be 0 (none) for reduce='",
+                      reduce, "', got topk=", topk);
+  }
   if (a.weighted) {
     const at::Tensor& w = *weight;
     TORCH_CHECK(w.sizes() == index.sizes() && w.is_contiguous() &&
@@ -59,15 +70,18 @@ inline LabelMapArgs make_label_map_args(const char* op, const at::Tensor& logits
   if (index.device().is_cpu()) {
     const int64_t* idx = index.const_data_ptr<int64_t>();
     for (int64_t t = 0; t < a.T; ++t) {
-      bool any = false;
+      int64_t count = 0;
       for (int64_t k = 0; k < a.K; ++k) {
         const int64_t s = idx[t * a.K + k];
         TORCH_CHECK_VALUE(s >= -1 && s < a.S, op, ": index must hold source classes in [0, S=", a.S,
                           ") or -1 (padding), got ", s, " at index[", t, ", ", k, "]");
-        any = any || s >= 0;
+        count += s >= 0;
       }
-      TORCH_CHECK_VALUE(any, op, ": index row ", t, " is an empty target group (every entry is -1); "
+      TORCH_CHECK_VALUE(count > 0, op, ": index row ", t, " is an empty target group (every entry is -1); "
                         "each target needs at least one source");
+      TORCH_CHECK_VALUE(count >= a.topk, op, ": reduce='topk_mean' averages the topk=", a.topk,
+                        " largest entries of each target group: every index row needs at least ", a.topk,
+                        " valid (non -1) entries; index row ", t, " has ", count);
     }
   }
   return a;
@@ -120,16 +134,16 @@ inline void check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType 
 inline LabelMapArgs make_label_map_backward_args(const at::Tensor& grad_out, const at::Tensor& logits,
                                                  const at::Tensor& index, const std::optional<at::Tensor>& weight,
                                                  const at::Tensor& row_lse, c10::string_view reduce,
-                                                 c10::string_view pre) {
-  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
+                                                 c10::string_view pre, int64_t topk) {
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre, topk);
   check_label_map_backward_args(p, logits, grad_out, row_lse);
   return p;
 }
 
 inline LabelMapArgs make_mapped_ce_args(const at::Tensor& logits, const at::Tensor& target, const at::Tensor& index,
                                         const std::optional<at::Tensor>& weight, c10::string_view reduce,
-                                        c10::string_view pre, int64_t ignore_index) {
-  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre);
+                                        c10::string_view pre, int64_t ignore_index, int64_t topk) {
+  const LabelMapArgs p = make_label_map_args("mapped_cross_entropy", logits, index, weight, reduce, pre, topk);
   check_target(target, p, ignore_index);
   return p;
 }
@@ -138,8 +152,8 @@ inline LabelMapArgs make_mapped_ce_backward_args(const at::Tensor& grad_loss, co
                                                  const at::Tensor& target, const at::Tensor& index,
                                                  const std::optional<at::Tensor>& weight, const at::Tensor& unit_grad,
                                                  const at::Tensor& dense, c10::string_view reduce,
-                                                 c10::string_view pre, int64_t ignore_index) {
-  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
+                                                 c10::string_view pre, int64_t ignore_index, int64_t topk) {
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index, topk);
   check_mapped_ce_backward_args(p, logits.scalar_type(), grad_loss, unit_grad, dense);
   return p;
 }

@@ -39,18 +39,19 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& index,
                                const std::optional<Tensor>& weight, c10::string_view reduce,
-                               c10::string_view pre) {
+                               c10::string_view pre, int64_t topk) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::label_map_forward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const std::optional<Tensor>&,
-                                                           c10::string_view, c10::string_view)>();
+                                                           c10::string_view, c10::string_view, int64_t)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, row_lse] = op.call(logits, index, weight, reduce, pre);
+    auto [out, row_lse] = op.call(logits, index, weight, reduce, pre, topk);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({row_lse});
     ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse});
     ctx->saved_data["reduce"] = std::string(reduce);
     ctx->saved_data["pre"] = std::string(pre);
+    ctx->saved_data["topk"] = topk;
     return {out, row_lse};
   }
 
@@ -59,15 +60,16 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
                          .findSchemaOrThrow("reprogram_ext::label_map_backward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                            const std::optional<Tensor>&, const Tensor&,
-                                                           c10::string_view, c10::string_view, bool)>();
-    if (!grads[0].defined()) return {Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+                                                           c10::string_view, c10::string_view, bool, int64_t)>();
+    if (!grads[0].defined()) return variable_list(6);
     TORCH_CHECK(!at::GradMode::is_enabled(), "label_map", kNoDoubleBackwardSuffix);
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[2]);
     const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], weight, saved[3],
-                              ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(), need_w);
-    return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor()};
+                              ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(), need_w,
+                              ctx->saved_data["topk"].toInt());
+    return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -75,14 +77,15 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& target, const Tensor& index,
                                const std::optional<Tensor>& weight, c10::string_view reduce,
-                               c10::string_view pre, double label_smoothing, int64_t ignore_index) {
+                               c10::string_view pre, double label_smoothing, int64_t ignore_index, int64_t topk) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("reprogram_ext::mapped_cross_entropy_forward", "")
                          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                                    const std::optional<Tensor>&, c10::string_view,
-                                                                   c10::string_view, double, int64_t)>();
+                                                                   c10::string_view, double, int64_t, int64_t)>();
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, unit_grad, dense] = op.call(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index);
+    auto [loss, unit_grad, dense] =
+        op.call(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index, topk);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({unit_grad, dense});
     ctx->save_for_backward({logits, target, index, weight.value_or(Tensor()), unit_grad, dense});
@@ -90,6 +93,7 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
     ctx->saved_data["pre"] = std::string(pre);
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["topk"] = topk;
     return {loss, unit_grad, dense};
   }
 
@@ -99,8 +103,8 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                                            const std::optional<Tensor>&, const Tensor&, const Tensor&,
                                                            c10::string_view, c10::string_view, double, int64_t,
-                                                           bool)>();
-    if (!grads[0].defined()) return variable_list(8);
+                                                           bool, int64_t)>();
+    if (!grads[0].defined()) return variable_list(9);
     TORCH_CHECK(!at::GradMode::is_enabled(), "mapped_cross_entropy", kNoDoubleBackwardSuffix);
     const auto saved = ctx->get_saved_variables();
     const std::optional<Tensor> weight = optional_of(saved[3]);
@@ -108,8 +112,8 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], saved[2], weight, saved[4], saved[5],
                               ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(),
                               ctx->saved_data["label_smoothing"].toDouble(),
-                              ctx->saved_data["ignore_index"].toInt(), need_w);
-    variable_list out(8);
+                              ctx->saved_data["ignore_index"].toInt(), need_w, ctx->saved_data["topk"].toInt());
+    variable_list out(9);
     out[0] = grad;
     if (need_w) out[3] = gw;
     return out;
@@ -118,8 +122,8 @@ class MappedCrossEntropyFunction : public torch::autograd::Function<MappedCrossE
 
 std::tuple<Tensor, Tensor> label_map_forward_autograd(const Tensor& logits, const Tensor& index,
                                                       const std::optional<Tensor>& weight, c10::string_view reduce,
-                                                      c10::string_view pre) {
-  auto out = LabelMapFunction::apply(logits, index, weight, reduce, pre);
+                                                      c10::string_view pre, int64_t topk) {
+  auto out = LabelMapFunction::apply(logits, index, weight, reduce, pre, topk);
   return {out[0], out[1]};
 }
 
@@ -127,9 +131,10 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_autograd(const T
                                                                          const Tensor& index,
                                                                          const std::optional<Tensor>& weight,
                                                                          c10::string_view reduce, c10::string_view pre,
-                                                                         double label_smoothing, int64_t ignore_index) {
+                                                                         double label_smoothing, int64_t ignore_index,
+                                                                         int64_t topk) {
   auto out = MappedCrossEntropyFunction::apply(logits, target, index, weight, reduce, pre, label_smoothing,
-                                               ignore_index);
+                                               ignore_index, topk);
   return {out[0], out[1], out[2]};
 }
 

@@ -78,7 +78,7 @@ void mapped_logits(const LabelMapArgs& p, const A* buf, int64_t U, const int64_t
   A m = -static_cast<A>(INFINITY);
   r.sum_L = 0;
   for (int64_t t = 0; t < p.T; ++t) {
-    const Group<A> g = group_of(pos, weight, p.K, t);
+    const Group<A> g = group_of(pos, weight, p, t);
     if (p.pre == Pre::kSoftmax) {
       r.logp[t] = group_log_prob<R, A>(buf, g, shift);
       r.L[t] = r.logp[t].L;
@@ -100,7 +100,7 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
                      int64_t y, const RowNorm<A>& lse, A eps, A scale, A* a, A* D, A* gw) {
   A dsum = 0;
   for (int64_t t = 0; t < p.T; ++t) {
-    const Group<A> g = group_of(pos, weight, p.K, t);
+    const Group<A> g = group_of(pos, weight, p, t);
     const A dL = ce_logit_grad_q<A>(r.q[t], t == y, p.T, eps, scale);
     for (int64_t k = 0; k < p.K; ++k) {
       A ak = 0;
@@ -109,10 +109,9 @@ void ce_row_gradient(const LabelMapArgs& p, const A* buf, const int64_t* pos, co
           ak = dL * log_group_responsibility<R, A>(buf, g, r.logp[t], k);
           if (gw) gw[t * p.K + k] += dL * log_group_weight_derivative<R, A>(buf, g, r.logp[t], k);
         } else {
-          ak = dL * value_coefficient<R>(g, r.value[t], k);
-          if (gw) {
-            gw[t * p.K + k] += dL * value_weight_derivative<R>(r.value[t], k, pre_value(buf[g.src[k]], p.pre, lse));
-          }
+          const A key = buf[g.src[k]];  // the logit
+          ak = dL * value_coefficient<R>(g, r.value[t], k, key);
+          if (gw) gw[t * p.K + k] += dL * value_weight_derivative<R>(r.value[t], k, pre_value(key, p.pre, lse), key);
         }
       }
       dsum += ak;
@@ -229,7 +228,7 @@ A softmax_ce_row_generic(const LabelMapArgs& p, const SoftmaxGroups<A>& sg, cons
       gl.L = L[t];
     } else {
       gl = dispatch(p.reduce, [&](auto R) {  // (the rare path: not worth a clone per reduce)
-        return group_log_prob<decltype(R)::value, A>(buf, group_of(cs.pos.data(), weight, p.K, t), shift);
+        return group_log_prob<decltype(R)::value, A>(buf, group_of(cs.pos.data(), weight, p, t), shift);
       });
       L[t] = gl.L;
       all_table = false;
@@ -354,8 +353,9 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cpu(const Tensor
                                                                     const Tensor& index,
                                                                     const std::optional<Tensor>& weight,
                                                                     c10::string_view reduce, c10::string_view pre,
-                                                                    double label_smoothing, int64_t ignore_index) {
-  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
+                                                                    double label_smoothing, int64_t ignore_index,
+                                                                    int64_t topk) {
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index, topk);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   Tensor loss = empty_acc(logits, {p.N});
   Tensor unit_grad = empty_acc(logits, {p.N, p.T, p.K});
@@ -378,9 +378,9 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cpu(const Tensor& grad_
                                                              const Tensor& unit_grad_in, const Tensor& dense_in,
                                                              c10::string_view reduce, c10::string_view pre,
                                                              double label_smoothing, int64_t ignore_index,
-                                                             bool need_weight_grad) {
+                                                             bool need_weight_grad, int64_t topk) {
   const LabelMapArgs p = make_mapped_ce_backward_args(grad_loss_in, logits, target, index, weight, unit_grad_in,
-                                                      dense_in, reduce, pre, ignore_index);
+                                                      dense_in, reduce, pre, ignore_index, topk);
   const bool has_dense = ce_has_dense(p);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();

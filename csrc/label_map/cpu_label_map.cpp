@@ -45,6 +45,12 @@ void apply_pre(A* v, int64_t n, Pre pre, const RowNorm<A>& lse) {
   }
 }
 
+// Whether a row's gathered logits become v = pre(x) in place (one vector pass) before the groups
+// read them: not for topk_mean, whose selection reads the logits (group_value then takes pre of
+// the few chosen values itself).
+template <Reduce R>
+constexpr bool pre_in_place() { return !Reducer<R>::kSelectsTop; }
+
 template <Reduce R, typename scalar_t>
 void label_map_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const CompactSources& cs,
                               const acc_t<scalar_t>* weight, scalar_t* out, acc_t<scalar_t>* row_lse) {
@@ -57,10 +63,10 @@ void label_map_forward_kernel(const LabelMapArgs& p, const scalar_t* x, const Co
       const RowNorm<A> lse = map_needs_lse(p.pre) ? row_normaliser<A>(xr, p.S) : RowNorm<A>{0, 0};
       store_norm(row_lse, n, lse);
       gather_sources(xr, cs, buf);
-      apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);  // buf now holds v = pre(x)
+      if constexpr (pre_in_place<R>()) apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);
+      const Pre group_pre = pre_in_place<R>() ? Pre::kNone : p.pre;
       for (int64_t t = 0; t < p.T; ++t) {
-        const GroupValue<A> gv = group_value<R, A>(buf.data(), group_of(cs.pos.data(), weight, p.K, t), Pre::kNone,
-                                                   lse);
+        const GroupValue<A> gv = group_value<R, A>(buf.data(), group_of(cs.pos.data(), weight, p, t), group_pre, lse);
         out[n * p.T + t] = static_cast<scalar_t>(gv.out);
       }
     }
@@ -82,18 +88,20 @@ void label_map_backward_kernel(const LabelMapArgs& p, const scalar_t* grad_out, 
       const scalar_t* xr = x + n * p.S;
       const RowNorm<A> lse = load_norm(row_lse, n);
       gather_sources(xr, cs, buf);
-      apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);  // buf now holds v = pre(x)
+      if constexpr (pre_in_place<R>()) apply_pre(buf.data(), static_cast<int64_t>(buf.size()), p.pre, lse);
+      const Pre group_pre = pre_in_place<R>() ? Pre::kNone : p.pre;
       A D = 0;
       for (int64_t t = 0; t < p.T; ++t) {
-        const Group<A> g = group_of(cs.pos.data(), weight, p.K, t);
-        const GroupValue<A> gv = group_value<R, A>(buf.data(), g, Pre::kNone, lse);
+        const Group<A> g = group_of(cs.pos.data(), weight, p, t);
+        const GroupValue<A> gv = group_value<R, A>(buf.data(), g, group_pre, lse);
         const A go = static_cast<A>(grad_out[n * p.T + t]);
         for (int64_t k = 0; k < p.K; ++k) {
           A ak = 0;
           if (g.valid(k)) {
-            const A v = buf[g.src[k]];
-            ak = go * value_coefficient<R>(g, gv, k) * (p.pre == Pre::kSoftmax ? v : static_cast<A>(1));
-            if (gw) gw[t * p.K + k] += go * value_weight_derivative<R>(gv, k, v);
+            const A key = buf[g.src[k]];  // the logit (topk_mean), else v itself (unused)
+            const A v = pre_in_place<R>() ? key : pre_value(key, p.pre, lse);
+            ak = go * value_coefficient<R>(g, gv, k, key) * (p.pre == Pre::kSoftmax ? v : static_cast<A>(1));
+            if (gw) gw[t * p.K + k] += go * value_weight_derivative<R>(gv, k, v, key);
           }
           a[t * p.K + k] = ak;
           D += ak;
@@ -107,8 +115,8 @@ void label_map_backward_kernel(const LabelMapArgs& p, const scalar_t* grad_out, 
 
 std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Tensor& index,
                                                  const std::optional<Tensor>& weight, c10::string_view reduce,
-                                                 c10::string_view pre) {
-  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
+                                                 c10::string_view pre, int64_t topk) {
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre, topk);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor row_lse = empty_acc(logits, row_lse_shape(p));
@@ -125,8 +133,8 @@ std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Ten
 std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, const Tensor& logits,
                                                   const Tensor& index, const std::optional<Tensor>& weight,
                                                   const Tensor& row_lse, c10::string_view reduce, c10::string_view pre,
-                                                  bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre);
+                                                  bool need_weight_grad, int64_t topk) {
+  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
   BackwardOutputs o(p, logits, need_weight_grad);

@@ -29,8 +29,8 @@ namespace cpu {
 using at::Tensor;
 
 template <typename A>
-inline Group<A> group_of(const int64_t* pos, const A* weight, int64_t K, int64_t t) {
-  return Group<A>{pos + t * K, weight ? weight + t * K : nullptr, K};
+inline Group<A> group_of(const int64_t* pos, const A* weight, const LabelMapArgs& p, int64_t t) {
+  return Group<A>{pos + t * p.K, weight ? weight + t * p.K : nullptr, p.K, INT64_MAX, p.topk};
 }
 
 // The distinct valid sources in ascending order, and each index entry's position among them:

@@ -109,8 +109,8 @@ __device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGro
 }
 
 template <typename A>
-__device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, int64_t t, int64_t S) {
-  return Group<A>{index + t * K, weight ? weight + t * K : nullptr, K, S};
+__device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, int64_t t, int64_t S, int64_t topk) {
+  return Group<A>{index + t * K, weight ? weight + t * K : nullptr, K, S, topk};
 }
 
 // ------------------------------------------------------------------------------------ label_map
@@ -119,7 +119,7 @@ template <Reduce R, typename scalar_t>
 __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
                              const acc_t<scalar_t>* __restrict__ weight, scalar_t* __restrict__ out,
                              acc_t<scalar_t>* __restrict__ stats, int64_t N, int64_t S, int64_t T, int64_t K,
-                             Pre pre, int log_p) {
+                             int64_t topk, Pre pre, int log_p) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[2 * kRowBlock / 32];
   const RowGroup g(log_p);
@@ -136,7 +136,7 @@ __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const i
   if (!active) return;  // no barrier follows
   for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
     const int64_t t = g.at(0, i_t);
-    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t, S), pre, norm).out);
+    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t, S, topk), pre, norm).out);
   }
 }
 
@@ -148,7 +148,7 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
                               const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                               const acc_t<scalar_t>* __restrict__ stats, acc_t<scalar_t>* __restrict__ a,
                               acc_t<scalar_t>* __restrict__ gw, SourceMapView map, scalar_t* __restrict__ grad,
-                              int64_t N, int64_t S, int64_t T, int64_t K, Pre pre, int log_p) {
+                              int64_t N, int64_t S, int64_t T, int64_t K, int64_t topk, Pre pre, int log_p) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[kRowBlock / 32];
   const RowGroup g(log_p);
@@ -160,15 +160,16 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S);
+      const Group<A> gr = group_at(index, weight, K, t, S, topk);
       const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
       const A go = static_cast<A>(grad_out[n * T + t]);
       for (int64_t k = 0; k < K; ++k) {
         A ak = 0, gk = 0;
         if (gr.valid(k)) {
-          const A v = pre_value(static_cast<A>(xr[gr.src[k]]), pre, norm);
-          ak = go * value_coefficient<R>(gr, gv, k) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
-          gk = go * value_weight_derivative<R>(gv, k, v);
+          const A key = static_cast<A>(xr[gr.src[k]]);
+          const A v = pre_value(key, pre, norm);
+          ak = go * value_coefficient<R>(gr, gv, k, key) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
+          gk = go * value_weight_derivative<R>(gv, k, v, key);
         }
         a[n * TK + t * K + k] = ak;
         local_D += ak;
@@ -193,8 +194,8 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
                      const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                      const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
                      acc_t<scalar_t>* __restrict__ loss, acc_t<scalar_t>* __restrict__ out,
-                     acc_t<scalar_t>* __restrict__ L_scratch, int64_t N, int64_t S, int64_t T, int64_t K, Pre pre,
-                     bool need_lse, double eps_d, int64_t ignore_index, int log_p) {
+                     acc_t<scalar_t>* __restrict__ L_scratch, int64_t N, int64_t S, int64_t T, int64_t K,
+                     int64_t topk, Pre pre, bool need_lse, double eps_d, int64_t ignore_index, int log_p) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[2 * kRowBlock / 32];
   const RowGroup g(log_p);
@@ -244,7 +245,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S);
+      const Group<A> gr = group_at(index, weight, K, t, S, topk);
       const A Lt =
           pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, gr, shift).L : group_value<R, A>(xr, gr, pre, norm).out;
       L[t] = Lt;
@@ -277,7 +278,7 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S);
+      const Group<A> gr = group_at(index, weight, K, t, S, topk);
       const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
       if (pre == Pre::kSoftmax) {
         const GroupLog<A> gl = group_log_prob<R, A>(xr, gr, shift);
@@ -294,10 +295,11 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
         for (int64_t k = 0; k < K; ++k) {
           A v = 0;
           if (gr.valid(k)) {
+            const A key = static_cast<A>(xr[gr.src[k]]);
             if (weight_pass) {
-              v = dL * value_weight_derivative<R>(gv, k, pre_value(static_cast<A>(xr[gr.src[k]]), pre, norm));
+              v = dL * value_weight_derivative<R>(gv, k, pre_value(key, pre, norm), key);
             } else {
-              v = dL * value_coefficient<R>(gr, gv, k);
+              v = dL * value_coefficient<R>(gr, gv, k, key);
               local_D += v;
             }
           }
@@ -440,8 +442,8 @@ const acc_t<scalar_t>* weight_ptr(const std::optional<Tensor>& weight) {
 
 std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Tensor& index,
                                                   const std::optional<Tensor>& weight, c10::string_view reduce,
-                                                  c10::string_view pre) {
-  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre);
+                                                  c10::string_view pre, int64_t topk) {
+  const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre, topk);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor out = at::empty({p.N, p.T}, logits.options());
   Tensor stats = empty_acc(logits, row_lse_shape(p));
@@ -453,7 +455,7 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
           <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
               logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
               out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<acc_t<scalar_t>>() : nullptr,
-              p.N, p.S, p.T, p.K, p.pre, log_p);
+              p.N, p.S, p.T, p.K, p.topk, p.pre, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -463,8 +465,8 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
 std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, const Tensor& logits,
                                                    const Tensor& index, const std::optional<Tensor>& weight,
                                                    const Tensor& row_lse, c10::string_view reduce,
-                                                   c10::string_view pre, bool need_weight_grad) {
-  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre);
+                                                   c10::string_view pre, bool need_weight_grad, int64_t topk) {
+  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
@@ -485,7 +487,7 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
                 index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
                 need_lse ? row_lse.const_data_ptr<A>() : nullptr, a.mutable_data_ptr<A>(),
                 need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
-                p.T, p.K, p.pre, log_p);
+                p.T, p.K, p.topk, p.pre, log_p);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     });
@@ -508,7 +510,7 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
               logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
               weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
               need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
-              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.N, p.S, p.T, p.K, p.pre, need_lse,
+              out.mutable_data_ptr<A>(), L_scratch.mutable_data_ptr<A>(), p.N, p.S, p.T, p.K, p.topk, p.pre, need_lse,
               label_smoothing, ignore_index, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
@@ -519,8 +521,9 @@ std::tuple<Tensor, Tensor, Tensor> mapped_cross_entropy_forward_cuda(const Tenso
                                                                      const Tensor& index,
                                                                      const std::optional<Tensor>& weight,
                                                                      c10::string_view reduce, c10::string_view pre,
-                                                                     double label_smoothing, int64_t ignore_index) {
-  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index);
+                                                                     double label_smoothing, int64_t ignore_index,
+                                                                     int64_t topk) {
+  const LabelMapArgs p = make_mapped_ce_args(logits, target, index, weight, reduce, pre, ignore_index, topk);
   const c10::cuda::CUDAGuard guard(logits.device());
   Tensor loss = empty_acc(logits, {p.N});
   Tensor unit_grad = empty_acc(logits, {p.N, p.T, p.K});
@@ -535,9 +538,9 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
                                                               const Tensor& unit_grad_in, const Tensor& dense_in,
                                                               c10::string_view reduce, c10::string_view pre,
                                                               double label_smoothing, int64_t ignore_index,
-                                                              bool need_weight_grad) {
+                                                              bool need_weight_grad, int64_t topk) {
   const LabelMapArgs p = make_mapped_ce_backward_args(grad_loss_in, logits, target, index, weight, unit_grad_in,
-                                                      dense_in, reduce, pre, ignore_index);
+                                                      dense_in, reduce, pre, ignore_index, topk);
   const bool has_dense = ce_has_dense(p);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_loss = grad_loss_in.contiguous(), unit_grad = unit_grad_in.contiguous();

@@ -10,6 +10,8 @@
 //   label_map:  out_t = sum_k w_k v_{s_k}                  (reduce sum)
 //                     = sum_k w_k v_{s_k} / sum_k w_k      (reduce mean)
 //                     = max_k w_k v_{s_k}                  (reduce max; first maximal k wins)
+//                     = (1/topk) sum_{k in top} v_{s_k}     (reduce topk_mean, unweighted; top: the
+//                       topk largest valid entries by logit, ties to the lower k, nan the largest)
 // mapped_cross_entropy uses L_t = out_t, except with pre softmax, where L_t = log out_t is
 // computed in log space: with m_t = max_k x_{s_k} and e_k = exp(x_{s_k} - m_t),
 //   L_t = m_t + log(sum_k w_k e_k  [or max_k w_k e_k]) - log(sum_k w_k  [mean only]) - lse.
@@ -66,52 +68,119 @@ struct Group {
   const A* w;
   int64_t K;
   int64_t S = INT64_MAX;  // the row length
+  int64_t topk = 0;       // the k of reduce topk_mean
   RX_LM_HD bool valid(int64_t k) const { return src[k] >= 0 && src[k] < S; }
   RX_LM_HD A weight(int64_t k) const { return w ? w[k] : static_cast<A>(1); }
 };
+
+// topk_mean's order of a group's valid entries: by key (the entry's logit) descending, nan above
+// every number, equal keys by position k. key_before(a, ka, b, kb): entry (a, ka) comes first.
+template <typename A>
+RX_LM_HD bool key_greater(A a, A b) { return a > b || (a != a && b == b); }
+template <typename A>
+RX_LM_HD bool key_before(A a, int64_t ka, A b, int64_t kb) {
+  return key_greater(a, b) || (!key_greater(b, a) && ka < kb);
+}
+
+// The topk-th entry of that order (the last valid one when the group has fewer; k = -1 when it has
+// none): entry k is among the top iff it is the cut or comes before it. topk passes over the group,
+// each taking the first entry after the previous cut (no storage: GPU threads call it).
+template <typename A>
+struct TopCut {
+  A key;
+  int64_t k;
+};
+
+template <typename A, typename F>
+RX_LM_HD TopCut<A> top_cut(const Group<A>& g, F key) {
+  TopCut<A> cut{static_cast<A>(0), -1};
+  for (int64_t i = 0; i < g.topk; ++i) {
+    TopCut<A> best{static_cast<A>(0), -1};
+    for (int64_t k = 0; k < g.K; ++k) {
+      if (!g.valid(k)) continue;
+      const A v = key(k);
+      if (cut.k >= 0 && !key_before(cut.key, cut.k, v, k)) continue;  // at or before the cut: taken
+      if (best.k < 0 || key_before(v, k, best.key, best.k)) best = TopCut<A>{v, k};
+    }
+    if (best.k < 0) break;
+    cut = best;
+  }
+  return cut;
+}
+
+// Whether entry k (its key `key`) takes part in the reduce's value: the selected k of a reduce
+// that selects one (max: `arg`), an entry among the top for topk_mean (`arg`, `cut_key`: its cut).
+// sum and mean use every valid entry and ignore it.
+template <Reduce R, typename A>
+RX_LM_HD bool chosen(int64_t arg, A cut_key, A key, int64_t k) {
+  if constexpr (Reducer<R>::kSelectsTop) {
+    return arg >= 0 && (k == arg || key_before(key, k, cut_key, arg));
+  } else {
+    return k == arg;
+  }
+}
 
 // label_map's reduction of one group on values v_{s_k} = pre(x_{s_k}).
 template <typename A>
 struct GroupValue {
   A out;       // out_t
-  A wsum;      // sum of the valid weights (the mean's denominator)
-  int64_t arg; // the k the reduce selected (first maximal k of max), else -1
+  A wsum;      // sum of the weights the reduce used (the mean's denominator)
+  int64_t arg; // the k the reduce selected (first maximal k of max; topk_mean: the cut), else -1
+  A cut_key;   // topk_mean: the cut's key (see chosen())
 };
 
-// Reducer<R> over u_k = w_k * value(k) of the group's valid k: acc, wsum = sum_k w_k, and the
-// selected k (arg, -1 if none).
-template <Reduce R, typename A, typename F>
-RX_LM_HD void reduce_group(const Group<A>& g, F value, A& acc, A& wsum, int64_t& arg) {
+// Reducer<R> over u_k = w_k * value(k) of the group's valid k (topk_mean: its top entries by
+// key(k)): acc, wsum = sum_k w_k, and the selected k (arg, -1 if none) with cut_key.
+template <Reduce R, typename A, typename F, typename Key>
+RX_LM_HD void reduce_group(const Group<A>& g, F value, Key key, A& acc, A& wsum, int64_t& arg, A& cut_key) {
   acc = Reducer<R>::template init<A>();
   wsum = 0;
   arg = -1;
+  cut_key = 0;
+  if constexpr (Reducer<R>::kSelectsTop) {
+    const TopCut<A> cut = top_cut(g, key);
+    arg = cut.k;
+    cut_key = cut.key;
+  }
   for (int64_t k = 0; k < g.K; ++k) {
     if (!g.valid(k)) continue;
+    if constexpr (Reducer<R>::kSelectsTop) {
+      if (!chosen<R>(arg, cut_key, key(k), k)) continue;
+    }
     const A w = g.weight(k);
     wsum += w;
     Reducer<R>::update(acc, arg, w * value(k), k);
   }
 }
 
+// The key of entry k: its logit (pre is increasing, so the top entries by logit are the top by
+// value; ties are decided on the logits on every backend).
+template <typename A, typename scalar_t>
+struct LogitKey {
+  const scalar_t* x;
+  const int64_t* src;
+  RX_LM_HD A operator()(int64_t k) const { return static_cast<A>(x[src[k]]); }
+};
+
 template <Reduce R, typename A, typename scalar_t>
 RX_LM_HD GroupValue<A> group_value(const scalar_t* x, const Group<A>& g, Pre pre, const RowNorm<A>& lse) {
   GroupValue<A> r;
-  reduce_group<R>(g, [&](int64_t k) { return pre_value(static_cast<A>(x[g.src[k]]), pre, lse); }, r.out, r.wsum,
-                  r.arg);
+  reduce_group<R>(g, [&](int64_t k) { return pre_value(static_cast<A>(x[g.src[k]]), pre, lse); },
+                  LogitKey<A, scalar_t>{x, g.src}, r.out, r.wsum, r.arg, r.cut_key);
   r.out = Reducer<R>::finish(r.out, r.wsum);
   return r;
 }
 
-// d out_t / d v_{s_k}: the coefficient c_k of source k in target t's reduction.
+// d out_t / d v_{s_k}: the coefficient c_k of source k in target t's reduction (key: its logit).
 template <Reduce R, typename A>
-RX_LM_HD A value_coefficient(const Group<A>& g, const GroupValue<A>& gv, int64_t k) {
-  return Reducer<R>::coefficient(g.weight(k), gv.wsum, k == gv.arg);
+RX_LM_HD A value_coefficient(const Group<A>& g, const GroupValue<A>& gv, int64_t k, A key) {
+  return Reducer<R>::coefficient(g.weight(k), gv.wsum, chosen<R>(gv.arg, gv.cut_key, key, k));
 }
 
-// d out_t / d w_k, given v_k = pre(x_{s_k}).
+// d out_t / d w_k, given v_k = pre(x_{s_k}) and its logit `key`.
 template <Reduce R, typename A>
-RX_LM_HD A value_weight_derivative(const GroupValue<A>& gv, int64_t k, A v) {
-  return Reducer<R>::weight_derivative(v, gv.out, gv.wsum, k == gv.arg);
+RX_LM_HD A value_weight_derivative(const GroupValue<A>& gv, int64_t k, A v, A key) {
+  return Reducer<R>::weight_derivative(v, gv.out, gv.wsum, chosen<R>(gv.arg, gv.cut_key, key, k));
 }
 
 // pre softmax in log space: L_t + lse = m + log(R) - log_norm(wsum) (log wsum for mean), where
@@ -120,7 +189,8 @@ template <typename A>
 struct GroupLog {
   A L;         // log out_t + lse - shift
   A m, R, wsum;
-  int64_t arg; // the k the reduce selected (first maximal k of max), else -1
+  int64_t arg; // the k the reduce selected (first maximal k of max; topk_mean: the cut), else -1
+  A cut_key;   // topk_mean: the cut's key (see chosen())
 };
 
 // `shift` is subtracted from L (cross-entropy ignores a per-row constant): pass the row's largest
@@ -136,7 +206,8 @@ RX_LM_HD GroupLog<A> group_log_prob(const scalar_t* x, const Group<A>& g, A shif
     }
   }
   if (r.m == -static_cast<A>(INFINITY)) r.m = 0;  // every source at -inf: keep e_k = 0, not NaN
-  reduce_group<R>(g, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - r.m); }, r.R, r.wsum, r.arg);
+  reduce_group<R>(g, [&](int64_t k) { return exp_f(static_cast<A>(x[g.src[k]]) - r.m); },
+                  LogitKey<A, scalar_t>{x, g.src}, r.R, r.wsum, r.arg, r.cut_key);
   r.L = (r.m - shift) + log(r.R) - Reducer<R>::log_norm(r.wsum);
   return r;
 }
@@ -159,20 +230,26 @@ RX_LM_HD A finite_max(const A* v, int64_t n) {
 
 // Responsibility of source k in a log-space group: d L_t / d x_{s_k} without the -p_j term,
 // = w_k e_k / R ([k == arg] for a reduce that selects one entry).
+// (topk_mean: 0 for the entries outside the top.)
 template <Reduce R, typename A, typename scalar_t>
 RX_LM_HD A log_group_responsibility(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t k) {
   if constexpr (Reducer<R>::kSelectsOne) {
     return k == gl.arg ? static_cast<A>(1) : static_cast<A>(0);
   } else {
-    return g.weight(k) * exp_f(static_cast<A>(x[g.src[k]]) - gl.m) / gl.R;
+    const A xk = static_cast<A>(x[g.src[k]]);
+    if constexpr (Reducer<R>::kSelectsTop) {
+      if (!chosen<R>(gl.arg, gl.cut_key, xk, k)) return static_cast<A>(0);
+    }
+    return g.weight(k) * exp_f(xk - gl.m) / gl.R;
   }
 }
 
 // d L_t / d w_k of a log-space group (Reducer::log_weight_derivative of e_k / R).
 template <Reduce R, typename A, typename scalar_t>
 RX_LM_HD A log_group_weight_derivative(const scalar_t* x, const Group<A>& g, const GroupLog<A>& gl, int64_t k) {
-  const A e = exp_f(static_cast<A>(x[g.src[k]]) - gl.m);
-  return Reducer<R>::log_weight_derivative(e / gl.R, gl.wsum, k == gl.arg);
+  const A xk = static_cast<A>(x[g.src[k]]);
+  const A e = exp_f(xk - gl.m);
+  return Reducer<R>::log_weight_derivative(e / gl.R, gl.wsum, chosen<R>(gl.arg, gl.cut_key, xk, k));
 }
 
 // Whether mapped_cross_entropy needs the row's lse: only when L_t carries -c_t * lse with c_t

@@ -26,7 +26,8 @@ namespace label_map {
 
 #define RX_LM_HD C10_HOST_DEVICE inline
 
-#define RX_LABEL_MAP_REDUCES(X, E) X(E, kSum, "sum") X(E, kMean, "mean") X(E, kMax, "max")
+#define RX_LABEL_MAP_REDUCES(X, E) \
+  X(E, kSum, "sum") X(E, kMean, "mean") X(E, kMax, "max") X(E, kTopkMean, "topk_mean")
 RX_DEFINE_OPTION(Reduce, RX_LABEL_MAP_REDUCES, "label_map", "reduce")
 
 #define RX_LABEL_MAP_PRES(X, E) X(E, kNone, "none") X(E, kSoftmax, "softmax") X(E, kLogSoftmax, "log_softmax")
@@ -35,13 +36,16 @@ RX_DEFINE_OPTION(Pre, RX_LABEL_MAP_PRES, "label_map", "pre")
 // Each reduce's math over one target's weighted values u_k = w_k v_k (its valid k only), in the
 // manner of pytorch_scatter's Reducer:
 //   init(), update(acc, arg, u, k)   the running reduction (arg: the k it selected; stays -1 if none)
-//   finish(acc, wsum)                out_t (wsum = sum_k w_k)
+//   finish(acc, wsum)                out_t (wsum = sum_k w_k over the entries update() saw)
 //   log_norm(wsum)                   subtracted from log(acc) in log space (pre softmax in the loss)
-//   coefficient(w, wsum, is_arg)     d out_t / d v_k      (is_arg: k == arg)
-//   weight_derivative(v, out, wsum, is_arg)    d out_t / d w_k
-//   log_weight_derivative(e_R, wsum, is_arg)   d L_t / d w_k in log space, e_R = e_k / acc
+//   coefficient(w, wsum, chosen)     d out_t / d v_k      (chosen: math.h chosen(): k == arg for
+//                                    max, k among the top k for topk_mean; sum/mean ignore it)
+//   weight_derivative(v, out, wsum, chosen)    d out_t / d w_k
+//   log_weight_derivative(e_R, wsum, chosen)   d L_t / d w_k in log space, e_R = e_k / acc
 //   kSelectsOne    out_t is one entry's u (log space: d L_t / d x_k = [k == arg])
-//   kSumOfTerms    acc = sum_k u_k (the CPU loss's table path for pre softmax takes these)
+//   kSelectsTop    update() sees only the group's topk largest entries (math.h top_cut)
+//   kSumOfTerms    acc = sum_k u_k over every valid k (the CPU loss's table path for pre softmax
+//                  takes these)
 //   lse_varies(weighted)  whether c_t = sum_k coefficient differs between targets, so that pre
 //                         log_softmax's -c_t * lse does not cancel in the loss (ce_needs_lse)
 template <Reduce R>
@@ -49,7 +53,7 @@ struct Reducer;
 
 template <>
 struct Reducer<Reduce::kSum> {
-  static constexpr bool kSelectsOne = false, kSumOfTerms = true;
+  static constexpr bool kSelectsOne = false, kSelectsTop = false, kSumOfTerms = true;
   template <typename A> static RX_LM_HD A init() { return static_cast<A>(0); }
   template <typename A> static RX_LM_HD void update(A& acc, int64_t&, A u, int64_t) { acc += u; }
   template <typename A> static RX_LM_HD A finish(A acc, A) { return acc; }
@@ -62,7 +66,7 @@ struct Reducer<Reduce::kSum> {
 
 template <>
 struct Reducer<Reduce::kMean> {
-  static constexpr bool kSelectsOne = false, kSumOfTerms = true;
+  static constexpr bool kSelectsOne = false, kSelectsTop = false, kSumOfTerms = true;
   template <typename A> static RX_LM_HD A init() { return static_cast<A>(0); }
   template <typename A> static RX_LM_HD void update(A& acc, int64_t&, A u, int64_t) { acc += u; }
   template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return acc / wsum; }
@@ -77,7 +81,7 @@ struct Reducer<Reduce::kMean> {
 
 template <>
 struct Reducer<Reduce::kMax> {  // the first maximal k wins
-  static constexpr bool kSelectsOne = true, kSumOfTerms = false;
+  static constexpr bool kSelectsOne = true, kSelectsTop = false, kSumOfTerms = false;
   template <typename A> static RX_LM_HD A init() { return -static_cast<A>(INFINITY); }
   template <typename A> static RX_LM_HD void update(A& acc, int64_t& arg, A u, int64_t k) {
     if (arg < 0 || u > acc) {
@@ -93,6 +97,27 @@ struct Reducer<Reduce::kMax> {  // the first maximal k wins
   }
   template <typename A> static RX_LM_HD A log_weight_derivative(A e_R, A, bool is_arg) {
     return is_arg ? e_R : static_cast<A>(0);
+  }
+  static constexpr bool lse_varies(bool weighted) { return weighted; }
+};
+
+// The mean over the group's topk largest entries (math.h top_cut: ties to the lower k, nan the
+// largest): update() sees only those, so wsum = topk (the op takes no weight with topk_mean).
+template <>
+struct Reducer<Reduce::kTopkMean> {
+  static constexpr bool kSelectsOne = false, kSelectsTop = true, kSumOfTerms = false;
+  template <typename A> static RX_LM_HD A init() { return static_cast<A>(0); }
+  template <typename A> static RX_LM_HD void update(A& acc, int64_t&, A u, int64_t) { acc += u; }
+  template <typename A> static RX_LM_HD A finish(A acc, A wsum) { return acc / wsum; }
+  template <typename A> static RX_LM_HD A log_norm(A wsum) { return static_cast<A>(log(wsum)); }
+  template <typename A> static RX_LM_HD A coefficient(A w, A wsum, bool chosen) {
+    return chosen ? w / wsum : static_cast<A>(0);
+  }
+  template <typename A> static RX_LM_HD A weight_derivative(A v, A out, A wsum, bool chosen) {
+    return chosen ? (v - out) / wsum : static_cast<A>(0);
+  }
+  template <typename A> static RX_LM_HD A log_weight_derivative(A e_R, A wsum, bool chosen) {
+    return chosen ? e_R - static_cast<A>(1) / wsum : static_cast<A>(0);
   }
   static constexpr bool lse_varies(bool weighted) { return weighted; }
 };

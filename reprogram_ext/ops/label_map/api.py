@@ -29,10 +29,10 @@ def _ops(backend: str):
     return torch.ops.reprogram_ext.label_map_forward, torch.ops.reprogram_ext.mapped_cross_entropy_forward
 
 
-def _prepare(op: str, logits, index, weight, reduce, pre, backend: str):
+def _prepare(op: str, logits, index, weight, reduce, pre, topk, backend: str):
     """(canonical inputs, the backend chosen for them, whether its kernel checks the index and target
     values); the index values are checked here when the kernel does not check them."""
-    c = canonicalize(op, logits, index, weight, reduce, pre)
+    c = canonicalize(op, logits, index, weight, reduce, pre, topk)
     chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op))
     check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
@@ -53,6 +53,7 @@ def label_map(
     *,
     reduce: str = "mean",
     pre: str = "none",
+    topk: Optional[int] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Map source-class scores ``[*, S]`` to target-class scores ``[*, T]``.
@@ -62,11 +63,14 @@ def label_map(
     - sparse form, ``index`` int ``[T, K]`` (``-1`` pads ragged groups; ``[T]`` means K = 1) and
       optional ``weight [T, K]``: over the valid ``k`` of each target ``t``,
       ``sum``: ``Σ_k w v[index[t,k]]``; ``mean``: ``Σ_k w v / Σ_k w``; ``max``: ``max_k w v``
-      (gradient to the first maximal entry). Duplicated sources are allowed.
+      (gradient to the first maximal entry); ``topk_mean`` with ``topk=k`` (no weight): the mean
+      of the k largest valid ``v`` of each target, the gradient to those k entries (ties: the
+      lower position first; a group with fewer than k valid entries is an error). Duplicated
+      sources are allowed.
     - dense form, ``index=None`` and ``weight [S, T]`` (BLM ω or a learned matrix): ``v @ weight``.
 
     Differentiable w.r.t. ``logits`` and ``weight``. Output dtype: ``logits.dtype``; math in float32
-    at least. ``backend``: auto / cuda / triton / cpu / reference.
+    at least, in float64 for float64 logits. ``backend``: auto / cuda / triton / cpu / reference.
 
     Examples::
 
@@ -76,15 +80,17 @@ def label_map(
         probs = label_map(logits, index, pre="softmax")
         # BLM: dense ω [S, T] on probabilities
         probs = label_map(logits, weight=omega, pre="softmax")
+        # AttrVR: mean of the 3 largest attribute similarities per class
+        score = label_map(similarities, index, reduce="topk_mean", topk=3)
     """
-    c, chosen, _ = _prepare("label_map", logits, index, weight, reduce, pre, backend)
+    c, chosen, _ = _prepare("label_map", logits, index, weight, reduce, pre, topk, backend)
     if c.dense:
         out = _dense_values(c)
     elif chosen == "reference" or c.logits.shape[0] == 0:
-        out = label_map_reference(c.logits, c.index, c.weight, reduce=c.reduce, pre=c.pre)
+        out = label_map_reference(c.logits, c.index, c.weight, reduce=c.reduce, pre=c.pre, topk=c.topk)
     else:
         forward, _ = _ops(chosen)
-        out, _ = forward(c.logits, c.index, c.weight, c.reduce, c.pre)
+        out, _ = forward(c.logits, c.index, c.weight, c.reduce, c.pre, c.topk)
     return out.reshape(*c.lead_shape, c.num_targets)
 
 
@@ -99,6 +105,7 @@ def mapped_cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     ignore_index: int = -100,
+    topk: Optional[int] = None,
     backend: str = "auto",
 ) -> torch.Tensor:
     """``F.cross_entropy(L, target, reduction, label_smoothing, ignore_index)`` on mapped logits.
@@ -110,7 +117,8 @@ def mapped_cross_entropy(
     constant ``lse`` cancels in the cross-entropy, so the softmax loss reads only the T·K mapped
     logits, and its backward writes the ``[*, S]`` gradient once. The dense form runs aten ops.
 
-    ``target``: integer class indices with logits' leading shape. Returns a scalar (``mean``,
+    ``topk``: the k of ``reduce="topk_mean"`` (as in label_map). ``target``: integer class
+    indices with logits' leading shape. Returns a scalar (``mean``,
     ``sum``) or the leading shape (``none``), in ``logits.dtype``.
 
     Example (Voice2Series: 3 source classes per target, loss on their averaged probabilities)::
@@ -120,17 +128,17 @@ def mapped_cross_entropy(
     """
     op = "mapped_cross_entropy"
     eps = check_loss_options(op, reduction, label_smoothing)
-    c, chosen, kernel_checks = _prepare(op, logits, index, weight, reduce, pre, backend)
+    c, chosen, kernel_checks = _prepare(op, logits, index, weight, reduce, pre, topk, backend)
     y = canonical_target(op, target, c.lead_shape, c.num_targets, ignore_index, check_values=not kernel_checks)
     if c.dense or chosen == "reference" or c.logits.shape[0] == 0:
         loss = mapped_cross_entropy_reference(
             c.logits, y, c.index, c.weight, reduce=c.reduce, pre=c.pre, reduction=reduction,
-            label_smoothing=eps, ignore_index=ignore_index,
+            label_smoothing=eps, ignore_index=ignore_index, topk=c.topk,
         )
         return loss.reshape(c.lead_shape) if reduction == "none" else loss
     counted = _host_count(y, ignore_index) if reduction == "mean" else None
     _, forward = _ops(chosen)
-    rows, _, _ = forward(c.logits, y, c.index, c.weight, c.reduce, c.pre, eps, ignore_index)
+    rows, _, _ = forward(c.logits, y, c.index, c.weight, c.reduce, c.pre, eps, ignore_index, c.topk)
     if reduction == "none":
         loss = rows.reshape(c.lead_shape)
     elif reduction == "sum":

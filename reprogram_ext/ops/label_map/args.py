@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .options import FLOAT_DTYPES, PRES, REDUCES, REDUCTIONS
+from .options import FLOAT_DTYPES, PRES, REDUCES, REDUCTIONS, TOPK_REDUCES
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -32,6 +32,7 @@ class CanonicalLabelMap:
     reduce: str  # one of options.REDUCES
     pre: str  # one of options.PRES
     num_targets: int
+    topk: int = 0  # the k of reduce="topk_mean" (>= 1), else 0
 
     @property
     def dense(self) -> bool:
@@ -59,7 +60,8 @@ def _assert_in_graph(cond: torch.Tensor, message: str) -> None:
 
 
 def check_index_values(op: str, c: CanonicalLabelMap) -> None:
-    """Sources in [0, S) or -1, and no all-padding group (eager: a host read; compiled: in-graph asserts)."""
+    """Sources in [0, S) or -1, no all-padding group, and (topk_mean) at least topk valid entries in
+    every group (eager: a host read; compiled: in-graph asserts)."""
     index, S = c.index, c.logits.shape[-1]
     if index is None or index.numel() == 0:
         return
@@ -68,6 +70,9 @@ def check_index_values(op: str, c: CanonicalLabelMap) -> None:
                          f"{op}: index must hold source classes in [0, S) or -1 (padding)")
         _assert_in_graph((index >= 0).any(dim=1).all(),
                          f"{op}: index has an empty target group (a row of -1); each target needs a source")
+        if c.topk:
+            _assert_in_graph(((index >= 0).sum(dim=1) >= c.topk).all(),
+                             f"{op}: {_too_few_words(c.topk)}")
         return
     lo, hi = int(index.min()), int(index.max())
     if lo < -1 or hi >= S:
@@ -78,6 +83,35 @@ def check_index_values(op: str, c: CanonicalLabelMap) -> None:
         t = int(empty.nonzero()[0, 0])
         raise ValueError(f"{op}: index row {t} is an empty target group (every entry is -1); "
                          "each target needs at least one source")
+    if c.topk:
+        counts = (index >= 0).sum(dim=1)
+        short = counts < c.topk
+        if bool(short.any()):
+            t = int(short.nonzero()[0, 0])
+            raise ValueError(f"{op}: {_too_few_words(c.topk)}; index row {t} has {int(counts[t])}")
+
+
+def _too_few_words(topk: int) -> str:
+    return (f"reduce='topk_mean' averages the topk={topk} largest entries of each target group: every index row "
+            f"needs at least {topk} valid (non -1) entries")
+
+
+def check_topk(op: str, reduce: str, topk) -> int:
+    """The canonical ``topk``: an int >= 1 for the reduces of options.TOPK_REDUCES, else 0 (``topk``
+    must then be None)."""
+    if reduce not in TOPK_REDUCES:
+        if topk is not None:
+            raise ValueError(f"{op}: topk is the k of reduce='topk_mean' and is not used by reduce={reduce!r}; "
+                             f"pass topk=None, got topk={topk!r}")
+        return 0
+    if topk is None:
+        raise ValueError(f"{op}: reduce={reduce!r} needs topk=k, the number of largest entries of each target "
+                         "group to average; got topk=None")
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise TypeError(f"{op}: topk must be an int >= 1 (reduce={reduce!r}), got {topk!r}")
+    if topk < 1:
+        raise ValueError(f"{op}: topk must be >= 1 (reduce={reduce!r}), got {topk}")
+    return topk
 
 
 def check_weight_values(op: str, c: CanonicalLabelMap, log_of_mapped: bool) -> None:
@@ -103,7 +137,7 @@ def check_weight_values(op: str, c: CanonicalLabelMap, log_of_mapped: bool) -> N
         raise ValueError(f"{op}: {words}, got weight row {t} = {w[t].tolist()}")
 
 
-def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> CanonicalLabelMap:
+def canonicalize(op: str, logits, index, weight, reduce: str, pre: str, topk=None) -> CanonicalLabelMap:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"{op}: logits must be a torch.Tensor, got {type(logits).__name__}")
     if logits.dtype not in FLOAT_DTYPES:
@@ -114,6 +148,7 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
         raise ValueError(f"{op}: reduce must be one of {REDUCES}, got {reduce!r}")
     if not isinstance(pre, str) or pre not in PRES:
         raise ValueError(f"{op}: pre must be one of {PRES}, got {pre!r}")
+    k = check_topk(op, reduce, topk)
     for name, t in (("index", index), ("weight", weight)):
         if t is not None and not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor or None, got {type(t).__name__}")
@@ -133,6 +168,9 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
             raise ValueError(f"{op}: dense weight must be [S={S}, T], got shape {tuple(weight.shape)}")
         if weight.shape[1] == 0:
             raise ValueError(f"{op}: dense weight must have T >= 1 target columns, got shape {tuple(weight.shape)}")
+        if k:
+            raise ValueError(f"{op}: reduce={reduce!r} needs the sparse form (index [T, K]); the dense form "
+                             "(index=None, weight [S, T]) computes pre(logits) @ weight")
         return CanonicalLabelMap(x2, lead, None, weight, reduce, pre, weight.shape[1])
 
     if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
@@ -143,12 +181,18 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str) -> Canon
             weight = weight.unsqueeze(1)
     if index.dim() != 2 or index.shape[0] == 0 or index.shape[1] == 0:
         raise ValueError(f"{op}: index must be [T, K] with T, K >= 1, got shape {tuple(index.shape)}")
+    if k and k > index.shape[1]:
+        raise ValueError(f"{op}: topk={k} exceeds the index's K={index.shape[1]} entries per target group "
+                         f"(index shape {tuple(index.shape)})")
+    if k and weight is not None:
+        raise ValueError(f"{op}: reduce={reduce!r} takes no weight (it is the plain mean of the topk largest "
+                         "entries of each group); pass weight=None")
     if weight is not None:
         if tuple(weight.shape) != tuple(index.shape):
             raise ValueError(f"{op}: sparse weight must have index's shape {tuple(index.shape)}, "
                              f"got shape {tuple(weight.shape)}")
         weight = weight.to(acc).contiguous()
-    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, reduce, pre, index.shape[0])
+    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, reduce, pre, index.shape[0], k)
 
 
 def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int,

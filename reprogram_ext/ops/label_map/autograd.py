@@ -18,24 +18,24 @@ def _acc_empty(logits: torch.Tensor, *shape) -> torch.Tensor:
     return logits.new_empty(shape, dtype=accumulation_dtype(logits.dtype))
 
 
-def fake_label_map_forward(logits, index, weight, reduce, pre):
+def fake_label_map_forward(logits, index, weight, reduce, pre, topk=0):
     N = logits.shape[0]
     return logits.new_empty((N, index.shape[0])), _acc_empty(logits, *((N, 2) if map_needs_lse(pre) else (0,)))
 
 
-def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad):
+def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad, topk=0):
     need_w = need_weight_grad and weight is not None
     return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
 
 
-def fake_ce_forward(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index):
+def fake_ce_forward(logits, target, index, weight, reduce, pre, label_smoothing, ignore_index, topk=0):
     N = logits.shape[0]
     dense = (N, 3) if ce_needs_lse(pre, reduce, weight is not None) else (0,)
     return _acc_empty(logits, N), _acc_empty(logits, N, *index.shape), _acc_empty(logits, *dense)
 
 
 def fake_ce_backward(grad_loss, logits, target, index, weight, unit_grad, dense, reduce, pre, label_smoothing,
-                     ignore_index, need_weight_grad):
+                     ignore_index, need_weight_grad, topk=0):
     need_w = need_weight_grad and weight is not None
     return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
 
@@ -57,8 +57,8 @@ def _weight_grad(gw, weight, needed):
 
 
 def _label_map_setup(ctx, inputs, output):
-    logits, index, weight, reduce, pre = inputs
-    ctx.reduce, ctx.pre = reduce, pre
+    logits, index, weight, reduce, pre, *topk = inputs
+    ctx.reduce, ctx.pre, ctx.topk = reduce, pre, (topk or [0])[0]
     ctx.set_materialize_grads(False)  # no zero tensors for the auxiliary outputs
     ctx.mark_non_differentiable(output[1])
     ctx.save_for_backward(logits, index, weight, output[1])
@@ -67,19 +67,21 @@ def _label_map_setup(ctx, inputs, output):
 def make_label_map_backward(backward_op):
     def backward(ctx, grad_out, _grad_row_lse):
         if grad_out is None:  # the output took no part in the loss
-            return None, None, None, None, None
+            return (None,) * 6
         _refuse_graph("label_map")
         logits, index, weight, row_lse = ctx.saved_tensors
         need_w = weight is not None and ctx.needs_input_grad[2]
-        grad, gw = backward_op(grad_out.contiguous(), logits, index, weight, row_lse, ctx.reduce, ctx.pre, need_w)
-        return grad, None, _weight_grad(gw, weight, need_w), None, None
+        grad, gw = backward_op(grad_out.contiguous(), logits, index, weight, row_lse, ctx.reduce, ctx.pre, need_w,
+                               ctx.topk)
+        return grad, None, _weight_grad(gw, weight, need_w), None, None, None
 
     return backward
 
 
 def _ce_setup(ctx, inputs, output):
-    logits, target, index, weight, reduce, pre, label_smoothing, ignore_index = inputs
+    logits, target, index, weight, reduce, pre, label_smoothing, ignore_index, *topk = inputs
     ctx.options = (reduce, pre, label_smoothing, ignore_index)
+    ctx.topk = (topk or [0])[0]
     ctx.set_materialize_grads(False)  # no zero tensors for the auxiliary outputs
     ctx.mark_non_differentiable(output[1], output[2])
     ctx.save_for_backward(logits, target, index, weight, output[1], output[2])
@@ -88,13 +90,13 @@ def _ce_setup(ctx, inputs, output):
 def make_ce_backward(backward_op):
     def backward(ctx, grad_loss, _grad_unit, _grad_dense):
         if grad_loss is None:  # the loss took no part in the result
-            return (None,) * 8
+            return (None,) * 9
         _refuse_graph("mapped_cross_entropy")
         logits, target, index, weight, unit_grad, dense = ctx.saved_tensors
         need_w = weight is not None and ctx.needs_input_grad[3]
         grad, gw = backward_op(grad_loss.contiguous(), logits, target, index, weight, unit_grad, dense, *ctx.options,
-                               need_w)
-        return grad, None, None, _weight_grad(gw, weight, need_w), None, None, None, None
+                               need_w, ctx.topk)
+        return grad, None, None, _weight_grad(gw, weight, need_w), None, None, None, None, None
 
     return backward
 

@@ -5,7 +5,9 @@ functions validate before calling these).
 
     v = pre(logits)  over the S source classes (none / softmax / log_softmax)
     sparse: out[..., t] = reduce_k  w[t, k] * v[..., index[t, k]]  over k with index[t, k] >= 0
-            sum: sum_k w v;  mean: sum_k w v / sum_k w;  max: max_k w v (gradient to the first max)
+            sum: sum_k w v;  mean: sum_k w v / sum_k w;  max: max_k w v (gradient to the first max);
+            topk_mean: (1/k) sum of the v of the k valid entries with the largest logits
+                       (unweighted; ties: lower position first)
             (options.py holds each pre and reduce as a torch function)
     dense:  out = v @ weight                        (weight [S, T])
     mapped_cross_entropy = F.cross_entropy(L, target, ...),  L = out, or log(out) for pre="softmax"
@@ -28,8 +30,10 @@ def _compute_dtype(logits: torch.Tensor, compute_dtype: Optional[torch.dtype]) -
 
 def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = None,
                         weight: Optional[torch.Tensor] = None, *, reduce: str = "mean",
-                        pre: str = "none", compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``[*, S]`` source scores -> ``[*, T]`` target scores (module docstring has the formula).
+                        pre: str = "none", compute_dtype: Optional[torch.dtype] = None,
+                        topk: int = 0) -> torch.Tensor:
+    """``[*, S]`` source scores -> ``[*, T]`` target scores (module docstring has the formula);
+    ``topk``: the k of ``reduce="topk_mean"``.
 
     ``compute_dtype`` overrides the math dtype (tests use the logits' own low precision for the
     fp16/bf16 tolerance rule)."""
@@ -43,9 +47,10 @@ def label_map_reference(logits: torch.Tensor, index: Optional[torch.Tensor] = No
     # padding entries hold 0 and weight 0 (never the value of source 0 or a padding weight: an
     # infinite logit or a nan weight there would turn 0 * inf into nan)
     gathered = torch.where(valid, v[..., index.clamp(min=0)], 0.0)  # [*, T, K]
+    key = logits.to(compute)[..., index.clamp(min=0)]  # the logits: topk_mean's order
     w = torch.ones(index.shape, dtype=compute, device=logits.device) if weight is None else weight.to(compute)
     w = torch.where(valid, w, 0.0)
-    out = REDUCE_FUNCTIONS[reduce](gathered * w, w, valid)
+    out = REDUCE_FUNCTIONS[reduce](gathered * w, w, valid, topk, key)
     return out.to(logits.dtype)
 
 
@@ -53,10 +58,11 @@ def mapped_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor, i
                                    weight: Optional[torch.Tensor] = None, *, reduce: str = "mean",
                                    pre: str = "none", reduction: str = "mean", label_smoothing: float = 0.0,
                                    ignore_index: int = -100,
-                                   compute_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                                   compute_dtype: Optional[torch.dtype] = None, topk: int = 0) -> torch.Tensor:
     """``F.cross_entropy(L, target)`` with ``L = label_map(...)``, or its log for ``pre="softmax"``."""
     compute = _compute_dtype(logits, compute_dtype)
-    L = label_map_reference(logits.to(compute), index, weight, reduce=reduce, pre=pre, compute_dtype=compute)
+    L = label_map_reference(logits.to(compute), index, weight, reduce=reduce, pre=pre, compute_dtype=compute,
+                            topk=topk)
     if pre == "softmax":  # the plain formula: -inf once p underflows (the fused kernels work in log space)
         L = torch.log(L)
     T = L.shape[-1]

@@ -16,14 +16,17 @@ def aot_kernels() -> list:
         return torch.empty(0, dtype=dtype, device="meta")
 
     i64 = p(torch.int64)
-    row = dict(S=32000, T=100, K=8)
-    tile = dict(HAS_W=True, BLOCK_T=128, BLOCK_K=8, ACC=tl.float32)
+    row = dict(S=32000, T=100, K=8, topk=0)
+    tile = dict(HAS_W=True, SELECT_TOP=False, BLOCK_T=128, BLOCK_K=8, ACC=tl.float32)
     ce = dict(x_ptr=p(torch.bfloat16), target_ptr=i64, index_ptr=i64, weight_ptr=p(), scale_ptr=p(), stats_ptr=p(),
               loss_ptr=p(), a_ptr=p(), dense_ptr=p(), ignore_index=-100, **row)
     return [
         AotKernel("label_map_forward", kernels.label_map_forward_kernel,
                   dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **row,
                        REDUCE="mean", PRE="softmax", BLOCK_S=1024, **tile)),
+        AotKernel("label_map_forward_topk_mean", kernels.label_map_forward_kernel,
+                  dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **dict(row, topk=3),
+                       REDUCE="mean", PRE="none", BLOCK_S=1024, **dict(tile, HAS_W=False, SELECT_TOP=True))),
         AotKernel("label_map_coefficients", kernels.label_map_coefficients_kernel,
                   dict(grad_out_ptr=p(), x_ptr=p(), index_ptr=i64, weight_ptr=p(), stats_ptr=p(), a_ptr=p(),
                        gw_ptr=p(), **row, REDUCE="max", PRE="softmax", WEIGHT_GRAD=True, **tile)),

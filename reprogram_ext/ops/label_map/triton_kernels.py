@@ -1,6 +1,7 @@
 """Triton kernels of label_map and mapped_cross_entropy (the formulas of
 csrc/label_map/math.h and options.h, written tile-wise; REDUCE and PRE are the option
-names of options.py as str constexprs).
+names of options.py as str constexprs; reduce topk_mean is launched as REDUCE="mean" with
+SELECT_TOP, which keeps only each target's topk largest entries of the tile valid).
 
 A row program holds a [BLOCK_T, BLOCK_K] tile of the mapping at a time: the sources
 ``index[t, k]`` (-1 = padding), their weights and gathered logits ``x[n, index[t, k]]``; each
@@ -61,6 +62,37 @@ def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_
         w = tl.load(weight_ptr + flat, mask=valid, other=0.0).to(ACC)
     else:
         w = tl.where(valid, 1.0, 0.0).to(ACC)
+    return t, k, flat, inb, valid, xv, w
+
+
+@triton.jit
+def _key_greater(a, b):
+    """topk_mean's order on logits: a above b (nan above every number)."""
+    return (a > b) | ((a != a) & (b == b))
+
+
+@triton.jit
+def _top_entries(xv, valid, k, topk):
+    """topk_mean's selection in a [BLOCK_T, BLOCK_K] tile: the valid entries whose rank is below
+    topk, the rank of (t, k) being the number of valid (t, j) before it: a larger logit, or an
+    equal one at a lower position j (csrc/label_map/math.h top_cut, as a count)."""
+    xj = xv[:, :, None]
+    xk = xv[:, None, :]
+    jk = k[:, None] < k[None, :]
+    before = _key_greater(xj, xk) | (~_key_greater(xk, xj) & jk[None, :, :])
+    rank = tl.sum((before & valid[:, :, None]).to(tl.int32), 1)
+    return valid & (rank < topk)
+
+
+@triton.jit
+def _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
+              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """_tile, where SELECT_TOP (reduce topk_mean, launched as REDUCE="mean") keeps only each target's
+    topk largest entries valid: topk_mean is the mean over them."""
+    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    if SELECT_TOP:
+        valid = _top_entries(xv, valid, k, topk)
+        w = tl.where(valid, w, 0.0)
     return t, k, flat, inb, valid, xv, w
 
 
@@ -133,12 +165,13 @@ def _group_log_prob(xv, w, valid, k, shift, REDUCE: tl.constexpr, BLOCK_K: tl.co
 
 
 @triton.jit
-def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum, REDUCE: tl.constexpr,
-                   PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
-                   ACC: tl.constexpr):
+def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max, log_sum, REDUCE: tl.constexpr,
+                   PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr, BLOCK_T: tl.constexpr,
+                   BLOCK_K: tl.constexpr, ACC: tl.constexpr):
     """One tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through
     (t, k), without the -p_j term), and d L_t / d w_k."""
-    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
+                                              BLOCK_T, BLOCK_K, ACC)
     if PRE == "softmax":
         L, e, R, wsum, arg = _group_log_prob(xv, w, valid, k, shift, REDUCE, BLOCK_K)
         if REDUCE == "max":
@@ -159,9 +192,9 @@ def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, lo
 
 
 @triton.jit
-def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K,
-                             REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
-                             BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K, topk,
+                             REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
+                             BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none"."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
@@ -172,16 +205,17 @@ def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
     for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
+                                                  BLOCK_T, BLOCK_K, ACC)
         out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
         tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
 
 
 @triton.jit
 def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, stats_ptr, a_ptr, gw_ptr, S, T, K,
-                                  REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
-                                  WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  ACC: tl.constexpr):
+                                  topk, REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
+                                  SELECT_TOP: tl.constexpr, WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr,
+                                  BLOCK_K: tl.constexpr, ACC: tl.constexpr):
     """One row of label_map's backward: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax) and the
     per-row weight-gradient terms gw[n, t, k] = g_t * d out_t / d w_k."""
     n = tl.program_id(0).to(tl.int64)
@@ -192,7 +226,8 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
         row_max = tl.load(stats_ptr + 2 * n)
         log_sum = tl.load(stats_ptr + 2 * n + 1)
     for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
+                                                  BLOCK_T, BLOCK_K, ACC)
         v = _pre_value(xv, row_max, log_sum, PRE)
         out, wsum, arg = _group_value(v, w, valid, k, REDUCE, BLOCK_K)
         g = tl.load(grad_out_ptr + n * T + t, mask=t < T, other=0.0).to(ACC)
@@ -207,9 +242,9 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
 
 @triton.jit
 def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_ptr, loss_ptr, a_ptr, dense_ptr,
-                     S, T, K, ignore_index, EPS: tl.constexpr, REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
-                     NEED_LSE: tl.constexpr, WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr,
-                     BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+                     S, T, K, ignore_index, topk, EPS: tl.constexpr, REDUCE: tl.constexpr, PRE: tl.constexpr,
+                     HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr, NEED_LSE: tl.constexpr, WEIGHT_GRAD: tl.constexpr,
+                     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     """One row of mapped_cross_entropy. Forward (WEIGHT_GRAD=False): loss[n], the unit-gradient
     coefficients a[n, t, k] and dense[n] = (max, log_sum, D). Weight-gradient pass (True): the
     per-row terms a[n, t, k] = scale[n] * d loss_n / d w_tk, with the row normaliser from stats.
@@ -242,8 +277,8 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     sum_L = tl.zeros([1], ACC)
     L_y = tl.zeros([1], ACC)
     for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum,
-                                                      REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max,
+                                                      log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
         new_max = tl.maximum(run_max, tl.max(L, 0))
         safe = tl.where(new_max == NEG_INF, 0.0, new_max)
         run_sum = run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(L - safe), 0)
@@ -258,8 +293,8 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     scale = tl.where(ignored, 0.0, scale)
     D = tl.zeros([1], ACC)
     for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, shift, row_max, log_sum,
-                                                      REDUCE, PRE, HAS_W, BLOCK_T, BLOCK_K, ACC)
+        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max,
+                                                      log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
         onehot = tl.where(t == y, 1.0, 0.0).to(ACC) * (1.0 - eps)
         dL = scale * (tl.exp(L - lse_L) - onehot - eps / num_targets)
         dL = tl.where(t < T, dL, 0.0)

@@ -27,22 +27,30 @@ from . import autograd as registration
 from . import triton_kernels as kernels
 from .args import accumulation_dtype as _acc_torch
 from .backends import MAX_SORTED_ENTRIES, triton_limit
-from .options import PRES, REDUCES, ce_needs_lse, map_needs_lse
+from .options import PRES, REDUCES, TOPK_REDUCES, ce_needs_lse, map_needs_lse
 
 
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _blocks(S: int, T: int, K: int, device: torch.device) -> dict:
-    """Tile sizes: a [BLOCK_T, BLOCK_K] mapping tile of <= 1024 entries, BLOCK_S row blocks."""
+def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict:
+    """Tile sizes: a [BLOCK_T, BLOCK_K] mapping tile of <= 1024 entries (topk_mean: its
+    [BLOCK_T, BLOCK_K, BLOCK_K] rank comparisons <= 16384), BLOCK_S row blocks."""
     block_k = triton.next_power_of_2(K)
-    block_t = max(1, min(triton.next_power_of_2(T), 1024 // block_k))
+    tile = 1024 if not topk else max(block_k, 16384 // block_k)
+    block_t = max(1, min(triton.next_power_of_2(T), tile // block_k))
     block_s = 1024 if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
-def _check(index: Tensor, reduce: str, pre: str) -> None:
+def _reduce_launch(reduce: str, topk: int) -> dict:
+    """The kernels' reduce constexprs: topk_mean is the mean over the entries SELECT_TOP keeps."""
+    select = reduce in TOPK_REDUCES
+    return dict(REDUCE="mean" if select else reduce, SELECT_TOP=select)
+
+
+def _check(index: Tensor, reduce: str, pre: str, topk: int = 0) -> None:
     """What would make these kernels silently wrong, checked again for direct callers of the ops:
     the option names (options.py) and the one input limit (backends.py: backend="auto" never picks
     them past it, backend="triton" refuses). The other checks of the canonical form are the front
@@ -51,6 +59,11 @@ def _check(index: Tensor, reduce: str, pre: str) -> None:
                        lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
     torch._check_value(pre in PRES, lambda: f"label_map (triton): pre must be one of {PRES}, got {pre!r}")
     T, K = index.shape
+    if reduce in TOPK_REDUCES:
+        torch._check_value(1 <= topk <= K, lambda: f"label_map (triton): reduce={reduce!r} needs topk in [1, K={K}], "
+                                                   f"got topk={topk}")
+    else:
+        torch._check_value(topk == 0, lambda: f"label_map (triton): topk must be 0 for reduce={reduce!r}, got {topk}")
     torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
 
 
@@ -82,8 +95,8 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: 
 
 
 def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: str,
-                             pre: str) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre)
+                             pre: str, topk: int = 0) -> Tuple[Tensor, Tensor]:
+    _check(index, reduce, pre, topk)
     N, S = logits.shape
     T, K = index.shape
     out = logits.new_empty((N, T))
@@ -91,15 +104,15 @@ def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Ten
     if N > 0:
         wrap_triton(kernels.label_map_forward_kernel)[(N,)](
             logits, index, weight if weight is not None else logits, out, stats if map_needs_lse(pre) else out, S, T, K,
-            REDUCE=reduce, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype),
-            **_blocks(S, T, K, logits.device))
+            topk, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype), **_reduce_launch(reduce, topk),
+            **_blocks(S, T, K, logits.device, topk))
     return out, stats
 
 
 def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, weight: Optional[Tensor],
                               row_lse: Tensor, reduce: str, pre: str,
-                              need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre)
+                              need_weight_grad: bool, topk: int = 0) -> Tuple[Tensor, Tensor]:
+    _check(index, reduce, pre, topk)
     N, S = logits.shape
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -109,9 +122,10 @@ def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, w
     if N > 0:
         wrap_triton(kernels.label_map_coefficients_kernel)[(N,)](
             grad_out.contiguous(), logits, index, weight if weight is not None else logits,
-            row_lse if map_needs_lse(pre) else logits, a, gw_rows if need_w else a, S, T, K,
-            REDUCE=reduce, PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
-            BLOCK_T=_blocks(S, T, K, logits.device)["BLOCK_T"], BLOCK_K=triton.next_power_of_2(K))
+            row_lse if map_needs_lse(pre) else logits, a, gw_rows if need_w else a, S, T, K, topk,
+            PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
+            **_reduce_launch(reduce, topk), BLOCK_T=_blocks(S, T, K, logits.device, topk)["BLOCK_T"],
+            BLOCK_K=triton.next_power_of_2(K))
     dense_coef = a.sum(dim=(1, 2)) if map_needs_lse(pre) else None  # D = sum of the row's coefficients
     grad = _write_gradient(logits, index, a, row_lse if map_needs_lse(pre) else None, dense_coef, None)
     gw = gw_rows.sum(0) if need_w else gw_rows
@@ -119,22 +133,22 @@ def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, w
 
 
 def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, reduce, pre, label_smoothing,
-               ignore_index, weight_grad: bool) -> None:
+               ignore_index, topk: int, weight_grad: bool) -> None:
     N, S = logits.shape
     T, K = index.shape
     if N == 0:
         return
     wrap_triton(kernels.mapped_ce_kernel)[(N,)](
         logits, target, index, weight if weight is not None else logits, scale, stats, loss, a, dense,
-        S, T, K, ignore_index, EPS=float(label_smoothing), REDUCE=reduce, PRE=pre, HAS_W=weight is not None,
+        S, T, K, ignore_index, topk, EPS=float(label_smoothing), PRE=pre, HAS_W=weight is not None,
         NEED_LSE=ce_needs_lse(pre, reduce, weight is not None), WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype),
-        **_blocks(S, T, K, logits.device))
+        **_reduce_launch(reduce, topk), **_blocks(S, T, K, logits.device, topk))
 
 
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
                                         reduce: str, pre: str, label_smoothing: float,
-                                        ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
-    _check(index, reduce, pre)
+                                        ignore_index: int, topk: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
+    _check(index, reduce, pre, topk)
     N = logits.shape[0]
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -142,15 +156,15 @@ def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: T
     unit_grad = logits.new_empty((N, T, K), dtype=acc)
     dense = logits.new_empty((N, 3) if ce_needs_lse(pre, reduce, weight is not None) else (0,), dtype=acc)
     _ce_launch(logits, target, index, weight, loss, loss, loss, unit_grad, dense if dense.numel() else loss,
-               reduce, pre, label_smoothing, ignore_index, weight_grad=False)
+               reduce, pre, label_smoothing, ignore_index, topk, weight_grad=False)
     return loss, unit_grad, dense
 
 
 def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, target: Tensor, index: Tensor,
                                          weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: str,
                                          pre: str, label_smoothing: float, ignore_index: int,
-                                         need_weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre)
+                                         need_weight_grad: bool, topk: int = 0) -> Tuple[Tensor, Tensor]:
+    _check(index, reduce, pre, topk)
     N = logits.shape[0]
     T, K = index.shape
     need_w = need_weight_grad and weight is not None
@@ -161,7 +175,7 @@ def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, targ
     gw_rows = logits.new_empty((N, T, K) if need_w else (0,), dtype=_acc_torch(logits.dtype))
     if need_w:
         _ce_launch(logits, target, index, weight, grad_loss, dense if has_dense else grad_loss, grad_loss, gw_rows,
-                   grad_loss, reduce, pre, label_smoothing, ignore_index, weight_grad=True)
+                   grad_loss, reduce, pre, label_smoothing, ignore_index, topk, weight_grad=True)
     return grad, gw_rows.sum(0) if need_w else gw_rows
 
 
