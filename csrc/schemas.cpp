@@ -17,19 +17,24 @@ TORCH_LIBRARY(reprogram_ext, m) {
   // ---- masked_perturb (docs/ops/masked_perturb.md; options: csrc/masked_perturb/options.h and
   // reprogram_ext/ops/masked_perturb/options.py, which holds the same schemas for the Triton ops).
   // Canonical 4-D layout [B, C, H, W]; 1-D signals use H = 1. offsets: (oy, ox) of every copy,
-  // flattened; norm: float32 [2, C] = (mean, 1 / std); resize_mode "none" / "nearest" / "bilinear";
-  // normalize "none" / "before" / "after"; clamp (lo, hi) or None.
+  // flattened; norm: [2, C] = (mean, 1 / std) in the accumulation dtype (float64 for float64 delta,
+  // else float32); resize_mode "none" / "nearest" / "bilinear"; normalize "none" / "before" / "after";
+  // clamp (lo, hi) or None; bank (last, default False): delta [V, Cd, H, W] holds V programs, each
+  // applied to every sample (output [V * B, C, H, W], program-major).
   m.def(
       "masked_perturb_forward(Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, int[] resized_size, "
-      "str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale) -> Tensor");
-  // Returns float32 (grad_delta [Bd, C, H, W] summed over the batch when Bd == 1,
-  //                  grad_mask  [Bm, C, H, W] at canvas resolution, summed over the batch when Bm == 1,
-  //                  grad_placed [B, C, H, W]: gradient w.r.t. the raw placed input u);
+      "str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale, "
+      "bool bank=False) -> Tensor");
+  // Returns, in the accumulation dtype,
+  //         (grad_delta [Bd, C, H, W] summed over the batch when Bd == 1 or bank (Bd = V),
+  //          grad_mask  [Bm, C, H, W] at canvas resolution, summed over the batch when Bm == 1 (and
+  //                     over the V programs of a bank),
+  //          grad_placed [B, C, H, W]: gradient w.r.t. the raw placed input u, summed over V);
   // an output not asked for by needs = [delta, mask, input] is an empty tensor.
   m.def(
       "masked_perturb_backward(Tensor grad_out, Tensor x, Tensor delta, Tensor? mask, int[] offsets, Tensor norm, "
       "int[] resized_size, str resize_mode, str activation, str blend, str normalize, float[]? clamp, "
-      "int mask_scale, bool[3] needs) -> (Tensor, Tensor, Tensor)");
+      "int mask_scale, bool[3] needs, bool bank=False) -> (Tensor, Tensor, Tensor)");
 
   // ---- label_map / mapped_cross_entropy (docs/ops/label_map.md): schemas below this line.
   // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight

@@ -494,3 +494,209 @@ def test_double_backward_is_refused_not_silently_wrong(bd):
     # and the first-order gradient without create_graph still works after the refusal
     out = masked_perturb(x, d, activation="sigmoid", backend=backend)
     torch.testing.assert_close(torch.autograd.grad(out.square().sum(), d)[0], g.detach(), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- float64 is float64
+
+def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| / max |want| (norm-wise: entries that cancel to ~0 do not dominate)."""
+    return ((got.detach().cpu() - want.detach()).abs().max() / want.detach().abs().max()).item()
+
+
+def _up(mask, f, size):
+    return mask.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :size, :size]
+
+
+# name -> (input shapes, kwargs, the formula written in float64 torch)
+FLOAT64_CASES = {
+    "ilmvp_sigmoid_after": (
+        dict(x=(2, 3, 8, 8), delta=(3, 14, 14), mask=(14, 14)), dict(activation="sigmoid", mean=IN_MEAN, std=IN_STD),
+        lambda x, delta, mask: _n(_pad_to(x, 14) + torch.sigmoid(delta) * mask)),
+    "smm_before_bilinear_scaled_mask": (
+        dict(x=(2, 3, 6, 6), delta=(3, 14, 14), mask=(2, 1, 4, 4)),
+        dict(resize=14, offset=(0, 0), normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=4),
+        lambda x, delta, mask: _n(F.interpolate(x, size=(14, 14), mode="bilinear", align_corners=False))
+        + delta * _up(mask, 4, 14)),
+    "elsayed_tanh_replace_clamp_grey": (
+        dict(x=(2, 1, 7, 7), delta=(3, 13, 13), mask=(13, 13)),
+        dict(activation="tanh", blend="replace", clamp=(-0.6, 0.9), mean=IN_MEAN, std=IN_STD),
+        lambda x, delta, mask: _n(torch.clamp((1 - mask) * _pad_to(x.expand(-1, 3, -1, -1), 13)
+                                              + mask * torch.tanh(delta), -0.6, 0.9))),
+    "v2s_copies_one_channel_norm": (
+        dict(x=(2, 1, 9), delta=(1, 40), mask=(40,)), dict(offset=[(0,), (13,), (26,)], mean=0.1, std=0.3),
+        lambda x, delta, mask: (F.pad(x, (0, 31)) + F.pad(x, (13, 18)) + F.pad(x, (26, 5)) + mask * delta - 0.1) / 0.3),
+}
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("case", sorted(FLOAT64_CASES))
+def test_float64_is_float64(bd, case):
+    """float64 inputs are computed, normalised and accumulated in float64 on every backend: forward and the
+    gradients of delta, mask and x within 1e-12 (relative) of the formula written in float64 torch (a float32
+    normalisation constant or float32 gradient partials give 1e-8 .. 1e-6)."""
+    backend, device = bd
+    shapes, kwargs, formula = FLOAT64_CASES[case]
+    torch.manual_seed(0)
+    inputs = {k: (torch.rand(s) if k != "delta" else torch.randn(s)).double() for k, s in shapes.items()}
+    ours = {k: _leaf(v, device) for k, v in inputs.items()}
+    theirs = {k: _leaf(v, "cpu") for k, v in inputs.items()}
+    out = masked_perturb(ours["x"], ours["delta"], ours["mask"], backend=backend, **kwargs)
+    want = formula(**theirs)
+    assert out.dtype == torch.float64
+    assert _relative_error(out, want) <= 1e-12
+    g = torch.randn_like(want)
+    out.backward(g.to(device))
+    want.backward(g)
+    for name in ("x", "delta", "mask"):
+        assert ours[name].grad.dtype == torch.float64
+        err = _relative_error(ours[name].grad, theirs[name].grad)
+        assert err <= 1e-12, f"grad of {name}: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("kwargs", [
+    dict(resize=(7, 9), offset=[(0, 0), (2, 3)], activation="sigmoid", blend="replace", mean=IN_MEAN, std=IN_STD),
+    dict(resize=(5, 6), resize_mode="nearest", normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=3,
+         clamp=(-0.5, 0.8)),
+    dict(activation="tanh", mean=IN_MEAN, std=IN_STD, bank=True),
+], ids=["bilinear-copies-replace", "nearest-before-clamp-scale", "bank-tanh"])
+def test_gradcheck_float64_tight(bd, kwargs):
+    """gradcheck at atol 1e-10, rtol 1e-7 on the fused backends (their float64 is float64)."""
+    backend, device = bd
+    bank = kwargs.get("bank", False)
+    x = torch.rand(2, 1, 4, 5, dtype=torch.float64, device=device, requires_grad=True)
+    d = torch.randn(*((2,) if bank else ()), 3, 9, 10, dtype=torch.float64, device=device, requires_grad=True)
+    m = torch.rand(2, 1, 3 if kwargs.get("mask_scale") else 9, 4 if kwargs.get("mask_scale") else 10,
+                   dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, d, m: masked_perturb(x, d, m, backend=backend, **kwargs), (x, d, m),
+                                    atol=1e-10, rtol=1e-7)
+
+
+# ---------------------------------------------------------------- prompt banks
+
+def _bank_loop(kwargs):
+    """The prompt bank written as a loop of V reference calls, stacked: [V, B, C, *S_out]."""
+    def formula(x, delta, mask):
+        return torch.stack([masked_perturb(x, delta[v], mask, backend="reference", **kwargs)
+                            for v in range(delta.shape[0])])
+
+    return formula
+
+
+# name -> (input shapes, kwargs, inputs held constant)
+BANK_CASES = {
+    "ilmvp_linear": (dict(x=(3, 3, 6, 6), delta=(4, 3, 10, 10), mask=(10, 10)),
+                     dict(activation="sigmoid", mean=IN_MEAN, std=IN_STD), ("x",)),
+    "ilmvp_all_grads": (dict(x=(3, 3, 6, 6), delta=(4, 3, 10, 10), mask=(10, 10)),
+                        dict(activation="sigmoid", mean=IN_MEAN, std=IN_STD), ()),
+    "smm_per_sample_mask": (dict(x=(3, 3, 5, 5), delta=(2, 3, 12, 12), mask=(3, 1, 3, 3)),
+                            dict(resize=12, offset=(0, 0), normalize="before", mean=IN_MEAN, std=IN_STD,
+                                 mask_scale=4), ()),
+    "replace_clamp_grey_x": (dict(x=(2, 1, 6, 6), delta=(3, 3, 9, 9), mask=(3, 9, 9)),
+                             dict(activation="tanh", blend="replace", clamp=(-0.3, 0.8)), ()),
+    "grey_delta": (dict(x=(2, 3, 6, 6), delta=(3, 1, 10, 10), mask=None), dict(activation="relu"), ()),
+    "one_d_copies": (dict(x=(2, 1, 7), delta=(3, 1, 30), mask=(30,)),
+                     dict(offset=[(0,), (10,), (20,)], normalize="none"), ()),
+}
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("case", sorted(BANK_CASES))
+def test_bank_equals_a_loop_of_calls(bd, case):
+    """bank=True: output[v] = masked_perturb(x, delta[v], ...); delta's gradient per program (summed over the
+    batch), the mask's and x's summed over the programs too."""
+    shapes, kwargs, frozen = BANK_CASES[case]
+    torch.manual_seed(0)
+    inputs = {k: (torch.randn(s) if k != "mask" else torch.rand(s)) if s is not None else None
+              for k, s in shapes.items()}
+    _check_case(bd, inputs, dict(kwargs, bank=True), _bank_loop(kwargs), frozen=frozen)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_bank_float64_is_float64(bd):
+    backend, device = bd
+    shapes, kwargs, _ = BANK_CASES["smm_per_sample_mask"]
+    torch.manual_seed(0)
+    inputs = {k: torch.rand(s, dtype=torch.float64) for k, s in shapes.items()}
+    ours = {k: _leaf(v, device) for k, v in inputs.items()}
+    theirs = {k: _leaf(v, "cpu") for k, v in inputs.items()}
+    out = masked_perturb(ours["x"], ours["delta"], ours["mask"], bank=True, backend=backend, **kwargs)
+    want = _bank_loop(kwargs)(**theirs)
+    assert _relative_error(out, want) <= 1e-12
+    g = torch.randn_like(want)
+    out.backward(g.to(device))
+    want.backward(g)
+    for name in ("x", "delta", "mask"):
+        assert _relative_error(ours[name].grad, theirs[name].grad) <= 1e-12, name
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_bank_shapes_and_empty_banks(bd):
+    backend, device = bd
+    x, m = torch.rand(2, 3, 6, 6, device=device), torch.rand(10, 10, device=device)
+    d = torch.randn(4, 3, 10, 10, device=device, requires_grad=True)
+    assert masked_perturb(x, d, m, bank=True, backend=backend).shape == (4, 2, 3, 10, 10)
+    x1, d1 = torch.rand(2, 1, 7, device=device), torch.randn(5, 1, 12, device=device)
+    assert masked_perturb(x1, d1, bank=True, backend=backend).shape == (5, 2, 1, 12)
+    for xs, ds in ((x[:0], d), (x, d[:0])):  # no sample, no program: empty output, zero gradient
+        out = masked_perturb(xs, ds, m, bank=True, backend=backend)
+        assert out.shape == (ds.shape[0], xs.shape[0], 3, 10, 10)
+        (g,) = torch.autograd.grad(out.sum(), ds)
+        assert g.shape == ds.shape and not g.any()
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_bank_opcheck(bd):
+    from reprogram_ext.ops.masked_perturb.args import canonicalize
+
+    backend, device = bd
+    x, d, m = (torch.rand(2, 3, 6, 6, device=device), torch.randn(3, 3, 10, 10, device=device).requires_grad_(),
+               torch.rand(1, 1, 10, 10, device=device).requires_grad_())
+    cp = canonicalize(x, d, m, out_size=None, resize=8, resize_mode="bilinear", offset=None, activation="sigmoid",
+                      blend="add", normalize="after", mean=IN_MEAN, std=IN_STD, clamp=None, mask_scale=1,
+                      out_dtype=None, bank=True)
+    if backend == "triton":
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+        op = tk.forward_op()
+    else:
+        op = torch.ops.reprogram_ext.masked_perturb_forward
+    torch.library.opcheck(op, (cp.x, cp.delta, cp.mask, *cp.options.op_args(cp.norm)))
+
+
+@pytest.mark.parametrize("bd", FUSED)
+def test_bank_torch_compile_fullgraph(bd):
+    backend, device = bd
+
+    def step(x, d, m):
+        out = masked_perturb(x, d, m, activation="sigmoid", mean=IN_MEAN, std=IN_STD, bank=True, backend=backend)
+        return out.square().mean()
+
+    x, m = torch.rand(2, 3, 8, 8, device=device), torch.rand(12, 12, device=device)
+    d1 = torch.randn(3, 3, 12, 12, device=device, requires_grad=True)
+    d2 = d1.detach().clone().requires_grad_()
+    loss_c = torch.compile(step, fullgraph=True)(x, d1, m)
+    loss_c.backward()
+    loss_e = step(x, d2, m)
+    loss_e.backward()
+    torch.testing.assert_close(loss_c, loss_e)
+    torch.testing.assert_close(d1.grad, d2.grad)
+
+
+BANK_BAD_INPUTS = [
+    ("bank delta without V", _bad(delta=torch.randn(3, 12, 12), bank=True), ValueError, "delta.*bank=True"),
+    ("bank 1-D delta without V", (dict(x=torch.rand(2, 1, 8), delta=torch.randn(1, 12), mask=None), dict(bank=True)),
+     ValueError, "delta.*bank=True"),
+    ("bank with per-sample programs", _bad(delta=torch.randn(4, 2, 3, 12, 12), bank=True), ValueError,
+     "delta.*per-sample"),
+    ("V programs without bank", _bad(delta=torch.randn(4, 3, 12, 12)), ValueError, "delta.*bank=True"),
+    ("bank not a bool", _bad(delta=torch.randn(4, 3, 12, 12), bank=1), TypeError, "bank"),
+    ("bank mask with a V dim", _bad(delta=torch.randn(4, 3, 12, 12), mask=torch.rand(4, 2, 1, 12, 12), bank=True),
+     ValueError, "mask"),
+]
+
+
+@pytest.mark.parametrize("name,args,exc,word", BANK_BAD_INPUTS, ids=[b[0] for b in BANK_BAD_INPUTS])
+def test_bank_bad_input_errors(name, args, exc, word):
+    a, kw = args
+    with pytest.raises(exc, match=word):
+        masked_perturb(a["x"], a["delta"], a["mask"], **kw)

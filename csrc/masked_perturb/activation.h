@@ -5,8 +5,9 @@
 // (common/exp_f.h: expf on the device, a branch-free polynomial on the host) so that the CPU row
 // loops vectorise; within ~1e-7 (float) of tanh and the logistic function, exact at d = 0 and
 // saturating for large |d|. 1 / y is reciprocal() (masked_perturb/reciprocal.h: no slow-path call
-// on the device; a subnormal result flushes to 0 there). The derivative is written with the
-// activated value a = act(d).
+// on the device; a subnormal result flushes to 0 there). In double, tanh is the library's tanh:
+// 1 - 2 / (1 + e^(2d)) cancels for small |d| (relative error ~eps / |d|), beyond float64's 1e-12.
+// The derivative is written with the activated value a = act(d).
 //
 // Adding an activation: its entry in RX_MASKED_PERTURB_ACTIVATIONS and its two formulas here, its
 // name and reference formula in reprogram_ext/ops/masked_perturb/options.py, its formula in
@@ -14,6 +15,9 @@
 #pragma once
 
 #include <c10/macros/Macros.h>
+
+#include <cmath>
+#include <type_traits>
 
 #include "common/exp_f.h"
 #include "common/option_list.h"
@@ -28,7 +32,9 @@ RX_DEFINE_OPTION(Activation, RX_MASKED_PERTURB_ACTIVATIONS, "masked_perturb", "a
 template <Activation A, typename acc_t>
 C10_HOST_DEVICE inline acc_t activate(acc_t d) {
   const acc_t one(1), two(2);
-  if constexpr (A == Activation::kTanh) {
+  if constexpr (A == Activation::kTanh && std::is_same_v<acc_t, double>) {
+    return tanh(d);
+  } else if constexpr (A == Activation::kTanh) {
     return one - two * reciprocal(one + exp_f(two * d));  // 2 * (1 / y) == 2 / y exactly
   } else if constexpr (A == Activation::kSigmoid) {
     return reciprocal(one + exp_f(-d));

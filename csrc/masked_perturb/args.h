@@ -15,14 +15,20 @@
 namespace reprogram_ext {
 
 struct MaskedPerturbArgs {
-  int64_t B, C, H, W;  // canvas
+  int64_t B, C, H, W;  // canvas (B samples; the output has V * B rows)
   int64_t Cx;          // input channels (1 = grey, repeated over C)
-  int64_t Bd, Bm;      // delta / mask batch size (1 = shared by the batch)
+  int64_t Bd, Bm;      // delta / mask batch size (1 = shared by the batch; Bd = V for a prompt bank)
+  int64_t V;           // programs of a prompt bank (1 without one): output row v * B + b
+  bool delta_per_sample;  // delta [B, Cd, H, W], one program per sample (Bd > 1 and no bank)
   bool has_mask;
   Strides4 sx, sd, sm;  // element strides, 0 on broadcast dimensions
   Placement pl;
   Pointwise pw;
 };
+
+// The dtype masked_perturb computes, normalises and accumulates in (norm's and the gradient
+// partials' dtype): float64 for float64 tensors, float32 for float32 / float16 / bfloat16.
+inline at::ScalarType masked_perturb_acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 inline Strides4 broadcast_strides(const at::Tensor& t) {
   auto st = [&](int d) { return t.size(d) == 1 ? int64_t(0) : t.stride(d); };
@@ -51,7 +57,10 @@ inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at:
   a.W = delta.size(3);
   if (a.C == 1) a.C = a.Cx;
   TORCH_CHECK(a.Cx == 1 || a.Cx == a.C, "masked_perturb: x has ", a.Cx, " channels, expected 1 or ", a.C);
-  TORCH_CHECK(a.Bd == 1 || a.Bd == a.B, "masked_perturb: delta batch must be 1 or ", a.B, ", got ", a.Bd);
+  TORCH_CHECK(o.bank || a.Bd == 1 || a.Bd == a.B, "masked_perturb: delta batch must be 1 or ", a.B, ", got ", a.Bd,
+              " (a prompt bank of V programs takes bank=True)");
+  a.V = o.bank ? a.Bd : 1;
+  a.delta_per_sample = !o.bank && a.Bd > 1;
   a.sx = broadcast_strides(x);
   a.sd = broadcast_strides(delta);
   a.has_mask = mask.has_value();
@@ -70,9 +79,11 @@ inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at:
     a.Bm = mk.size(0);
     a.sm = broadcast_strides(mk);
   }
-  TORCH_CHECK(norm.scalar_type() == at::kFloat && norm.dim() == 2 && norm.size(0) == 2 && norm.size(1) == a.C &&
+  const at::ScalarType acc = masked_perturb_acc_type(delta.scalar_type());
+  TORCH_CHECK(norm.scalar_type() == acc && norm.dim() == 2 && norm.size(0) == 2 && norm.size(1) == a.C &&
                   norm.is_contiguous() && norm.device() == delta.device(),
-              "masked_perturb: norm must be a contiguous float32 [2, ", a.C, "] tensor on delta's device");
+              "masked_perturb: norm must be a contiguous ", acc, " [2, ", a.C, "] tensor on delta's device, got ",
+              norm.scalar_type(), " ", norm.sizes());
   a.pl.Hin = x.size(2);
   a.pl.Win = x.size(3);
   a.pl.Hr = o.resized_size[0];
@@ -111,47 +122,55 @@ void dispatch_masked_perturb_types(const at::Tensor& x, const at::Tensor& delta,
   });
 }
 
-// The float32 outputs of masked_perturb_backward, as the kernels fill them:
-//   delta  [Bd > 1 ? B : chunks, C, H, W]  per-sample gradient, or one partial sum per batch chunk
-//   mask   [Bm > 1 ? B : chunks, C, H, W]  the same for the mask (at canvas resolution)
-//   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u
+// The outputs of masked_perturb_backward, in the accumulation dtype acc_t (masked_perturb_acc_type:
+// float32, or float64 for float64 tensors), as the kernels fill them:
+//   delta  [delta_per_sample ? B : V * chunks, C, H, W]  per-sample gradient, or one partial sum per
+//                                           (program v, batch chunk j) at row v * chunks + j
+//   mask   [Bm > 1 ? B : chunks, C, H, W]  the same for the mask (at canvas resolution), summed over V
+//   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u, summed over V
 // An output not asked for is an empty tensor (and its pointer for the kernel is null).
 struct MaskedPerturbGrads {
   at::Tensor delta, mask, placed;
   int64_t chunks;  // reduction_chunks(B, C * H * W): batch chunks of the delta / mask sums
 
-  float* delta_ptr() { return delta.numel() ? delta.mutable_data_ptr<float>() : nullptr; }
-  float* mask_ptr() { return mask.numel() ? mask.mutable_data_ptr<float>() : nullptr; }
-  float* placed_ptr() { return placed.numel() ? placed.mutable_data_ptr<float>() : nullptr; }
+  template <typename acc_t> acc_t* delta_ptr() { return delta.numel() ? delta.mutable_data_ptr<acc_t>() : nullptr; }
+  template <typename acc_t> acc_t* mask_ptr() { return mask.numel() ? mask.mutable_data_ptr<acc_t>() : nullptr; }
+  template <typename acc_t> acc_t* placed_ptr() { return placed.numel() ? placed.mutable_data_ptr<acc_t>() : nullptr; }
 };
 
+// Whether the output is empty (no sample, or a bank of no program): every gradient is zero.
+inline bool masked_perturb_grads_empty(const MaskedPerturbArgs& A) { return A.B == 0 || A.V == 0; }
+
 // Checks grad_out against the canvas and allocates the gradients the kernels write (zeros of the
-// final shape when the batch is empty).
+// final shape when the batch or the bank is empty: masked_perturb_grads_empty, no kernel runs).
 inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs& A, const at::Tensor& grad_out,
                                                         const at::Tensor& delta, std::array<bool, 3> needs) {
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({A.B, A.C, A.H, A.W}) &&
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({A.V * A.B, A.C, A.H, A.W}) &&
                   grad_out.scalar_type() == delta.scalar_type() && grad_out.device() == delta.device(),
-              "masked_perturb_backward: grad_out must be [", A.B, ", ", A.C, ", ", A.H, ", ", A.W,
+              "masked_perturb_backward: grad_out must be [", A.V * A.B, ", ", A.C, ", ", A.H, ", ", A.W,
               "] of delta's dtype on delta's device, got ", grad_out.sizes(), " ", grad_out.scalar_type());
-  const auto f32 = delta.options().dtype(at::kFloat);
+  const auto f32 = delta.options().dtype(masked_perturb_acc_type(delta.scalar_type()));
   const bool need_mask = needs[1] && A.has_mask;
   MaskedPerturbGrads g;
   g.chunks = reduction_chunks(A.B, A.C * A.H * A.W);
-  g.delta = needs[0] ? at::empty({A.Bd > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  g.delta = needs[0] ? at::empty({A.delta_per_sample ? A.B : A.V * g.chunks, A.C, A.H, A.W}, f32)
+                     : at::empty({0}, f32);
   g.mask = need_mask ? at::empty({A.Bm > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
   g.placed = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
-  if (A.B == 0) {
+  if (masked_perturb_grads_empty(A)) {
     if (needs[0]) g.delta = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
     if (need_mask) g.mask = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
+    if (needs[2]) g.placed = at::zeros({A.B, A.C, A.H, A.W}, f32);
   }
   return g;
 }
 
 // After the kernel: sums the batch-chunk partials of a shared (batch-1) delta / mask gradient
-// in a fixed order (deterministic), giving [1, C, H, W].
+// in a fixed order (deterministic), giving [1, C, H, W] ([V, C, H, W] for a prompt bank).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grads(const MaskedPerturbArgs& A,
                                                                                   MaskedPerturbGrads g) {
-  if (A.B > 0 && g.chunks > 1) {
+  if (!masked_perturb_grads_empty(A) && g.chunks > 1) {
+    if (g.delta.numel() && A.V > 1) g.delta = g.delta.view({A.V, g.chunks, A.C, A.H, A.W}).sum(1);
     if (g.delta.numel() && A.Bd == 1) g.delta = g.delta.sum(0, /*keepdim=*/true);
     if (g.mask.numel() && A.Bm == 1) g.mask = g.mask.sum(0, /*keepdim=*/true);
   }

@@ -2,7 +2,8 @@
 //
 // The same contract as reprogram_ext/ops/masked_perturb/autograd.py, which does this for the
 // Triton op through torch.library.register_autograd (that backend must work without this library): the backward runs the registered
-// masked_perturb_backward op, which returns canvas-resolution float32 partials, and reduces them
+// masked_perturb_backward op, which returns canvas-resolution partials (float32; float64 for float64
+// tensors; a prompt bank's x / mask partials summed over its V programs), and reduces them
 // with plain aten ops to each input's shape and dtype:
 //   grad_delta: summed over channels when delta has one channel;
 //   grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s),
@@ -33,10 +34,11 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using ForwardFn = Tensor(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                         RX_MASKED_PERTURB_OPTION_PARAMS);
+                         RX_MASKED_PERTURB_OPTION_PARAMS, bool bank);
 using BackwardFn = std::tuple<Tensor, Tensor, Tensor>(const Tensor& grad_out, const Tensor& x, const Tensor& delta,
                                                       const std::optional<Tensor>& mask,
-                                                      RX_MASKED_PERTURB_OPTION_PARAMS, std::array<bool, 3> needs);
+                                                      RX_MASKED_PERTURB_OPTION_PARAMS, std::array<bool, 3> needs,
+                                                      bool bank);
 
 // The backward is not itself differentiable: with create_graph=True it refuses instead of returning
 // gradients whose second-order terms would silently be missing (the same text as the Python autograd).
@@ -85,6 +87,7 @@ struct SavedOptions {
   std::string resize_mode, activation, blend, normalize;
   std::optional<std::vector<double>> clamp;
   int64_t mask_scale;
+  bool bank;
 };
 
 class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunction> {
@@ -98,7 +101,7 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
     const std::optional<at::ArrayRef<double>> clamp =
         s.clamp ? std::optional<at::ArrayRef<double>>(*s.clamp) : std::nullopt;
     Tensor out = op.call(x, delta, mask, s.offsets, norm, s.resized_size, s.resize_mode, s.activation, s.blend,
-                         s.normalize, clamp, s.mask_scale);
+                         s.normalize, clamp, s.mask_scale, s.bank);
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({x, delta, mask.value_or(Tensor()), norm});
     ctx->saved_data["offsets"] = s.offsets;
@@ -106,6 +109,7 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
     ctx->saved_data["modes"] = std::vector<std::string>{s.resize_mode, s.activation, s.blend, s.normalize};
     ctx->saved_data["clamp"] = s.clamp.value_or(std::vector<double>{});
     ctx->saved_data["mask_scale"] = s.mask_scale;
+    ctx->saved_data["bank"] = s.bank;
     return out;
   }
 
@@ -128,15 +132,16 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
     const std::optional<at::ArrayRef<double>> clamp =
         clamp_values.empty() ? std::nullopt : std::optional<at::ArrayRef<double>>(clamp_values);
     const int64_t mask_scale = ctx->saved_data["mask_scale"].toInt();
+    const bool bank = ctx->saved_data["bank"].toBool();
     const std::array<bool, 3> needs{ctx->needs_input_grad(1), mask.has_value() && ctx->needs_input_grad(2),
                                     ctx->needs_input_grad(0) && x.is_floating_point()};
-    auto [gd, gm, gp] = op.call(grads[0].contiguous(), x, delta, mask, RX_MASKED_PERTURB_OPTION_ARGS, needs);
+    auto [gd, gm, gp] = op.call(grads[0].contiguous(), x, delta, mask, RX_MASKED_PERTURB_OPTION_ARGS, needs, bank);
     if (needs[0]) {
       out[1] = (delta.size(1) == 1 && gd.size(1) != 1 ? gd.sum(1, /*keepdim=*/true) : gd).to(delta.scalar_type());
     }
     if (needs[1]) out[2] = reduce_mask_grad(gm, *mask, mask_scale).to(mask->scalar_type());
     if (needs[2]) {
-      out[0] = reduce_input_grad(gp, x, parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS))
+      out[0] = reduce_input_grad(gp, x, parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank))
                    .to(x.scalar_type());
     }
     return out;
@@ -144,11 +149,12 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
 };
 
 Tensor masked_perturb_forward_autograd(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                       RX_MASKED_PERTURB_OPTION_PARAMS) {
+                                       RX_MASKED_PERTURB_OPTION_PARAMS, bool bank) {
   std::optional<std::vector<double>> c;
   if (clamp) c = clamp->vec();
   const SavedOptions s{offsets.vec(),         resized_size.vec(),  std::string(resize_mode), std::string(activation),
-                       std::string(blend),    std::string(normalize), std::move(c),          mask_scale};
+                       std::string(blend),    std::string(normalize), std::move(c),          mask_scale,
+                       bank};
   return MaskedPerturbFunction::apply(x, delta, mask, norm, s);
 }
 

@@ -6,7 +6,13 @@
 // Forward: one read of x (+ delta, mask), one write of the output. Backward: one read of the
 // output gradient; the batch sum of the delta/mask gradient runs in a fixed order per position
 // over the chunks of reduction_chunks() (a function of the shape only), then the chunk partials
-// are summed: deterministic, and the same order as the CUDA kernels.
+// are summed: deterministic, and the same order as the CUDA kernels. Math, normalisation and
+// accumulation in acc_t (float32; float64 for float64 tensors, whose gradients are float64 too).
+//
+// Prompt bank (V programs delta[v], bank=True): a task's placed input row of sample b is gathered
+// once and used for all V programs (output row v * B + b); the V activated program rows are computed
+// once per task. The backward sums program v's gradient over the batch into its own partial rows,
+// and the mask / input gradients over the V programs as well.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -66,11 +72,11 @@ void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc
 // a_row[w] = act(delta[b?, c?, h, w]) (activate(), the CUDA kernels' function), and its
 // derivative when dact_row is given. The activation is a compile-time constant inside each loop,
 // so the loops vectorise; the forward and backward visit each (c, h) row once per batch chunk, so
-// this is the only pass over the program.
+// this is the only pass over the program. bd: delta's batch index (the sample, or the bank's program).
 template <typename acc_t, typename scalar_t>
-void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t b, int64_t c, int64_t h,
+void fill_activation_row(const MaskedPerturbArgs& A, const scalar_t* delta, int64_t bd, int64_t c, int64_t h,
                          acc_t* __restrict a_row, acc_t* __restrict dact_row) {
-  const scalar_t* d = delta + A.sd.at(b, c, h, 0);
+  const scalar_t* d = delta + A.sd.at(bd, c, h, 0);
   const int64_t W = A.W, sw = A.sd.w;
   dispatch(A.pw.activation, [&](auto act) {
     constexpr Activation kAct = decltype(act)::value;
@@ -123,15 +129,15 @@ void perturb_row_backward(int64_t W, const scalar_t* __restrict g, const acc_t* 
   }
 }
 
-// out[w] = (float) (x[w] * scale[w]), or x[w] when scale is null.
+// out[w] = x[w] * scale[w], or x[w] when scale is null.
 template <typename acc_t>
-void store_row(int64_t W, const acc_t* __restrict x, const acc_t* __restrict scale, float* __restrict out) {
+void store_row(int64_t W, const acc_t* __restrict x, const acc_t* __restrict scale, acc_t* __restrict out) {
   if (scale) {
 #pragma omp simd
-    for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(x[w] * scale[w]);
+    for (int64_t w = 0; w < W; ++w) out[w] = x[w] * scale[w];
   } else {
 #pragma omp simd
-    for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(x[w]);
+    for (int64_t w = 0; w < W; ++w) out[w] = x[w];
   }
 }
 
@@ -141,12 +147,19 @@ void accumulate_row(int64_t W, const T* __restrict x, acc_t* __restrict acc) {
   for (int64_t w = 0; w < W; ++w) acc[w] += static_cast<acc_t>(x[w]);
 }
 
-// out[w] = (float) (s * x[w] * y[w] * z[w]) (z may be null).
+// out[w] = s * x[w] * y[w] * z[w] (z may be null).
 template <typename acc_t>
 void store_scaled_product(int64_t W, acc_t s, const acc_t* __restrict x, const acc_t* __restrict y,
-                          const acc_t* __restrict z, float* __restrict out) {
+                          const acc_t* __restrict z, acc_t* __restrict out) {
 #pragma omp simd
-  for (int64_t w = 0; w < W; ++w) out[w] = static_cast<float>(s * x[w] * y[w] * (z ? z[w] : acc_t(1)));
+  for (int64_t w = 0; w < W; ++w) out[w] = s * x[w] * y[w] * (z ? z[w] : acc_t(1));
+}
+
+// acc[w] += x[w] * y[w].
+template <typename acc_t>
+void accumulate_product(int64_t W, const acc_t* __restrict x, const acc_t* __restrict y, acc_t* __restrict acc) {
+#pragma omp simd
+  for (int64_t w = 0; w < W; ++w) acc[w] += x[w] * y[w];
 }
 
 // at::parallel_for grain for tasks of `elems` elements each: about 32k elements per thread at
@@ -201,14 +214,14 @@ struct PerturbInputs {
   const x_t* x;
   const scalar_t* delta;
   const scalar_t* mask;
-  const float* norm;
+  const acc_type_t<scalar_t>* norm;  // (mean, 1 / std) in the accumulation dtype
 
   PerturbInputs(const MaskedPerturbArgs& A, const Tensor& x_, const Tensor& delta_,
                 const std::optional<Tensor>& mask_, const Tensor& norm_)
       : x(x_.const_data_ptr<x_t>()),
         delta(delta_.const_data_ptr<scalar_t>()),
         mask(A.has_mask ? mask_->const_data_ptr<scalar_t>() : nullptr),
-        norm(norm_.const_data_ptr<float>()) {}
+        norm(norm_.const_data_ptr<acc_type_t<scalar_t>>()) {}
 };
 
 // The forward's inputs and output and its batch chunking.
@@ -219,24 +232,28 @@ struct ForwardData {
   int64_t chunks;
 };
 
-// Forward tasks [begin, end): task = (batch chunk j, row (c, h)).
+// Forward tasks [begin, end): task = (batch chunk j, row (c, h)); every program v of a bank in each.
 template <typename scalar_t, typename x_t>
 void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>& d, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t rows = A.C * A.H;
-  std::vector<acc_t> a_row(A.W), m_row(A.W), u_row(A.W);
-  std::vector<uint8_t> cov(A.W);
+  const int64_t rows = A.C * A.H, W = A.W, V = A.V;
+  std::vector<acc_t> a_rows(V * W), m_row(W), u_row(W);  // a_rows: program v's activated row at v * W
+  std::vector<uint8_t> cov(W);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, b, c, h, a_row.data(), nullptr);
+      if (b == b0 || A.delta_per_sample) {
+        for (int64_t v = 0; v < V; ++v)
+          fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W, nullptr);
+      }
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
       fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
       dispatch_pointwise(A.pw, [&](auto p) {
-        perturb_row<decltype(p), acc_t>(A.W, u_row.data(), cov.data(), a_row.data(), m_row.data(), k,
-                                        d.out + ((b * A.C + c) * A.H + h) * A.W);
+        for (int64_t v = 0; v < V; ++v)
+          perturb_row<decltype(p), acc_t>(W, u_row.data(), cov.data(), a_rows.data() + v * W, m_row.data(), k,
+                                          d.out + (((v * A.B + b) * A.C + c) * A.H + h) * W);
       });
     }
   }
@@ -251,7 +268,7 @@ template <typename scalar_t, typename x_t>
 void forward_cpu(const MaskedPerturbArgs& A, ForwardData<scalar_t, x_t> d) {
   const int64_t rows = A.C * A.H;
   d.chunks = forward_chunks(A.B, rows);
-  const int64_t grain = task_grain(A.W * ((A.B + d.chunks - 1) / d.chunks));
+  const int64_t grain = task_grain(A.V * A.W * ((A.B + d.chunks - 1) / d.chunks));
   at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
       forward_tasks_f32(A, d, begin, end);
@@ -263,60 +280,98 @@ void forward_cpu(const MaskedPerturbArgs& A, ForwardData<scalar_t, x_t> d) {
 
 // The backward's inputs and outputs (typed pointers), its batch chunking and which path it takes.
 // Linear case (blend add, no clamp, delta and mask shared, no input gradient): with
-// G = sum_b grad_out[b] (`sums`, per batch chunk), grad_delta = inv_std * m * act'(delta) * G and
-// grad_mask = inv_std * a * G, so the batch loop is a plain row sum.
+// G_v = sum_b grad_out[v, b] (`sums`, per program v and batch chunk), grad_delta[v] = inv_std * m *
+// act'(delta[v]) * G_v and grad_mask = inv_std * sum_v act(delta[v]) * G_v, so the batch loop is a
+// plain row sum.
 template <typename scalar_t, typename x_t>
 struct BackwardData {
+  using acc_t = acc_type_t<scalar_t>;
   const scalar_t* grad_out;
   PerturbInputs<scalar_t, x_t> in;
-  float* grad_delta;
-  float* grad_mask;
-  float* grad_placed;
+  acc_t* grad_delta;
+  acc_t* grad_mask;
+  acc_t* grad_placed;
   int64_t chunks;
   bool linear_shared;
   bool need_u;  // the placed input enters the element gradients
-  const acc_type_t<scalar_t>* sums;
+  const acc_t* sums;  // [V, chunks, C * H * W] in the linear case
 };
 
-// Backward tasks [begin, end): task = (batch chunk j, row (c, h)).
+// The linear case's task (chunk j, row): grad_delta[v, j] and grad_mask[j] of one canvas row.
+template <typename scalar_t, typename x_t>
+void linear_backward_row(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t>& d,
+                         const ChannelConstants<acc_type_t<scalar_t>>& k, int64_t j, int64_t c, int64_t h,
+                         acc_type_t<scalar_t>* a_row, acc_type_t<scalar_t>* dact_row, acc_type_t<scalar_t>* m_row,
+                         acc_type_t<scalar_t>* acc_m) {
+  using acc_t = acc_type_t<scalar_t>;
+  const int64_t W = A.W, plane = A.C * A.H * A.W, row = (c * A.H + h) * W;
+  fill_mask_row<acc_t>(A, d.in.mask, 0, c, h, m_row);
+  if (A.V > 1) std::fill(acc_m, acc_m + W, acc_t(0));
+  for (int64_t v = 0; v < A.V; ++v) {
+    fill_activation_row<acc_t>(A, d.in.delta, v, c, h, a_row, dact_row);
+    const int64_t part = v * d.chunks + j;  // partial row of (program v, chunk j)
+    const acc_t* G = d.sums + part * plane + row;
+    if (d.grad_delta) store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row, dact_row, d.grad_delta + part * plane + row);
+    if (d.grad_mask && A.V == 1) store_scaled_product<acc_t>(W, k.after_inv_std, G, a_row, nullptr, d.grad_mask + j * plane + row);
+    if (d.grad_mask && A.V > 1) accumulate_product<acc_t>(W, G, a_row, acc_m);
+  }
+  if (d.grad_mask && A.V > 1) {
+    acc_t* out = d.grad_mask + j * plane + row;
+#pragma omp simd
+    for (int64_t w = 0; w < W; ++w) out[w] = k.after_inv_std * acc_m[w];
+  }
+}
+
+// Backward tasks [begin, end): task = (batch chunk j, row (c, h)); every program v of a bank in each.
 template <typename scalar_t, typename x_t>
 void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t>& d, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t rows = A.C * A.H, W = A.W, plane = A.C * A.H * A.W;
-  std::vector<acc_t> a_row(W), dact_row(W), m_row(W), u_row(W, acc_t(0)), acc_d(W), acc_m(W);
-  std::vector<acc_t> ga(W), gm(W), gu(W);
+  const int64_t rows = A.C * A.H, W = A.W, V = A.V, plane = A.C * A.H * A.W;
+  // program v's rows at v * W: activated delta, its derivative, the delta-gradient batch sum
+  std::vector<acc_t> a_rows(V * W), dact_rows(V * W), acc_d(V * W);
+  std::vector<acc_t> m_row(W), u_row(W, acc_t(0)), acc_m(W), ga(W), gm(W), gu(W), sum_gm(W), sum_gu(W);
   std::vector<uint8_t> cov(W, 0);
+  const bool shared_d = d.grad_delta && !A.delta_per_sample, shared_m = d.grad_mask && A.Bm == 1;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
     const int64_t row = (c * A.H + h) * W;
     if (d.linear_shared) {
-      fill_activation_row<acc_t>(A, d.in.delta, 0, c, h, a_row.data(), dact_row.data());
-      fill_mask_row<acc_t>(A, d.in.mask, 0, c, h, m_row.data());
-      const acc_t* G = d.sums + j * plane + row;
-      if (d.grad_delta)
-        store_scaled_product<acc_t>(W, k.after_inv_std, G, m_row.data(), dact_row.data(), d.grad_delta + j * plane + row);
-      if (d.grad_mask)
-        store_scaled_product<acc_t>(W, k.after_inv_std, G, a_row.data(), nullptr, d.grad_mask + j * plane + row);
+      linear_backward_row(A, d, k, j, c, h, a_rows.data(), dact_rows.data(), m_row.data(), acc_m.data());
       continue;
     }
     std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
     std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
     for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.Bd > 1) fill_activation_row<acc_t>(A, d.in.delta, b, c, h, a_row.data(), dact_row.data());
+      if (b == b0 || A.delta_per_sample) {
+        for (int64_t v = 0; v < V; ++v)
+          fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W,
+                                     dact_rows.data() + v * W);
+      }
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
       if (d.need_u) fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-      perturb_row_backward<acc_t>(W, d.grad_out + b * plane + row, u_row.data(), cov.data(), a_row.data(),
-                                  m_row.data(), k, ga.data(), gm.data(), gu.data());
-      if (d.grad_delta && A.Bd > 1) store_row<acc_t>(W, ga.data(), dact_row.data(), d.grad_delta + b * plane + row);
-      if (d.grad_delta && A.Bd == 1) accumulate_row<acc_t>(W, ga.data(), acc_d.data());
-      if (d.grad_mask && A.Bm > 1) store_row<acc_t>(W, gm.data(), nullptr, d.grad_mask + b * plane + row);
-      if (d.grad_mask && A.Bm == 1) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
-      if (d.grad_placed) store_row<acc_t>(W, gu.data(), nullptr, d.grad_placed + b * plane + row);
+      if (V > 1) {  // the mask / input gradients of sample b are summed over the programs first
+        std::fill(sum_gm.begin(), sum_gm.end(), acc_t(0));
+        std::fill(sum_gu.begin(), sum_gu.end(), acc_t(0));
+      }
+      for (int64_t v = 0; v < V; ++v) {
+        perturb_row_backward<acc_t>(W, d.grad_out + (v * A.B + b) * plane + row, u_row.data(), cov.data(),
+                                    a_rows.data() + v * W, m_row.data(), k, ga.data(), gm.data(), gu.data());
+        if (d.grad_delta && A.delta_per_sample) store_row<acc_t>(W, ga.data(), dact_rows.data(), d.grad_delta + b * plane + row);
+        if (shared_d) accumulate_row<acc_t>(W, ga.data(), acc_d.data() + v * W);
+        if (shared_m) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
+        if (d.grad_mask && A.Bm > 1 && V == 1) store_row<acc_t>(W, gm.data(), nullptr, d.grad_mask + b * plane + row);
+        if (d.grad_mask && A.Bm > 1 && V > 1) accumulate_row<acc_t>(W, gm.data(), sum_gm.data());
+        if (d.grad_placed && V == 1) store_row<acc_t>(W, gu.data(), nullptr, d.grad_placed + b * plane + row);
+        if (d.grad_placed && V > 1) accumulate_row<acc_t>(W, gu.data(), sum_gu.data());
+      }
+      if (d.grad_mask && A.Bm > 1 && V > 1) store_row<acc_t>(W, sum_gm.data(), nullptr, d.grad_mask + b * plane + row);
+      if (d.grad_placed && V > 1) store_row<acc_t>(W, sum_gu.data(), nullptr, d.grad_placed + b * plane + row);
     }
-    if (d.grad_delta && A.Bd == 1) store_row<acc_t>(W, acc_d.data(), dact_row.data(), d.grad_delta + j * plane + row);
-    if (d.grad_mask && A.Bm == 1) store_row<acc_t>(W, acc_m.data(), nullptr, d.grad_mask + j * plane + row);
+    for (int64_t v = 0; shared_d && v < V; ++v)
+      store_row<acc_t>(W, acc_d.data() + v * W, dact_rows.data() + v * W, d.grad_delta + (v * d.chunks + j) * plane + row);
+    if (shared_m) store_row<acc_t>(W, acc_m.data(), nullptr, d.grad_mask + j * plane + row);
   }
 }
 
@@ -328,17 +383,19 @@ RX_CPU_CLONES void backward_tasks_f32(const MaskedPerturbArgs& A, const Backward
 template <typename scalar_t, typename x_t>
 void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t rows = A.C * A.H, W = A.W;
+  const int64_t rows = A.C * A.H, W = A.W, plane = A.C * A.H * A.W;
   d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
-  d.linear_shared = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !d.grad_placed;
+  d.linear_shared =
+      A.pw.blend == Blend::kAdd && !A.pw.has_clamp && !A.delta_per_sample && A.Bm == 1 && !d.grad_placed;
   std::unique_ptr<acc_t[]> sums;  // scratch, not initialised: batch_chunk_sums zeroes each span it sums
   if (d.linear_shared) {
-    sums.reset(new acc_t[d.chunks * A.C * A.H * A.W]);
-    batch_chunk_sums<acc_t>(d.grad_out, A.B, A.C * A.H * A.W, d.chunks, sums.get());
+    sums.reset(new acc_t[A.V * d.chunks * plane]);
+    for (int64_t v = 0; v < A.V; ++v)  // program v's grad_out rows v * B ... v * B + B - 1
+      batch_chunk_sums<acc_t>(d.grad_out + v * A.B * plane, A.B, plane, d.chunks, sums.get() + v * d.chunks * plane);
     d.sums = sums.get();
   }
-  const int64_t grain = d.linear_shared ? task_grain(W) : task_grain(W * ((A.B + d.chunks - 1) / d.chunks));
-  at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
+  const int64_t per_task = A.V * W * (d.linear_shared ? 1 : (A.B + d.chunks - 1) / d.chunks);
+  at::parallel_for(0, d.chunks * rows, task_grain(per_task), [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
       backward_tasks_f32(A, d, begin, end);
     } else {
@@ -348,10 +405,10 @@ void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
 }
 
 Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                  RX_MASKED_PERTURB_OPTION_PARAMS) {
-  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+                                  RX_MASKED_PERTURB_OPTION_PARAMS, bool bank) {
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank);
   const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
-  Tensor out = empty_large_cpu({A.B, A.C, A.H, A.W}, delta.options());
+  Tensor out = empty_large_cpu({A.V * A.B, A.C, A.H, A.W}, delta.options());
   if (out.numel() == 0) return out;
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
@@ -364,17 +421,19 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
 std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(const Tensor& grad_out_in, const Tensor& x,
                                                                const Tensor& delta, const std::optional<Tensor>& mask,
                                                                RX_MASKED_PERTURB_OPTION_PARAMS,
-                                                               std::array<bool, 3> needs) {
-  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+                                                               std::array<bool, 3> needs, bool bank) {
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank);
   const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
   auto g = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
-  if (A.B == 0) return finish_masked_perturb_grads(A, g);
+  if (masked_perturb_grads_empty(A)) return finish_masked_perturb_grads(A, g);
   const Tensor grad_out = grad_out_in.contiguous();
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
+    using acc_t = acc_type_t<scalar_t>;
     backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), {A, x, delta, mask, norm},
-                                    g.delta_ptr(), g.mask_ptr(), g.placed_ptr(), g.chunks, false, false, nullptr});
+                                    g.delta_ptr<acc_t>(), g.mask_ptr<acc_t>(), g.placed_ptr<acc_t>(), g.chunks, false,
+                                    false, nullptr});
   });
   return finish_masked_perturb_grads(A, g);
 }

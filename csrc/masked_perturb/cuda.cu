@@ -354,17 +354,17 @@ __device__ __forceinline__ void gather_placed(const AR& p, const x_t* __restrict
 
 // Per-channel constants: only those P reads are loaded.
 template <class P, typename acc_t, typename AR, typename index_t>
-__device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, const float* __restrict__ norm, index_t c) {
+__device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, const acc_t* __restrict__ norm, index_t c) {
   if constexpr (P::kDynamic) {
     return channel_constants<acc_t>(p.pw, norm, p.C, c);
   } else {
     ChannelConstants<acc_t> k{};
     if constexpr (P::kNormalize == Normalize::kBefore) {
-      k.before_mean = static_cast<acc_t>(norm[c]);
-      k.before_inv_std = static_cast<acc_t>(norm[p.C + c]);
+      k.before_mean = norm[c];
+      k.before_inv_std = norm[p.C + c];
     } else if constexpr (P::kNormalize == Normalize::kAfter) {
-      k.after_mean = static_cast<acc_t>(norm[c]);
-      k.after_inv_std = static_cast<acc_t>(norm[p.C + c]);
+      k.after_mean = norm[c];
+      k.after_inv_std = norm[p.C + c];
     }
     return k;
   }
@@ -401,7 +401,7 @@ __device__ __forceinline__ void finish_outputs(const AR& p, const x_t* __restric
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
                                                    const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
-                                                   const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                                   const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                                    scalar_t* __restrict__ out) {
   using acc_t = acc_type_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
@@ -429,7 +429,7 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
                                                      const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
-                                                     const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                                     const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                                      scalar_t* __restrict__ out) {
   using acc_t = acc_type_t<scalar_t>;
   static_assert(std::is_same_v<acc_t, float>, "batch-shared layouts are compiled for float accumulation only");
@@ -471,7 +471,7 @@ __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
                                               const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
-                                              const scalar_t* __restrict__ mask, const float* __restrict__ norm,
+                                              const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                               scalar_t* __restrict__ out) {
   if constexpr (kBatchShared<L, kAct>) {
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
@@ -482,21 +482,20 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
 
 // ---- backward --------------------------------------------------------------------------------
 
-// Float32 outputs of the backward kernel (null when not asked for). delta / mask: [B, C, H, W] per
-// sample when Bd / Bm > 1, else the final [1, C, H, W] batch sum.
+// Outputs of the backward kernel in the accumulation dtype acc_t (float; double for double
+// tensors), null when not asked for. delta / mask: [B, C, H, W] per sample when Bd / Bm > 1, else
+// the final [1, C, H, W] batch sum.
+template <typename acc_t>
 struct BackwardOutputs {
-  float* delta;
-  float* mask;
-  float* placed;
+  acc_t* delta;
+  acc_t* mask;
+  acc_t* placed;
 };
 
-// Stores the VEC float values v at p (128-bit when L::kVec, else element by element on the canvas).
+// Stores the VEC values v at p (128-bit when L::kVec, else element by element on the canvas).
 template <class L, int VEC, typename acc_t, typename AR, typename index_t>
-__device__ __forceinline__ void store_grads(const AR& pa, float* __restrict__ p, index_t w0, const acc_t (&v)[VEC]) {
-  float f[VEC];
-#pragma unroll
-  for (int i = 0; i < VEC; ++i) f[i] = static_cast<float>(v[i]);
-  store_group<L>(pa, p, w0, f);
+__device__ __forceinline__ void store_grads(const AR& pa, acc_t* __restrict__ p, index_t w0, const acc_t (&v)[VEC]) {
+  store_group<L>(pa, p, w0, v);
 }
 
 // kLinear: blend add, no clamp, delta and mask shared, no input gradient. Then
@@ -507,7 +506,8 @@ template <typename scalar_t, typename x_t, Activation kAct, bool kLinear, class 
 __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
                                                const scalar_t* __restrict__ grad_out, const x_t* __restrict__ x,
                                                const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
-                                               const float* __restrict__ norm, BackwardOutputs g, bool need_u) {
+                                               const acc_type_t<scalar_t>* __restrict__ norm,
+                                               BackwardOutputs<acc_type_t<scalar_t>> g, bool need_u) {
   using acc_t = acc_type_t<scalar_t>;
   using P = DynamicPointwise;
   constexpr int VEC = 16 / sizeof(scalar_t);
@@ -601,7 +601,7 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
     const acc_t a = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + w * p.sd[3]]));
     const index_t at = row * p.W + w;
     if constexpr (kLinear) {
-      const acc_t inv_std = p.pw.normalize_after ? static_cast<acc_t>(norm[p.C + c]) : static_cast<acc_t>(1);
+      const acc_t inv_std = p.pw.normalize_after ? norm[p.C + c] : static_cast<acc_t>(1);
       if (shared_d) {
         acc_t mv = 1;
         if (p.mask_kind != MaskKind::kNone) {
@@ -609,12 +609,12 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
           mv = static_cast<acc_t>(mask[c * p.sm[1] + divide<index_t>(h, s_, p.div_s) * p.sm[2] +
                                        divide<index_t>(w, s_, p.div_s) * p.sm[3]]);
         }
-        g.delta[at] = static_cast<float>(inv_std * total_d * mv * activation_derivative<kAct>(a));
+        g.delta[at] = inv_std * total_d * mv * activation_derivative<kAct>(a);
       }
-      if (shared_m) g.mask[at] = static_cast<float>(inv_std * total_m * a * static_cast<acc_t>(1));
+      if (shared_m) g.mask[at] = inv_std * total_m * a * static_cast<acc_t>(1);
     } else {
-      if (shared_d) g.delta[at] = static_cast<float>(total_d * activation_derivative<kAct>(a));
-      if (shared_m) g.mask[at] = static_cast<float>(total_m);
+      if (shared_d) g.delta[at] = total_d * activation_derivative<kAct>(a);
+      if (shared_m) g.mask[at] = total_m;
     }
   }
 }
@@ -749,13 +749,23 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int
   return false;
 }
 
+// The single-program problem of program v of a prompt bank (A itself without a bank): delta shared
+// by the batch. The caller offsets delta by v * delta.stride(0) and the output by v * B rows.
+MaskedPerturbArgs bank_program(MaskedPerturbArgs A) {
+  if (!A.delta_per_sample) A.V = 1, A.Bd = 1, A.sd.b = 0;
+  return A;
+}
+
 Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const std::optional<Tensor>& mask,
-                                   RX_MASKED_PERTURB_OPTION_PARAMS) {
+                                   RX_MASKED_PERTURB_OPTION_PARAMS, bool bank) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
-  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
-  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
-  Tensor out = at::empty({A.B, A.C, A.H, A.W}, delta.options().memory_format(at::MemoryFormat::Contiguous));
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank);
+  const auto bankA = make_masked_perturb_args(x, delta, mask, norm, o);
+  Tensor out = at::empty({bankA.V * bankA.B, bankA.C, bankA.H, bankA.W},
+                         delta.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
+  // A prompt bank runs one launch per program (the kernels of a batch-shared delta).
+  const auto A = bank_program(bankA);
   const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
   const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -766,34 +776,40 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
     constexpr Activation kAct = decltype(act)::value;
     constexpr int VEC = 16 / sizeof(scalar_t);
     const int64_t threads = A.B * A.C * A.H * ((A.W + VEC - 1) / VEC);
-    scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const scalar_t* mk = A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr;
-    const scalar_t* d = delta.const_data_ptr<scalar_t>();
-    const bool vec = A.W % VEC == 0 && aligned16(o) && rows_vectorisable(d, A.sd, VEC) &&
-                     (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
-    auto launch = [&](auto p_, auto l_, auto args) {
-      using P = decltype(p_);
-      using L = decltype(l_);
-      using index_t = std::remove_cv_t<decltype(args.B)>;
-      dim3 grid(blocks_for(threads));
-      if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
-        const int64_t plane_groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
-        args.groups = static_cast<index_t>(plane_groups);
-        grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
+    for (int64_t v = 0; v < bankA.V; ++v) {
+      scalar_t* o = out.mutable_data_ptr<scalar_t>() + v * A.B * A.C * A.H * A.W;
+      const scalar_t* d = delta.const_data_ptr<scalar_t>() + v * delta.stride(0);
+      const bool vec = A.W % VEC == 0 && aligned16(o) && rows_vectorisable(d, A.sd, VEC) &&
+                       (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
+      auto launch = [&](auto p_, auto l_, auto args) {
+        using P = decltype(p_);
+        using L = decltype(l_);
+        using index_t = std::remove_cv_t<decltype(args.B)>;
+        dim3 grid(blocks_for(threads));
+        if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
+          const int64_t plane_groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
+          args.groups = static_cast<index_t>(plane_groups);
+          grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
+        }
+        masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<grid, kThreadsPerBlock, 0, stream>>>(
+            args, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (!fits_int32(A, x, delta, mask, threads)) {
+        launch(DynamicPointwise{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, false));
+        continue;
       }
-      masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<grid, kThreadsPerBlock, 0, stream>>>(
-          args, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<float>(), o);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    };
-    if (!fits_int32(A, x, delta, mask, threads)) {
-      return launch(DynamicPointwise{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, false));
+      const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, false);
+      if constexpr (!std::is_same_v<scalar_t, double>) {
+        if (dispatch_fast_forward(A, vec, args.x_vec, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
+      }
+      if (vec) {
+        launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
+        continue;
+      }
+      launch(DynamicPointwise{}, DynamicLayout<false>{}, args);
     }
-    const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, false);
-    if constexpr (!std::is_same_v<scalar_t, double>) {
-      if (dispatch_fast_forward(A, vec, args.x_vec, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) return;
-    }
-    if (vec) return launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
-    launch(DynamicPointwise{}, DynamicLayout<false>{}, args);
   }); });
   return out;
 }
@@ -802,25 +818,30 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
                                                                 const Tensor& delta,
                                                                 const std::optional<Tensor>& mask,
                                                                 RX_MASKED_PERTURB_OPTION_PARAMS,
-                                                                std::array<bool, 3> needs) {
+                                                                std::array<bool, 3> needs, bool bank) {
   const c10::cuda::CUDAGuard device_guard(delta.device());
-  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
-  const auto A = make_masked_perturb_args(x, delta, mask, norm, o);
-  MaskedPerturbGrads grads = allocate_masked_perturb_grads(A, grad_out_in, delta, needs);
-  const int64_t positions = A.C * A.H * A.W;
-  if (A.B == 0 || positions == 0) return finish_masked_perturb_grads(A, grads);
-  // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W].
-  const auto f32 = delta.options().dtype(at::kFloat);
-  if (grads.delta.numel() && A.Bd == 1 && grads.chunks != 1) grads.delta = at::empty({1, A.C, A.H, A.W}, f32);
-  if (grads.mask.numel() && A.Bm == 1 && grads.chunks != 1) grads.mask = at::empty({1, A.C, A.H, A.W}, f32);
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank);
+  const auto bankA = make_masked_perturb_args(x, delta, mask, norm, o);
+  MaskedPerturbGrads grads = allocate_masked_perturb_grads(bankA, grad_out_in, delta, needs);
+  const int64_t positions = bankA.C * bankA.H * bankA.W;
+  if (masked_perturb_grads_empty(bankA) || positions == 0) return finish_masked_perturb_grads(bankA, grads);
+  // A prompt bank runs one launch per program v (the kernels of a batch-shared delta): its delta
+  // gradient is row v of [V, C, H, W]; its mask / input gradients go to row v of a [V, ...] buffer
+  // that is summed over V afterwards (in order: deterministic).
+  const auto A = bank_program(bankA);
+  const int64_t V = bankA.V;
+  // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W] per program.
+  const auto acc_opts = delta.options().dtype(masked_perturb_acc_type(delta.scalar_type()));
+  if (grads.delta.numel() && !A.delta_per_sample) grads.delta = at::empty({V, A.C, A.H, A.W}, acc_opts);
+  if (grads.mask.numel() && (A.Bm == 1 || V > 1)) grads.mask = at::empty({V * (A.Bm == 1 ? 1 : A.B), A.C, A.H, A.W}, acc_opts);
+  if (grads.placed.numel() && V > 1) grads.placed = at::empty({V * A.B, A.C, A.H, A.W}, acc_opts);
   grads.chunks = 1;
   const Tensor grad_out = grad_out_in.contiguous();
   const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
   const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
-  const BackwardOutputs outs{grads.delta_ptr(), grads.mask_ptr(), grads.placed_ptr()};
   // u is needed for the mask / input gradients, and for clamp and replace, whose factor depends on it.
-  const bool need_u = outs.mask || outs.placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
-  const bool linear = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !outs.placed;
+  const bool need_u = grads.mask.numel() || grads.placed.numel() || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  const bool linear = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grads.placed.numel();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
     using scalar_t = decltype(s);
@@ -828,8 +849,6 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
     using acc_t = acc_type_t<scalar_t>;
     constexpr Activation kAct = decltype(act)::value;
     constexpr int VEC = 16 / sizeof(scalar_t);
-    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-    const scalar_t* d = delta.const_data_ptr<scalar_t>();
     const scalar_t* mk = A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr;
     const int64_t groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
     const int64_t J = cuda_backward_chunks(A.B, groups);
@@ -838,29 +857,46 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
     const int64_t blocks = (groups + GX - 1) / GX;
     TORCH_CHECK(blocks <= INT32_MAX, "masked_perturb_backward: tensor too large for one launch");
     const size_t smem = 2 * J * GX * VEC * sizeof(acc_t);
-    // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
-    const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
-                     (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
-    auto launch = [&](auto lin, auto l_, auto args) {
-      using L = decltype(l_);
-      using index_t = std::remove_cv_t<decltype(args.B)>;
-      args.chunks = static_cast<index_t>(J);
-      if constexpr (std::is_same_v<index_t, int32_t>) args.div_j = FastDivmod(static_cast<uint32_t>(J));
-      args.groups = static_cast<index_t>(groups);
-      masked_perturb_backward_kernel<scalar_t, x_t, kAct, decltype(lin)::value, L, index_t>
-          <<<static_cast<unsigned>(blocks), block, smem, stream>>>(args, go, x.const_data_ptr<x_t>(), d, mk,
-                                                                   norm.const_data_ptr<float>(), outs, need_u);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    };
-    if (!fits_int32(A, x, delta, mask, A.B * groups)) {
-      return launch(std::false_type{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, true));
+    for (int64_t v = 0; v < V; ++v) {
+      const scalar_t* go = grad_out.const_data_ptr<scalar_t>() + v * A.B * positions;
+      const scalar_t* d = delta.const_data_ptr<scalar_t>() + v * delta.stride(0);
+      // program v's rows of each output (row 0 without a bank)
+      const int64_t mask_rows = A.Bm == 1 ? 1 : A.B;
+      BackwardOutputs<acc_t> outs{grads.delta_ptr<acc_t>(), grads.mask_ptr<acc_t>(), grads.placed_ptr<acc_t>()};
+      if (outs.delta && !A.delta_per_sample) outs.delta += v * positions;
+      if (outs.mask && V > 1) outs.mask += v * mask_rows * positions;
+      if (outs.placed && V > 1) outs.placed += v * A.B * positions;
+      // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
+      const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
+                       (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
+      auto launch = [&](auto lin, auto l_, auto args) {
+        using L = decltype(l_);
+        using index_t = std::remove_cv_t<decltype(args.B)>;
+        args.chunks = static_cast<index_t>(J);
+        if constexpr (std::is_same_v<index_t, int32_t>) args.div_j = FastDivmod(static_cast<uint32_t>(J));
+        args.groups = static_cast<index_t>(groups);
+        masked_perturb_backward_kernel<scalar_t, x_t, kAct, decltype(lin)::value, L, index_t>
+            <<<static_cast<unsigned>(blocks), block, smem, stream>>>(args, go, x.const_data_ptr<x_t>(), d, mk,
+                                                                     norm.const_data_ptr<acc_t>(), outs, need_u);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      if (!fits_int32(A, x, delta, mask, A.B * groups)) {
+        launch(std::false_type{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, true));
+        continue;
+      }
+      const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, true);
+      if (linear && vec) {
+        launch(std::true_type{}, DynamicLayout<true>{}, args);
+      } else if (vec) {
+        launch(std::false_type{}, DynamicLayout<true>{}, args);
+      } else {
+        launch(std::false_type{}, DynamicLayout<false>{}, args);
+      }
     }
-    const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, true);
-    if (linear && vec) return launch(std::true_type{}, DynamicLayout<true>{}, args);
-    if (vec) return launch(std::false_type{}, DynamicLayout<true>{}, args);
-    launch(std::false_type{}, DynamicLayout<false>{}, args);
   }); });
-  return finish_masked_perturb_grads(A, grads);
+  if (V > 1 && grads.mask.numel()) grads.mask = grads.mask.view({V, -1, A.C, A.H, A.W}).sum(0);
+  if (V > 1 && grads.placed.numel()) grads.placed = grads.placed.view({V, A.B, A.C, A.H, A.W}).sum(0);
+  return {grads.delta, grads.mask, grads.placed};
 }
 
 }  // namespace

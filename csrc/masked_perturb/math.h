@@ -162,11 +162,13 @@ struct ChannelConstants {
   acc_t replace;                      // 1 for blend replace, 0 for add
 };
 
+// norm: [2, C] = (mean, 1 / std) in the accumulation dtype (float64 for float64 tensors: the
+// constants are never rounded to float32 there).
 template <typename acc_t>
-RX_HD ChannelConstants<acc_t> channel_constants(const Pointwise& pw, const float* norm, int64_t C, int64_t c) {
+RX_HD ChannelConstants<acc_t> channel_constants(const Pointwise& pw, const acc_t* norm, int64_t C, int64_t c) {
   ChannelConstants<acc_t> k;
-  const acc_t mean = static_cast<acc_t>(norm[c]);
-  const acc_t inv_std = static_cast<acc_t>(norm[C + c]);
+  const acc_t mean = norm[c];
+  const acc_t inv_std = norm[C + c];
   k.before_mean = pw.normalize_before ? mean : static_cast<acc_t>(0);
   k.before_inv_std = pw.normalize_before ? inv_std : static_cast<acc_t>(1);
   k.after_mean = pw.normalize_after ? mean : static_cast<acc_t>(0);

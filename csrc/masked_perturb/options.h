@@ -3,8 +3,8 @@
 // struct every kernel and the autograd take them in.
 //
 // Schema arguments after (x, delta, mask): int[] offsets, Tensor norm, int[] resized_size,
-// str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale
-// (norm travels separately: it is a tensor).
+// str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale, then
+// (backward: bool[3] needs,) bool bank (norm travels separately: it is a tensor).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -36,6 +36,7 @@ struct MaskedPerturbOptions {
   Normalize normalize;
   std::optional<std::vector<double>> clamp;  // (lo, hi)
   int64_t mask_scale;
+  bool bank;  // delta [V, Cd, H, W] is a prompt bank: output [V * B, C, H, W]
 };
 
 // The option parameters of both schemas after (x, delta, mask), and the same names as arguments.
@@ -47,7 +48,7 @@ struct MaskedPerturbOptions {
   offsets, norm, resized_size, resize_mode, activation, blend, normalize, clamp, mask_scale
 
 // The options of a schema call (norm is not an option and is not read).
-inline MaskedPerturbOptions parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_PARAMS) {
+inline MaskedPerturbOptions parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_PARAMS, bool bank) {
   TORCH_CHECK(offsets.size() % 2 == 0, "masked_perturb: offsets must hold (oy, ox) pairs, got ", offsets.size(),
               " values");
   TORCH_CHECK(resized_size.size() == 2, "masked_perturb: resized_size must have 2 entries, got ", resized_size);
@@ -56,7 +57,7 @@ inline MaskedPerturbOptions parse_masked_perturb_options(RX_MASKED_PERTURB_OPTIO
   std::optional<std::vector<double>> c;
   if (clamp) c = clamp->vec();
   return {offsets.vec(), resized_size.vec(),  parse_ResizeMode(resize_mode), parse_Activation(activation),
-          parse_Blend(blend), parse_Normalize(normalize), std::move(c), mask_scale};
+          parse_Blend(blend), parse_Normalize(normalize), std::move(c), mask_scale, bank};
 }
 
 }  // namespace reprogram_ext

@@ -31,6 +31,7 @@ def masked_perturb(
     clamp: Optional[Tuple[float, float]] = None,
     mask_scale: int = 1,
     out_dtype: Optional[torch.dtype] = None,
+    bank: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor:
     """Place ``x`` on a canvas and add (or blend in) an activated, masked program ``delta``.
@@ -51,8 +52,13 @@ def masked_perturb(
     ``mask`` broadcastable to ``[B, C, *ceil(S_out / mask_scale)]``; ``C`` is ``Cd`` unless ``Cd == 1``.
     ``offset``: one int per spatial dim, or a list of such tuples (several copies); default one copy
     centred at ``(out - in + 1) // 2``. Output dtype: ``out_dtype``, else the autocast dtype under
-    ``torch.autocast``, else ``delta.dtype``; math in float32 at least. Differentiable w.r.t.
-    ``delta``, ``mask`` and floating ``x``. ``backend``: auto / cuda / triton / cpu / reference.
+    ``torch.autocast``, else ``delta.dtype``; math in float32 at least, in float64 (computed,
+    normalised and accumulated, every gradient too) when the output is float64. Differentiable
+    w.r.t. ``delta``, ``mask`` and floating ``x``. ``backend``: auto / cuda / triton / cpu / reference.
+
+    Prompt bank: ``bank=True`` with ``delta [V, Cd, *S_out]`` applies each of the V programs to every
+    sample without copying x: output ``[V, B, C, *S_out]``, ``delta``'s gradient ``[V, Cd, *S_out]``
+    summed over the batch, the mask's and x's gradients summed over the V programs too.
 
     Example (ILM-VP: CIFAR 32x32 padded to 224x224, sigmoid program, ImageNet normalisation)::
 
@@ -62,10 +68,10 @@ def masked_perturb(
     cp = canonicalize(
         x, delta, mask, out_size=out_size, resize=resize, resize_mode=resize_mode, offset=offset,
         activation=activation, blend=blend, normalize=normalize, mean=mean, std=std, clamp=clamp,
-        mask_scale=mask_scale, out_dtype=out_dtype,
+        mask_scale=mask_scale, out_dtype=out_dtype, bank=bank,
     )
     chosen = resolve_backend(backend, x.device, "masked_perturb_forward", refusal(cp))
-    if chosen == "reference" or cp.x.shape[0] == 0:
+    if chosen == "reference" or cp.x.shape[0] == 0 or cp.delta.shape[0] == 0:
         out = masked_perturb_reference(cp)
     else:
         if chosen == "triton":
@@ -75,4 +81,5 @@ def masked_perturb(
         else:
             op = torch.ops.reprogram_ext.masked_perturb_forward
         out = op(cp.x, cp.delta, cp.mask, *cp.options.op_args(cp.norm))
-    return out.squeeze(-2) if cp.spatial_ndim == 1 else out
+    out = out.squeeze(-2) if cp.spatial_ndim == 1 else out
+    return out.unflatten(0, (cp.delta.shape[0], cp.x.shape[0])) if bank else out

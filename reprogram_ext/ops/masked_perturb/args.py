@@ -2,8 +2,9 @@
 
 Every backend computes on a canonical 4-D layout ``[B, C, H, W]`` (1-D signals get ``H = 1``):
 ``x [B, Cx, Hin, Win]``, ``delta [Bd, Cd, H, W]``, ``mask [Bm, Cm, Hm, Wm]`` (size-1 dimensions
-broadcast), offsets as ``(oy, ox)`` pairs, and the normalisation as a float32 ``[2, C]`` tensor
-``(mean, 1 / std)``. Errors name the argument, what was expected and what was given.
+broadcast), offsets as ``(oy, ox)`` pairs, and the normalisation as a ``[2, C]`` tensor
+``(mean, 1 / std)`` in the compute dtype (float64 for float64 outputs, else float32). With
+``bank=True`` delta is ``[V, Cd, H, W]``, one program per bank entry, each applied to every sample. Errors name the argument, what was expected and what was given.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class CanonicalPerturb:
     x: torch.Tensor  # [B, Cx, Hin, Win], out dtype or uint8
     delta: torch.Tensor  # [Bd, Cd, H, W], out dtype
     mask: Optional[torch.Tensor]  # [Bm, Cm, Hm, Wm], out dtype
-    norm: torch.Tensor  # float32 [2, C] on the device
+    norm: torch.Tensor  # [2, C] on the device: float64 for float64 outputs, else float32
     options: PerturbOptions
     channels: int
     spatial_ndim: int
@@ -81,24 +82,26 @@ def _as_float(v, arg: str) -> float:
         raise TypeError(_err(arg, "real numbers", repr(v))) from None
 
 
-def _norm_values(value, channels: int, arg: str, device) -> torch.Tensor:
-    """mean or std as float32 [C]: finite in float32, and std > 0 with a finite float32 reciprocal
-    (a zero, negative, tiny or infinite std has no normalisation to compute; backends would
-    disagree on it). A float that overflows float32 (1e300) is not finite there."""
+def _norm_values(value, channels: int, arg: str, device, dtype: torch.dtype) -> torch.Tensor:
+    """mean or std as [C] of the compute dtype (float32, or float64 for float64 outputs): finite
+    there, and std > 0 with a finite reciprocal (a zero, negative, tiny or infinite std has no
+    normalisation to compute; backends would disagree on it). A float that overflows float32 (1e300)
+    is not finite there."""
     if isinstance(value, torch.Tensor):
         if value.is_complex() or value.dtype == torch.bool:
             raise TypeError(_err(arg, "real numbers", value.dtype))
-        t = value.detach().to(dtype=torch.float32).reshape(-1)
+        t = value.detach().to(dtype=dtype).reshape(-1)
         # a tensor's values need a host read: checked in eager mode (constants under torch.compile)
         given = t.cpu().tolist() if not torch.compiler.is_compiling() else []
     else:
         given = [_as_float(v, arg) for v in (value if isinstance(value, (tuple, list)) else (value,))]
-        t = torch.tensor(given, dtype=torch.float32)
+        t = torch.tensor(given, dtype=dtype)
     if t.numel() not in (1, channels):
         raise ValueError(_err(arg, f"1 or C={channels} values", f"{t.numel()} values"))
-    big = torch.finfo(torch.float32).max
+    big = torch.finfo(dtype).max
     if not all(abs(v) <= big and (arg != "std" or v >= 1 / big) for v in given):  # False for nan too
-        raise ValueError(_err(arg, "finite in float32" + (", > 0, with a finite reciprocal" if arg == "std" else ""),
+        name = str(dtype).replace("torch.", "")
+        raise ValueError(_err(arg, f"finite in {name}" + (", > 0, with a finite reciprocal" if arg == "std" else ""),
                               given))
     return t.to(device).expand(channels)
 
@@ -124,7 +127,7 @@ def _to_4d(t: torch.Tensor, nsp: int, leading: int) -> torch.Tensor:
 
 def canonicalize(
     x, delta, mask, *, out_size, resize, resize_mode, offset, activation, blend, normalize, mean, std, clamp,
-    mask_scale, out_dtype,
+    mask_scale, out_dtype, bank=False,
 ) -> CanonicalPerturb:
     if not isinstance(x, torch.Tensor):
         raise TypeError(_err("x", "a torch.Tensor", type(x).__name__))
@@ -147,6 +150,12 @@ def canonicalize(
     B, Cx = x.shape[0], x.shape[1]
     in_size = tuple(x.shape[2:])
 
+    if not isinstance(bank, bool):
+        raise TypeError(_err("bank", "a bool", repr(bank)))
+    if bank and delta.dim() != nsp + 2:
+        raise ValueError(_err("delta", f"[V, Cd, *S_out] with {nsp} spatial dim(s) when bank=True (V programs, each "
+                              "shared by the batch; per-sample programs [B, Cd, *S_out] take bank=False)",
+                              f"shape {tuple(delta.shape)}"))
     if delta.dim() == nsp + 1:
         delta4 = delta.unsqueeze(0)
     elif delta.dim() == nsp + 2:
@@ -156,8 +165,9 @@ def canonicalize(
     Bd, Cd = delta4.shape[0], delta4.shape[1]
     canvas = tuple(delta4.shape[2:])
     C = Cx if Cd == 1 else Cd
-    if Bd not in (1, B):
-        raise ValueError(_err("delta", f"batch 1 or B={B}", f"shape {tuple(delta.shape)}"))
+    if Bd not in (1, B) and not bank:
+        raise ValueError(_err("delta", f"batch 1 or B={B} (V programs for every sample: bank=True)",
+                              f"shape {tuple(delta.shape)}"))
     if Cx not in (1, C):
         raise ValueError(_err("x", f"1 or C={C} channels (C is delta's channel count)", f"{Cx} channels"))
     if out_size is not None and _as_size(out_size, nsp, "out_size") != canvas:
@@ -210,8 +220,8 @@ def canonicalize(
             out_dtype = delta.dtype
     if out_dtype not in FLOAT_DTYPES:
         raise TypeError(_err("out_dtype", "a floating dtype", out_dtype))
+    compute = torch.float64 if out_dtype == torch.float64 else torch.float32  # the math's dtype
     if clamp is not None:
-        compute = torch.float64 if out_dtype == torch.float64 else torch.float32
         lo, hi = _clamp_bound(lo, compute), _clamp_bound(hi, compute)
 
     mask4 = None
@@ -231,11 +241,11 @@ def canonicalize(
 
     device = x.device
     if use_norm:
-        mean_t = _norm_values(mean, C, "mean", device)
-        std_t = _norm_values(std, C, "std", device)
+        mean_t = _norm_values(mean, C, "mean", device, compute)
+        std_t = _norm_values(std, C, "std", device, compute)
         norm = torch.stack([mean_t, 1.0 / std_t])
     else:
-        norm = torch.stack([torch.zeros(C, device=device), torch.ones(C, device=device)])
+        norm = torch.stack([torch.zeros(C, dtype=compute, device=device), torch.ones(C, dtype=compute, device=device)])
 
     off2 = tuple((0,) + o if nsp == 1 else o for o in offsets)
     options = PerturbOptions(
@@ -247,6 +257,7 @@ def canonicalize(
         normalize=normalize if use_norm else "none",
         clamp=None if clamp is None else (lo, hi),
         mask_scale=min(mask_scale, max(canvas)),  # p // s is 0 on the whole canvas from s = max(canvas) on
+        bank=bank,
     )
     x4 = x if x.dtype == torch.uint8 else x.to(out_dtype)
     return CanonicalPerturb(

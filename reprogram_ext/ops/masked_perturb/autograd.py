@@ -5,7 +5,9 @@ same contract in C++: the Triton backend must work without the C++ build, so the
 reductions below exist once in Python (Triton) and once in C++ (compiled ops).
 
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
-returns canvas-resolution float32 partials, which plain aten ops reduce to each input's shape:
+returns canvas-resolution partials in the accumulation dtype (float64 for float64 tensors, else
+float32; a prompt bank's summed over the V programs where the input is shared by them), which plain
+aten ops reduce to each input's shape:
   grad_delta: summed over channels when delta has one channel;
   grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s),
               and over broadcast spatial dims;
@@ -25,19 +27,25 @@ def _canvas_channels(x, delta):
     return delta.shape[1] if delta.shape[1] != 1 else x.shape[1]
 
 
-def _fake_forward(x, delta, mask, *options):
-    B = x.shape[0]
-    return delta.new_empty((B, _canvas_channels(x, delta), delta.shape[2], delta.shape[3]))
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute, normalise and accumulate in (and return gradient partials in)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _fake_backward(grad_out, x, delta, mask, *options_and_needs):
-    needs = options_and_needs[-1]
-    B, C, H, W = grad_out.shape
-    f32 = dict(dtype=torch.float32, device=grad_out.device)
-    gd = grad_out.new_empty((delta.shape[0], C, H, W), **f32) if needs[0] else grad_out.new_empty((0,), **f32)
-    gm = (grad_out.new_empty((mask.shape[0], C, H, W), **f32) if needs[1] and mask is not None
-          else grad_out.new_empty((0,), **f32))
-    gp = grad_out.new_empty((B, C, H, W), **f32) if needs[2] else grad_out.new_empty((0,), **f32)
+def _fake_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize, clamp,
+                  mask_scale, bank=False):
+    rows = x.shape[0] * (delta.shape[0] if bank else 1)
+    return delta.new_empty((rows, _canvas_channels(x, delta), delta.shape[2], delta.shape[3]))
+
+
+def _fake_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize,
+                   clamp, mask_scale, needs, bank=False):
+    C, H, W = grad_out.shape[1:]
+    acc = dict(dtype=accumulation_dtype(delta.dtype), device=grad_out.device)
+    gd = grad_out.new_empty((delta.shape[0], C, H, W), **acc) if needs[0] else grad_out.new_empty((0,), **acc)
+    gm = (grad_out.new_empty((mask.shape[0], C, H, W), **acc) if needs[1] and mask is not None
+          else grad_out.new_empty((0,), **acc))
+    gp = grad_out.new_empty((x.shape[0], C, H, W), **acc) if needs[2] else grad_out.new_empty((0,), **acc)
     return gd, gm, gp
 
 
@@ -78,8 +86,9 @@ def reduce_input_grad(gp: torch.Tensor, x: torch.Tensor, options: PerturbOptions
 
 
 def _setup_context(ctx, inputs, output):
-    x, delta, mask, *op_args = inputs
+    x, delta, mask, *op_args = inputs  # the options, then bank
     ctx.options = PerturbOptions.from_op_args(*op_args)
+    ctx.num_op_args = len(op_args)
     ctx.save_for_backward(x, delta, mask, op_args[1])  # norm
 
 
@@ -93,11 +102,10 @@ def make_backward(backward_op):
             raise RuntimeError(NO_DOUBLE_BACKWARD)
         x, delta, mask, norm = ctx.saved_tensors
         options = ctx.options
-        op_args = options.op_args(norm)
         need_x = ctx.needs_input_grad[0] and x.is_floating_point()
         need_mask = mask is not None and ctx.needs_input_grad[2]
         needs = [ctx.needs_input_grad[1], need_mask, need_x]
-        gd, gm, gp = backward_op(grad_out.contiguous(), x, delta, mask, *op_args, needs)
+        gd, gm, gp = backward_op(grad_out.contiguous(), x, delta, mask, *options.backward_args(norm, needs))
         grad_delta = grad_mask = grad_x = None
         if needs[0]:
             grad_delta = (gd.sum(1, keepdim=True) if delta.shape[1] == 1 and gd.shape[1] != 1 else gd).to(delta.dtype)
@@ -105,7 +113,7 @@ def make_backward(backward_op):
             grad_mask = reduce_mask_grad(gm, mask, options.mask_scale).to(mask.dtype)
         if needs[2]:
             grad_x = reduce_input_grad(gp, x, options).to(x.dtype)
-        return (grad_x, grad_delta, grad_mask) + (None,) * len(op_args)
+        return (grad_x, grad_delta, grad_mask) + (None,) * ctx.num_op_args
 
     return backward
 

@@ -6,6 +6,8 @@ Per output element (b, c, h, w), with X = resize(x) placed at each offset (copie
     a = act(delta);  m = mask[.., h // s, w // s]
     v = u + m*a  (add)   or   (1 - m)*u + m*a  (replace);   v = clamp(v, lo, hi)
     out = N(v)   (normalize="after"),   N(z) = (z - mean_c) / std_c
+Prompt bank (bank=True, delta [V, Cd, H, W]): the same formula for every (v, b) by broadcasting
+delta over the batch and x / mask over the V programs; output [V * B, C, H, W] (program-major).
 """
 from __future__ import annotations
 
@@ -56,12 +58,16 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
     if cfg.normalize == "before":
         u = torch.where(covered, (u - mean) / std, u)
     a = ACTIVATIONS[cfg.activation](cp.delta.to(compute))
+    if cfg.bank:  # [V, 1, C, H, W] programs against [1, B, C, H, W] samples
+        a, u = a.unsqueeze(1), u.unsqueeze(0)
     if cp.mask is not None:
         m = cp.mask.to(compute)
         s = cfg.mask_scale
         for dim, size in ((-2, H), (-1, W)):
             if s > 1 and m.shape[dim] > 1:  # patch-wise (nearest) upsampling: position p reads p // s
                 m = m.repeat_interleave(s, dim=dim).narrow(dim, 0, size)
+        if cfg.bank:
+            m = m.unsqueeze(0)
         v = u + m * a if cfg.blend == "add" else (1 - m) * u + m * a
     else:
         v = u + a if cfg.blend == "add" else 0 * u + a  # replace with m = 1: x still gets its (zero) gradient
@@ -69,4 +75,6 @@ def masked_perturb_reference(cp: CanonicalPerturb) -> torch.Tensor:
         v = torch.clamp(v, *cfg.clamp)
     if cfg.normalize == "after":
         v = (v - mean) / std
+    if cfg.bank:
+        v = v.expand(cp.delta.shape[0], B, C, H, W).reshape(-1, C, H, W)
     return v.to(cp.out_dtype).contiguous()

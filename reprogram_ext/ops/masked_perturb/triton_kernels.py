@@ -14,7 +14,10 @@ Work split: one program owns BLOCK consecutive positions of one channel plane (h
 loops over a chunk of the batch; the activated delta, the mask and the placement index math of
 one copy are computed once per program and reused for every sample of the chunk. In the backward
 the batch sum of a position runs in sample order inside its chunk; the host sums the chunk rows.
-Math in float32 (float64 for float64 tensors). Options arrive as their names (str constexprs: RESIZE, ACTIVATION). Optional tensors passed as None (mask,
+Prompt bank (BANK: delta [V, Cd, H, W]): the programs are also split over the V bank entries;
+program v's outputs are rows v * B + b, its delta-gradient partials rows v * chunks + j, and its mask /
+input gradient rows (v * B + b, or v * chunks + j for a shared mask), which the host sums over V.
+Math, normalisation and the gradient outputs in float32 (float64 for float64 tensors). Options arrive as their names (str constexprs: RESIZE, ACTIVATION). Optional tensors passed as None (mask,
 offsets, unneeded gradients) specialise the kernel: their code is not generated.
 """
 import triton
@@ -258,21 +261,27 @@ def _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE: tl.const
 # Kernels
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr):
-    """Program -> (channel c, chunk j, samples [b0, b1), positions p = h*W + w of its block, valid).
-    Programs are ordered (chunk, channel, block) with the block fastest."""
+def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr, BANK: tl.constexpr):
+    """Program -> (channel c, chunk j, samples [b0, b1), positions p = h*W + w of its block, valid,
+    bank entry v). Programs are ordered (bank entry, chunk, channel, block) with the block fastest;
+    v = 0 without a bank."""
     tiles = tl.cdiv(H * W, BLOCK)
     pid = tl.program_id(0)
     t = pid % tiles
     c = (pid // tiles) % C
     j = pid // (tiles * C)
+    if BANK:
+        v = j // chunks
+        j = j - v * chunks
+    else:
+        v = 0
     p = t * BLOCK + tl.arange(0, BLOCK)
     valid = p < H * W
     h = p // W
     w = p - h * W
     b0 = (B * j) // chunks  # int32: the launcher keeps B * chunks < 2^31
     b1 = (B * (j + 1)) // chunks
-    return c, j, b0, b1, p, h, w, valid
+    return c, j, b0, b1, p, h, w, valid, v
 
 
 @triton.jit
@@ -280,19 +289,21 @@ def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, 
                    Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE: tl.constexpr,
                    ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr,
                    DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, DELTA_PER_SAMPLE: tl.constexpr,
-                   MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid),
+                   MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr, ACC: tl.constexpr):
+    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid, v),
     its constants (mean/inv_std before, mean/inv_std after, clamp lo, hi), the taps of copy 0, and
-    (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample)."""
-    c, j, b0, b1, p, h, w, valid = _program_coordinates(C, H, W, B, chunks, BLOCK)
+    (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample); a bank's
+    delta is program v's."""
+    c, j, b0, b1, p, h, w, valid, v = _program_coordinates(C, H, W, B, chunks, BLOCK, BANK)
     before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
     taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw, RESIZE, ACC)
     zero = tl.zeros(h.shape, ACC)
-    a, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
-                             smw, mask_scale, not DELTA_PER_SAMPLE, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
-                             MASK_FLAT, ACC)
+    a, _ = _refresh_operands(zero, zero, delta_ptr, mask_ptr, v, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                             smw, mask_scale, not DELTA_PER_SAMPLE, False, ACTIVATION, DELTA_FLAT, MASK_FLAT, ACC)
+    _, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
+                             smw, mask_scale, False, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT, MASK_FLAT, ACC)
     consts = (before_mean, before_inv, after_mean, after_inv, _as_acc(clamp_lo, ACC), _as_acc(clamp_hi, ACC))
-    return (c, j, b0, b1, p, h, w, valid), consts, taps, a, m
+    return (c, j, b0, b1, p, h, w, valid, v), consts, taps, a, m
 
 
 @triton.jit
@@ -305,15 +316,16 @@ def masked_perturb_forward_kernel(
     RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
-    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
+    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr,
 ):
-    """out[b, c, h, w] of the module formula for the positions and batch chunk of this program."""
+    """out[b, c, h, w] (row v * B + b of a bank's program v) of the module formula for the positions and
+    batch chunk of this program."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
     coords, consts, taps, a, m = _program_setup(
         delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
         Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
-        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
-    c, j, b0, b1, p, h, w, valid = coords
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, BANK, ACC)
+    c, j, b0, b1, p, h, w, valid, v = coords
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
@@ -323,9 +335,9 @@ def masked_perturb_forward_kernel(
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)
         u = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
-        v = _blend_clamp(u, a, m, lo, hi, REPLACE, HAS_CLAMP)
-        out = (v - after_mean) * after_inv
-        out_row = out_ptr + (tl.cast(b, tl.int64) * C + c) * (H * W)
+        val = _blend_clamp(u, a, m, lo, hi, REPLACE, HAS_CLAMP)
+        out = (val - after_mean) * after_inv
+        out_row = out_ptr + ((tl.cast(v, tl.int64) * B + b) * C + c) * (H * W)
         tl.store(out_row + p, out.to(out_ptr.dtype.element_ty), mask=valid)
 
 
@@ -339,19 +351,20 @@ def masked_perturb_backward_kernel(
     RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, REPLACE: tl.constexpr,
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
-    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr,
+    DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr,
 ):
-    """float32 canvas-resolution partials for the positions and batch chunk j of this program:
-    grad_delta[b or j] = act' * sum_b g_a, grad_mask[b or j] = sum_b g_m (per sample when delta / mask
-    is per sample, else summed in order b0..b1-1 into chunk row j), grad_placed[b] = g_u.
-    A gradient pointer passed as None is not computed."""
+    """Canvas-resolution partials (float32; float64 for float64 tensors) for the positions and batch chunk j
+    of this program: grad_delta[b or j] = act' * sum_b g_a, grad_mask[b or j] = sum_b g_m (per sample when
+    delta / mask is per sample, else summed in order b0..b1-1 into chunk row j), grad_placed[b] = g_u.
+    A bank's program v reads grad_out rows v * B + b and writes the rows v * chunks + j (delta, shared
+    mask) and v * B + b (per-sample mask, placed input). A gradient pointer passed as None is not computed."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
     NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
     coords, consts, taps, a, m = _program_setup(
         delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
         Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
-        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, ACC)
-    c, j, b0, b1, p, h, w, valid = coords
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, BANK, ACC)
+    c, j, b0, b1, p, h, w, valid, v = coords
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     zero = tl.zeros(h.shape, ACC)
     sum_ga = zero
@@ -361,7 +374,7 @@ def masked_perturb_backward_kernel(
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
                                  MASK_FLAT, ACC)
-        row = (tl.cast(b, tl.int64) * C + c) * plane
+        row = ((tl.cast(v, tl.int64) * B + b) * C + c) * plane
         g = tl.load(grad_ptr + row + p, mask=valid, other=0).to(ACC)
         if NEED_U:
             x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
@@ -373,8 +386,8 @@ def masked_perturb_backward_kernel(
         un = _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE)
         gv = g * after_inv
         if HAS_CLAMP:
-            v = _blend_clamp(un, a, m, lo, hi, REPLACE, False)
-            gv = tl.where((v >= lo) & (v <= hi), gv, 0.0)
+            val = _blend_clamp(un, a, m, lo, hi, REPLACE, False)
+            gv = tl.where((val >= lo) & (val <= hi), gv, 0.0)
         ga = gv * m
         if REPLACE:
             gm = gv * (a - un)
@@ -385,22 +398,22 @@ def masked_perturb_backward_kernel(
         if grad_delta_ptr is not None:
             if DELTA_PER_SAMPLE:
                 ga_out = ga * _activation_derivative(a, ACTIVATION)
-                tl.store(grad_delta_ptr + row + p, ga_out.to(tl.float32), mask=valid)
+                tl.store(grad_delta_ptr + row + p, ga_out.to(grad_delta_ptr.dtype.element_ty), mask=valid)
             else:
                 sum_ga += ga
         if grad_mask_ptr is not None:
             if MASK_PER_SAMPLE:
-                tl.store(grad_mask_ptr + row + p, gm.to(tl.float32), mask=valid)
+                tl.store(grad_mask_ptr + row + p, gm.to(grad_mask_ptr.dtype.element_ty), mask=valid)
             else:
                 sum_gm += gm
         if grad_placed_ptr is not None:
             gu = tl.where(covered, gun * before_inv, 0.0)
-            tl.store(grad_placed_ptr + row + p, gu.to(tl.float32), mask=valid)
-    chunk_row = (j.to(tl.int64) * C + c) * plane
+            tl.store(grad_placed_ptr + row + p, gu.to(grad_placed_ptr.dtype.element_ty), mask=valid)
+    chunk_row = ((tl.cast(v, tl.int64) * chunks + j) * C + c) * plane
     if grad_delta_ptr is not None:
         if not DELTA_PER_SAMPLE:
-            tl.store(grad_delta_ptr + chunk_row + p, (sum_ga * _activation_derivative(a, ACTIVATION)).to(tl.float32),
-                     mask=valid)
+            ga_sum = sum_ga * _activation_derivative(a, ACTIVATION)
+            tl.store(grad_delta_ptr + chunk_row + p, ga_sum.to(grad_delta_ptr.dtype.element_ty), mask=valid)
     if grad_mask_ptr is not None:
         if not MASK_PER_SAMPLE:
-            tl.store(grad_mask_ptr + chunk_row + p, sum_gm.to(tl.float32), mask=valid)
+            tl.store(grad_mask_ptr + chunk_row + p, sum_gm.to(grad_mask_ptr.dtype.element_ty), mask=valid)

@@ -2,8 +2,10 @@
 ``reprogram_ext::masked_perturb_backward_triton``, with the schemas and results of the C++ ops
 ``masked_perturb_forward`` / ``masked_perturb_backward`` (options.py, csrc/schemas.cpp): canonical
 [B, C, H, W] layout, stride-aware x / delta / mask with size-1 broadcast dims, (oy, ox) offsets of
-copies that add, float32 norm [2, C] = (mean, 1 / std). The backward returns float32
-canvas-resolution partials (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]);
+copies that add, norm [2, C] = (mean, 1 / std) in the accumulation dtype (float32; float64 for float64
+tensors), prompt banks (bank: delta [V, Cd, H, W], output [V * B, C, H, W]). The backward returns
+canvas-resolution partials in the accumulation dtype (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W],
+grad_placed [B, C, H, W], a bank's mask / input gradients summed over V);
 its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
 rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
 Kernels and formula: ``triton_kernels.py``.
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import triton
 
-from .autograd import register
+from .autograd import accumulation_dtype, register
 from .backends import triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
@@ -139,7 +141,7 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
     Bd, Cd, H, W = delta.shape
     C = Cx if Cd == 1 else Cd
     _check(Cx in (1, C), f"x has {Cx} channels, expected 1 or {C}")
-    _check(Bd in (1, B), f"delta batch must be 1 or {B}, got {Bd}")
+    _check(o.bank or Bd in (1, B), f"delta batch must be 1 or {B}, got {Bd} (a prompt bank takes bank=True)")
     _check(isinstance(mask_scale, int) and mask_scale >= 1, f"mask_scale must be >= 1, got {mask_scale}")
     if mask is not None:
         Hm, Wm = -(-H // mask_scale), -(-W // mask_scale)
@@ -148,8 +150,9 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
         _check(mask.device == delta.device, f"mask is on {mask.device} but delta is on {delta.device}")
         _check(mask.shape[0] in (1, B) and mask.shape[1] in (1, C) and mask.shape[2] in (1, Hm)
                and mask.shape[3] in (1, Wm), f"mask {tuple(mask.shape)} does not broadcast to [{B}, {C}, {Hm}, {Wm}]")
-    _check(norm.dtype == torch.float32 and tuple(norm.shape) == (2, C) and norm.is_contiguous()
-           and norm.device == delta.device, f"norm must be a contiguous float32 [2, {C}] tensor on delta's device, "
+    acc = accumulation_dtype(delta.dtype)
+    _check(norm.dtype == acc and tuple(norm.shape) == (2, C) and norm.is_contiguous()
+           and norm.device == delta.device, f"norm must be a contiguous {acc} [2, {C}] tensor on delta's device, "
            f"got {norm.dtype} {tuple(norm.shape)} on {norm.device}")
     _check(len(resized_size) == 2, f"resized_size must have 2 entries, got {list(resized_size)}")
     Hr, Wr = resized_size
@@ -177,8 +180,8 @@ class Launch(NamedTuple):
 
 
 def _shared_arguments(x, delta, mask, *op_args) -> dict:
-    """The arguments both kernels take after their pointers and before `chunks` is known, by name;
-    op_args: the op's arguments after (x, delta, mask)."""
+    """The arguments both kernels take after their pointers and before `chunks` is known, by name (and V,
+    the bank entries, for the launcher); op_args: the forward op's arguments after (x, delta, mask)."""
     o = PerturbOptions.from_op_args(*op_args)
     norm = op_args[1]
     B, C, H, W = _check_arguments(x, delta, mask, norm, o)
@@ -208,8 +211,8 @@ def _shared_arguments(x, delta, mask, *op_args) -> dict:
         X_FLAT=one_copy and (oy0, ox0) == (0, 0) and resize_mode == "none" and _plane_is_flat(x, H, W),
         DELTA_FLAT=_plane_is_flat(delta, H, W),
         MASK_FLAT=mask is not None and mask_scale == 1 and _plane_is_flat(mask, H, W),
-        DELTA_PER_SAMPLE=delta.shape[0] > 1, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
-        BLOCK=block_size(delta.dtype, delta.device),
+        DELTA_PER_SAMPLE=delta.shape[0] > 1 and not o.bank, MASK_PER_SAMPLE=mask is not None and mask.shape[0] > 1,
+        BLOCK=block_size(delta.dtype, delta.device), BANK=o.bank, V=delta.shape[0] if o.bank else 1,
     )
 
 
@@ -217,76 +220,95 @@ def _programs_per_sample(args: dict) -> int:
     return args["C"] * triton.cdiv(args["H"] * args["W"], args["BLOCK"])
 
 
+def _launch(args: dict, chunks: int) -> Launch:
+    """The launch of (bank entry, chunk, channel, block) programs; V is the launcher's, not a kernel argument."""
+    programs = args.pop("V") * chunks * _programs_per_sample(args)
+    args.update(chunks=chunks)
+    return Launch(programs, args)
+
+
 def plan_forward(x, delta, mask, *op_args) -> tuple:
     """(out, Launch of masked_perturb_forward_kernel or None when out is empty); op_args as in the schema."""
     args = _shared_arguments(x, delta, mask, *op_args)
-    out = torch.empty((args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
+    out = torch.empty((args["V"] * args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
     if out.numel() == 0:
         return out, None
     chunks = forward_chunks(args["B"], _programs_per_sample(args), delta.device)
-    args.update(out_ptr=out, chunks=chunks)
-    return out, Launch(_programs_per_sample(args) * chunks, args)
+    args.update(out_ptr=out)
+    return out, _launch(args, chunks)
 
 
-def plan_backward(grad_out, x, delta, mask, *op_args_and_needs) -> tuple:
+def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
     """((grad_delta, grad_mask, grad_placed) buffers, Launch of masked_perturb_backward_kernel or None).
-    Buffers not needed are None; the delta / mask buffers hold one row per chunk when shared by the batch."""
-    *op_args, needs = op_args_and_needs
-    args = _shared_arguments(x, delta, mask, *op_args)
-    B, C, H, W = args["B"], args["C"], args["H"], args["W"]
-    _check(tuple(grad_out.shape) == (B, C, H, W) and grad_out.dtype == delta.dtype,
-           f"grad_out must be [{B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
+    Buffers not needed are None; the delta / mask buffers hold one row per chunk when shared by the batch,
+    and every buffer one block of such rows per bank entry (V blocks; the delta's are [V, chunks] rows)."""
+    *op_args, needs, bank = op_args_needs_bank
+    args = _shared_arguments(x, delta, mask, *op_args, bank)
+    B, C, H, W, V = args["B"], args["C"], args["H"], args["W"], args["V"]
+    _check(tuple(grad_out.shape) == (V * B, C, H, W) and grad_out.dtype == delta.dtype,
+           f"grad_out must be [{V * B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
            f"got {tuple(grad_out.shape)} {grad_out.dtype}")
     _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
     chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device, delta.dtype.itemsize)
+    acc = accumulation_dtype(delta.dtype)
 
-    if B == 0:  # zero gradients of delta's / mask's batch size
-        grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=torch.float32) if needs[0] else None,
-                 mask.new_zeros((mask.shape[0], C, H, W), dtype=torch.float32) if needs[1] and mask is not None
-                 else None,
-                 delta.new_zeros((0, C, H, W), dtype=torch.float32) if needs[2] else None)
+    if B == 0 or V == 0:  # zero gradients of delta's / mask's / x's batch size
+        grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=acc) if needs[0] else None,
+                 mask.new_zeros((mask.shape[0], C, H, W), dtype=acc) if needs[1] and mask is not None else None,
+                 delta.new_zeros((B, C, H, W), dtype=acc) if needs[2] else None)
         return grads, None
 
     def buffer(need: bool, per_sample: bool):
-        return delta.new_empty((B if per_sample else chunks, C, H, W), dtype=torch.float32) if need else None
+        return delta.new_empty((V * (B if per_sample else chunks), C, H, W), dtype=acc) if need else None
 
     grads = (buffer(bool(needs[0]), args["DELTA_PER_SAMPLE"]),
              buffer(bool(needs[1]) and mask is not None, args["MASK_PER_SAMPLE"]),
              buffer(bool(needs[2]), True))
     args.update(grad_ptr=grad_out.contiguous(), grad_delta_ptr=grads[0], grad_mask_ptr=grads[1],
-                grad_placed_ptr=grads[2], chunks=chunks)
-    return grads, Launch(_programs_per_sample(args) * chunks, args)
+                grad_placed_ptr=grads[2])
+    return grads, _launch(args, chunks)
 
 
 def _run(kernel, launch: Launch) -> None:
     torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=NUM_WARPS)
 
 
-def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor],
-                                  *op_args) -> torch.Tensor:
-    """The forward op (options.FORWARD_SCHEMA): out [B, C, H, W] of delta's dtype (formula in triton_kernels.py)."""
-    out, launch = plan_forward(x, delta, mask, *op_args)
+def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets,
+                                  norm: torch.Tensor, resized_size, resize_mode: str, activation: str, blend: str,
+                                  normalize: str, clamp, mask_scale: int, bank: bool = False) -> torch.Tensor:
+    """The forward op (options.FORWARD_SCHEMA): out [B, C, H, W] ([V * B, C, H, W] for a bank) of delta's dtype
+    (formula in triton_kernels.py)."""
+    out, launch = plan_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize,
+                               clamp, mask_scale, bank)
     if launch is not None:
         _run(masked_perturb_forward_kernel, launch)
     return out
 
 
 def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delta: torch.Tensor,
-                                   mask: Optional[torch.Tensor], *op_args_and_needs) -> tuple:
-    """The backward op (options.BACKWARD_SCHEMA): float32 (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W],
-    grad_placed [B, C, H, W]); an output not asked for by needs is an empty tensor."""
-    grads, launch = plan_backward(grad_out, x, delta, mask, *op_args_and_needs)
+                                   mask: Optional[torch.Tensor], offsets, norm: torch.Tensor, resized_size,
+                                   resize_mode: str, activation: str, blend: str, normalize: str, clamp,
+                                   mask_scale: int, needs, bank: bool = False) -> tuple:
+    """The backward op (options.BACKWARD_SCHEMA): in the accumulation dtype (grad_delta [Bd, C, H, W],
+    grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]); an output not asked for by needs is an empty tensor."""
+    grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
+                                  normalize, clamp, mask_scale, needs, bank)
+    gd, gm, gp = grads
     if launch is not None:
         _run(masked_perturb_backward_kernel, launch)
-    shared = (delta.shape[0] == 1, mask is None or mask.shape[0] == 1, False)
-    result = []
-    for g, is_shared in zip(grads, shared):
-        if g is None:
-            g = delta.new_empty((0,), dtype=torch.float32)
-        elif is_shared and g.shape[0] > 1:  # chunk rows -> the batch sum
-            g = g.sum(0, keepdim=True)
-        result.append(g)
-    return tuple(result)
+        V = delta.shape[0] if bank else 1  # bank entries
+        if gd is not None and gd.shape[0] > V and not launch.args["DELTA_PER_SAMPLE"]:
+            # chunk rows -> the batch sum (of each bank entry)
+            gd = gd.sum(0, keepdim=True) if V == 1 else gd.view(V, -1, *gd.shape[1:]).sum(1)
+        if gm is not None:
+            if V > 1:  # the mask is shared by the bank entries
+                gm = gm.view(V, -1, *gm.shape[1:]).sum(0)
+            if mask.shape[0] == 1 and gm.shape[0] > 1:  # chunk rows -> the batch sum
+                gm = gm.sum(0, keepdim=True)
+        if gp is not None and V > 1:  # so is x
+            gp = gp.view(V, -1, *gp.shape[1:]).sum(0)
+    empty = delta.new_empty((0,), dtype=accumulation_dtype(delta.dtype))
+    return tuple(empty if g is None else g for g in (gd, gm, gp))
 
 
 def _define_op(name: str, schema: str, fn) -> None:
