@@ -39,15 +39,6 @@ def tolerances(dtype):
     return dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
 
 
-def mark_float64_normalisation(request, dtype, normalized):
-    """masked_perturb rounds mean/std to float32 on every backend today (issue 12, "float64 that is
-    float64"): a normalised float64 output is float32-accurate only. Strict xfail, so that this case
-    fails, and this mark has to go, once float64 is normalised in float64."""
-    if dtype == torch.float64 and normalized:
-        request.applymarker(pytest.mark.xfail(strict=True, raises=AssertionError,
-                                              reason="masked_perturb's float64 normalisation uses float32 constants"))
-
-
 def normalize(z, mean, std):
     """torchvision's ``Normalize``: ``(z - mean_c) / std_c``."""
     mean = torch.tensor(mean, dtype=z.dtype, device=z.device).view(1, -1, 1, 1)
@@ -56,24 +47,24 @@ def normalize(z, mean, std):
 
 
 def assert_same_grads(ours, theirs, dtype):
-    for name, (g_ours, g_theirs) in zip(("first", "second", "third"), zip(ours, theirs)):
-        torch.testing.assert_close(g_ours, g_theirs, **tolerances(dtype), msg=lambda m: f"{name} gradient: {m}")
+    for i, (g_ours, g_theirs) in enumerate(zip(ours, theirs)):
+        torch.testing.assert_close(g_ours, g_theirs, **tolerances(dtype), msg=lambda m, i=i: f"gradient {i}: {m}")
 
 
 class FeatureNet(nn.Module):
-    """A small random "source model": conv features, pooled, optionally a classifier on top."""
+    """A small random "source model" that returns features (an image encoder): conv, ReLU, mean pool."""
 
-    def __init__(self, dim=16, classes=None):
+    def __init__(self, dim=16):
         super().__init__()
         self.conv = nn.Conv2d(3, dim, 8, stride=8)
-        self.head = nn.Linear(dim, classes) if classes else nn.Identity()
 
     def forward(self, x):
-        return self.head(F.relu(self.conv(x)).mean((2, 3)))
+        return F.relu(self.conv(x)).mean((2, 3))
 
 
 def train_one_step(recipe, model, x, y, loss_fn=F.cross_entropy, lr=0.1):
-    """One SGD step through ``recipe.reprogrammer(model)``; returns the trainable parameters before."""
+    """One SGD step through ``recipe.reprogrammer(model)``: some trainable parameter moves, the model
+    does not; returns the reprogrammer."""
     net = recipe.reprogrammer(model).train()
     frozen = [p.detach().clone() for p in model.parameters()]
     params = list(net.trainable_parameters())
@@ -100,8 +91,7 @@ def original_lor_vp(x_resized, left_bar, right_bar, mean, std):
 
 @pytest.mark.parametrize("backend,device,dtype", CASES)
 @pytest.mark.parametrize("mean,std", [(IN_MEAN, IN_STD), (None, None)], ids=["imagenet", "no-norm"])
-def test_lor_vp_matches_original(request, backend, device, dtype, mean, std):
-    mark_float64_normalisation(request, dtype, mean is not None)
+def test_lor_vp_matches_original(backend, device, dtype, mean, std):
     recipe = presets.lor_vp(10, feature_dim=16, input_size=32, output_size=224, mean=mean, std=std, backend=backend)
     prompt = recipe.input_transform.to(device, dtype)
     assert isinstance(prompt, LowRankPrompt) and prompt.rank == 4
@@ -201,8 +191,7 @@ def resized_like_evp(x, size=164):
 
 @pytest.mark.parametrize("backend,device,dtype", CASES)
 @pytest.mark.parametrize("normalized", [True, False], ids=["clip-norm", "no-norm"])
-def test_evp_matches_original(request, backend, device, dtype, normalized):
-    mark_float64_normalisation(request, dtype, normalized)
+def test_evp_matches_original(backend, device, dtype, normalized):
     norm = dict(mean=presets.CLIP_MEAN, std=presets.CLIP_STD) if normalized else dict(mean=None, std=None)
     text = torch.randn(10, 16, dtype=dtype, device=device)
     recipe = presets.evp(text, backend=backend, **norm)
@@ -276,3 +265,188 @@ def test_evp_trains_end_to_end(backend_device):
     delta = recipe.input_transform.delta.detach()
     assert torch.isfinite(loss) and torch.count_nonzero(delta) > 0
     assert torch.count_nonzero(delta[:, 30:194, 30:194]) == 0
+
+
+# --------------------------------------------------------------------------- AttrVR and DVP (CLIP, PaddingVR)
+
+
+def original_padding_vr(x, program, out_size=224, norm=True):
+    """``methods/vp.py`` ``PaddingVR`` of tmlr-group/AttrVR and tmlr-group/DecoupledVP (the same
+    class): ``l_pad = int((out - in + 1)/2)``, ``r_pad = int((out - in)/2)``, mask 1 on the border,
+    ``pad(x) + sigmoid(program) * mask``, then CLIP's ``Normalize`` when ``norm``."""
+    size = x.shape[-1]
+    l_pad, r_pad = int((out_size - size + 1) / 2), int((out_size - size) / 2)
+    mask = F.pad(torch.zeros(3, size, size, dtype=x.dtype, device=x.device), (l_pad, r_pad, l_pad, r_pad), value=1)
+    z = F.pad(x, (l_pad, r_pad, l_pad, r_pad), value=0) + torch.sigmoid(program) * mask
+    return normalize(z, presets.CLIP_MEAN, presets.CLIP_STD) if norm else z
+
+
+def original_get_logits(num_attr, exp, x_emb, t_emb, k):
+    """AttrVR ``tools.py`` ``getLogits``: ``t_emb [m, T, D]`` -> ``[D, T·m]`` (class-major), scores
+    ``exp·x_emb @ t``, per class sorted descending, the mean of the first k."""
+    fea_dim = t_emb.shape[-1]
+    t = t_emb.permute(2, 1, 0).reshape(fea_dim, -1)
+    res = (exp * x_emb @ t).reshape(x_emb.shape[0], -1, num_attr)
+    res, _ = torch.sort(res, dim=-1, descending=True)
+    return torch.mean(res[:, :, :k], dim=2)
+
+
+def unit(t):
+    return t / t.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("backend,device,dtype", CASES)
+@pytest.mark.parametrize("normalized", [True, False], ids=["clip-norm", "no-norm"])
+def test_attrvr_matches_original(backend, device, dtype, normalized):
+    T, m, D, k, alpha = 10, 20, 16, 3, 0.5
+    des, dist = torch.randn(T, m, D, dtype=dtype, device=device), torch.randn(T, m, D, dtype=dtype, device=device)
+    norm = dict(mean=presets.CLIP_MEAN, std=presets.CLIP_STD) if normalized else dict(mean=None, std=None)
+    recipe = presets.attrvr(des, dist, backend=backend, **norm)
+    prompt, mapping = recipe.input_transform.to(device, dtype), recipe.output_mapping
+    with torch.no_grad():
+        prompt.delta.normal_()
+    encoder = FeatureNet(D).to(device, dtype)
+    x = torch.rand(4, 3, 192, 192, device=device, dtype=dtype)
+    program = prompt.delta.detach().clone().requires_grad_()
+    canvas = original_padding_vr(x, program, norm=normalized)
+    x_emb = unit(encoder(canvas))
+    exp = math.exp(presets.CLIP_LOGIT_SCALE)
+    expected = (original_get_logits(m, exp, x_emb, unit(des).transpose(0, 1), k) * alpha
+                + original_get_logits(m, exp, x_emb, unit(dist).transpose(0, 1), k) * (1 - alpha))
+    out = mapping(encoder(prompt(x)))
+    assert out.shape == (4, T) and out.dtype == dtype
+    torch.testing.assert_close(out, expected, **tolerances(dtype))
+    grad_out = torch.randn_like(out)
+    (ours,) = torch.autograd.grad(out, prompt.delta, grad_out)
+    (theirs,) = torch.autograd.grad(expected, program, grad_out)
+    torch.testing.assert_close(ours, theirs, **tolerances(dtype))
+
+
+def test_attrvr_layout_and_errors():
+    recipe = presets.attrvr(torch.randn(5, 20, 8), torch.randn(5, 20, 8))
+    prompt, mapping = recipe.input_transform, recipe.output_mapping
+    assert prompt.offset == (16, 16) and prompt.activation == "sigmoid" and torch.count_nonzero(prompt.delta) == 0
+    assert (mapping.topk, mapping.lam, mapping.num_attributes) == (3, 0.5, 20)
+    features = torch.randn(6, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(mapping(features).sum(), features)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same shape"):
+        presets.attrvr(torch.randn(5, 20, 8), torch.randn(5, 19, 8))
+    with pytest.raises(ValueError, match="topk"):
+        presets.attrvr(torch.randn(5, 20, 8), torch.randn(5, 20, 8), topk=21)
+    with pytest.raises(ValueError, match="lam"):
+        presets.attrvr(torch.randn(5, 20, 8), torch.randn(5, 20, 8), lam=1.5)
+    with pytest.raises(ValueError, match="features"):
+        mapping(torch.randn(6, 9))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_attrvr_trains_end_to_end(backend_device):
+    backend, _ = backend_device
+    recipe = presets.attrvr(torch.randn(4, 20, 16), torch.randn(4, 20, 16), input_size=32, output_size=64,
+                            backend=backend)
+    train_one_step(recipe, FeatureNet(16), torch.rand(6, 3, 32, 32), torch.randint(0, 4, (6,)), lr=40.0)
+
+
+def original_dvp_network(x, programs, encoder, causes_emb_list, T, m, norm=True):
+    """DecoupledVP ``experiments/fs_dvp_cse.py`` ``network``: for each group i, the CLIP features of
+    ``vplist[i](x)``, normalised, ``exp·x_emb @ causes_emb_list[i].T`` reshaped ``[B, T, m]``;
+    concatenated over the groups on the last dim and flattened to ``[B, T·V·m]`` (its ``.float()``
+    is for autocast, a no-op here)."""
+    exp = math.exp(presets.CLIP_LOGIT_SCALE)
+    single = []
+    for i, emb in enumerate(causes_emb_list):
+        x_emb = unit(encoder(original_padding_vr(x, programs[i], norm=norm)))
+        single.append((exp * x_emb @ emb.T).reshape(-1, T, m))
+    return torch.cat(single, dim=2).reshape(-1, T * m * len(causes_emb_list))
+
+
+def original_initialize_prm(c, m):
+    """DecoupledVP ``tools.py`` ``initialize_prm``: ``prob[i, i·m : i·m + m] = 1/m``, returned ``[c·m, c]``."""
+    prob = torch.zeros(c, m * c, dtype=torch.float64)
+    for i in range(c):
+        prob[i, i * m:i * m + m] = 1 / m
+    return prob.T.float()
+
+
+def original_calculate_prm(all_v, all_y, m):
+    """DecoupledVP ``tools.py`` ``calculate_prm``: ``prm[y, y·m + v] += 1`` for each sample's top-k
+    descriptions v, rows divided by their sums, returned ``[c·m, c]`` with ``c = max(y) + 1``."""
+    c = int(all_y.max()) + 1
+    prm = torch.zeros(c, m * c, dtype=torch.float64)
+    for i in range(all_v.shape[0]):
+        for j in range(all_v.shape[1]):
+            prm[all_y[i], all_y[i] * m + all_v[i, j]] += 1
+    return (prm / prm.sum(1, keepdim=True)).T.float()
+
+
+@pytest.mark.parametrize("backend,device,dtype", CASES)
+@pytest.mark.parametrize("normalized", [True, False], ids=["clip-norm", "no-norm"])
+def test_dvp_matches_original(backend, device, dtype, normalized):
+    V, T, m, D, k = 3, 10, 20, 16, 3
+    descriptions = torch.randn(V, T, m, D, dtype=dtype, device=device)
+    norm = dict(mean=presets.CLIP_MEAN, std=presets.CLIP_STD) if normalized else dict(mean=None, std=None)
+    recipe = presets.dvp(descriptions, backend=backend, **norm)
+    bank, mapping = recipe.input_transform.to(device, dtype), recipe.output_mapping
+    with torch.no_grad():
+        bank.delta.normal_()
+    encoder = FeatureNet(D).to(device, dtype)
+    causes = [unit(descriptions[v]).reshape(T * m, D) for v in range(V)]  # clip_txt: [T·m, D], class-major
+    net = recipe.reprogrammer(encoder).train()
+    programs = [bank.delta[v].detach().clone().requires_grad_() for v in range(V)]
+
+    # the original's first epoch: no training, only the reweighting matrix from the top-k descriptions
+    x = torch.rand(12, 3, 192, 192, device=device, dtype=dtype)
+    y = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 3], device=device)
+    prob = original_initialize_prm(T, V * m)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x[:6]), original_dvp_network(x[:6], programs, encoder, causes, T, m, normalized)
+                                   @ prob.to(dtype), **tolerances(dtype))
+        net(x[6:], y[6:])
+        net(x[:6], y[:6])
+    fx = original_dvp_network(torch.cat([x[6:], x[:6]]), programs, encoder, causes, T, m, normalized)
+    y_order = torch.cat([y[6:], y[:6]])
+    indices = torch.topk(fx.reshape(-1, T, V * m)[torch.arange(12), y_order], k, dim=1).indices
+    prob = original_calculate_prm(indices.cpu(), y_order.cpu(), V * m)
+    assert net.end_epoch()
+    dense = torch.zeros(T * V * m, T, dtype=mapping.weight.dtype)
+    for t in range(T):
+        dense[t * V * m:(t + 1) * V * m, t] = mapping.weight[t].cpu()
+    torch.testing.assert_close(dense, prob.to(dense.dtype), rtol=1e-6, atol=1e-7)
+    assert torch.count_nonzero(mapping.counts) == 0
+
+    # a training step: forward and the prompts' gradients
+    out = net(x[:4])
+    expected = original_dvp_network(x[:4], programs, encoder, causes, T, m, normalized) @ prob.to(device, dtype)
+    torch.testing.assert_close(out, expected, **tolerances(dtype))
+    grad_out = torch.randn_like(out)
+    (ours,) = torch.autograd.grad(out, bank.delta, grad_out)
+    theirs = torch.stack(torch.autograd.grad(expected, programs, grad_out))
+    torch.testing.assert_close(ours, theirs, **tolerances(dtype))
+
+
+def test_dvp_layout_and_classes_without_samples():
+    recipe = presets.dvp(torch.randn(3, 4, 5, 8))
+    bank, mapping = recipe.input_transform, recipe.output_mapping
+    assert bank.delta.shape == (3, 3, 224, 224) and bank.offset == (16, 16) and torch.count_nonzero(bank.delta) == 0
+    torch.testing.assert_close(mapping.weight, torch.full((4, 15), 1 / 15))  # initialize_prm
+    out = bank(torch.rand(2, 3, 192, 192))
+    assert out.shape == (6, 3, 224, 224)
+    mapping.update(torch.randn(6, 8), torch.tensor([1, 1]))  # only class 1 has samples
+    assert mapping.counts.sum().item() == 6 and mapping.counts[1].sum().item() == 6
+    mapping.end_epoch()
+    assert mapping.weight[1].sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(mapping.weight[[0, 2, 3]], torch.full((3, 15), 1 / 15))  # original: 0/0
+    with pytest.raises(ValueError, match="V·B"):
+        mapping(torch.randn(5, 8))
+    with pytest.raises(ValueError, match="descriptions"):
+        presets.dvp(torch.randn(4, 5, 8))
+
+
+@pytest.mark.parametrize("backend_device", BACKENDS)
+def test_dvp_trains_end_to_end(backend_device):
+    backend, _ = backend_device
+    recipe = presets.dvp(torch.randn(2, 4, 5, 16), input_size=32, output_size=64, backend=backend)
+    x, y = torch.rand(6, 3, 32, 32), torch.randint(0, 4, (6,))
+    net = train_one_step(recipe, FeatureNet(16), x, y, lr=40.0)
+    assert net.end_epoch() and not torch.equal(recipe.output_mapping.weight, torch.full((4, 10), 0.1))

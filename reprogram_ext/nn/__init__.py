@@ -11,7 +11,10 @@ from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
 from .low_rank_prompt import LowRankPrompt
 from .evp_prompt import EVPPrompt
+from .attribute_mapping import AttributeMapping
+from .prompt_bank import PaddingPromptBank
+from .description_mapping import DescriptionMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
            "TextHeadMapping", "Reprogrammer"]
-__all__ += ["LowRankPrompt", "EVPPrompt"]
+__all__ += ["LowRankPrompt", "EVPPrompt", "AttributeMapping", "PaddingPromptBank", "DescriptionMapping"]

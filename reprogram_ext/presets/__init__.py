@@ -37,7 +37,9 @@ from .voice2series import voice2series
 from .lor_vp import lor_vp
 from .evp import EVPOptimizer, evp
 from .clip_constants import CLIP_LOGIT_SCALE, CLIP_MEAN, CLIP_STD
+from .attrvr import attrvr
+from .dvp import dvp
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source"]
-__all__ += ["lor_vp", "evp", "EVPOptimizer", "CLIP_MEAN", "CLIP_STD", "CLIP_LOGIT_SCALE"]
+__all__ += ["lor_vp", "evp", "attrvr", "dvp", "EVPOptimizer", "CLIP_MEAN", "CLIP_STD", "CLIP_LOGIT_SCALE"]
