@@ -307,8 +307,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
                 gm = gm.sum(0, keepdim=True)
         if gp is not None and V > 1:  # so is x
             gp = gp.view(V, -1, *gp.shape[1:]).sum(0)
-    empty = delta.new_empty((0,), dtype=accumulation_dtype(delta.dtype))
-    return tuple(empty if g is None else g for g in (gd, gm, gp))
+    acc = accumulation_dtype(delta.dtype)  # each output not asked for: its own empty tensor (outputs never alias)
+    return tuple(delta.new_empty((0,), dtype=acc) if g is None else g for g in (gd, gm, gp))
 
 
 def _define_op(name: str, schema: str, fn) -> None:
