@@ -38,6 +38,12 @@ from .autovp import autovp
 from .smm import smm
 from .blm import blm
 from .voice2series import voice2series
+# The 2024-25 vision methods (docs/methods/):
+from .lor_vp import lor_vp
+from .evp import EVPOptimizer, evp
+from .clip_constants import CLIP_LOGIT_SCALE, CLIP_MEAN, CLIP_STD
+from .attrvr import attrvr
+from .dvp import dvp
 
 __all__ = ["Recipe", "ilm_vp", "elsayed", "bar", "bahng", "autovp", "smm", "blm", "voice2series",
            "IMAGENET_MEAN", "IMAGENET_STD", "SourceInfo", "describe_source",
@@ -62,3 +68,4 @@ from .r2dl import r2dl  # noqa: E402
 from .warp import warp  # noqa: E402
 
 __all__ += ["neekhara2019", "r2dl", "warp"]
+__all__ += ["lor_vp", "evp", "attrvr", "dvp", "EVPOptimizer", "CLIP_MEAN", "CLIP_STD", "CLIP_LOGIT_SCALE"]
