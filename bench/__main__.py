@@ -25,6 +25,7 @@ from .report import format_table, write_all
 from .runner import run_case
 from .targets import check_targets, format_targets
 from .utils import TimingBudget, machine_info
+from . import cases_blackbox  # the black-box ZO step (bench/notes/blackbox.md)
 
 CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
 from . import cases_blackbox_e2e  # noqa: E402  (black-box step end to end: queries per second)
@@ -32,6 +33,8 @@ CASE_FAMILIES += (cases_blackbox_e2e.cases,)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+CASE_FAMILIES += (cases_blackbox.cases,)
+OPS += ("blackbox_step",)
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The C++ CPU kernels' output block cache is opt-in (docs/runtime.md); the benchmark opts in, as a
 # training loop should, unless REPROGRAM_EXT_CPU_CACHE_MB says otherwise (0: measure without it).

@@ -112,6 +112,16 @@ TARGETS = [
 ]
 
 
+# Black-box (zeroth-order) step, BAR's setting (bench/cases_blackbox.py): bank + estimate + update,
+# the model's time excluded, >= 3x an eager PyTorch BAR step that materialises directions and programs.
+BLACKBOX_Q5, BLACKBOX_Q20 = "bar_zo_q5_b32", "bar_zo_q20_b32"
+TARGETS += [
+    Target(case, f"BAR ZO step (bank + estimate + update) speedup vs eager BAR step, {case}",
+           lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0)
+    for case in (BLACKBOX_Q5, BLACKBOX_Q20)
+]
+
+
 COMPARE = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
 
 

@@ -31,6 +31,18 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "int[] resized_size, str resize_mode, str activation, str blend, str normalize, float[]? clamp, "
       "int mask_scale, bool[3] needs) -> (Tensor, Tensor, Tensor)");
 
+  // ---- perturbation_bank (docs/blackbox.md; options: csrc/perturbation_bank/options.h and
+  // reprogram_ext/ops/perturbation_bank/options.py, which holds the same schemas for the Triton ops).
+  // Returns [query_stop - query_start, B, C, H, W] in theta's dtype (float32 or float64, the compute
+  // dtype): query k applies act(theta + sign_k beta u_{j_k}) through masked_perturb's options (after
+  // the bank's own). seed: the 64-bit key as a signed int64.
+  m.def(
+      "perturbation_bank(Tensor x, Tensor theta, Tensor? mask, int seed, int q, float beta, str directions, "
+      "bool antithetic, int query_start, int query_stop, int[] offsets, Tensor norm, int[] resized_size, "
+      "str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale) -> Tensor");
+  // out [numel] in weights' dtype: sum_{j=1..q} weights[j-1] u_j (segmented: weights[j-1] / Delta_j).
+  m.def("perturbation_bank_combine(Tensor weights, int seed, int numel, str directions) -> Tensor");
+
   // ---- label_map / mapped_cross_entropy (docs/ops/label_map.md): schemas below this line.
   // Canonical form: logits [N, S] contiguous; index int64 [T, K] (-1 pads ragged groups); weight
   // [T, K] in the accumulation dtype (float32, float64 for float64 logits) or None.
@@ -56,16 +68,4 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "mapped_cross_entropy_backward(Tensor grad_loss, Tensor logits, Tensor target, Tensor index, "
       "Tensor? weight, Tensor unit_grad, Tensor dense, str reduce, str pre, float label_smoothing, "
       "int ignore_index, bool need_weight_grad) -> (Tensor, Tensor)");
-
-  // ---- perturbation_bank (docs/blackbox.md; options: csrc/perturbation_bank/options.h and
-  // reprogram_ext/ops/perturbation_bank/options.py, which holds the same schemas for the Triton ops).
-  // Returns [query_stop - query_start, B, C, H, W] in theta's dtype (float32 or float64, the compute
-  // dtype): query k applies act(theta + sign_k beta u_{j_k}) through masked_perturb's options (after
-  // the bank's own). seed: the 64-bit key as a signed int64.
-  m.def(
-      "perturbation_bank(Tensor x, Tensor theta, Tensor? mask, int seed, int q, float beta, str directions, "
-      "bool antithetic, int query_start, int query_stop, int[] offsets, Tensor norm, int[] resized_size, "
-      "str resize_mode, str activation, str blend, str normalize, float[]? clamp, int mask_scale) -> Tensor");
-  // out [numel] in weights' dtype: sum_{j=1..q} weights[j-1] u_j (segmented: weights[j-1] / Delta_j).
-  m.def("perturbation_bank_combine(Tensor weights, int seed, int numel, str directions) -> Tensor");
 }

@@ -397,3 +397,31 @@ def test_auto_picks_cpu_and_bad_backend():
     assert resolve_backend("auto", torch.device("cpu"), "perturbation_bank_combine") == "cpu"
     with pytest.raises(ValueError, match="backend"):
         bb.perturbation_bank(X, THETA, q=1, beta=0.1, seed=0, backend="gpu")
+
+
+def test_cpu_op_guards():
+    """Direct torch.ops callers get the same argument checks from the C++ op."""
+    from reprogram_ext.ops.perturbation_bank.api import canonicalize_bank
+    from reprogram_ext.ops.perturbation_bank.options import PERTURB_DEFAULTS
+
+    cb = canonicalize_bank(X, THETA, None, q=2, beta=0.1, seed=7, directions="sphere", antithetic=False,
+                           queries=None, out_dtype=None, options=dict(PERTURB_DEFAULTS))
+    cp = cb.perturb
+    opts = cp.options.op_args(cp.norm)
+    bank = torch.ops.reprogram_ext.perturbation_bank
+    for q, beta, start, stop, match in ((0, 0.1, 0, 1, "q must be"), (2, 0.0, 0, 1, "beta must be"),
+                                        (2, float("nan"), 0, 1, "beta must be"), (2, 0.1, 0, 4, "queries must be"),
+                                        (2, 0.1, 2, 2, "queries must be")):
+        with pytest.raises(RuntimeError, match=match):
+            bank(cp.x, cp.delta, cp.mask, 7, q, beta, "sphere", False, start, stop, *opts)
+    with pytest.raises(ValueError, match="directions"):
+        bank(cp.x, cp.delta, cp.mask, 7, 2, 0.1, "normal", False, 0, 3, *opts)
+    with pytest.raises(RuntimeError, match="theta must be float32 or float64"):
+        bank(cp.x.half(), cp.delta.half(), cp.mask, 7, 2, 0.1, "sphere", False, 0, 3, *opts)
+    combine = torch.ops.reprogram_ext.perturbation_bank_combine
+    with pytest.raises(RuntimeError, match="weights must be"):
+        combine(torch.ones(2, 2), 1, 10, "sphere")
+    with pytest.raises(RuntimeError, match="numel must be"):
+        combine(torch.ones(2), 1, 2 ** 25 + 1, "sphere")
+    with pytest.raises(RuntimeError, match="numel must be"):
+        combine(torch.ones(2), 1, 0, "gaussian")

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "masked_perturb/cpu_rows.h"
-#include "perturbation_bank/math.h"
+#include "perturbation_bank/args.h"
 #include "runtime/cpu_block_cache.h"
 
 namespace reprogram_ext {
@@ -80,28 +80,6 @@ void direction_block(Directions kind, uint64_t seed, uint32_t j, float norm, int
   raw_block(kind, seed, j, e0, n, v);
   if (kind == Directions::kSphere) {
     for (int64_t i = 0; i < n; ++i) v[i] = philox::fdiv(v[i], norm);
-  }
-}
-
-struct BankSpec {
-  uint64_t seed;
-  int64_t q;
-  double beta;
-  Directions kind;
-  bool antithetic;
-  int64_t start, stop;
-};
-
-// The directions a query range needs: js (distinct, ascending) and, per query, its index in js.
-void query_directions(const BankSpec& s, std::vector<uint32_t>* js, std::vector<int64_t>* slot) {
-  for (int64_t k = s.start; k < s.stop; ++k) {
-    const BankQuery qk = bank_query(k, s.antithetic);
-    if (qk.j == 0) {
-      slot->push_back(-1);
-      continue;
-    }
-    if (js->empty() || js->back() != qk.j) js->push_back(qk.j);
-    slot->push_back(static_cast<int64_t>(js->size()) - 1);
   }
 }
 
@@ -171,25 +149,11 @@ void fill_canvases(const MaskedPerturbArgs& A, const x_t* x, const acc_t* mask, 
   });
 }
 
-void check_bank_spec(const BankSpec& s, int64_t numel) {
-  TORCH_CHECK(s.q >= 1, "perturbation_bank: q must be a positive int, got ", s.q);
-  TORCH_CHECK(std::isfinite(s.beta) && s.beta > 0, "perturbation_bank: beta must be a finite real number > 0, got ",
-              s.beta);
-  const int64_t total = s.antithetic ? 2 * s.q : s.q + 1;
-  TORCH_CHECK(0 <= s.start && s.start < s.stop && s.stop <= total, "perturbation_bank: queries must be a non-empty "
-              "range within [0, Q=", total, "], got [", s.start, ", ", s.stop, ")");
-  TORCH_CHECK(s.q < (int64_t(1) << 31), "perturbation_bank: q must be below 2^31, got ", s.q);
-  TORCH_CHECK(numel > 0, "perturbation_bank: theta must be non-empty");
-  TORCH_CHECK(s.kind != Directions::kSphere || numel <= kMaxSphereNumel,
-              "perturbation_bank: theta must have at most 2^25 elements for sphere directions, got ", numel);
-}
-
 Tensor perturbation_bank_cpu(const Tensor& x, const Tensor& theta_in, const std::optional<Tensor>& mask_in,
                              int64_t seed, int64_t q, double beta, c10::string_view directions, bool antithetic,
                              int64_t query_start, int64_t query_stop, RX_MASKED_PERTURB_OPTION_PARAMS) {
   const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
-  TORCH_CHECK(theta_in.scalar_type() == at::kFloat || theta_in.scalar_type() == at::kDouble,
-              "perturbation_bank: theta must be float32 or float64 (the compute dtype), got ", theta_in.scalar_type());
+  check_bank_theta(theta_in);
   const Tensor theta = theta_in.contiguous();
   const std::optional<Tensor> mask = mask_in ? std::optional<Tensor>(mask_in->contiguous()) : std::nullopt;
   const auto A = make_masked_perturb_args(x, theta, mask, norm, o);
@@ -245,14 +209,9 @@ void combine_blocks(const acc_t* w, int64_t q, uint64_t seed, Directions kind, i
 
 Tensor perturbation_bank_combine_cpu(const Tensor& weights_in, int64_t seed, int64_t numel,
                                      c10::string_view directions) {
-  TORCH_CHECK(weights_in.dim() == 1 && weights_in.numel() >= 1 &&
-                  (weights_in.scalar_type() == at::kFloat || weights_in.scalar_type() == at::kDouble),
-              "perturbation_bank_combine: weights must be a float32/float64 [q] tensor, q >= 1, got ",
-              weights_in.sizes(), " ", weights_in.scalar_type());
+  check_combine_weights(weights_in);
   const Directions kind = parse_Directions(directions);
-  TORCH_CHECK(numel > 0 && (kind != Directions::kSphere || numel <= kMaxSphereNumel),
-              "perturbation_bank_combine: numel must be in [1, 2^25] for sphere directions and >= 1 otherwise, got ",
-              numel);
+  check_combine_numel(kind, numel);
   const Tensor weights = weights_in.contiguous();
   Tensor out = at::empty({numel}, weights.options());
   AT_DISPATCH_FLOATING_TYPES(weights.scalar_type(), "perturbation_bank_combine", [&] {

@@ -56,16 +56,30 @@ RX_PHX float fmul(float a, float b) {
   return a * b;
 #endif
 }
+// a / b and sqrt(a), correctly rounded. On the device without the IEEE operations' out-of-line slow
+// paths (subroutine calls for subnormal, huge or special operands, which the bank never has: its
+// divisors and radicands are normal numbers between 2^-33 and 2^31; a dividend must not be subnormal
+// or within a factor 2 of overflow, e.g. an SPSA weight near FLT_MAX): the fast paths nvcc inlines. Division: the correctly rounded reciprocal of
+// reciprocal.h's step, q0 = a r, then Markstein's correction q0 + (a - b q0) r (exact remainder by
+// fma). sqrt: g = a y, y = rsqrt.approx(a), then g + (a - g^2) y / 2. (Checked against the exact
+// result for 2M random operands each with a 2^-22.5 relative error in the approximation.)
 RX_PHX float fdiv(float a, float b) {
 #ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
+  float r0;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r0) : "f"(b));
+  const float r = __fmaf_rn(r0, __fmaf_rn(-b, r0, 1.0f), r0);
+  const float q0 = __fmul_rn(a, r);
+  return __fmaf_rn(__fmaf_rn(-b, q0, a), r, q0);
 #else
   return a / b;
 #endif
 }
 RX_PHX float fsqrt(float a) {
 #ifdef __CUDA_ARCH__
-  return __fsqrt_rn(a);
+  float y;
+  asm("rsqrt.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(a));
+  const float g = __fmul_rn(a, y);
+  return __fmaf_rn(__fmaf_rn(-g, g, a), __fmul_rn(0.5f, y), g);
 #else
   return __builtin_sqrtf(a);
 #endif

@@ -166,16 +166,20 @@ def programs_kernel(out_ptr, theta_ptr, beta_ptr, js_ptr, signs_ptr, norms_ptr, 
 
 
 @triton.jit
-def _accumulate(acc, w, v, KIND: tl.constexpr):
+def _accumulate(acc, w, v, KIND: tl.constexpr, F64: tl.constexpr):
     if KIND == KIND_SEGMENTED:
-        if acc.dtype == tl.float64:
-            return acc + w / v.to(tl.float64)  # IEEE float64 division (tl.div_rn is float32 only)
-        return acc + tl.div_rn(w, v)
-    return acc + w * v.to(acc.dtype)
+        if F64:
+            out = acc + w / v.to(tl.float64)  # IEEE float64 division (tl.div_rn is float32 only)
+        else:
+            out = acc + tl.div_rn(w, v)
+    else:
+        out = acc + w * v.to(acc.dtype)
+    return out
 
 
 @triton.jit
-def combine_kernel(out_ptr, w_ptr, norms_ptr, q, seed_lo, seed_hi, numel, KIND: tl.constexpr, BLOCK: tl.constexpr):
+def combine_kernel(out_ptr, w_ptr, norms_ptr, q, seed_lo, seed_hi, numel, KIND: tl.constexpr, F64: tl.constexpr,
+                   BLOCK: tl.constexpr):
     """out[i] = sum_{j=1..q} w_j u_j[i] (segmented: w_j / Delta_j[i]), j ascending."""
     blk = tl.program_id(0)
     k0 = seed_lo.to(tl.uint32)
@@ -193,10 +197,10 @@ def combine_kernel(out_ptr, w_ptr, norms_ptr, q, seed_lo, seed_hi, numel, KIND: 
         if KIND == KIND_SPHERE:
             norm = tl.load(norms_ptr + jj)
             v0, v1, v2, v3 = tl.div_rn(v0, norm), tl.div_rn(v1, norm), tl.div_rn(v2, norm), tl.div_rn(v3, norm)
-        a0 = _accumulate(a0, w, v0, KIND)
-        a1 = _accumulate(a1, w, v1, KIND)
-        a2 = _accumulate(a2, w, v2, KIND)
-        a3 = _accumulate(a3, w, v3, KIND)
+        a0 = _accumulate(a0, w, v0, KIND, F64)
+        a1 = _accumulate(a1, w, v1, KIND, F64)
+        a2 = _accumulate(a2, w, v2, KIND, F64)
+        a3 = _accumulate(a3, w, v3, KIND, F64)
     tl.store(out_ptr + e, a0, mask=e < numel)
     tl.store(out_ptr + e + 1, a1, mask=e + 1 < numel)
     tl.store(out_ptr + e + 2, a2, mask=e + 2 < numel)

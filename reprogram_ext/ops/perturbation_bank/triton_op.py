@@ -90,7 +90,7 @@ def perturbation_bank_combine_triton(weights, seed, numel, directions):
     out = torch.empty(numel, dtype=weights.dtype, device=weights.device)
     lo, hi = _key(seed)
     combine_kernel[(_blocks(numel),)](out, weights, norms, q, lo, hi, numel, KIND=DIRECTIONS.index(directions),
-                                      BLOCK=BLOCK, **NO_FMA)
+                                      F64=weights.dtype == torch.float64, BLOCK=BLOCK, **NO_FMA)
     return out
 
 
