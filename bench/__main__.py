@@ -28,7 +28,7 @@ from .utils import TimingBudget, machine_info
 
 CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
-IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
+IMPLS = ("cpu", "cuda", "triton", "reference", "compile", "loop")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The C++ CPU kernels' output block cache is opt-in (docs/runtime.md); the benchmark opts in, as a
