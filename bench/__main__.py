@@ -39,7 +39,7 @@ CASE_FAMILIES = (
     cases_vocab_map.cases,
 )
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step", "blackbox_step", "tokens_to_canvas", "vocab_map")
-IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
+IMPLS = ("cpu", "cuda", "triton", "reference", "compile", "loop")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 # The C++ CPU kernels' output block cache is opt-in (docs/runtime.md); the benchmark opts in, as a

@@ -16,7 +16,7 @@ import torch
 
 import reprogram_ext
 
-from .case_types import Case, CaseInstance, grad_backward, op_impls
+from .case_types import Case, CaseInstance, Impl, fused_backend_names, grad_backward, op_impls
 from .utils import tensor_bytes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -168,6 +168,57 @@ def _settings() -> list:
     ]
 
 
+# The prompt-bank case: V programs of ILM-VP's headline configuration over one batch (bank=True).
+BANK_CASE = "bank_ilmvp_128_v8_b64"
+BANK_LOOP = "loop"  # the baseline: a loop of V masked_perturb calls (the fused backend), stacked
+
+
+def _build_bank(setting: PerturbSetting, programs: int):
+    """Implementations of a prompt bank of ``programs`` programs: the fused backends and the eager reference
+    with bank=True, torch.compile of that (broadcasting) reference, and the loop of V single-program calls
+    of the fused backend whose outputs are stacked into the same [V, B, C, *S_out] tensor.
+
+    Bytes: as perturb_bytes with delta [V, C, *S_out] and the output [V, B, C, *S_out]; x is read once."""
+    def build(device: torch.device, dtype: torch.dtype) -> CaseInstance:
+        generator = torch.Generator().manual_seed(0)
+        x, _, mask = _inputs(setting, device, dtype, generator)
+        delta = torch.randn((programs, setting.channels, *setting.out_size), generator=generator).to(device, dtype)
+        delta.requires_grad_(True)
+        options = dict(offset=setting.offsets(), activation=setting.activation, normalize=setting.normalize,
+                       mean=IMAGENET_MEAN[: setting.channels], std=IMAGENET_STD[: setting.channels])
+
+        def call(x, delta, mask, *, backend):
+            return reprogram_ext.masked_perturb(x, delta, mask, bank=True, backend=backend, **options)
+
+        out_shape = (programs, setting.batch, setting.channels, *setting.out_size)
+        grad_out = torch.randn(out_shape, generator=generator).to(device, dtype)
+        backward = grad_backward([delta], grad_out)
+        impls = op_impls(call, (x, delta, mask), backward, device)
+        fused = fused_backend_names(device)[0]
+
+        def loop():
+            return torch.stack([reprogram_ext.masked_perturb(x, delta[v], mask, backend=fused, **options)
+                                for v in range(programs)])
+
+        impls.append(Impl(BANK_LOOP, "baseline", loop, backward))
+        fwd, bwd = perturb_bytes(setting, x, delta, mask, out_shape, dtype)
+        return CaseInstance(impls, fwd, bwd, out_shape, dtype,
+                            notes=[f"{BANK_LOOP}: {programs} calls of backend={fused!r} and torch.stack"])
+
+    return build
+
+
+def _bank_case(sizes: str) -> Case:
+    setting = PerturbSetting(batch=64, channels=3, in_size=(128, 128), out_size=(224, 224))
+    programs = 8
+    if sizes == "tiny":
+        setting, programs = _tiny(setting), 2
+    params = dict(_params(setting), V=programs)
+    return Case("masked_perturb", BANK_CASE, f"prompt bank (DVP, black-box query banks): {programs} ILM-VP programs "
+                "(3x128x128 padded to 224x224, sigmoid, mask, normalise after) applied to every sample, bank=True",
+                params, _build_bank(setting, programs), tier="default")
+
+
 def cases(sizes: str = "default") -> list:
     """Every masked_perturb case; ``sizes="tiny"`` shrinks them for smoke tests (any other value: paper sizes)."""
     result = []
@@ -176,4 +227,5 @@ def cases(sizes: str = "default") -> list:
             setting = _tiny(setting)
         result.append(Case("masked_perturb", name, models, _params(setting), _build(setting), headline=headline,
                            tier=tier))
+    result.append(_bank_case(sizes))
     return result
