@@ -31,7 +31,10 @@ F64_TOL = dict(rtol=1e-6, atol=1e-6)
 
 
 def tol(dtype):
-    return F64_TOL if dtype == torch.float64 else dict(rtol=2e-6, atol=2e-6)
+    """float32: a few ulps; atol 1e-5 (~40 ulps of the normalised values, |v| < 3) because the Triton
+    kernels' bilinear resize computes the source coordinate in float32 in another order than
+    ``F.interpolate`` (up to 4e-6 apart at 32 -> 44 / 224); the other backends agree to 2e-6."""
+    return F64_TOL if dtype == torch.float64 else dict(rtol=2e-6, atol=1e-5)
 
 
 def assert_grad_close(a, b, dtype):
