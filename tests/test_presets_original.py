@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from backend_params import backend_device_params
-from reprogram_ext import presets
+from reprogram_ext import mapped_cross_entropy, presets
 
 IN_MEAN, IN_STD = presets.IMAGENET_MEAN, presets.IMAGENET_STD
 
@@ -402,6 +402,9 @@ def test_voice2series_mapping_and_loss():
     W = recipe.input_transform.delta
     expected = -(y * pred.log()).sum(-1).mean() + 0.05 * W.double().square().sum()  # + regularizers.l2(0.05)
     torch.testing.assert_close(recipe.loss(out, target), expected, rtol=1e-7, atol=1e-9)
+    # the cross-entropy term, fused from the logits (what a training loop would call)
+    fused = mapped_cross_entropy(logits.float(), target, recipe.output_mapping.index, pre="softmax")
+    torch.testing.assert_close(fused.double(), -(y * pred.log()).sum(-1).mean(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("scale, h, out", [(1.4, 32, 224), (45 / 32, 32, 224), (0.7, 33, 64), (2.3, 31, 225),
