@@ -18,7 +18,7 @@ from .source import takes_source
 
 
 def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 4.0, alpha: float = 0.8) -> torch.Tensor:
-    """The original's ``multi_focal_loss(4, 0.8, y, p)`` on mapped probabilities ``probs [B, T]``, summed over the batch.
+    """The original's ``multi_focal_loss(4, 0.8, y, p)`` on mapped probabilities ``probs [B, T]``, batch-summed.
 
     ``p = clip(probs, 1e-7, 1 - 1e-7)``, per class ``y_t = y·p + (1 - y)(1 - p)``,
     ``α_t = y·α + (1 - y)(1 - α)``, ``fl = α_t (1 - y_t)^γ (-log y_t)``, averaged over the ``T``
@@ -71,7 +71,8 @@ def bar_frequency_index(probs: torch.Tensor, target: torch.Tensor, num_target: i
 
 
 def glorot_scale(output_size) -> float:
-    """TF's default ``glorot_uniform`` bound for the original's ``[1, H, W, 3]`` program: ``sqrt(6 / (H·W + 3·H))``."""
+    """TF's default ``glorot_uniform`` bound for the original's ``[1, H, W, 3]`` program, ``sqrt(6 / (H·W + 3·H))``.
+    """
     H, W = output_size
     return math.sqrt(6.0 / (H * W + 3 * H))
 

@@ -13,7 +13,7 @@ from .recipe import Recipe
 
 
 def segment_offsets(input_length: int, output_length: int, segments: int) -> list:
-    """The original's ``SegZeroPadding1D``: copy ``s`` starts at ``s · seg_len · L``, ``seg_len = (N // L) // segments``."""
+    """The original's ``SegZeroPadding1D``: copy ``s`` at ``s · seg_len · L``, ``seg_len = (N // L) // segments``."""
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise ValueError(f"voice2series: segments must be a positive int, got {segments!r}")
     seg_len = (output_length // input_length) // segments
