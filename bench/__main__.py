@@ -20,13 +20,15 @@ from typing import Optional, Sequence
 import torch
 
 from . import case_e2e_step, cases_label_map, cases_masked_perturb
+from . import cases_presets
 from .case_types import TIERS
 from .report import format_table, write_all
 from .runner import run_case
 from .targets import check_targets, format_targets
 from .utils import TimingBudget, machine_info
 
-CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases)
+CASE_FAMILIES = (cases_masked_perturb.cases, cases_label_map.cases, case_e2e_step.cases,
+                 cases_presets.cases)
 OPS = ("masked_perturb", "label_map", "mapped_cross_entropy", "e2e_step")
 IMPLS = ("cpu", "cuda", "triton", "reference", "compile")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

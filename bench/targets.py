@@ -17,6 +17,8 @@ Targets (from the project issues), per fused backend that ran:
      for the other direction: the fused step must not be shown slower, i.e. the 95% confidence
      interval of the median of per-round paired ratios must reach down to 1 or below (its median
      and interval are printed with it).
+  7. AutoVP trainable-scale input transform (B=64, 32x32 -> 224x224, learned scale) fwd+bwd >= 3x the
+     eager reference (pad + affine_grid + grid_sample + prompt + normalise).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ HEADLINE_PERTURB = "ilmvp_128_b64"
 MAPPED_CE_SMALL = "mapped_ce_softmax_in1k_to10"
 MAPPED_CE_LARGE = "mapped_ce_softmax_vocab32k"
 E2E_STEP = "e2e_resnet18_ilmvp"
+AUTOVP_TRAINABLE = "autovp_trainable_scale_b64"
 
 
 @dataclass
@@ -109,6 +112,8 @@ TARGETS = [
            lambda f, e, c: _paired_time_detail(f, "fwdbwd")),
     Target(E2E_STEP, "e2e ResNet-18 step peak memory, fused layers / reference layers",
            lambda f, e, c: _ratio(_peak(f), _peak(e)), "<", 1.0),
+    Target(AUTOVP_TRAINABLE, "AutoVP trainable-scale input transform fwd+bwd speedup vs eager (pad + grid_sample)",
+           lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0),
 ]
 
 

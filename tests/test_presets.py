@@ -65,7 +65,8 @@ def test_elsayed(backend_device):
 def test_bar(backend_device):
     backend, _ = backend_device
     recipe = presets.bar(3, input_size=5, output_size=9, num_source=15, k=4,
-                         generator=torch.Generator().manual_seed(2), backend=backend)
+                         generator=torch.Generator().manual_seed(2), activation="sigmoid", prompt_over_input=False,
+                         mean=presets.IMAGENET_MEAN, std=presets.IMAGENET_STD, backend=backend)
     W = randomize(recipe.input_transform).delta
     x = torch.rand(2, 3, 5, 5)
     M = border_mask(9, 2, 2, 5, 5)
@@ -99,7 +100,8 @@ def test_bahng_pad_and_patch(backend_device):
 @pytest.mark.parametrize("backend_device", BACKENDS)
 def test_autovp(backend_device):
     backend, _ = backend_device
-    recipe = presets.autovp(3, input_size=6, output_size=16, scale=1.5, num_source=11, backend=backend)
+    recipe = presets.autovp(3, input_size=6, output_size=16, scale=1.5, num_source=11, original_mask=False,
+                            backend=backend)
     delta = randomize(recipe.input_transform).delta
     x = torch.rand(2, 3, 6, 6)
     resized = F.interpolate(x, size=(9, 9), mode="bilinear", align_corners=False)  # s * h = 9
@@ -158,7 +160,7 @@ def test_blm(plus):
 def test_voice2series(backend_device):
     backend, _ = backend_device
     recipe = presets.voice2series(4, input_length=3000, num_source=35, copies=2, k=3, mapping="identity",
-                                  backend=backend)
+                                  apply_mask=True, dropout=0.0, backend=backend)
     assert isinstance(recipe.input_transform, TimeSeriesPrompt) and recipe.input_transform.output_length == 16000
     theta = randomize(recipe.input_transform).delta
     x = torch.randn(2, 1, 3000)

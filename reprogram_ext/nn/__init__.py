@@ -9,6 +9,7 @@ from .prompts import AdditivePrompt, PaddingPrompt, TimeSeriesPrompt
 from .reprogrammer import Reprogrammer
 from .sample_specific import SampleSpecificMaskPrompt
 from .text_head import TextHeadMapping
+from .trainable_resize import TrainableResizePrompt
 from .low_rank_prompt import LowRankPrompt
 from .evp_prompt import EVPPrompt
 from .attribute_mapping import AttributeMapping
@@ -16,5 +17,6 @@ from .prompt_bank import PaddingPromptBank
 from .description_mapping import DescriptionMapping
 
 __all__ = ["PaddingPrompt", "AdditivePrompt", "SampleSpecificMaskPrompt", "TimeSeriesPrompt", "LabelMapping",
-           "TextHeadMapping", "Reprogrammer"]
+           "TextHeadMapping", "Reprogrammer",
+           "TrainableResizePrompt"]
 __all__ += ["LowRankPrompt", "EVPPrompt", "AttributeMapping", "PaddingPromptBank", "DescriptionMapping"]

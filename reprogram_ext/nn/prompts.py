@@ -180,7 +180,8 @@ class TimeSeriesPrompt(nn.Module):
     ``tile(x)`` places ``copies`` back-to-back copies of the length-``L`` series, as one block centred
     on the ``output_length`` canvas (16000 samples, one second of 16 kHz audio), or at explicit
     ``offsets`` (overlapping copies add; parts outside the canvas are cropped). ``M`` is 0 where a
-    copy lies and 1 elsewhere (all ones with ``prompt_over_input=True``).
+    copy lies and 1 elsewhere (all ones with ``prompt_over_input=True``). ``dropout = p > 0`` applies
+    ``F.dropout(theta, p)`` to the program in training mode (Voice2Series: ``x + dropout(W)``).
 
     Shapes: ``x [B, L]`` or ``[B, 1|channels, L]`` -> ``[B, channels, output_length]``.
     """
@@ -197,6 +198,7 @@ class TimeSeriesPrompt(nn.Module):
         prompt_over_input: bool = False,
         init: str = "zeros",
         init_scale: float = 1.0,
+        dropout: float = 0.0,
         backend: str = "auto",
         device=None,
         dtype=None,
@@ -219,6 +221,9 @@ class TimeSeriesPrompt(nn.Module):
         self.offsets = tuple(offsets)
         self.channels, self.activation, self.backend = channels, activation, backend
         self.prompt_over_input = prompt_over_input
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"{name}: dropout must be a number in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
         self.delta = init_program((channels, N), init, name, device=device, dtype=dtype, scale=init_scale)
         register_mask(self, region_mask((N,), [(o,) for o in self.offsets], (L,), 1.0 if prompt_over_input else 0.0,
                                         device=device), dtype)
@@ -227,9 +232,11 @@ class TimeSeriesPrompt(nn.Module):
         if isinstance(x, torch.Tensor) and x.dim() == 2:
             x = x.unsqueeze(1)
         check_input(x, (self.input_length,), type(self).__name__)
-        return masked_perturb(x, self.delta, self.mask, offset=[(o,) for o in self.offsets],
+        delta = F.dropout(self.delta, self.dropout, self.training) if self.dropout else self.delta
+        return masked_perturb(x, delta, self.mask, offset=[(o,) for o in self.offsets],
                               activation=self.activation, normalize="none", backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"input_length={self.input_length}, output_length={self.output_length}, offsets={self.offsets}, "
-                + settings_repr(self))
+        dropout = f", dropout={self.dropout}" if self.dropout else ""
+        return (f"input_length={self.input_length}, output_length={self.output_length}, offsets={self.offsets}"
+                f"{dropout}, " + settings_repr(self))

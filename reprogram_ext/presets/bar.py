@@ -1,26 +1,116 @@
-"""BAR, black-box adversarial reprogramming (Tsai et al. 2020): the ``presets.bar`` constructor."""
+"""BAR, black-box adversarial reprogramming (Tsai et al. 2020, yunyuntsai/Black-box-Adversarial-Reprogramming).
+
+The ``presets.bar`` constructor (white-box form: the gradient comes from autograd), the original's
+frequency-based multi-label mapping (``bar_frequency_index``) and its focal loss (``focal_loss``).
+"""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
 from ..nn.label_mapping import LabelMapping
-from ..nn.layer_args import Size
-from .recipe import IMAGENET_MEAN, IMAGENET_STD, Recipe, padding_recipe
+from ..nn.layer_args import Size, spatial_size
+from ..nn.prompts import PaddingPrompt
+from .recipe import Recipe
 from .source import takes_source
 
 
-@takes_source()
-def bar(num_target: int, *, input_size: Size = 28, output_size: Size = 224, num_source: int = 1000, k: int = 1,
-        channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD, generator: Optional[torch.Generator] = None,
-        backend: str = "auto") -> Recipe:
-    """Black-box adversarial reprogramming (Tsai et al. 2020): ``N(pad(x) + sigmoid(W) ⊙ M)``.
+def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 4.0, alpha: float = 0.8) -> torch.Tensor:
+    """The original's ``multi_focal_loss(4, 0.8, y, p)`` on mapped probabilities ``probs [B, T]``, batch-summed.
 
-    Output: random multi-label mapping, ``k`` distinct random sources per target, averaging the source
-    probabilities: ``out[:, t] = mean_j softmax(logits)[:, index[t, j]]`` (train with
-    ``mapped_cross_entropy(..., pre="softmax")``, the loss on ``log(out)``).
+    ``p = clip(probs, 1e-7, 1 - 1e-7)``, per class ``y_t = y·p + (1 - y)(1 - p)``,
+    ``α_t = y·α + (1 - y)(1 - α)``, ``fl = α_t (1 - y_t)^γ (-log y_t)``, averaged over the ``T``
+    classes and summed over the batch (the original's ``tf.gradients`` of the per-sample losses).
     """
-    mapping = LabelMapping(num_source, num_target, "random", k=k, pre="softmax", reduce="mean", generator=generator,
+    y = torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)
+    p = probs.clamp(1e-7, 1.0 - 1e-7)
+    y_t = y * p + (1 - y) * (1 - p)
+    alpha_t = y * alpha + (1 - y) * (1 - alpha)
+    return (alpha_t * (1 - y_t).pow(gamma) * -torch.log(y_t)).mean(-1).sum()
+
+
+def bar_frequency_index(probs: torch.Tensor, target: torch.Tensor, num_target: int, k: int = 6,
+                        top: int = 30) -> torch.Tensor:
+    """The original's multi-label mapping (``mapping_func.freq_idx_search`` + ``freq_mapping``): ``index [T, k]``.
+
+    From source probabilities ``probs [N, S]`` of a pass over the training data (before training):
+    for each target class ``c``, ``A_c[s]`` = the mean of ``probs[n, s]`` over the class-``c``
+    samples whose top-``top`` sources include ``s`` (0 if none); ``L_c`` = the ``top`` sources with the
+    largest ``A_c`` (descending). Source ``s`` at rank ``i`` of ``L_c`` is kept for ``c`` unless another
+    class ranks it earlier, or at the same rank with an ``A`` at least as large (the original's rule
+    for its two classes, applied to every pair). Each class keeps its first ``k`` kept sources;
+    their list, class after class, is then read as a ``[k, T]`` array (the original's
+    ``reshape([B, mlm_num, 2])``), so target ``t`` averages ``flat[j·T + t]``, ``j < k`` — for
+    ``T > 1`` that mixes the classes' lists, exactly as the original does.
+    """
+    if probs.dim() != 2 or target.shape != probs.shape[:1]:
+        raise ValueError(f"bar_frequency_index: probs must be [N, S] and target [N], got {tuple(probs.shape)} "
+                         f"and {tuple(target.shape)}")
+    S = probs.shape[1]
+    top = min(top, S)
+    vals, idx = probs.topk(top, dim=1)
+    sums = torch.zeros(num_target, S, dtype=torch.float64).index_put_((target.long().unsqueeze(1).expand_as(idx), idx),
+                                                                      vals.double(), accumulate=True)
+    counts = torch.zeros(num_target, S, dtype=torch.float64).index_put_(
+        (target.long().unsqueeze(1).expand_as(idx), idx), torch.ones_like(vals, dtype=torch.float64), accumulate=True)
+    avg = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
+    ranked = avg.sort(dim=1, descending=True, stable=True).indices[:, :top].tolist()
+    rank = [{s: i for i, s in enumerate(r)} for r in ranked]
+    flat = []
+    for c in range(num_target):
+        kept = [s for i, s in enumerate(ranked[c])
+                if all(s not in rank[b] or rank[b][s] > i or (rank[b][s] == i and avg[c, s] > avg[b, s])
+                       for b in range(num_target) if b != c)]
+        if len(kept) < k:
+            raise ValueError(f"bar_frequency_index: target class {c} keeps only {len(kept)} of its top-{top} sources, "
+                             f"fewer than k={k}")
+        flat += kept[:k]
+    return torch.tensor(flat, dtype=torch.long).view(k, num_target).t().contiguous()
+
+
+def glorot_scale(output_size) -> float:
+    """TF's default ``glorot_uniform`` bound for the original's ``[1, H, W, 3]`` program, ``sqrt(6 / (H·W + 3·H))``.
+    """
+    H, W = output_size
+    return math.sqrt(6.0 / (H * W + 3 * H))
+
+
+@takes_source()
+def bar(num_target: int, *, input_size: Size = 200, output_size: Size = 299, num_source: int = 1000, k: int = 6,
+        channels: int = 3, mean=None, std=None, activation: str = "tanh", prompt_over_input: bool = True,
+        mapping: str = "random", generator: Optional[torch.Generator] = None, backend: str = "auto") -> Recipe:
+    """BAR (Tsai et al. 2020; yunyuntsai/Black-box-Adversarial-Reprogramming ``adv_reprogramming.py``), white-box form.
+
+    Input: ``pad(x) + tanh(W ⊙ M)``: a ``200 x 200`` (grey, repeated to 3 channels) input at
+    ``ceil(299/2) - 100 = 50`` in a ``299 x 299`` canvas. The original's ``utils.gen_mask()`` returns
+    all ones (its loop that would clear the inner triangle never runs), so the program covers the
+    input too: ``prompt_over_input=True`` reproduces that, ``False`` clears it over the input. The
+    original also computes ``(X - 0.5) / 0.5`` per channel but feeds the network the un-normalised
+    sum (the normalised channels are discarded), so by default nothing is normalised (``mean``/``std``
+    normalise afterwards when given). ``W`` starts Glorot-uniform (TF's default for its ``[1, 299,
+    299, 3]`` variable, ``glorot_scale``).
+
+    Output: ``k = 6`` sources per target, ``out[:, t] = mean_j softmax(logits)[:, index[t, j]]``
+    (train with ``recipe.loss``, or ``mapped_cross_entropy(..., pre="softmax")``). The original picks
+    the sources from a pass over the training data: ``bar_frequency_index(probs, target, T)``, then
+    ``recipe.output_mapping.index.copy_(...)``; until then the ``mapping="random"`` sources stand in.
+    ``recipe.loss(out, target)``: the original's focal loss (``focal_loss``, γ = 4, α = 0.8).
+
+    Deliberate differences: the original's source model is a 1001-class slim Inception-v3 whose
+    softmax is taken over 1001 classes before the background class is dropped; here the softmax is
+    over the model's own classes. Its optimiser (zeroth-order estimates) is not part of this
+    white-box preset. BlackVIP's re-implementation (changdaeoh/BlackVIP ``trainers/reprogramming.py``,
+    ``visual_prompters.PROGRAM``) differs: a CLIP source model with its text head as the mapping,
+    ``sigmoid(W) ⊙ M`` with ``M = 0`` over the input (placed at ``frame//2 - size//2``), ``W ~ N(0, 1)``,
+    CLIP's mean/std applied after the sum, and its own ``FocalLoss``; see docs/methods/bar.md.
+    """
+    size = spatial_size(input_size, "input_size", "bar", 2)
+    out = spatial_size(output_size, "output_size", "bar", 2)
+    prompt = PaddingPrompt(size, out, channels=channels, activation=activation, mean=mean, std=std,
+                           prompt_over_input=prompt_over_input, init="uniform", init_scale=glorot_scale(out),
                            backend=backend)
-    return padding_recipe("sigmoid", mapping, input_size, output_size, channels, mean, std, backend=backend)
+    out_map = LabelMapping(num_source, num_target, mapping, k=k, pre="softmax", reduce="mean",
+                           **({"generator": generator} if mapping == "random" else {}), backend=backend)
+    return Recipe(prompt, out_map, focal_loss)

@@ -1,7 +1,7 @@
 """``Recipe`` (the trainable layers of one method) and the helpers the preset modules share."""
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 from torch import nn
 
@@ -13,11 +13,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class Recipe(NamedTuple):
-    """The trainable layers of one method: ``input_transform`` and ``output_mapping``."""
-
+class _RecipeLayers(NamedTuple):
     input_transform: nn.Module
     output_mapping: LabelMapping
+
+
+class Recipe(_RecipeLayers):
+    """The trainable layers of one method, ``(input_transform, output_mapping)``, and its ``loss``.
+
+    A 2-tuple (``prompt, mapping = recipe``). ``recipe.loss(output, target) -> scalar`` is the
+    original's training loss on the mapped output with its regularisers (Voice2Series: cross-entropy
+    plus an L2 penalty on the program; BAR: its focal loss); ``None`` means plain
+    ``F.cross_entropy(output, target)``.
+    """
+
+    def __new__(cls, input_transform: nn.Module, output_mapping: LabelMapping, loss: Optional[Callable] = None):
+        self = super().__new__(cls, input_transform, output_mapping)
+        self.loss = loss
+        return self
 
     def reprogrammer(self, model: nn.Module) -> Reprogrammer:
         """``Reprogrammer(model, input_transform, output_mapping)``: freezes ``model``."""
