@@ -369,7 +369,7 @@ def test_cpu_opcheck_and_compile():
     cb = canonicalize_bank(x, theta, None, q=2, beta=0.1, seed=7, directions="sphere", antithetic=False,
                            queries=None, out_dtype=None, options=dict(PERTURB_DEFAULTS, activation="tanh"))
     cp = cb.perturb
-    args = (cp.x, cp.delta, cp.mask, signed_seed(7), 2, 0.1, "sphere", False, 0, 3, *cp.options.op_args(cp.norm))
+    args = (cp.x, cp.delta, cp.mask, signed_seed(7), 2, 0.1, "sphere", False, 0, 3, *cp.options.option_args(cp.norm))
     torch.library.opcheck(torch.ops.reprogram_ext.perturbation_bank, args)
     torch.library.opcheck(torch.ops.reprogram_ext.perturbation_bank_combine,
                           (torch.rand(3), signed_seed(2 ** 64 - 1), 50, "segmented"))
@@ -407,7 +407,7 @@ def test_cpu_op_guards():
     cb = canonicalize_bank(X, THETA, None, q=2, beta=0.1, seed=7, directions="sphere", antithetic=False,
                            queries=None, out_dtype=None, options=dict(PERTURB_DEFAULTS))
     cp = cb.perturb
-    opts = cp.options.op_args(cp.norm)
+    opts = cp.options.option_args(cp.norm)
     bank = torch.ops.reprogram_ext.perturbation_bank
     for q, beta, start, stop, match in ((0, 0.1, 0, 1, "q must be"), (2, 0.0, 0, 1, "beta must be"),
                                         (2, float("nan"), 0, 1, "beta must be"), (2, 0.1, 0, 4, "queries must be"),

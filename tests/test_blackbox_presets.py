@@ -14,12 +14,22 @@ from reprogram_ext.nn import PaddingPrompt, TextHeadMapping
 
 
 def test_bar_black_box_takes_every_argument_of_the_white_box_bar():
-    white = inspect.signature(presets.bar).parameters
+    white = {n: p for n, p in inspect.signature(presets.bar).parameters.items()
+             if n != "black_box" and p.kind != p.VAR_KEYWORD}  # bar's switch to bar_black_box
     black = inspect.signature(presets.bar_black_box).parameters
     assert set(white) <= set(black)
     for name in white:
-        if name != "k":  # k: 6 for BAR's own mapping, as the white-box preset's 1 for mapping="random"
+        if name not in ("k", "mapping"):  # BAR's own mapping ("bar", k = 6) instead of the random stand-in
             assert black[name].default == white[name].default, name
+
+
+def test_bar_black_box_true_is_bar_black_box():
+    a = presets.bar(2, input_size=8, output_size=16, num_source=40, black_box=True, q=3, beta=0.2)
+    b = presets.bar_black_box(2, input_size=8, output_size=16, num_source=40, q=3, beta=0.2)
+    assert type(a) is type(b) and (a.estimator.q, a.estimator.beta) == (3, 0.2)
+    assert repr(a.input_transform) == repr(b.input_transform) and a.output_mapping.k == b.output_mapping.k == 6
+    with pytest.raises(TypeError, match="black_box=True only"):
+        presets.bar(2, q=3)
 
 
 def test_bar_black_box_defaults_are_the_originals():

@@ -127,7 +127,7 @@ void fill_programs(const BankSpec& s, Activation act, const acc_t* theta, int64_
 
 // Phase 2: out[k, b, c, h, :] for every query k from the rows of x and mask read once per (b, c, h).
 template <typename acc_t, typename x_t>
-void fill_canvases(const MaskedPerturbArgs& A, const x_t* x, const acc_t* mask, const float* norm, const acc_t* P,
+void fill_canvases(const MaskedPerturbArgs& A, const x_t* x, const acc_t* mask, const acc_t* norm, const acc_t* P,
                    int64_t numel, int64_t nq, acc_t* out) {
   const int64_t rows = A.C * A.H;
   at::parallel_for(0, A.B * rows, grain_for(A.W * nq), [&](int64_t begin, int64_t end) {
@@ -152,7 +152,7 @@ void fill_canvases(const MaskedPerturbArgs& A, const x_t* x, const acc_t* mask, 
 Tensor perturbation_bank_cpu(const Tensor& x, const Tensor& theta_in, const std::optional<Tensor>& mask_in,
                              int64_t seed, int64_t q, double beta, c10::string_view directions, bool antithetic,
                              int64_t query_start, int64_t query_stop, RX_MASKED_PERTURB_OPTION_PARAMS) {
-  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS);
+  const auto o = parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, /*bank=*/false);
   check_bank_theta(theta_in);
   const Tensor theta = theta_in.contiguous();
   const std::optional<Tensor> mask = mask_in ? std::optional<Tensor>(mask_in->contiguous()) : std::nullopt;
@@ -170,10 +170,10 @@ Tensor perturbation_bank_cpu(const Tensor& x, const Tensor& theta_in, const std:
     fill_programs<acc_t>(s, o.activation, theta.const_data_ptr<acc_t>(), numel, programs.mutable_data_ptr<acc_t>());
     const acc_t* m = mask ? mask->const_data_ptr<acc_t>() : nullptr;
     if (x.scalar_type() == at::kByte) {
-      fill_canvases<acc_t, uint8_t>(A, x.const_data_ptr<uint8_t>(), m, norm.const_data_ptr<float>(),
+      fill_canvases<acc_t, uint8_t>(A, x.const_data_ptr<uint8_t>(), m, norm.const_data_ptr<acc_t>(),
                                     programs.const_data_ptr<acc_t>(), numel, nq, out.mutable_data_ptr<acc_t>());
     } else {
-      fill_canvases<acc_t, acc_t>(A, x.const_data_ptr<acc_t>(), m, norm.const_data_ptr<float>(),
+      fill_canvases<acc_t, acc_t>(A, x.const_data_ptr<acc_t>(), m, norm.const_data_ptr<acc_t>(),
                                   programs.const_data_ptr<acc_t>(), numel, nq, out.mutable_data_ptr<acc_t>());
     }
   });

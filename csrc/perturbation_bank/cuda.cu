@@ -129,7 +129,7 @@ std::vector<float> sphere_norms_cuda(const std::vector<uint32_t>& js, uint64_t s
 
 using MaskedPerturbForward = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, at::IntArrayRef,
                                     const Tensor&, at::IntArrayRef, c10::string_view, c10::string_view,
-                                    c10::string_view, c10::string_view, std::optional<at::ArrayRef<double>>, int64_t);
+                                    c10::string_view, c10::string_view, std::optional<at::ArrayRef<double>>, int64_t, bool);
 
 Tensor perturbation_bank_cuda(const Tensor& x, const Tensor& theta_in, const std::optional<Tensor>& mask,
                               int64_t seed, int64_t q, double beta, c10::string_view directions, bool antithetic,
@@ -174,7 +174,8 @@ Tensor perturbation_bank_cuda(const Tensor& x, const Tensor& theta_in, const std
                             .typed<MaskedPerturbForward>();
   Tensor out;
   for (int64_t k = 0; k < nq; ++k) {
-    const Tensor canvas = forward.call(x, programs[k].view(theta.sizes()), mask, RX_MASKED_PERTURB_OPTION_ARGS);
+    const Tensor canvas = forward.call(x, programs[k].view(theta.sizes()), mask, RX_MASKED_PERTURB_OPTION_ARGS,
+                                              /*bank=*/false);
     if (k == 0) out = at::empty({nq, canvas.size(0), canvas.size(1), canvas.size(2), canvas.size(3)}, canvas.options());
     out[k].copy_(canvas);
   }

@@ -80,7 +80,8 @@ def glorot_scale(output_size) -> float:
 @takes_source()
 def bar(num_target: int, *, input_size: Size = 200, output_size: Size = 299, num_source: int = 1000, k: int = 6,
         channels: int = 3, mean=None, std=None, activation: str = "tanh", prompt_over_input: bool = True,
-        mapping: str = "random", generator: Optional[torch.Generator] = None, backend: str = "auto") -> Recipe:
+        mapping: str = "random", generator: Optional[torch.Generator] = None, backend: str = "auto",
+        black_box: bool = False, **black_box_options):
     """BAR (Tsai et al. 2020; yunyuntsai/Black-box-Adversarial-Reprogramming ``adv_reprogramming.py``), white-box form.
 
     Input: ``pad(x) + tanh(W ⊙ M)``: a ``200 x 200`` (grey, repeated to 3 channels) input at
@@ -97,6 +98,8 @@ def bar(num_target: int, *, input_size: Size = 200, output_size: Size = 299, num
     the sources from a pass over the training data: ``bar_frequency_index(probs, target, T)``, then
     ``recipe.output_mapping.index.copy_(...)``; until then the ``mapping="random"`` sources stand in.
     ``recipe.loss(out, target)``: the original's focal loss (``focal_loss``, γ = 4, α = 0.8).
+    ``black_box=True`` returns ``presets.bar_black_box(...)`` with these arguments and its own options
+    (``q``, ``beta``, ``lr``, ``loss``, ``clip``, ...): the original trained through queries only.
 
     Deliberate differences: the original's source model is a 1001-class slim Inception-v3 whose
     softmax is taken over 1001 classes before the background class is dropped; here the softmax is
@@ -106,6 +109,15 @@ def bar(num_target: int, *, input_size: Size = 200, output_size: Size = 299, num
     ``sigmoid(W) ⊙ M`` with ``M = 0`` over the input (placed at ``frame//2 - size//2``), ``W ~ N(0, 1)``,
     CLIP's mean/std applied after the sum, and its own ``FocalLoss``; see docs/methods/bar.md.
     """
+    if black_box:  # the original's zeroth-order training: presets.bar_black_box (q, beta, lr, loss, clip, ...)
+        from .blackbox import bar_black_box
+
+        return bar_black_box(num_target, input_size=input_size, output_size=output_size, num_source=num_source,
+                             k=k, channels=channels, mean=mean, std=std, activation=activation,
+                             prompt_over_input=prompt_over_input, generator=generator, backend=backend,
+                             **({"mapping": mapping} if mapping != "random" else {}), **black_box_options)
+    if black_box_options:
+        raise TypeError(f"bar: {sorted(black_box_options)} are options of black_box=True only")
     size = spatial_size(input_size, "input_size", "bar", 2)
     out = spatial_size(output_size, "output_size", "bar", 2)
     prompt = PaddingPrompt(size, out, channels=channels, activation=activation, mean=mean, std=std,

@@ -56,14 +56,16 @@ def fit_bar_mapping(reprogrammer: BlackBoxReprogrammer, x: torch.Tensor, y: torc
 
 
 @takes_source()
-def bar_black_box(num_target: int, *, input_size: Size = 28, output_size: Size = 224, num_source: int = 1000,
-                  k: Optional[int] = None, channels: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                  generator: Optional[torch.Generator] = None, backend: str = "auto", mapping: str = "bar",
+def bar_black_box(num_target: int, *, input_size: Size = 200, output_size: Size = 299, num_source: int = 1000,
+                  k: Optional[int] = None, channels: int = 3, mean=None, std=None, activation: str = "tanh",
+                  prompt_over_input: bool = True, generator: Optional[torch.Generator] = None,
+                  backend: str = "auto", mapping: str = "bar",
                   q: int = 1, beta: float = 0.1, scale: Optional[float] = None, lr: float = 0.01,
                   lr_schedule: str = "constant", loss: str = "focal", clip=None) -> BlackBoxRecipe:
     """BAR, black-box (yunyuntsai/Black-box-Adversarial-Reprogramming): RGE, TF1 Adam, focal loss, top-30 mapping.
 
-    Input transformation: that of ``presets.bar`` with the same arguments (the white-box preset).
+    Also ``presets.bar(..., black_box=True, **options)``. Input transformation: that of ``presets.bar``
+    with the same arguments (the white-box preset).
     Estimator: RGE with ``q = 1`` random direction on the unit sphere per step and ``β = 0.1``
     (``q_batch = num_rand_vec = 1``, ``self.beta = 0.1``), ``ĝ = (b/q) Σ_j ((f_j − f_0)/β) u_j`` with
     ``b = d`` (``b_constant = d``); each step costs ``(q + 1)·B`` queries. Optimiser: ``BarAdam``
@@ -88,7 +90,8 @@ def bar_black_box(num_target: int, *, input_size: Size = 28, output_size: Size =
         raise ValueError(f"bar_black_box: loss must be 'focal' or 'cross_entropy', got {loss!r}")
     k = (MLM_NUM if mapping == "bar" else 1) if k is None else k
     white = bar(num_target, input_size=input_size, output_size=output_size, num_source=num_source, k=k,
-                channels=channels, mean=mean, std=std, generator=generator, backend=backend)
+                channels=channels, mean=mean, std=std, activation=activation, prompt_over_input=prompt_over_input,
+                mapping="random", generator=generator, backend=backend)
     out_map = white.output_mapping
     if mapping == "bar":
         out_map = LabelMapping(num_source, num_target, "frequency", k=k, pre="softmax", reduce="mean", backend=backend)

@@ -111,7 +111,9 @@ def takes_source(canvas_arg: str = "output_size"):
         signature = inspect.signature(preset)
         extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None) for name in ("source", "processor")]
         params = list(signature.parameters.values())
-        with_source.__signature__ = signature.replace(parameters=params + extra)
+        keywords = [p for p in params if p.kind == p.VAR_KEYWORD]  # **options stays last
+        params = [p for p in params if p.kind != p.VAR_KEYWORD]
+        with_source.__signature__ = signature.replace(parameters=params + extra + keywords)
         return with_source
 
     return wrap

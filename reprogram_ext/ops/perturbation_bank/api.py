@@ -84,7 +84,7 @@ def perturbation_bank(x: torch.Tensor, theta: torch.Tensor, mask: Optional[torch
         op = torch.ops.reprogram_ext.perturbation_bank
     cp = cb.perturb
     out = op(cp.x, cp.delta, cp.mask, signed_seed(cb.seed), cb.q, cb.beta, cb.directions, cb.antithetic,
-             cb.query_start, cb.query_stop, *cp.options.op_args(cp.norm))
+             cb.query_start, cb.query_stop, *cp.options.option_args(cp.norm))
     if cp.spatial_ndim == 1:
         out = out.squeeze(-2)
     return out if out.dtype == cb.out_dtype else out.to(cb.out_dtype)
