@@ -175,7 +175,9 @@ def test_prompt_dtype_moves():
         assert all(b.dtype == torch.float64 for b in layer.buffers() if b.is_floating_point())
         out = layer(x.double())
         assert out.dtype == torch.float64
-        torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
+        # SMM's float32 output carries its mask network's float32 rounding (~2e-5 relative); float64 is exact
+        rtol = 1e-4 if isinstance(layer, SampleSpecificMaskPrompt) else 1e-5
+        torch.testing.assert_close(out.float(), ref, rtol=rtol, atol=1e-5)
 
 
 def test_prompt_reprs_and_errors():

@@ -24,10 +24,8 @@ CASES = [pytest.param(("reference", torch.float64), id="reference-f64")] + [
     for p in backend_device_params()]
 
 
-# float64: the reference backend still casts the normalisation constants to float32 (issue 12's
-# float64 work, another branch, makes it float64 throughout); until that lands float64 is checked to
-# 1e-6. TIGHTEN to rtol=atol=1e-12 (forward) / 1e-11 (gradients) once float64 is exact.
-F64_TOL = dict(rtol=1e-6, atol=1e-6)
+# float64 is computed in float64 on every backend (SPEC §1): float64 is checked to float64 round-off.
+F64_TOL = dict(rtol=1e-12, atol=1e-12)
 
 
 def tol(dtype):

@@ -92,9 +92,10 @@ class SampleSpecificMaskPrompt(nn.Module):
         z = F.interpolate(z, size=self.output_size, mode=self.resize_mode,
                           align_corners=False if self.resize_mode == "bilinear" else None)
         if self.mean is not None:
-            mean = torch.tensor(self.mean, device=z.device, dtype=torch.float32).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=z.device, dtype=torch.float32).view(1, -1, 1, 1)
-            z = ((z.float() - mean) / std).to(w.dtype)
+            acc = torch.promote_types(z.dtype, torch.float32)  # float64 stays float64 (SPEC §1)
+            mean = torch.tensor(self.mean, device=z.device, dtype=acc).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=z.device, dtype=acc).view(1, -1, 1, 1)
+            z = ((z.to(acc) - mean) / std).to(w.dtype)
         return z
 
     def sample_mask(self, x: torch.Tensor) -> torch.Tensor:
