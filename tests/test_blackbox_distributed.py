@@ -1,8 +1,6 @@
 """BlackBoxReprogrammer under torch.distributed (docs/blackbox.md): 2 gloo ranks on 127.0.0.1 split each
 step's Q queries and all-reduce only the Q losses; every rank ends with the single-process program."""
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -10,38 +8,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from blackbox_cases import B, CASES, STEPS, run_case  # noqa: E402
+from spawn_ranks import ROOT, run_ranks  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "blackbox_distributed_worker.py")
-TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bbox_ddp")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOO_SOCKET_IFNAME="lo",
-               OMP_NUM_THREADS="1")
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, str(rank), "2", str(port), str(out)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} failed:\n" + "\n".join(log[-3000:] for log in logs)
-    return [torch.load(out / f"rank{rank}.pt") for rank in range(2)]
+    return run_ranks(WORKER, tmp_path_factory.mktemp("bbox_ddp"))
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -4,8 +4,6 @@ Both ranks train with every data-driven method, with and without DistributedData
 epoch both hold the same mapping, the one a single process computes from both ranks' data together.
 """
 import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -13,38 +11,16 @@ import torch
 
 from reprogram_ext.nn import LabelMapping
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from spawn_ranks import ROOT, run_ranks  # noqa: E402
+
 WORKER = os.path.join(ROOT, "tests", "distributed_worker.py")
 METHODS = ("frequency", "iterative", "bayesian", "bayesian_plus")
-TIMEOUT_S = 180
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOO_SOCKET_IFNAME="lo",
-               OMP_NUM_THREADS="1")
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, str(rank), "2", str(port), str(out)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=TIMEOUT_S)[0])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for rank, proc in enumerate(procs):
-        assert proc.returncode == 0, f"rank {rank} failed:\n" + "\n".join(log[-3000:] for log in logs)
-    return [torch.load(out / f"rank{rank}.pt") for rank in range(2)]
+    return run_ranks(WORKER, tmp_path_factory.mktemp("ddp"))
 
 
 def single_process_mapping(method, logits, target):
