@@ -35,8 +35,14 @@ MLM_NUM, TOP = 6, 30
 
 
 def bar_focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA,
-                   alpha: float = FOCAL_ALPHA) -> torch.Tensor:
-    """``mean_b mean_c α_t (1 − y_t)^γ (−log y_t)`` on mapped probabilities ``probs [B, T]`` (see the module)."""
+                   alpha: float = FOCAL_ALPHA, reduction: str = "mean") -> torch.Tensor:
+    """``mean_b mean_c α_t (1 − y_t)^γ (−log y_t)`` on mapped probabilities ``probs [B, T]`` (see the module).
+
+    ``reduction="sum"``: summed over the batch instead (the white-box original differentiates the sum
+    of the per-sample losses, ``presets.focal_loss``).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"bar_focal_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
     if probs.dim() != 2 or target.shape != probs.shape[:1]:
         raise ValueError(f"bar_focal_loss: expected probs [B, T] and target [B], got {tuple(probs.shape)} and "
                          f"{tuple(target.shape)}")
@@ -44,7 +50,8 @@ def bar_focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = FOC
     p = probs.clamp(FOCAL_EPS, 1.0 - FOCAL_EPS)
     y_t = y * p + (1 - y) * (1 - p)
     alpha_t = y * alpha + (1 - y) * (1 - alpha)
-    return (alpha_t * (1 - y_t) ** gamma * -torch.log(y_t)).mean(1).mean()
+    per_sample = (alpha_t * (1 - y_t) ** gamma * -torch.log(y_t)).mean(1)
+    return per_sample.mean() if reduction == "mean" else per_sample.sum()
 
 
 def _average_top_probabilities(probs: torch.Tensor, target: torch.Tensor, num_target: int, top: int) -> torch.Tensor:
@@ -60,8 +67,16 @@ def _average_top_probabilities(probs: torch.Tensor, target: torch.Tensor, num_ta
 
 
 def bar_frequency_mapping(probs: torch.Tensor, target: torch.Tensor, num_target: int, k: int = MLM_NUM,
-                          top: int = TOP) -> torch.Tensor:
-    """BAR's multi-label mapping ``index [T, k]`` from source probabilities ``probs [N, S]`` (see the module)."""
+                          top: int = TOP, layout: str = "per_class") -> torch.Tensor:
+    """BAR's multi-label mapping ``index [T, k]`` from source probabilities ``probs [N, S]`` (see the module).
+
+    ``layout="per_class"``: row ``t`` holds class ``t``'s own ``k`` kept sources. ``layout="original"``:
+    the original's ``reshape``: the classes' lists, class after class, read as a ``[k, T]`` array, so
+    target ``t`` averages ``flat[j·T + t]`` (for ``T > 1`` a mix of the classes' lists, the white-box
+    preset's ``presets.bar_frequency_index``).
+    """
+    if layout not in ("per_class", "original"):
+        raise ValueError(f"bar_frequency_mapping: layout must be 'per_class' or 'original', got {layout!r}")
     if probs.dim() != 2 or target.shape != probs.shape[:1]:
         raise ValueError(f"bar_frequency_mapping: expected probs [N, S] and target [N], got {tuple(probs.shape)} "
                          f"and {tuple(target.shape)}")
@@ -86,10 +101,11 @@ def bar_frequency_mapping(probs: torch.Tensor, target: torch.Tensor, num_target:
                 kept.append(s)
         if len(kept) < k:
             raise ValueError(f"bar_frequency_mapping: target class {t} keeps only {len(kept)} source classes of its "
-                             f"top {top} (the others rank them higher); it needs k={k}. Use a smaller k or more "
+                             f"top {top} (the others rank them higher), fewer than k={k}. Use a smaller k or more "
                              f"source classes")
         index.append(kept[:k])
-    return torch.tensor(index, dtype=torch.long, device=probs.device)
+    index = torch.tensor(index, dtype=torch.long, device=probs.device)
+    return index if layout == "per_class" else index.reshape(k, num_target).t().contiguous()
 
 
 __all__ = ["bar_focal_loss", "bar_frequency_mapping"]

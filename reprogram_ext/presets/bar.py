@@ -12,6 +12,7 @@ import torch
 
 from ..nn.label_mapping import LabelMapping
 from ..nn.layer_args import Size, spatial_size
+from ..blackbox.bar import bar_focal_loss, bar_frequency_mapping
 from ..nn.prompts import PaddingPrompt
 from .recipe import Recipe
 from .source import takes_source
@@ -22,13 +23,10 @@ def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 4.0, al
 
     ``p = clip(probs, 1e-7, 1 - 1e-7)``, per class ``y_t = y·p + (1 - y)(1 - p)``,
     ``α_t = y·α + (1 - y)(1 - α)``, ``fl = α_t (1 - y_t)^γ (-log y_t)``, averaged over the ``T``
-    classes and summed over the batch (the original's ``tf.gradients`` of the per-sample losses).
+    classes and summed over the batch (the original's ``tf.gradients`` of the per-sample losses):
+    ``blackbox.bar.bar_focal_loss(..., reduction="sum")``.
     """
-    y = torch.nn.functional.one_hot(target, probs.shape[-1]).to(probs.dtype)
-    p = probs.clamp(1e-7, 1.0 - 1e-7)
-    y_t = y * p + (1 - y) * (1 - p)
-    alpha_t = y * alpha + (1 - y) * (1 - alpha)
-    return (alpha_t * (1 - y_t).pow(gamma) * -torch.log(y_t)).mean(-1).sum()
+    return bar_focal_loss(probs, target, gamma, alpha, reduction="sum")
 
 
 def bar_frequency_index(probs: torch.Tensor, target: torch.Tensor, num_target: int, k: int = 6,
@@ -43,31 +41,10 @@ def bar_frequency_index(probs: torch.Tensor, target: torch.Tensor, num_target: i
     for its two classes, applied to every pair). Each class keeps its first ``k`` kept sources;
     their list, class after class, is then read as a ``[k, T]`` array (the original's
     ``reshape([B, mlm_num, 2])``), so target ``t`` averages ``flat[j·T + t]``, ``j < k`` — for
-    ``T > 1`` that mixes the classes' lists, exactly as the original does.
+    ``T > 1`` that mixes the classes' lists, exactly as the original does:
+    ``blackbox.bar.bar_frequency_mapping(..., layout="original")``.
     """
-    if probs.dim() != 2 or target.shape != probs.shape[:1]:
-        raise ValueError(f"bar_frequency_index: probs must be [N, S] and target [N], got {tuple(probs.shape)} "
-                         f"and {tuple(target.shape)}")
-    S = probs.shape[1]
-    top = min(top, S)
-    vals, idx = probs.topk(top, dim=1)
-    sums = torch.zeros(num_target, S, dtype=torch.float64).index_put_((target.long().unsqueeze(1).expand_as(idx), idx),
-                                                                      vals.double(), accumulate=True)
-    counts = torch.zeros(num_target, S, dtype=torch.float64).index_put_(
-        (target.long().unsqueeze(1).expand_as(idx), idx), torch.ones_like(vals, dtype=torch.float64), accumulate=True)
-    avg = torch.where(counts > 0, sums / counts.clamp_min(1), torch.zeros_like(sums))
-    ranked = avg.sort(dim=1, descending=True, stable=True).indices[:, :top].tolist()
-    rank = [{s: i for i, s in enumerate(r)} for r in ranked]
-    flat = []
-    for c in range(num_target):
-        kept = [s for i, s in enumerate(ranked[c])
-                if all(s not in rank[b] or rank[b][s] > i or (rank[b][s] == i and avg[c, s] > avg[b, s])
-                       for b in range(num_target) if b != c)]
-        if len(kept) < k:
-            raise ValueError(f"bar_frequency_index: target class {c} keeps only {len(kept)} of its top-{top} sources, "
-                             f"fewer than k={k}")
-        flat += kept[:k]
-    return torch.tensor(flat, dtype=torch.long).view(k, num_target).t().contiguous()
+    return bar_frequency_mapping(probs, target, num_target, k=k, top=top, layout="original")
 
 
 def glorot_scale(output_size) -> float:
