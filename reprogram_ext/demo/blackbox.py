@@ -18,7 +18,6 @@ Run: ``python -m reprogram_ext.demo.blackbox`` (a few minutes on 2 CPU cores) or
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from reprogram_ext.blackbox.optim import BarAdam  # noqa: E402
 from reprogram_ext.blackbox.query import RefusesGradients  # noqa: E402
 from reprogram_ext.blackbox.reprogrammer import BlackBoxReprogrammer  # noqa: E402
 from reprogram_ext.blackbox.zo_estimator import ZOEstimator  # noqa: E402
-from reprogram_ext.demo import data, source_model, training  # noqa: E402
+from reprogram_ext.demo import data, session, source_model, training  # noqa: E402
 from reprogram_ext.demo.progress import ProgressBar  # noqa: E402
 from reprogram_ext.nn import LabelMapping, PaddingPrompt, Reprogrammer  # noqa: E402
 
@@ -107,22 +106,11 @@ def save_picture(path: str, panels, losses, steps_per_epoch: int) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    os.makedirs(args.output, exist_ok=True)
+    gen = session.begin(args)
     start = time.perf_counter()
     source_epochs, copies, white_epochs = (3, 2, 6) if args.quick else (4, 4, 15)
     q, epochs, batch = args.q, args.epochs or (6 if args.quick else 25), 32
-
-    cache = os.path.join(args.output, f"source_digits04_e{source_epochs}_c{copies}_s{args.seed}.pt")
-
-    def build():
-        x, y = data.source_task(copies, gen)
-        return source_model.train_source(x, y, NUM_CLASSES, source_epochs, gen)
-
-    model, cached = source_model.cached_source_model(cache, build)
-    print(f"source model: {'loaded from ' + cache if cached else 'trained and cached at ' + cache}")
+    model = source_model.digits_source(args.output, args.seed, gen, epochs=source_epochs, copies=copies)
     x_train, y_train, x_test, y_test = data.target_task(gen)
     chance = 1.0 / NUM_CLASSES
 
@@ -154,8 +142,7 @@ def main(argv=None) -> dict:
     results = {"chance": chance, "mapping_only": mapping_only, "black_box": black_acc, "white_box": white_acc,
                "training_queries": training_queries, "total_queries": rp.queries, "q": q, "epochs": epochs,
                "steps": rp.steps, "train_samples": len(x_train), "seconds": time.perf_counter() - start}
-    with open(os.path.join(args.output, "blackbox_results.json"), "w") as fh:
-        json.dump(results, fh, indent=2)
+    session.save_results(results, args.output, "blackbox_results.json")
 
     print(f"\ntarget task: digits 5-9 at 16x16 -> frozen digits-0-4 CNN seen through its probabilities "
           f"({len(x_test)} test images)")

@@ -18,7 +18,6 @@ Run: ``python -m reprogram_ext.demo`` or ``python reprogram_ext/demo/reprogram_d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from reprogram_ext.demo import data, plots, source_model, training  # noqa: E402
+from reprogram_ext.demo import data, plots, session, source_model, training  # noqa: E402
 from reprogram_ext.mapping import count_matrix  # noqa: E402
 from reprogram_ext.nn import LabelMapping, PaddingPrompt, Reprogrammer  # noqa: E402
 
@@ -61,23 +60,11 @@ def prompts(quick: bool):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    os.makedirs(args.output, exist_ok=True)
+    gen = session.begin(args)
     start = time.perf_counter()
     source_epochs, copies, target_epochs = (3, 2, 6) if args.quick else (4, 4, 15)
-
-    cache = os.path.join(args.output, f"source_digits04_e{source_epochs}_c{copies}_s{args.seed}.pt")
-    if args.retrain_source and os.path.exists(cache):
-        os.remove(cache)
-
-    def build():
-        x, y = data.source_task(copies, gen)
-        return source_model.train_source(x, y, NUM_CLASSES, source_epochs, gen)
-
-    model, cached = source_model.cached_source_model(cache, build)
-    print(f"source model: {'loaded from ' + cache if cached else 'trained and cached at ' + cache}")
+    model = source_model.digits_source(args.output, args.seed, gen, epochs=source_epochs, copies=copies,
+                                       retrain=args.retrain_source)
     x_src, y_src = data.source_task(1, torch.Generator().manual_seed(args.seed + 1))
     source_acc = training.accuracy(model, x_src, y_src)
     print(f"source task (digits 0-4, random size/place) accuracy: {source_acc:.3f}")
@@ -112,8 +99,7 @@ def main(argv=None) -> dict:
     plots.save_label_mapping(os.path.join(args.output, "label_mapping.png"), *last,
                              source_names=[str(d) for d in range(5)], target_names=[str(d) for d in range(5, 10)])
     results["seconds"] = time.perf_counter() - start
-    with open(os.path.join(args.output, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=2)
+    session.save_results(results, args.output, "results.json")
 
     print(f"\ntarget task: digits 5-9 at 16x16 -> frozen digits-0-4 CNN ({len(x_test)} test images)")
     print(f"  chance                                  {chance:.3f}")

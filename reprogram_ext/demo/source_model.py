@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import data
 from .progress import ProgressBar
+
+SOURCE_CLASSES = 5  # the source task: digits 0-4
 
 
 def source_network(num_classes: int) -> nn.Sequential:
@@ -59,3 +62,23 @@ def cached_source_model(path: str, build) -> tuple:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     torch.save({"num_classes": model[-1].out_features, "weights": model.state_dict()}, path)
     return model, False
+
+
+def digits_source(output: str, seed: int, generator: torch.Generator, *, epochs: int, copies: int,
+                  retrain: bool = False) -> nn.Sequential:
+    """The frozen digits-0-4 CNN that every demo reprograms.
+
+    Trained for ``epochs`` on ``data.source_task(copies)`` and cached in ``output`` (one file per
+    ``epochs``, ``copies``, ``seed``, so the demos share it); ``retrain`` drops the cached file first.
+    """
+    path = os.path.join(output, f"source_digits04_e{epochs}_c{copies}_s{seed}.pt")
+    if retrain and os.path.exists(path):
+        os.remove(path)
+
+    def build():
+        x, y = data.source_task(copies, generator)
+        return train_source(x, y, SOURCE_CLASSES, epochs, generator)
+
+    model, cached = cached_source_model(path, build)
+    print(f"source model: {'loaded from ' + path if cached else 'trained and cached at ' + path}")
+    return model

@@ -16,20 +16,18 @@ Run: ``python -m reprogram_ext.demo.tokens`` (``--quick`` for the short run the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
-import torch.nn.functional as F
 
-from reprogram_ext.demo import data, source_model, training
+from reprogram_ext.demo import session, source_model, training
 from reprogram_ext.nn import LabelMapping, Reprogrammer, TokenCanvasPrompt
 
 ALPHABET = "ACGT"
 MOTIFS = ("GAT", "CCA", "TGC", "AAG")
 LENGTH, GRID, PATCH = 16, 4, 8  # 4 x 4 cells of 8 x 8 = the source's 32 x 32 canvas
-SOURCE_CLASSES = 5
+SOURCE_CLASSES = source_model.SOURCE_CLASSES
 
 
 def motif_task(n: int, generator: torch.Generator):
@@ -73,20 +71,11 @@ def save_patches(path: str, table: torch.Tensor) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
-    os.makedirs(args.output, exist_ok=True)
+    gen = session.begin(args)
     start = time.perf_counter()
-    source_epochs, copies = 3, 2  # the digits demo's quick source, shared through its cache
     n_train, n_test, epochs = (1200, 400, 8) if args.quick else (4000, 1000, 20)
-    cache = os.path.join(args.output, f"source_digits04_e{source_epochs}_c{copies}_s{args.seed}.pt")
-
-    def build():
-        x, y = data.source_task(copies, gen)
-        return source_model.train_source(x, y, SOURCE_CLASSES, source_epochs, gen)
-
-    model, _ = source_model.cached_source_model(cache, build)
+    # the digits demo's quick source, shared through its cache
+    model = source_model.digits_source(args.output, args.seed, gen, epochs=3, copies=2)
     x_train, y_train = motif_task(n_train, gen)
     x_test, y_test = motif_task(n_test, gen)
     num_classes = len(MOTIFS)
@@ -107,8 +96,7 @@ def main(argv=None) -> dict:
     save_patches(os.path.join(args.output, "token_patches.png"), prompt.table)
     results = {"chance": chance, "mapping_only": mapping_only, "reprogrammed": acc, "linear_probe": probe,
                "seconds": time.perf_counter() - start}
-    with open(os.path.join(args.output, "tokens_results.json"), "w") as fh:
-        json.dump(results, fh, indent=2)
+    session.save_results(results, args.output, "tokens_results.json")
     print(f"\nmotif detection on DNA-like sequences ({n_test} test sequences, {num_classes} motifs) through the "
           "frozen digits-0-4 CNN")
     print(f"  chance                                   {chance:.3f}")
