@@ -117,8 +117,8 @@ cat "$OUT/copy_roofline.txt" | tee -a "$SUMMARY"
 # ---- 5. the benchmarks on CUDA: the headline op first, then the rest with the time left
 step "python -m bench --device cuda --ops masked_perturb" "$(( $(left) * 6 / 10 ))" \
   bash -c "PYTHONPATH='$ROOT' '$PY' -m bench --device cuda --ops masked_perturb --out '$OUT/bench-masked_perturb' > '$OUT/bench-masked_perturb.log' 2>&1"
-step "python -m bench --device cuda --ops label_map,mapped_cross_entropy,e2e_step" "$(left)" \
-  bash -c "PYTHONPATH='$ROOT' '$PY' -m bench --device cuda --ops label_map,mapped_cross_entropy,e2e_step --out '$OUT/bench-other' > '$OUT/bench-other.log' 2>&1"
+step "python -m bench --device cuda --ops label_map,mapped_cross_entropy,e2e_step,tokens_to_canvas,vocab_map,blackbox_step" "$(left)" \
+  bash -c "PYTHONPATH='$ROOT' '$PY' -m bench --device cuda --ops label_map,mapped_cross_entropy,e2e_step,tokens_to_canvas,vocab_map,blackbox_step --out '$OUT/bench-other' > '$OUT/bench-other.log' 2>&1"
 
 note "done: results in $OUT ($( ((failed)) && echo 'some steps FAILED' || echo 'all steps ok'))"
 exit "$failed"
