@@ -331,10 +331,13 @@ def test_fused_bank_bits_equal_reference(backend_device, directions, antithetic)
 
 
 @pytest.mark.parametrize("backend_device", FUSED)
-def test_fused_bank_matches_reference_with_every_option(backend_device):
+@pytest.mark.parametrize("theta_batch", [2, 1], ids=["per_sample_programs", "one_program"])
+def test_fused_bank_matches_reference_with_every_option(backend_device, theta_batch):
+    """Per-sample programs take one forward per query; one program shared by the batch takes the
+    queries as one prompt bank (bank=True) on CUDA and Triton."""
     backend, device = backend_device
     x = (torch.rand(2, 1, 6, 6, device=device) * 255).to(torch.uint8)
-    theta = torch.randn(2, 3, 12, 12, device=device)  # per-sample programs
+    theta = torch.randn(theta_batch, 3, 12, 12, device=device)
     mask = torch.rand(2, 1, 6, 6, device=device)
     opts = dict(activation="sigmoid", clamp=(0.1, 0.9), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.25), mask_scale=2,
                 resize=(8, 8), blend="replace")

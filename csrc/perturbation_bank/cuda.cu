@@ -9,9 +9,10 @@
 //   norm_from_fixed(S) (the same function, on the host);
 // - bank_programs: theta + sign fl(beta u_j) for every query built (before the activation);
 // - bank_combine: sum_j w_j u_j (segmented: w_j / Delta_j), j ascending.
-// The canvases are masked_perturb's CUDA forward applied to each query's program (the activation,
-// mask, placement and normalisation there), written into the bank: x is read once per query here,
-// not once per bank as in the C++ CPU kernel.
+// The canvases are masked_perturb's CUDA forward (the activation, mask, placement and
+// normalisation there): one call with the programs as a prompt bank (bank=true, the canvases
+// written once, straight into the [Q, B, ...] output) when theta is one program [1, C, H, W]
+// shared by the batch; one call per query, copied into the bank, for per-sample programs.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/cuda/CUDAException.h>
@@ -172,6 +173,11 @@ Tensor perturbation_bank_cuda(const Tensor& x, const Tensor& theta_in, const std
   static auto forward = c10::Dispatcher::singleton()
                             .findSchemaOrThrow("reprogram_ext::masked_perturb_forward", "")
                             .typed<MaskedPerturbForward>();
+  if (theta.dim() == 4 && theta.size(0) == 1) {  // the queries as one prompt bank [Q, C, H, W]
+    const Tensor canvases = forward.call(x, programs.view({nq, theta.size(1), theta.size(2), theta.size(3)}), mask,
+                                         RX_MASKED_PERTURB_OPTION_ARGS, /*bank=*/true);
+    return canvases.view({nq, canvases.size(0) / nq, canvases.size(1), canvases.size(2), canvases.size(3)});
+  }
   Tensor out;
   for (int64_t k = 0; k < nq; ++k) {
     const Tensor canvas = forward.call(x, programs[k].view(theta.sizes()), mask, RX_MASKED_PERTURB_OPTION_ARGS,

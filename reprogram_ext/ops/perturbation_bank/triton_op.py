@@ -4,8 +4,9 @@
 
 The bank: the sphere's norm partials (int64, exact) and the perturbed programs theta + sign fl(beta u)
 are Triton kernels (triton_kernels.py: the directions' bits equal the reference's); the canvases are
-masked_perturb's Triton forward applied to each query's program (x is read once per query here, not
-once per bank as in the C++ kernel). Imported on the first ``backend="triton"`` call; runs on CUDA
+masked_perturb's Triton forward over the programs as one prompt bank (bank=True: one launch, the
+canvases written once into the [Q, B, ...] output) when theta is one program shared by the batch,
+else one forward per query. Imported on the first ``backend="triton"`` call; runs on CUDA
 tensors, and on CPU tensors under TRITON_INTERPRET=1.
 """
 from __future__ import annotations
@@ -77,6 +78,9 @@ def perturbation_bank_triton(x, theta, mask, seed, q, beta, directions, antithet
     progs = programs(theta, seed, q, beta, directions, antithetic, query_start, query_stop)
     forward = perturb_triton.forward_op()
     opts = (offsets, norm, resized_size, resize_mode, activation, blend, normalize, clamp, mask_scale)
+    if theta.shape[0] == 1:  # one program for the batch: the queries are a prompt bank [Q, C, H, W]
+        out = forward(x, progs.flatten(0, 1), mask, *opts, True)
+        return out.view(len(progs), x.shape[0], *out.shape[1:])
     return torch.stack([forward(x, p, mask, *opts) for p in progs])
 
 
