@@ -42,10 +42,74 @@ constexpr int64_t kBlock = 4096;  // elements of a direction per task (a multipl
 // Parallel-for grain for tasks of ~`elems` elements: ~32k elements per thread at least.
 int64_t grain_for(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, elems)); }
 
-// v[0 .. n) = raw values (z or Delta) of elements e0 .. e0 + n of direction j (e0 % 4 == 0).
+constexpr int kLanes = 16;  // element groups generated together (64 elements)
+
+// Philox4x32-10 (philox.h's philox4x32_10) of the kLanes counters (r0, r1, r2, r3)[l] under the key
+// (k0, k1), in place. The high and low words are separate products and the lanes separate arrays:
+// the form the compiler vectorises.
+void philox_rounds(uint32_t* __restrict r0, uint32_t* __restrict r1, uint32_t* __restrict r2,
+                   uint32_t* __restrict r3, uint32_t k0, uint32_t k1) {
+  using philox::kA, philox::kB;
+  for (int round = 0; round < 10; ++round) {
+    for (int l = 0; l < kLanes; ++l) {
+      const uint32_t hi_a = static_cast<uint32_t>((static_cast<uint64_t>(kA) * r0[l]) >> 32), lo_a = kA * r0[l];
+      const uint32_t hi_b = static_cast<uint32_t>((static_cast<uint64_t>(kB) * r2[l]) >> 32), lo_b = kB * r2[l];
+      r0[l] = hi_b ^ r1[l] ^ k0;
+      r2[l] = hi_a ^ r3[l] ^ k1;
+      r1[l] = lo_b;
+      r3[l] = lo_a;
+    }
+    k0 += philox::kW0;
+    k1 += philox::kW1;
+  }
+}
+
+// v[0 .. 4 kLanes) = raw values of the groups g0 .. g0 + kLanes of direction j: the steps of
+// raw_direction4 (philox.h), each written as a loop over the lanes so that the compiler vectorises
+// it (the 32x32->64 products, the polynomials, the divisions and square roots). The same operations
+// on the same operands, each rounded once: the same bits as raw_direction4.
+void raw_groups(Directions kind, uint64_t seed, uint32_t j, uint64_t g0, float* v) {
+  using namespace philox;
+  uint32_t r0[kLanes], r1[kLanes], r2[kLanes], r3[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    const uint64_t g = g0 + static_cast<uint64_t>(l);
+    r0[l] = static_cast<uint32_t>(g), r1[l] = static_cast<uint32_t>(g >> 32), r2[l] = j, r3[l] = 0u;
+  }
+  philox_rounds(r0, r1, r2, r3, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  if (kind == Directions::kSegmented) {
+    for (int l = 0; l < kLanes; ++l) {
+      v[4 * l] = segmented(r0[l]), v[4 * l + 1] = segmented(r1[l]);
+      v[4 * l + 2] = segmented(r2[l]), v[4 * l + 3] = segmented(r3[l]);
+    }
+    return;
+  }
+  float z[4][kLanes];
+  for (int pair = 0; pair < 2; ++pair) {  // Box-Muller of (r0, r1) -> lanes 0, 1 and (r2, r3) -> lanes 2, 3
+    const uint32_t* ra = pair == 0 ? r0 : r2;
+    const uint32_t* rb = pair == 0 ? r1 : r3;
+    for (int l = 0; l < kLanes; ++l) {
+      // exact: both < 2^24, so the int32 conversion equals box_muller's uint32 one
+      const float n = static_cast<float>(static_cast<int32_t>(2u * (ra[l] >> 9) + 1u));
+      const int32_t m = static_cast<int32_t>(2u * (rb[l] >> 9) + 1u);
+      const float radius = fsqrt(fmul(log_u24(n), -2.0f));
+      float c, sn;
+      sincos_turn24(m, &c, &sn);
+      z[2 * pair][l] = fmul(radius, c);
+      z[2 * pair + 1][l] = fmul(radius, sn);
+    }
+  }
+  for (int l = 0; l < kLanes; ++l) {
+    for (int q = 0; q < 4; ++q) v[4 * l + q] = z[q][l];
+  }
+}
+
+// v[0 .. n) = raw values (z or Delta) of elements e0 .. e0 + n of direction j (e0 % 4 == 0):
+// kLanes groups at a time, the last partial batch one group at a time.
 void raw_block(Directions kind, uint64_t seed, uint32_t j, int64_t e0, int64_t n, float* v) {
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) raw_groups(kind, seed, j, static_cast<uint64_t>((e0 + i) >> 2), v + i);
   float four[4];
-  for (int64_t i = 0; i < n; i += 4) {
+  for (; i < n; i += 4) {
     raw_direction4(kind, seed, j, static_cast<uint64_t>((e0 + i) >> 2), four);
     const int64_t lanes = std::min<int64_t>(4, n - i);
     for (int64_t l = 0; l < lanes; ++l) v[i + l] = four[l];
