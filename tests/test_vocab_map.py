@@ -281,3 +281,40 @@ def test_inputs_unchanged():
         rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=1, chunk=4, backend=backend)
     for a, b in zip((tokens, theta, embedding), copies):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_many_blocks_and_tiles(mode):
+    """The CPU kernels at sizes with several row blocks (128 rows) and column tiles (256 columns), each
+    ragged: float64 equal to the reference to 1e-10 (forward and both gradients), and float32 bitwise
+    equal across 1 and 2 threads and between runs."""
+    tokens, theta, embedding = inputs(3, 100, 5, 7, 600, 5, seed=4)
+    upstream = torch.randn(3, 100, 5, generator=gen(5), dtype=torch.float64)
+    expected = grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, backend="reference"),
+                     theta, embedding, upstream)
+    got = grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, chunk=200, backend="cpu"),
+                theta, embedding, upstream)
+    for name, a, b in zip(("out", "grad_theta", "grad_embedding"), got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
+    th32, e32, up32 = theta.float(), embedding.float(), upstream.float()
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            runs.append(grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, backend="cpu"),
+                              th32, e32, up32))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            assert torch.equal(a, b)
+
+
+def test_cpu_under_inference_mode():
+    """The CPU forward's worker threads run under torch.inference_mode too (same output as outside)."""
+    tokens, theta, embedding = inputs(2, 70, 3, 5, 300, 4, seed=6, dtype=torch.float32)
+    expected = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=2, backend="cpu")
+    with torch.inference_mode():
+        got = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=2, backend="cpu")
+    assert torch.equal(got, expected)
