@@ -318,3 +318,22 @@ def test_cpu_under_inference_mode():
     with torch.inference_mode():
         got = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=2, backend="cpu")
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_float32_largest_uniform_is_finite(bd):
+    """seed 183 hashes row 29, column 392 to h >> 8 = 2^24 − 1: float32 rounds that u to 1, and the
+    floor of −log u (2^−25) keeps G finite (≈ 17.33, as in float64) on every backend."""
+    backend, device = bd
+    rows, cols = torch.tensor([29]), torch.tensor([392])
+    g32, g64 = noise.gumbel(183, rows, cols, torch.float32), noise.gumbel(183, rows, cols, torch.float64)
+    assert torch.isfinite(g32).all()
+    assert abs(g32.item() - g64.item()) < 1e-3 and abs(g64.item() - 25 * math.log(2)) < 1e-6
+    tokens, theta, embedding = inputs(1, 30, 3, 5, 400, 4, seed=8, dtype=torch.float32, scale=0.1)
+    t, th, e = on(device, tokens, theta, embedding)
+    out = rx.vocab_map(t, th, e, mode="gumbel", seed=183, backend=backend).cpu()
+    assert torch.isfinite(out).all()
+    reference = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=183, backend="reference")
+    torch.testing.assert_close(out, reference, rtol=2e-4, atol=2e-5)
+    exact = transcription(tokens, theta.double(), embedding.double(), 1.0, "gumbel", 183)
+    torch.testing.assert_close(out[0, 29].double(), exact[0, 29], rtol=1e-3, atol=1e-3)

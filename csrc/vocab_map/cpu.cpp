@@ -93,10 +93,12 @@ C10_ALWAYS_INLINE void uniform_row_generic(T* u, uint32_t row_hash, int64_t c0, 
   }
 }
 
+// x[k] = max(−x[k], 2^−25): from log u to the floored −log u (noise.h).
 template <typename T>
-C10_ALWAYS_INLINE void negate_generic(T* x, int64_t count) {
+C10_ALWAYS_INLINE void negate_floor_generic(T* x, int64_t count) {
+  const T floor = static_cast<T>(kLogUFloor);
 #pragma omp simd
-  for (int64_t k = 0; k < count; ++k) x[k] = -x[k];
+  for (int64_t k = 0; k < count; ++k) x[k] = -x[k] > floor ? -x[k] : floor;
 }
 
 // s[c] = (s[c] − lnl[c]) · inv_tau, with lnl = log(−log u) (so −lnl = G); returns max_c s[c].
@@ -162,7 +164,7 @@ RX_CPU_CLONES void window_row_f32(float* row, const int64_t* tok, const float* t
 RX_CPU_CLONES void uniform_row_f32(float* u, uint32_t row_hash, int64_t c0, int64_t width) {
   uniform_row_generic<float>(u, row_hash, c0, width);
 }
-RX_CPU_CLONES void negate_f32(float* x, int64_t count) { negate_generic<float>(x, count); }
+RX_CPU_CLONES void negate_floor_f32(float* x, int64_t count) { negate_floor_generic<float>(x, count); }
 RX_CPU_CLONES float scale_row_f32(float* s, const float* lnl, int64_t width, float inv_tau) {
   return scale_row_generic<float>(s, lnl, width, inv_tau);
 }
@@ -193,7 +195,7 @@ RX_VOCAB_MAP_ROW_FN(window_row, void,
                     (row, tok, theta, sh, n, c0, width))
 RX_VOCAB_MAP_ROW_FN(uniform_row, void, (T * u, uint32_t row_hash, int64_t c0, int64_t width),
                     (u, row_hash, c0, width))
-RX_VOCAB_MAP_ROW_FN(negate, void, (T * x, int64_t count), (x, count))
+RX_VOCAB_MAP_ROW_FN(negate_floor, void, (T * x, int64_t count), (x, count))
 RX_VOCAB_MAP_ROW_FN(scale_row, T, (T * s, const T* lnl, int64_t width, T inv_tau), (s, lnl, width, inv_tau))
 RX_VOCAB_MAP_ROW_FN(exp_row, T, (T * s, int64_t width, T shift, T mult), (s, width, shift, mult))
 RX_VOCAB_MAP_ROW_FN(softmax_grad_row, void, (T * dz, const T* p, int64_t width, T delta, T inv_tau),
@@ -216,14 +218,14 @@ void scores_block(const Ctx<T>& x, int64_t n0, int64_t rows, int64_t c0, int64_t
   for (int64_t r = 0; r < rows; ++r) window_row<T>(s + r * width, x.tok, x.theta, x.sh, n0 + r, c0, width);
   if (!has_softmax(x.mode)) return;
   const T* lnl = nullptr;
-  if (has_noise(x.mode)) {  // lnl = log(−log u), so G = −lnl
+  if (has_noise(x.mode)) {  // lnl = log(max(−log u, 2^−25)), so G = −lnl
     T* u = noise_buf.data_ptr<T>();
     for (int64_t r = 0; r < rows; ++r) {
       uniform_row<T>(u + r * width, mix32(static_cast<uint32_t>(n0 + r) ^ x.key), c0, width);
     }
     at::Tensor view = noise_buf.narrow(0, 0, rows * width);
     view.log_();
-    negate<T>(u, rows * width);
+    negate_floor<T>(u, rows * width);
     view.log_();
     lnl = u;
   }

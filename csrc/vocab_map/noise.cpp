@@ -35,7 +35,7 @@ at::Tensor gumbel_chunk(const at::Tensor& row_hash, int64_t c0, int64_t width, a
   at::Tensor cols = at::bitwise_and(at::arange(c0, c0 + width, row_hash.options()), kMask32);
   at::Tensor h = mix32_tensor(at::bitwise_xor(row_hash.unsqueeze(1), cols.unsqueeze(0)));
   at::Tensor u = at::bitwise_right_shift(h, 8).to(dtype).add_(0.5).mul_(1.0 / 16777216.0);
-  return u.log_().neg_().log_().neg_();
+  return u.log_().neg_().clamp_min_(kLogUFloor).log_().neg_();
 }
 
 }  // namespace vocab_map
