@@ -281,3 +281,59 @@ def test_inputs_unchanged():
         rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=1, chunk=4, backend=backend)
     for a, b in zip((tokens, theta, embedding), copies):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cpu_many_blocks_and_tiles(mode):
+    """The CPU kernels at sizes with several row blocks (128 rows) and column tiles (256 columns), each
+    ragged: float64 equal to the reference to 1e-10 (forward and both gradients), and float32 bitwise
+    equal across 1 and 2 threads and between runs."""
+    tokens, theta, embedding = inputs(3, 100, 5, 7, 600, 5, seed=4)
+    upstream = torch.randn(3, 100, 5, generator=gen(5), dtype=torch.float64)
+    expected = grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, backend="reference"),
+                     theta, embedding, upstream)
+    got = grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, chunk=200, backend="cpu"),
+                theta, embedding, upstream)
+    for name, a, b in zip(("out", "grad_theta", "grad_embedding"), got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
+    th32, e32, up32 = theta.float(), embedding.float(), upstream.float()
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            runs.append(grads(lambda th, e: rx.vocab_map(tokens, th, e, tau=0.6, mode=mode, seed=9, backend="cpu"),
+                              th32, e32, up32))
+    finally:
+        torch.set_num_threads(threads)
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            assert torch.equal(a, b)
+
+
+def test_cpu_under_inference_mode():
+    """The CPU forward's worker threads run under torch.inference_mode too (same output as outside)."""
+    tokens, theta, embedding = inputs(2, 70, 3, 5, 300, 4, seed=6, dtype=torch.float32)
+    expected = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=2, backend="cpu")
+    with torch.inference_mode():
+        got = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=2, backend="cpu")
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+def test_float32_largest_uniform_is_finite(bd):
+    """seed 183 hashes row 29, column 392 to h >> 8 = 2^24 − 1: float32 rounds that u to 1, and the
+    floor of −log u (2^−25) keeps G finite (≈ 17.33, as in float64) on every backend."""
+    backend, device = bd
+    rows, cols = torch.tensor([29]), torch.tensor([392])
+    g32, g64 = noise.gumbel(183, rows, cols, torch.float32), noise.gumbel(183, rows, cols, torch.float64)
+    assert torch.isfinite(g32).all()
+    assert abs(g32.item() - g64.item()) < 1e-3 and abs(g64.item() - 25 * math.log(2)) < 1e-6
+    tokens, theta, embedding = inputs(1, 30, 3, 5, 400, 4, seed=8, dtype=torch.float32, scale=0.1)
+    t, th, e = on(device, tokens, theta, embedding)
+    out = rx.vocab_map(t, th, e, mode="gumbel", seed=183, backend=backend).cpu()
+    assert torch.isfinite(out).all()
+    reference = rx.vocab_map(tokens, theta, embedding, mode="gumbel", seed=183, backend="reference")
+    torch.testing.assert_close(out, reference, rtol=2e-4, atol=2e-5)
+    exact = transcription(tokens, theta.double(), embedding.double(), 1.0, "gumbel", 183)
+    torch.testing.assert_close(out[0, 29].double(), exact[0, 29], rtol=1e-3, atol=1e-3)

@@ -1,7 +1,5 @@
-// vocab_map over V_s chunks with ATen ops (the formulas: chunked.h).
+// vocab_map over V_s chunks with ATen ops on any device (the formulas: chunked.h); CUDA runs it.
 #include "vocab_map/chunked.h"
-
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,33 +8,11 @@
 
 #include "vocab_map/noise.h"
 #include "vocab_map/options.h"
+#include "vocab_map/shape.h"
 
 namespace reprogram_ext {
 namespace vocab_map {
 namespace {
-
-struct Shape {
-  int64_t B, L, N, w, V_t, V_s, D;
-};
-
-Shape check(const at::Tensor& tokens, const at::Tensor& theta, const at::Tensor& embedding, double tau,
-            int64_t chunk) {
-  TORCH_CHECK_VALUE(tokens.dim() == 2 && tokens.scalar_type() == at::kLong && tokens.numel() > 0,
-                    "vocab_map: tokens must be a non-empty int64 [B, L], got ", tokens.sizes(), " ",
-                    tokens.scalar_type());
-  TORCH_CHECK_VALUE(theta.dim() == 3 && theta.size(0) % 2 == 1, "vocab_map: theta must be [w, V_t, V_s] with odd w, "
-                    "got ", theta.sizes());
-  TORCH_CHECK_VALUE(embedding.dim() == 2 && embedding.size(0) == theta.size(2),
-                    "vocab_map: embedding must be [V_s=", theta.size(2), ", D], got ", embedding.sizes());
-  TORCH_CHECK_TYPE(embedding.scalar_type() == theta.scalar_type() &&
-                       (theta.scalar_type() == at::kFloat || theta.scalar_type() == at::kDouble),
-                   "vocab_map: theta and embedding must both be float32 or both float64, got ", theta.scalar_type(),
-                   " and ", embedding.scalar_type());
-  TORCH_CHECK_VALUE(tau > 0 && std::isfinite(tau), "vocab_map: tau must be a positive finite temperature, got ", tau);
-  TORCH_CHECK_VALUE(chunk >= 1, "vocab_map: chunk must be >= 1, got ", chunk);
-  return {tokens.size(0), tokens.size(1), tokens.numel(), theta.size(0), theta.size(1), theta.size(2),
-          embedding.size(1)};
-}
 
 // The window offsets j with shift s = j − w//2 and their in-sequence positions [lo, hi).
 struct Offset {
@@ -59,43 +35,9 @@ at::Tensor offset_tokens(const at::Tensor& tokens, const Offset& o) {
   return tokens.slice(1, o.lo + o.shift, o.hi + o.shift).reshape(-1);
 }
 
-// z[:, c0 : c0 + width] as [N, width] on CPU: one pass per row adding its in-sequence offsets' θ
-// row segments (each contiguous: θ[j, t, c0 : c0 + width]).
-template <typename T>
-void window_sum_cpu(const at::Tensor& tokens, const at::Tensor& theta, const Shape& sh, int64_t c0, int64_t width,
-                    at::Tensor& z) {
-  const int64_t* tok = tokens.data_ptr<int64_t>();
-  const T* th = theta.data_ptr<T>();
-  T* out = z.data_ptr<T>();
-  const int64_t h = sh.w / 2;
-  at::parallel_for(0, sh.N, 8, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const int64_t b = n / sh.L, i = n % sh.L;
-      T* row = out + n * width;
-      const T* centre = th + (h * sh.V_t + tok[n]) * sh.V_s + c0;
-      for (int64_t c = 0; c < width; ++c) row[c] = centre[c];
-      for (int64_t j = 0; j < sh.w; ++j) {
-        const int64_t pos = i + j - h;
-        if (j == h || pos < 0 || pos >= sh.L) continue;
-        const T* src = th + (j * sh.V_t + tok[b * sh.L + pos]) * sh.V_s + c0;
-        for (int64_t c = 0; c < width; ++c) row[c] += src[c];
-      }
-    }
-  });
-}
-
 // z[:, c0 : c0 + width] as [N, width].
 at::Tensor window_sum(const at::Tensor& tokens, const at::Tensor& theta, const std::vector<Offset>& offs,
                       const Shape& sh, int64_t c0, int64_t width) {
-  if (tokens.is_cpu()) {
-    at::Tensor z = at::empty({sh.N, width}, theta.options());
-    if (theta.scalar_type() == at::kDouble) {
-      window_sum_cpu<double>(tokens, theta, sh, c0, width, z);
-    } else {
-      window_sum_cpu<float>(tokens, theta, sh, c0, width, z);
-    }
-    return z;
-  }
   at::Tensor z;
   for (const Offset& o : offs) {
     at::Tensor rows = theta.select(0, o.j).narrow(1, c0, width).index_select(0, offset_tokens(tokens, o));
@@ -108,41 +50,9 @@ at::Tensor window_sum(const at::Tensor& tokens, const at::Tensor& theta, const s
   return z;
 }
 
-// grad_theta[:, :, c0 : c0 + width] += the scatter of dz [N, width] by each offset's tokens, on CPU:
-// threads own disjoint column ranges and add the rows in order n = 0, 1, … (deterministic).
-template <typename T>
-void scatter_window_cpu(at::Tensor& grad_theta, const at::Tensor& dz, const at::Tensor& tokens, const Shape& sh,
-                        int64_t c0, int64_t width) {
-  const int64_t* tok = tokens.data_ptr<int64_t>();
-  const T* src = dz.data_ptr<T>();
-  T* gt = grad_theta.data_ptr<T>();
-  const int64_t h = sh.w / 2;
-  at::parallel_for(0, width, 64, [&](int64_t cb, int64_t ce) {
-    for (int64_t n = 0; n < sh.N; ++n) {
-      const int64_t b = n / sh.L, i = n % sh.L;
-      const T* row = src + n * width;
-      for (int64_t j = 0; j < sh.w; ++j) {
-        const int64_t k = i + j - h;  // row n reads token tokens[b, k] at offset j
-        if (k < 0 || k >= sh.L) continue;
-        T* dst = gt + (j * sh.V_t + tok[b * sh.L + k]) * sh.V_s + c0;
-        for (int64_t c = cb; c < ce; ++c) dst[c] += row[c];
-      }
-    }
-  });
-}
-
 // grad_theta[:, :, c0 : c0 + width] += the scatter of dz [N, width] by each offset's tokens.
 void scatter_window(at::Tensor& grad_theta, const at::Tensor& dz, const at::Tensor& tokens,
                     const std::vector<Offset>& offs, const Shape& sh, int64_t c0, int64_t width) {
-  if (dz.is_cpu()) {
-    const at::Tensor src = dz.contiguous();
-    if (dz.scalar_type() == at::kDouble) {
-      scatter_window_cpu<double>(grad_theta, src, tokens, sh, c0, width);
-    } else {
-      scatter_window_cpu<float>(grad_theta, src, tokens, sh, c0, width);
-    }
-    return;
-  }
   for (const Offset& o : offs) {  // the sorted accumulate path: deterministic, no float atomics
     at::Tensor src = dz.view({sh.B, sh.L, width}).slice(1, o.lo, o.hi).reshape({-1, width});
     grad_theta.select(0, o.j).narrow(1, c0, width).index_put_({offset_tokens(tokens, o)}, src, /*accumulate=*/true);
@@ -150,11 +60,7 @@ void scatter_window(at::Tensor& grad_theta, const at::Tensor& dz, const at::Tens
 }
 
 void add_rows(at::Tensor& dst, const at::Tensor& index, const at::Tensor& src) {
-  if (dst.is_cuda()) {
-    dst.index_put_({index}, src, /*accumulate=*/true);
-  } else {
-    dst.index_add_(0, index, src);
-  }
+  dst.index_put_({index}, src, /*accumulate=*/true);  // sorted and deterministic on CUDA
 }
 
 // s = (z [+ G]) / τ in place.

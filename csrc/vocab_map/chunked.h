@@ -1,7 +1,7 @@
 // vocab_map's forward and backward over chunks of the source vocabulary, written with ATen ops on
-// any device (the CPU kernels, and the CUDA backend's host code calling cuBLAS through ATen). The
-// matrix products dominate (2·N·V_s·D multiply-adds per product), so each chunk is one GEMM-sized
-// step; no [N, V_s] tensor is ever held, only [N, chunk] temporaries.
+// any device (the CUDA backend's host code calling cuBLAS through ATen; the CPU has its own fused
+// kernels with the same formulas: cpu.cpp). The matrix products dominate (2·N·V_s·D multiply-adds
+// per product), so each chunk is one GEMM-sized step; no [N, V_s] tensor is ever held, only [N, chunk] temporaries.
 //
 // Notation (docs/ops/vocab_map.md): rows n = b·L + i, z[n, v] = Σ_j θ[j, tokens[b, i + j − w//2], v]
 // (offsets outside the sequence add 0), s = z/τ (gumbel: (z + G)/τ), p = softmax(s) (none: p = z),
@@ -13,8 +13,8 @@
 //   backward: p is recomputed per chunk from (m, l); dp = g Eᵀ, dz = p ⊙ (dp − δ)/τ with
 //            δ[n] = g[n]·soft_out[n]; dθ[j, t, v] = Σ over the rows whose offset-j token is t of
 //            dz[n, v]; dE = pᵀ g (gumbel_hard: onehot(argmax)ᵀ g). none: dz = dp, dE = zᵀ g.
-// Deterministic: each θ-gradient chunk is an index_add_ (CPU: a serial loop over the rows) or an
-// accumulating index_put_ (CUDA: a sorted, deterministic kernel); no float atomics.
+// Deterministic: each θ-gradient chunk is an accumulating index_put_ (CUDA: a sorted, deterministic
+// kernel); no float atomics.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,11 +1,8 @@
-// The Gumbel noise of vocab_map (the formula: noise.h): a uint32 loop and ATen's logs on CPU
-// tensors; ATen ops on other devices, on int64 tensors holding values in [0, 2^32), where each
-// product is split at bit 16 of the constant so that no int64 product overflows:
+// The Gumbel noise of vocab_map (the formula: noise.h) as ATen ops, for the device path (chunked.cpp;
+// the CPU kernels hash in their row loops: cpu.cpp), on int64 tensors holding values in [0, 2^32),
+// where each product is split at bit 16 of the constant so that no int64 product overflows:
 // (x * m) mod 2^32 = (x * m_lo + ((x * m_hi) mod 2^16) << 16) mod 2^32.
 #include "vocab_map/noise.h"
-
-#include <ATen/Parallel.h>
-
 
 namespace reprogram_ext {
 namespace vocab_map {
@@ -34,38 +31,11 @@ at::Tensor row_hashes(int64_t N, int64_t seed, const at::TensorOptions& device) 
   return mix32_tensor(at::bitwise_xor(rows, static_cast<int64_t>(seed_key(seed))));
 }
 
-// The CPU form: one pass of the uint32 hash writing u, then ATen's vectorised logs (the ATen form
-// below is ~20 passes of int64 ops).
-template <typename T>
-at::Tensor uniform_chunk_cpu(const at::Tensor& row_hash, int64_t c0, int64_t width) {
-  const int64_t N = row_hash.size(0);
-  at::Tensor out = at::empty({N, width}, row_hash.options().dtype(c10::CppTypeToScalarType<T>::value));
-  const int64_t* hr = row_hash.data_ptr<int64_t>();
-  T* dst = out.data_ptr<T>();
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const uint32_t h_row = static_cast<uint32_t>(hr[n]);
-      T* row = dst + n * width;
-      for (int64_t c = 0; c < width; ++c) {
-        const uint32_t h = mix32(h_row ^ static_cast<uint32_t>(c0 + c));
-        row[c] = (static_cast<T>(h >> 8) + static_cast<T>(0.5)) * static_cast<T>(1.0 / 16777216.0);
-      }
-    }
-  });
-  return out;
-}
-
 at::Tensor gumbel_chunk(const at::Tensor& row_hash, int64_t c0, int64_t width, at::ScalarType dtype) {
-  if (row_hash.device().is_cpu()) {
-    const at::Tensor hr = row_hash.contiguous();
-    at::Tensor u = dtype == at::kDouble ? uniform_chunk_cpu<double>(hr, c0, width)
-                                        : uniform_chunk_cpu<float>(hr, c0, width);
-    return u.log_().neg_().log_().neg_();
-  }
   at::Tensor cols = at::bitwise_and(at::arange(c0, c0 + width, row_hash.options()), kMask32);
   at::Tensor h = mix32_tensor(at::bitwise_xor(row_hash.unsqueeze(1), cols.unsqueeze(0)));
   at::Tensor u = at::bitwise_right_shift(h, 8).to(dtype).add_(0.5).mul_(1.0 / 16777216.0);
-  return u.log_().neg_().log_().neg_();
+  return u.log_().neg_().clamp_min_(kLogUFloor).log_().neg_();
 }
 
 }  // namespace vocab_map

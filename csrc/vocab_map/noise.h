@@ -3,7 +3,7 @@
 // backward regenerates the forward's noise chunk by chunk, and every backend draws the same numbers.
 //   mix(x)  lowbias32 in uint32: x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
 //   key = mix(seed_lo ^ mix(seed_hi)), h = mix(mix(n ^ key) ^ v), u = ((h >> 8) + 0.5) / 2^24,
-//   G = -log(-log(u)).
+//   G = -log(max(-log(u), 2^-25)) (the floor acts only in float32, which rounds the largest u to 1).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,6 +12,8 @@
 
 namespace reprogram_ext {
 namespace vocab_map {
+
+constexpr double kLogUFloor = 2.98023223876953125e-08;  // 2^-25, the smallest -log(u)
 
 inline uint32_t mix32(uint32_t x) {
   x ^= x >> 16;

@@ -6,8 +6,9 @@ the same numbers.
 In 32-bit unsigned arithmetic (wrapping), with ``mix`` the "lowbias32" integer hash
 (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16):
 ``key = mix(seed_lo ^ mix(seed_hi))``, ``h = mix(mix(n ^ key) ^ v)``,
-``u = ((h >> 8) + 0.5) / 2^24`` in (0, 1), ``G = -log(-log(u))``. The row ``n`` and column ``v``
-are taken modulo 2^32. csrc/vocab_map/noise.h computes the same with ATen ops.
+``u = ((h >> 8) + 0.5) / 2^24`` in (0, 1), ``G = -log(max(-log(u), 2^-25))``. The row ``n`` and
+column ``v`` are taken modulo 2^32. The floor 2^-25 is the smallest exact ``-log(u)`` (``-log(1 -
+2^-25)``, rounded): it acts only in float32, which rounds the largest ``u`` to 1 (``G`` would be +inf). csrc/vocab_map/noise.h computes the same with ATen ops.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 MASK32 = 0xFFFFFFFF
 M1, M2 = 0x7FEB352D, 0x846CA68B
+LOG_U_FLOOR = 2.0 ** -25  # the smallest -log(u) (float32 rounds the largest u to 1)
 
 
 def mul32(x, m: int):
@@ -46,7 +48,7 @@ def gumbel(seed: int, rows: torch.Tensor, cols: torch.Tensor, dtype: torch.dtype
     hr = mix32((rows & MASK32) ^ key)
     h = mix32(hr[:, None] ^ (cols & MASK32)[None, :])
     u = ((h >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
-    return -torch.log(-torch.log(u))
+    return -torch.log(torch.clamp_min(-torch.log(u), LOG_U_FLOOR))
 
 
 def draw_seed(generator) -> int:

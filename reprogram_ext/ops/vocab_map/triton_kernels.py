@@ -36,10 +36,10 @@ def _mix32(x):
 
 @triton.jit
 def _gumbel(row_hash, cols, ACC: tl.constexpr):
-    """G[n, v] = -log(-log(u)), u = ((mix(row_hash[n] ^ v) >> 8) + 0.5) / 2^24."""
+    """G[n, v] = -log(max(-log(u), 2^-25)), u = ((mix(row_hash[n] ^ v) >> 8) + 0.5) / 2^24 (noise.py)."""
     h = _mix32(row_hash[:, None] ^ cols[None, :].to(tl.uint32))
     u = ((h >> 8).to(ACC) + 0.5) * (1.0 / 16777216.0)
-    return -tl.log(-tl.log(u))
+    return -tl.log(tl.maximum(-tl.log(u), 2.98023223876953125e-08))  # 2^-25
 
 
 @triton.jit
