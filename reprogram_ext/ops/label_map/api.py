@@ -16,7 +16,7 @@ from .args import (
     values_checked_by_kernel,
 )
 from ...backend_registry import resolve_backend
-from .backends import refusal
+from .backends import auto_order, refusal
 from .reference import label_map_reference, mapped_cross_entropy_reference
 
 
@@ -33,7 +33,7 @@ def _prepare(op: str, logits, index, weight, reduce, pre, topk, backend: str):
     """(canonical inputs, the backend chosen for them, whether its kernel checks the index and target
     values); the index values are checked here when the kernel does not check them."""
     c = canonicalize(op, logits, index, weight, reduce, pre, topk)
-    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op))
+    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op), auto_order(c, logits.device.type))
     check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
     if not kernel_checks:
