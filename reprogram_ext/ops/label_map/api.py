@@ -91,7 +91,7 @@ def label_map(
     else:
         forward, _ = _ops(chosen)
         out, _ = forward(c.logits, c.index, c.weight, c.reduce, c.pre, c.topk)
-    return out.reshape(*c.lead_shape, c.num_targets)
+    return out if len(c.lead_shape) == 1 else out.reshape(*c.lead_shape, c.num_targets)
 
 
 def mapped_cross_entropy(
@@ -135,12 +135,12 @@ def mapped_cross_entropy(
             c.logits, y, c.index, c.weight, reduce=c.reduce, pre=c.pre, reduction=reduction,
             label_smoothing=eps, ignore_index=ignore_index, topk=c.topk,
         )
-        return loss.reshape(c.lead_shape) if reduction == "none" else loss
+        return loss.reshape(c.lead_shape) if reduction == "none" and len(c.lead_shape) != 1 else loss
     counted = _host_count(y, ignore_index) if reduction == "mean" else None
     _, forward = _ops(chosen)
     rows, _, _ = forward(c.logits, y, c.index, c.weight, c.reduce, c.pre, eps, ignore_index, c.topk)
     if reduction == "none":
-        loss = rows.reshape(c.lead_shape)
+        loss = rows if len(c.lead_shape) == 1 else rows.reshape(c.lead_shape)
     elif reduction == "sum":
         loss = rows.sum()
     else:
