@@ -27,6 +27,17 @@ BACKENDS = ("auto", "cuda", "triton", "cpu", "reference")
 # The order "auto" tries, per device type (an op may pass its own order for its inputs).
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
+# The two orders an op's per-input rule (``ops/<op>/backends.py: auto_order``) picks from on CUDA
+# tensors (docs/backends.md, "How auto chooses"): the predicted-faster kernel first, the other next.
+CUDA_FIRST = AUTO_ORDER["cuda"]
+TRITON_FIRST = ("triton", "cuda", "reference")
+
+
+def order_by_class(device_type: str, cuda_orders: dict, cls: str) -> Optional[tuple]:
+    """An op's auto rule for input class ``cls``: ``cuda_orders[cls]`` on CUDA tensors, None (the
+    device's AUTO_ORDER) elsewhere. An unknown class is a KeyError (a bug in the op's rule)."""
+    return cuda_orders[cls] if device_type == "cuda" else None
+
 Refusal = Callable[[str], Optional[str]]
 
 

@@ -190,8 +190,10 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
 // and dense[n] = (max, log_sum, D) when need_lse. Weight-gradient pass (kWeightPass): out[n, t, k] =
 // scale[n] * d loss_n / d w_tk, with the row normaliser read from dense. Two instantiations, so that
 // the forward carries no weight-derivative code (fewer live registers). L_scratch: [N, T], each
-// entry read back by its own lane.
-template <Reduce R, typename scalar_t, bool kWeightPass>
+// entry read back by its own lane. kStaged (forward only): the row's T*K mapped logits are first
+// loaded into shared memory, all lanes' gathers in flight together (stage_row, cuda_rows.cuh), and
+// every later pass reads them there; the launch passes stage_bytes() of dynamic shared memory.
+template <Reduce R, typename scalar_t, bool kWeightPass, bool kStaged>
 __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ target,
                      const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                      const acc_t<scalar_t>* __restrict__ scale, acc_t<scalar_t>* __restrict__ dense,
@@ -209,6 +211,33 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   const A eps = static_cast<A>(eps_d);
   const int64_t TK = T * K;
   const scalar_t* xr = x + n * S;
+  static_assert(!(kStaged && kWeightPass), "the weight-gradient pass reads the logits directly");
+  extern __shared__ __align__(16) unsigned char stage_smem[];
+  int64_t* local_src = reinterpret_cast<int64_t*>(stage_smem);                      // [TK], the block's
+  A* staged = reinterpret_cast<A*>(local_src + TK) + (threadIdx.x >> log_p) * TK;  // [TK], this row's
+  A stage_max = -static_cast<A>(INFINITY);
+  if constexpr (kStaged) {
+    for (int e = static_cast<int>(threadIdx.x); e < static_cast<int>(TK); e += kRowBlock) {
+      local_src[e] = local_source(index[e], S, e, static_cast<int>(K));
+    }
+    if (active) stage_max = stage_row<A>(xr, index, S, static_cast<int>(TK), g.lane, g.log_p, staged);
+    __syncthreads();  // local_src is written by the whole block
+  }
+  // Target t's logits and group: the staged copy (local sources, row length K) or the row itself.
+  auto row_of = [&](int64_t t) {
+    if constexpr (kStaged) {
+      return static_cast<const A*>(staged + t * K);
+    } else {
+      return xr;
+    }
+  };
+  auto group_of = [&](int64_t t) {
+    if constexpr (kStaged) {
+      return Group<A>{local_src + t * K, weight ? weight + t * K : nullptr, K, K, topk};
+    } else {
+      return group_at(index, weight, K, t, S, topk);
+    }
+  };
   if (in_range && !active) {
     for (int64_t i_e = 0, n_e = g.count(0, TK); i_e < n_e; ++i_e) {
       const int64_t e = g.at(0, i_e);
@@ -229,8 +258,8 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   }
   A shift = 0;
   if (pre == Pre::kSoftmax) {
-    A m = -static_cast<A>(INFINITY);
-    if (active) {
+    A m = stage_max;
+    if (!kStaged && active) {
       for (int64_t i_e = 0, n_e = g.count(0, TK); i_e < n_e; ++i_e) {
         const int64_t e = g.at(0, i_e);
         if (index[e] >= 0 && index[e] < S) {
@@ -247,9 +276,9 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S, topk);
-      const A Lt =
-          pre == Pre::kSoftmax ? group_log_prob<R, A>(xr, gr, shift).L : group_value<R, A>(xr, gr, pre, norm).out;
+      const Group<A> gr = group_of(t);
+      const A Lt = pre == Pre::kSoftmax ? group_log_prob<R, A>(row_of(t), gr, shift).L
+                                        : group_value<R, A>(row_of(t), gr, pre, norm).out;
       L[t] = Lt;
       local_max = nan_skip_max(local_max, Lt);
       local_sum += Lt;
@@ -280,24 +309,25 @@ __global__ void mapped_ce_kernel(const scalar_t* __restrict__ x, const int64_t* 
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S, topk);
+      const Group<A> gr = group_of(t);
+      const auto xt = row_of(t);
       const A dL = ce_logit_grad<A>(L[t], lse_L, t == y, T, eps, row_scale);
       if (pre == Pre::kSoftmax) {
-        const GroupLog<A> gl = group_log_prob<R, A>(xr, gr, shift);
+        const GroupLog<A> gl = group_log_prob<R, A>(xt, gr, shift);
         for (int64_t k = 0; k < K; ++k) {
           A v = 0;
           if (gr.valid(k)) {
-            v = weight_pass ? dL * log_group_weight_derivative<R, A>(xr, gr, gl, k)
-                            : dL * log_group_responsibility<R, A>(xr, gr, gl, k);
+            v = weight_pass ? dL * log_group_weight_derivative<R, A>(xt, gr, gl, k)
+                            : dL * log_group_responsibility<R, A>(xt, gr, gl, k);
           }
           out_row[t * K + k] = v;
         }
       } else {
-        const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
+        const GroupValue<A> gv = group_value<R, A>(xt, gr, pre, norm);
         for (int64_t k = 0; k < K; ++k) {
           A v = 0;
           if (gr.valid(k)) {
-            const A key = static_cast<A>(xr[gr.src[k]]);
+            const A key = static_cast<A>(xt[gr.src[k]]);
             if (weight_pass) {
               v = dL * value_weight_derivative<R>(gv, k, pre_value(key, pre, norm), key);
             } else {
@@ -506,8 +536,10 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
   const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/need_lse && scale == nullptr);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "mapped_ce_cuda", [&] {
     using A = acc_t<scalar_t>;
+    const bool staged = scale == nullptr && stage_fits<A>(p.T * p.K, log_p);
+    const size_t smem = staged ? static_cast<size_t>(stage_bytes<A>(p.T * p.K, log_p)) : 0;
     auto launch = [&](auto kernel) {
-      kernel<<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      kernel<<<row_grid(p.N, log_p), kRowBlock, smem, c10::cuda::getCurrentCUDAStream()>>>(
           logits.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
           weight_ptr<scalar_t>(weight), scale ? scale->const_data_ptr<A>() : nullptr,
           need_lse ? dense.mutable_data_ptr<A>() : nullptr, loss ? loss->mutable_data_ptr<A>() : nullptr,
@@ -517,12 +549,14 @@ void launch_mapped_ce(const LabelMapArgs& p, const Tensor& logits, const Tensor&
     };
     dispatch(p.reduce, [&](auto R) {
       constexpr Reduce r = decltype(R)::value;
-      if (scale == nullptr) {
-        launch(mapped_ce_kernel<r, scalar_t, false>);
+      if (scale == nullptr && staged) {
+        launch(mapped_ce_kernel<r, scalar_t, false, true>);
+      } else if (scale == nullptr) {
+        launch(mapped_ce_kernel<r, scalar_t, false, false>);
       } else if constexpr (Reducer<r>::kSelectsTop) {  // topk_mean takes no weight (args.h): no weight pass
         TORCH_CHECK(false, "mapped_cross_entropy: reduce='topk_mean' has no weight gradient");
       } else {
-        launch(mapped_ce_kernel<r, scalar_t, true>);
+        launch(mapped_ce_kernel<r, scalar_t, true, false>);
       }
     });
   });

@@ -142,5 +142,72 @@ C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int
   return b & ((1u << V) - 1u);
 }
 
+// ---- staged rows of the mapped_cross_entropy forward (bench/notes/label_map.md, session 6) -------
+// The forward reads each mapped logit x[index[e]] in three passes (the row's largest mapped logit,
+// then L_t and the responsibilities per target), each a dependent index load then a gather inside
+// a loop over K that is not unrolled: at a 32k vocabulary ~7 such round trips per lane and pass.
+// Instead the row's lanes load the T*K values once, kStageUnroll independent gathers at a time,
+// into shared memory (`values`, one slice of T*K per row of the block), with the local source of
+// every entry (`local_src[e]` = e % K when index[e] is a source in [0, S), else -1: the same for
+// every row, so once per block); the per-target code then runs the same math.h functions on
+// (values + t K, Group{local_src + t K, ..., S = K}), whose x[src[k]] is the same value: the same bits.
+constexpr int kStageUnroll = 8;
+constexpr int64_t kStageMaxBytes = 32 * 1024;  // dynamic shared memory per block (48 KB without opt-in)
+
+// Shared bytes of a block's stage: kRowBlock / P rows of TK values of type A, then TK int64 sources.
+template <typename A>
+C10_HOST_DEVICE inline int64_t stage_bytes(int64_t TK, int log_p) {
+  return (kRowBlock >> log_p) * TK * static_cast<int64_t>(sizeof(A)) + TK * static_cast<int64_t>(sizeof(int64_t));
+}
+
+// Whether the forward stages its rows: the stage fits (and then TK < 2^31: 32-bit entry math).
+template <typename A>
+C10_HOST_DEVICE inline bool stage_fits(int64_t TK, int log_p) {
+  return TK > 0 && stage_bytes<A>(TK, log_p) <= kStageMaxBytes;
+}
+
+// The local source of entry e: its k within the group (32-bit unsigned remainder: no 64-bit
+// division on the device), or -1 when index[e] is padding or outside [0, S).
+C10_HOST_DEVICE inline int64_t local_source(int64_t s, int64_t S, int e, int K) {
+  return s >= 0 && s < S ? static_cast<int64_t>(static_cast<uint32_t>(e) % static_cast<uint32_t>(K)) : -1;
+}
+
+// Lane `lane` (of 2^log_p) of a row's stage: values[e] = x[index[e]] for its entries e = lane + i P
+// (0 for padding). Per step kStageUnroll index loads, then kStageUnroll gathers, then the stores;
+// every load is unconditional (an entry past T*K reads the last one, a padding entry reads x[0],
+// both discarded by a select), so that ptxas issues all of a step's loads before their first use
+// (predicated loads were interleaved with the gathers they feed: 2 in flight per lane, not 8).
+// Returns the lane's largest finite mapped logit (-inf when none): its part of the softmax shift.
+template <typename A, typename scalar_t>
+C10_HOST_DEVICE inline A stage_row(const scalar_t* __restrict__ xr, const int64_t* __restrict__ index, int64_t S,
+                                   int TK, int lane, int log_p, A* values) {
+  const int P = 1 << log_p;
+  A m = -static_cast<A>(INFINITY);
+  for (int e0 = lane; e0 < TK; e0 += kStageUnroll * P) {
+    int64_t src[kStageUnroll];
+    RX_LM_UNROLL
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int e = e0 + u * P;
+      src[u] = index[e < TK ? e : TK - 1];
+    }
+    A v[kStageUnroll];
+    RX_LM_UNROLL
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const bool valid = src[u] >= 0 && src[u] < S;
+      const A xv = static_cast<A>(xr[valid ? src[u] : 0]);
+      v[u] = valid ? xv : static_cast<A>(0);
+    }
+    RX_LM_UNROLL
+    for (int u = 0; u < kStageUnroll; ++u) {
+      const int e = e0 + u * P;
+      if (e < TK) {
+        values[e] = v[u];
+        if (src[u] >= 0 && src[u] < S && v[u] > m && v[u] < static_cast<A>(INFINITY)) m = v[u];
+      }
+    }
+  }
+  return m;
+}
+
 }  // namespace label_map
 }  // namespace reprogram_ext

@@ -41,6 +41,58 @@ OnlineLse<float> simulate(const T* xr, int64_t S, int log_p) {
   return out;
 }
 
+// The mapped CE forward's staged rows (stage_row, local_source): every lane's entries staged once,
+// the lanes' maxima merged = the direct max over valid finite mapped logits, and the group math on
+// (staged values + t K, local sources) gives the same bits as on the row with the global index.
+static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
+  std::vector<float> x(S); for (auto& v : x) v = nd(gen);
+  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+  const int TK = T * K;
+  std::vector<int64_t> index(TK);
+  std::uniform_int_distribution<int64_t> pick(0, S - 1);
+  for (int e = 0; e < TK; ++e) index[e] = pick(gen);
+  for (int t = 0; t < T; t += 3) index[t * K + K - 1] = -1;         // padding
+  if (TK > 5) { index[5] = S; index[4] = -7; }                        // outside [0, S): padding too
+  for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);          // +inf / nan / -inf sources
+  const int P = 1 << log_p;
+  std::vector<float> values(TK, -1.f);
+  std::vector<int64_t> local(TK);
+  for (int e = 0; e < TK; ++e) local[e] = local_source(index[e], S, e, K);
+  float m = -INFINITY, direct = -INFINITY;
+  for (int lane = 0; lane < P; ++lane) m = nan_skip_max(m, stage_row<float>(x.data(), index.data(), S, TK, lane, log_p, values.data()));
+  for (int e = 0; e < TK; ++e) {
+    const bool valid = index[e] >= 0 && index[e] < S;
+    CHECK(local[e] == (valid ? e % K : -1));
+    if (valid) {
+      CHECK(std::memcmp(&values[e], &x[index[e]], 4) == 0);
+      if (x[index[e]] < INFINITY && x[index[e]] > direct) direct = x[index[e]];
+    } else {
+      CHECK(values[e] == 0.f);
+    }
+  }
+  CHECK(std::memcmp(&m, &direct, 4) == 0);
+  CHECK(stage_fits<float>(TK, log_p) == (stage_bytes<float>(TK, log_p) <= kStageMaxBytes));
+  const float shift = m == -INFINITY ? 0.f : m;
+  for (int t = 0; t < T; ++t) {
+    const Group<float> g{index.data() + t * K, nullptr, K, S, 0};
+    const Group<float> gs{local.data() + t * K, nullptr, K, K, 0};
+    const GroupLog<float> a = group_log_prob<Reduce::kMean, float>(x.data(), g, shift);
+    const GroupLog<float> b = group_log_prob<Reduce::kMean, float>(values.data() + t * K, gs, shift);
+    CHECK(std::memcmp(&a.L, &b.L, 4) == 0 || (a.L != a.L && b.L != b.L));
+    for (int k = 0; k < K; ++k) {
+      CHECK(g.valid(k) == gs.valid(k));
+      if (!g.valid(k)) continue;
+      const float ra = log_group_responsibility<Reduce::kMean, float>(x.data(), g, a, k);
+      const float rb = log_group_responsibility<Reduce::kMean, float>(values.data() + t * K, gs, b, k);
+      CHECK(std::memcmp(&ra, &rb, 4) == 0 || (ra != ra && rb != rb));
+      const GroupValue<float> va = group_value<Reduce::kSum, float>(x.data(), g, Pre::kNone, RowNorm<float>{0, 0});
+      const GroupValue<float> vb = group_value<Reduce::kSum, float>(values.data() + t * K, gs, Pre::kNone, RowNorm<float>{0, 0});
+      CHECK(std::memcmp(&va.out, &vb.out, 4) == 0 || (va.out != va.out && vb.out != vb.out));
+    }
+  }
+}
+
 int main() {
   // row_threads_log2
   CHECK(row_threads_log2(1000, 10, false) == 4);   // 16 lanes for 10 targets
@@ -112,6 +164,13 @@ int main() {
     CHECK(gs[goff + S] != gs[goff + S]);  // nothing written past the row
     for (int j = 0; j < goff; ++j) CHECK(gs[j] != gs[j]);  // nor before
   }
+  // staged rows of the mapped CE forward: the benchmark's shapes, odd ones, every lane count
+  const int stage_shapes[][3] = {{1000, 10, 10}, {1000, 100, 10}, {32000, 100, 8}, {53, 5, 3}, {7, 3, 1}};
+  for (const auto& sh : stage_shapes)
+    for (int lp : {0, 3, 4, 5, 7}) check_stage(sh[0], sh[1], sh[2], lp, static_cast<unsigned>(sh[0] + lp));
+  CHECK(stage_fits<float>(800, 7) && stage_bytes<float>(800, 7) == 800 * 4 + 800 * 8);
+  CHECK(stage_bytes<float>(100, 4) == 8 * 100 * 4 + 100 * 8);
+  CHECK(!stage_fits<double>(1 << 14, 7) && !stage_fits<float>(0, 7));
   std::printf(fails ? "FAILED %d\n" : "all passed\n", fails);
   return fails != 0;
 }

@@ -16,7 +16,7 @@ from .args import (
     values_checked_by_kernel,
 )
 from ...backend_registry import resolve_backend
-from .backends import refusal
+from .backends import auto_order, refusal
 from .reference import label_map_reference, mapped_cross_entropy_reference
 
 
@@ -33,7 +33,7 @@ def _prepare(op: str, logits, index, weight, reduce, pre, topk, backend: str):
     """(canonical inputs, the backend chosen for them, whether its kernel checks the index and target
     values); the index values are checked here when the kernel does not check them."""
     c = canonicalize(op, logits, index, weight, reduce, pre, topk)
-    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op))
+    chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op), auto_order(c, logits.device.type))
     check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
     if not kernel_checks:
@@ -91,7 +91,7 @@ def label_map(
     else:
         forward, _ = _ops(chosen)
         out, _ = forward(c.logits, c.index, c.weight, c.reduce, c.pre, c.topk)
-    return out.reshape(*c.lead_shape, c.num_targets)
+    return out if len(c.lead_shape) == 1 else out.reshape(*c.lead_shape, c.num_targets)
 
 
 def mapped_cross_entropy(
@@ -135,12 +135,12 @@ def mapped_cross_entropy(
             c.logits, y, c.index, c.weight, reduce=c.reduce, pre=c.pre, reduction=reduction,
             label_smoothing=eps, ignore_index=ignore_index, topk=c.topk,
         )
-        return loss.reshape(c.lead_shape) if reduction == "none" else loss
+        return loss.reshape(c.lead_shape) if reduction == "none" and len(c.lead_shape) != 1 else loss
     counted = _host_count(y, ignore_index) if reduction == "mean" else None
     _, forward = _ops(chosen)
     rows, _, _ = forward(c.logits, y, c.index, c.weight, c.reduce, c.pre, eps, ignore_index, c.topk)
     if reduction == "none":
-        loss = rows.reshape(c.lead_shape)
+        loss = rows if len(c.lead_shape) == 1 else rows.reshape(c.lead_shape)
     elif reduction == "sum":
         loss = rows.sum()
     else:

@@ -156,7 +156,8 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str, topk=Non
             raise ValueError(f"{op}: {name} is on {t.device} but logits is on {logits.device}")
     S = logits.shape[-1]
     lead = tuple(logits.shape[:-1])
-    x2 = logits.reshape(-1, S).contiguous()
+    # [N, S] contiguous is taken as it is: no view, so no extra autograd node per call (bench/notes/label_map.md)
+    x2 = logits if logits.dim() == 2 and logits.is_contiguous() else logits.reshape(-1, S).contiguous()
     acc = accumulation_dtype(logits.dtype)
     if weight is not None and not weight.is_floating_point():
         raise TypeError(f"{op}: weight must be a floating tensor, got {weight.dtype}")
@@ -209,7 +210,8 @@ def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignor
         raise TypeError(f"{op}: ignore_index must be an int, got {ignore_index!r}")
     if not INT64_MIN <= ignore_index <= INT64_MAX:  # the kernels take it as int64
         raise ValueError(f"{op}: ignore_index must fit in int64, got {ignore_index}")
-    y = target.reshape(-1).to(torch.int64).contiguous()
+    y = target if target.dim() == 1 and target.dtype == torch.int64 and target.is_contiguous() else \
+        target.reshape(-1).to(torch.int64).contiguous()
     if check_values and not _check_values_now():
         _assert_in_graph(((y == ignore_index) | ((y >= 0) & (y < num_targets))).all(),
                          f"{op}: target must hold classes in [0, T) or ignore_index ({ignore_index})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ...backend_registry import CUDA_FIRST, order_by_class
 from ..transforms import torch_func_refusal
 from .args import CanonicalLabelMap
 
@@ -36,3 +37,25 @@ def refusal(c: CanonicalLabelMap, op: str = "label_map") -> Callable[[str], Opti
         return limit or torch_func_refusal(name, op)
 
     return why
+
+
+# ---- backend="auto" on CUDA tensors: the order per input class (docs/backends.md) ----------------
+# Predictions (H200, fp32, not measured on GPU) in bench/notes/label_map.md: the CUDA kernels take
+# one pass per row and one launch per backward (no sort: the index's CSR is built once and cached);
+# label_map fwd / bwd at 32k 1.07-1.3x the roofline, the CE gradient writer 1.06-1.2x, and 1 launch
+# each at the small sizes (~4-8 us, launch-bound). The Triton backward sorts the T*K entries per call
+# and scatters after a dense fill (dense_fill + scatter_sorted, several launches), so it is predicted
+# slower at every size: CUDA first for both classes. "dense" (index=None: aten's GEMM on every
+# backend) and empty batches run the same code whatever the order.
+CUDA_ORDER = {"sparse": CUDA_FIRST, "dense": CUDA_FIRST}
+
+
+def input_class(dense: bool) -> str:
+    """The class of an input for the auto rule: "dense" (index=None, weight [S, T]) or "sparse"."""
+    return "dense" if dense else "sparse"
+
+
+def auto_order(c: CanonicalLabelMap, device_type: str) -> Optional[tuple]:
+    """The order "auto" tries for the canonical inputs ``c``: ``CUDA_ORDER[class]`` on CUDA
+    tensors, None (the registry's AUTO_ORDER for the device) elsewhere."""
+    return order_by_class(device_type, CUDA_ORDER, input_class(c.dense)) if device_type == "cuda" else None

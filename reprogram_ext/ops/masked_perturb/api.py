@@ -7,7 +7,7 @@ import torch
 
 from ... import _extension  # noqa: F401  (loads the compiled kernels when built)
 from .args import canonicalize
-from .backends import refusal
+from .backends import auto_order, refusal
 from ...backend_registry import resolve_backend
 from .reference import masked_perturb_reference
 
@@ -70,7 +70,7 @@ def masked_perturb(
         activation=activation, blend=blend, normalize=normalize, mean=mean, std=std, clamp=clamp,
         mask_scale=mask_scale, out_dtype=out_dtype, bank=bank,
     )
-    chosen = resolve_backend(backend, x.device, "masked_perturb_forward", refusal(cp))
+    chosen = resolve_backend(backend, x.device, "masked_perturb_forward", refusal(cp), auto_order(cp, x.device.type))
     if chosen == "reference" or cp.x.shape[0] == 0 or cp.delta.shape[0] == 0:
         out = masked_perturb_reference(cp)
     else:

@@ -1,4 +1,5 @@
-"""What each backend of masked_perturb cannot take, for the backend registry (docs/backends.md).
+"""What each backend of masked_perturb cannot take, and the order ``backend="auto"`` tries on CUDA
+tensors, for the backend registry (docs/backends.md).
 
 Imported by the front end before any backend runs: it must not import triton.
 """
@@ -8,6 +9,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ...backend_registry import CUDA_FIRST, TRITON_FIRST, order_by_class
 from ..transforms import torch_func_refusal
 from .args import CanonicalPerturb
 
@@ -37,3 +39,36 @@ def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
         return limit or torch_func_refusal(backend, "masked_perturb")
 
     return why
+
+
+# ---- backend="auto" on CUDA tensors: the order per input class (docs/backends.md) ----------------
+# Predictions (H100 / H200, fp32, not measured on GPU) in bench/notes/cuda_masked_perturb.md and
+# triton_masked_perturb.md:
+# - "vector" (no resize or nearest, canvas width a multiple of VEC = 16 / element size): the CUDA
+#   kernels' 128-bit layouts are predicted at the memory roofline (ILM-VP forward 17.3 / 12.1 us,
+#   backward 13.3 / 9.3 us) and Triton at or above it (forward 17-21 / 12-15 us, backward 15-20 /
+#   13-18 us): CUDA first.
+# - "bilinear": CUDA recomputes the four taps per output and is predicted issue-bound (AutoVP
+#   forward ~25 us, SMM ~31 us: 1.9-3.3x off the 13.4 / 9.3 us roofline); the Triton program computes
+#   the taps once and reuses them over its batch chunk (SMM 31 instructions per 8 outputs): Triton first.
+# - "odd_width" (W % VEC != 0): CUDA takes its dynamic scalar layout (~150 instructions per output,
+#   Elsayed 223 x 225 forward ~13.5 us: 3.6x / 5x off); Triton keeps its flat-plane code with
+#   coalesced scalar accesses: Triton first.
+CUDA_ORDER = {"vector": CUDA_FIRST, "bilinear": TRITON_FIRST, "odd_width": TRITON_FIRST}
+
+
+def input_class(resize_mode: str, width: int, element_size: int) -> str:
+    """The class of an input for the auto rule: "bilinear", else "odd_width" when the canvas width is
+    not a multiple of VEC = 16 / element_size (the CUDA kernels' 128-bit groups), else "vector"."""
+    if resize_mode == "bilinear":
+        return "bilinear"
+    return "vector" if width % max(1, 16 // element_size) == 0 else "odd_width"
+
+
+def auto_order(cp: CanonicalPerturb, device_type: str) -> Optional[tuple]:
+    """The order "auto" tries for the canonical inputs ``cp``: ``CUDA_ORDER[class]`` on CUDA
+    tensors, None (the registry's AUTO_ORDER for the device) elsewhere."""
+    if device_type != "cuda":
+        return None
+    cls = input_class(cp.options.resize_mode, cp.delta.shape[-1], cp.delta.element_size())
+    return order_by_class(device_type, CUDA_ORDER, cls)

@@ -13,7 +13,7 @@ from ..masked_perturb.args import canonicalize
 from ..masked_perturb.options import FLOAT_DTYPES
 from .args import (CanonicalBank, as_count, as_directions, as_flag, as_query_range, as_seed, as_step, check_numel,
                    err, low_precision_warning, num_queries, signed_seed)
-from .backends import refusal
+from .backends import auto_order, refusal
 from .options import PERTURB_DEFAULTS
 from .reference import bank_reference, combine_reference
 
@@ -73,7 +73,7 @@ def perturbation_bank(x: torch.Tensor, theta: torch.Tensor, mask: Optional[torch
     """
     cb = canonicalize_bank(x, theta, mask, q=q, beta=beta, seed=seed, directions=directions, antithetic=antithetic,
                            queries=queries, out_dtype=out_dtype, options=options)
-    chosen = resolve_backend(backend, x.device, "perturbation_bank", refusal(cb))
+    chosen = resolve_backend(backend, x.device, "perturbation_bank", refusal(cb), auto_order(cb, x.device.type))
     if chosen == "reference" or cb.perturb.x.shape[0] == 0:
         return bank_reference(cb)
     if chosen == "triton":

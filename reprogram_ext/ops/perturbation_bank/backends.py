@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ..masked_perturb import backends as perturb_backends
 from ..masked_perturb.backends import triton_limits
 from .args import CanonicalBank
 
@@ -21,3 +22,9 @@ def refusal(cb: CanonicalBank) -> Callable[[str], Optional[str]]:
         return None
 
     return why
+
+
+def auto_order(cb: CanonicalBank, device_type: str) -> Optional[tuple]:
+    """The order ``backend="auto"`` tries: masked_perturb's rule for the bank's forward (each query is
+    a masked_perturb forward; ops/masked_perturb/backends.py, docs/backends.md)."""
+    return perturb_backends.auto_order(cb.perturb, device_type)

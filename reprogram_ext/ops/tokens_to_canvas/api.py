@@ -9,7 +9,7 @@ import torch
 from ... import _extension  # noqa: F401  (loads the compiled kernels when built)
 from ...backend_registry import resolve_backend
 from .args import canonicalize, check_token_values
-from .backends import refusal
+from .backends import auto_order, refusal
 from .reference import tokens_to_canvas_reference
 
 Size = Union[int, Sequence[int]]
@@ -67,7 +67,7 @@ def tokens_to_canvas(
     cp = canonicalize(tokens, table, grid=grid, out_size=out_size, offset=offset, activation=activation, pad=pad,
                       program=program, program_mask=program_mask, base=base, base_weight=base_weight,
                       patch_weight=patch_weight, clamp=clamp, mean=mean, std=std, normalize=normalize)
-    chosen = resolve_backend(backend, tokens.device, "tokens_to_canvas_forward", refusal(cp))
+    chosen = resolve_backend(backend, tokens.device, "tokens_to_canvas_forward", refusal(cp), auto_order(cp, tokens.device.type))
     if chosen != "cpu":  # the C++ CPU kernels check the token values themselves
         check_token_values(cp.cells, cp.table.shape[0])
     if chosen == "reference" or cp.cells.shape[0] == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ...backend_registry import CUDA_FIRST, order_by_class
 from ..transforms import torch_func_refusal
 from .args import CanonicalTokens
 
@@ -35,3 +36,17 @@ def refusal(cp: CanonicalTokens) -> Callable[[str], Optional[str]]:
         return limit or torch_func_refusal(backend, "tokens_to_canvas")
 
     return why
+
+
+# ---- backend="auto" on CUDA tensors: the order (docs/backends.md) ---------------------------------
+# bench/notes/tokens_to_canvas.md predicts the op from bytes only (forward ~60 us, backward ~70 us +
+# ~20 us of stable sort at V = 30k, H100), and the CUDA and Triton kernels share the design (one
+# pass over the canvas, the same sort + segmented table gradient): no prediction separates them, so
+# one class, CUDA first (no JIT compilation on the first call).
+CUDA_ORDER = {"any": CUDA_FIRST}
+
+
+def auto_order(cp: CanonicalTokens, device_type: str) -> Optional[tuple]:
+    """The order "auto" tries: ``CUDA_ORDER["any"]`` on CUDA tensors, None (the registry's AUTO_ORDER
+    for the device) elsewhere."""
+    return order_by_class(device_type, CUDA_ORDER, "any")

@@ -9,7 +9,7 @@ import torch
 from ... import _extension  # noqa: F401  (loads the compiled kernels when built)
 from ...backend_registry import resolve_backend
 from .args import canonicalize, check_token_values
-from .backends import refusal
+from .backends import auto_order, refusal
 from .noise import draw_seed
 from .options import has_noise
 from .reference import vocab_map_reference
@@ -72,7 +72,7 @@ def vocab_map(
         out = vocab_map(tokens, theta, source_embedding, mode="none")               # theta [1, V_t, V_s]
     """
     c = canonicalize(tokens, theta, embedding, tau, mode, chunk)
-    chosen = resolve_backend(backend, c.tokens.device, "vocab_map_forward", refusal(c))
+    chosen = resolve_backend(backend, c.tokens.device, "vocab_map_forward", refusal(c), auto_order(c, c.tokens.device.type))
     check_token_values(c.tokens, c.theta.shape[1])
     key = _seed(c.mode, generator, seed)
     if chosen == "reference":

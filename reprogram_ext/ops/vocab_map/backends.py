@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from ...backend_registry import CUDA_FIRST, TRITON_FIRST, order_by_class
 from ..transforms import torch_func_refusal
 from .args import CanonicalVocabMap
 
@@ -32,3 +33,24 @@ def refusal(c: CanonicalVocabMap) -> Callable[[str], Optional[str]]:
         return limit or torch_func_refusal(name, "vocab_map")
 
     return why
+
+
+# ---- backend="auto" on CUDA tensors: the order per input class (docs/backends.md) ----------------
+# Predictions (H200, fp32, 32k vocabulary, fwd+bwd, not measured on GPU) in bench/notes/vocab_map.md:
+# - "noise" (mode gumbel / gumbel_hard): the cuda backend (host code: cuBLAS per chunk + ATen
+#   elementwise ops) pays ~20 int64 ATen passes for the noise, forward and again in the backward:
+#   ~16 ms; the Triton kernels hash the noise in registers: ~10 ms. Triton first.
+# - "plain" (mode softmax / none): no noise; cuBLAS SGEMM at the full FP32 rate, ~6 ms; the Triton
+#   kernels' IEEE tl.dot runs at 30-50 % of it (~9 ms: the 10 ms less the ~1 ms of noise). CUDA first.
+CUDA_ORDER = {"noise": TRITON_FIRST, "plain": CUDA_FIRST}
+
+
+def input_class(mode: str) -> str:
+    """The class of an input for the auto rule: "noise" for the Gumbel modes, else "plain"."""
+    return "noise" if mode in ("gumbel", "gumbel_hard") else "plain"
+
+
+def auto_order(c: CanonicalVocabMap, device_type: str) -> Optional[tuple]:
+    """The order "auto" tries for the canonical inputs ``c``: ``CUDA_ORDER[class]`` on CUDA
+    tensors, None (the registry's AUTO_ORDER for the device) elsewhere."""
+    return order_by_class(device_type, CUDA_ORDER, input_class(c.mode)) if device_type == "cuda" else None
