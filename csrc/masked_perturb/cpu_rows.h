@@ -82,8 +82,11 @@ inline void fill_mask_row(const MaskedPerturbArgs& A, const scalar_t* mask, int6
   const scalar_t* mr = mask + A.sm.at(b, c, h / s, 0);
   if (s == 1) {
     for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[w * A.sm.w]);
-  } else {
-    for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[(w / s) * A.sm.w]);
+  } else {  // mask column q covers canvas columns q * s .. q * s + s - 1 (no division per element)
+    for (int64_t q = 0, w = 0; w < A.W; ++q) {
+      const acc_t v = static_cast<acc_t>(mr[q * A.sm.w]);
+      for (const int64_t end = std::min(A.W, w + s); w < end; ++w) m_row[w] = v;
+    }
   }
 }
 
