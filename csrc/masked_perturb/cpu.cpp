@@ -93,6 +93,13 @@ void store_cell_row_sums(int64_t W, int64_t s, const acc_t* __restrict g, bool f
   }
 }
 
+// Asks for the n elements at p in the caches ahead of their use (a canvas row of the next sample: the
+// backward reads 64 such short rows per canvas row, too short for the hardware prefetcher to follow).
+template <typename T>
+void prefetch_row(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + i, 0, 3);
+}
+
 // at::parallel_for grain for tasks of `elems` elements each: about 32k elements per thread at
 // least, so that small calls run on one thread instead of paying for waking the others.
 int64_t task_grain(int64_t elems) { return std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, elems)); }
@@ -170,6 +177,7 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
   const int64_t rows = A.C * A.H, W = A.W, V = A.V;
   std::vector<acc_t> a_rows(V * W), m_row(W), u_row(W);  // a_rows: program v's activated row at v * W
   std::vector<uint8_t> cov(W);
+  const auto col_taps = bilinear_column_taps<acc_t>(A);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
@@ -180,7 +188,8 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
           fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W, nullptr);
       }
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
-      fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
+                             col_taps.empty() ? nullptr : col_taps.data());
       dispatch_pointwise(A.pw, [&](auto p) {
         for (int64_t v = 0; v < V; ++v)
           perturb_row<decltype(p), acc_t>(W, u_row.data(), cov.data(), a_rows.data() + v * W, m_row.data(), k,
@@ -269,6 +278,7 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
   std::vector<acc_t> a_rows(V * W), dact_rows(V * W), acc_d(V * W);
   std::vector<acc_t> m_row(W), u_row(W, acc_t(0)), acc_m(W), ga(W), gm(W), gu(W), sum_gm(W), sum_gu(W);
   std::vector<uint8_t> cov(W, 0);
+  const auto col_taps = d.need_u ? bilinear_column_taps<acc_t>(A) : std::vector<Tap<acc_t, int64_t>>();
   const bool shared_d = d.grad_delta && !A.delta_per_sample, shared_m = d.grad_mask && A.Bm == 1;
   const bool sample_m = d.grad_mask && A.Bm > 1;
   for (int64_t task = begin; task < end; ++task) {
@@ -291,7 +301,11 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
                                        dact_rows.data() + v * W);
         }
         if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
-        if (d.need_u) fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+        if (d.need_u) {
+          fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
+                                 col_taps.empty() ? nullptr : col_taps.data());
+        }
+        for (int64_t v = 0; b + 1 < b1 && v < V; ++v) prefetch_row(d.grad_out + (v * A.B + b + 1) * plane + row, W);
         if (V > 1) {  // the mask / input gradients of sample b are summed over the programs first
           std::fill(sum_gm.begin(), sum_gm.end(), acc_t(0));
           std::fill(sum_gu.begin(), sum_gu.end(), acc_t(0));
