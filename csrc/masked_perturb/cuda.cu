@@ -623,6 +623,11 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
   }
 }
 
+// Threads per block of masked_perturb_mask_grad_kernel: at its 56 registers (fp32) an SM holds 9 such
+// blocks (1152 threads) against 4 of 256 (1024), and SMM's 150,528 cells (B = 64, 3 x 28 x 28) fill
+// 1176 of the 1188 slots of an H100 / H200: one wave instead of 1.1.
+constexpr int kCellThreadsPerBlock = 128;
+
 // Mask-resolution grid of the per-sample mask gradient: [B, C, Hm, Wm] cells (int32: FastDivmod).
 template <typename index_t>
 struct CellGrid {
@@ -644,7 +649,7 @@ __global__ void masked_perturb_mask_grad_kernel(const KernelArgs<acc_type_t<scal
                                                 acc_type_t<scalar_t>* __restrict__ grad_mask, bool need_u) {
   using acc_t = acc_type_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
-  const index_t cell = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
+  const index_t cell = static_cast<index_t>(blockIdx.x) * kCellThreadsPerBlock + static_cast<index_t>(threadIdx.x);
   if (cell >= cg.cells) return;
   const index_t bcq = divide<index_t>(cell, cg.Wm, cg.div_wm);
   const index_t r = cell - bcq * cg.Wm;
@@ -967,8 +972,11 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
           cg.div_hm = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(Hm, 1)));
           cg.div_wm = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(Wm, 1)));
         }
-        masked_perturb_mask_grad_kernel<scalar_t, x_t, kAct, L, index_t><<<blocks_for(cells), kThreadsPerBlock, 0, stream>>>(
-            args, cg, go, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), cell_out, need_u);
+        const int64_t cell_blocks = (cells + kCellThreadsPerBlock - 1) / kCellThreadsPerBlock;
+        TORCH_CHECK(cell_blocks <= INT32_MAX, "masked_perturb_backward: mask too large for one launch");
+        masked_perturb_mask_grad_kernel<scalar_t, x_t, kAct, L, index_t>
+            <<<static_cast<unsigned>(cell_blocks), kCellThreadsPerBlock, 0, stream>>>(
+                args, cg, go, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), cell_out, need_u);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       const bool backward_kernel = outs.delta || outs.mask || outs.placed;
