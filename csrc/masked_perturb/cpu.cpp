@@ -283,6 +283,9 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
   const auto col_taps = d.need_u ? bilinear_column_taps<acc_t>(A) : std::vector<Tap<acc_t, int64_t>>();
   const bool shared_d = d.grad_delta && !A.delta_per_sample, shared_m = d.grad_mask && A.Bm == 1;
   const bool sample_m = d.grad_mask && A.Bm > 1;
+  // A task's footprint rows share one mask row per sample: filled on the first, kept for the others.
+  const bool keep_m = sample_m && R > 1;
+  std::vector<acc_t> m_rows(keep_m ? (A.B + d.chunks - 1) / d.chunks * W : 0);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / row_groups, hg = task % row_groups;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
@@ -302,7 +305,8 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
             fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W,
                                        dact_rows.data() + v * W);
         }
-        if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
+        acc_t* mr = keep_m ? m_rows.data() + (b - b0) * W : m_row.data();
+        if (keep_m ? first_row : b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, mr);
         if (d.need_u) {
           fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
                                  col_taps.empty() ? nullptr : col_taps.data());
@@ -314,7 +318,7 @@ void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t
         }
         for (int64_t v = 0; v < V; ++v) {
           perturb_row_backward<acc_t>(W, d.grad_out + (v * A.B + b) * plane + row, u_row.data(), cov.data(),
-                                      a_rows.data() + v * W, m_row.data(), k, ga.data(), gm.data(), gu.data());
+                                      a_rows.data() + v * W, mr, k, ga.data(), gm.data(), gu.data());
           if (d.grad_delta && A.delta_per_sample) store_row<acc_t>(W, ga.data(), dact_rows.data(), d.grad_delta + b * plane + row);
           if (shared_d) accumulate_row<acc_t>(W, ga.data(), acc_d.data() + v * W);
           if (shared_m) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
