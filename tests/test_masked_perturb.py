@@ -553,6 +553,72 @@ def test_float64_is_float64(bd, case):
         assert err <= 1e-12, f"grad of {name}: relative error {err:.3g}"
 
 
+# name -> (input shapes, kwargs): per-sample masks at a resolution below the canvas (mask_scale s > 1),
+# whose gradient the compiled kernels reduce over each cell's s x s footprint themselves.
+PER_SAMPLE_MASK_CASES = {
+    # SMM's layout: one mask channel, footprints of whole 128-bit groups (s = 4 on a 16 x 16 canvas)
+    "smm_one_channel": (dict(x=(3, 3, 6, 6), delta=(3, 16, 16), mask=(3, 1, 4, 4)),
+                        dict(resize=16, offset=(0, 0), normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=4)),
+    # a 13 x 11 canvas: 4 x 3 cells, the last row and column of footprints cropped; a mask channel per channel
+    "ragged_per_channel": (dict(x=(2, 3, 5, 5), delta=(3, 13, 11), mask=(2, 3, 4, 3)),
+                           dict(activation="sigmoid", mask_scale=4, mean=IN_MEAN, std=IN_STD)),
+    # blend replace and clamp: the mask gradient g * (a - u) reads the placed input
+    "replace_clamp": (dict(x=(2, 1, 7, 7), delta=(3, 12, 12), mask=(2, 1, 4, 4)),
+                      dict(activation="tanh", blend="replace", clamp=(-0.4, 0.9), mask_scale=3)),
+    # a per-sample delta too, and one cell per sample (mask_scale = the canvas)
+    "one_cell_per_sample": (dict(x=(2, 3, 4, 4), delta=(2, 3, 8, 8), mask=(2, 1, 1, 1)), dict(mask_scale=8)),
+    # a per-sample mask row broadcast over the mask's rows: [B, 1, 1, Wm]
+    "row_broadcast": (dict(x=(2, 3, 4, 4), delta=(3, 8, 8), mask=(2, 1, 1, 4)), dict(mask_scale=2)),
+}
+
+
+# float64 on every backend (the reference included: its own gradient against the hand-taken sum), float32 on
+# the fused ones.
+PER_SAMPLE_MASK_PARAMS = ([pytest.param(p.values[0], torch.float64, id=f"{p.id}-float64", marks=p.marks)
+                           for p in BACKENDS] +
+                          [pytest.param(p.values[0], torch.float32, id=f"{p.id}-float32", marks=p.marks)
+                           for p in FUSED])
+
+
+@pytest.mark.parametrize("bd, dtype", PER_SAMPLE_MASK_PARAMS)
+@pytest.mark.parametrize("case", sorted(PER_SAMPLE_MASK_CASES))
+def test_per_sample_mask_gradient_at_mask_resolution(bd, dtype, case):
+    """The gradient of a per-sample mask coarser than the canvas: each cell's is the sum over its footprint
+    (mask position p // s) of the element gradients, against the formula written out in plain torch --
+    mask upsampled by repeat_interleave and cropped -- (float64: relative error <= 1e-12) and, for add,
+    against that sum taken by hand: sum over the footprint and the canvas channels of g * act(delta)."""
+    backend, device = bd
+    shapes, kwargs = PER_SAMPLE_MASK_CASES[case]
+    torch.manual_seed(0)
+    inputs = {k: (torch.rand(s) if k != "delta" else torch.randn(s)).to(dtype) for k, s in shapes.items()}
+    ours = {k: _leaf(v, device) for k, v in inputs.items()}
+    theirs = {k: _leaf(v, "cpu") for k, v in inputs.items()}
+    out = masked_perturb(ours["x"], ours["delta"], ours["mask"], backend=backend, **kwargs)
+    want = masked_perturb(theirs["x"], theirs["delta"], theirs["mask"], backend="reference", **kwargs)
+    g = torch.randn_like(want)
+    out.backward(g.to(device))
+    want.backward(g)
+    assert ours["mask"].grad.shape == inputs["mask"].shape
+    for name in ("x", "delta", "mask"):
+        if dtype == torch.float64:
+            err = _relative_error(ours[name].grad, theirs[name].grad)
+            assert err <= 1e-12, f"grad of {name}: relative error {err:.3g}"
+        else:
+            torch.testing.assert_close(ours[name].grad.cpu(), theirs[name].grad, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m: f"grad of {name}: {m}")
+    if kwargs.get("blend", "add") == "add" and kwargs.get("clamp") is None:
+        s, (H, W), mask = kwargs["mask_scale"], inputs["delta"].shape[-2:], inputs["mask"]
+        act = {"none": lambda t: t, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[kwargs.get("activation", "none")]
+        inv_std = (1 / torch.tensor(kwargs["std"], dtype=dtype).view(1, 3, 1, 1)
+                   if kwargs.get("mean") is not None and kwargs.get("normalize", "after") == "after" else 1)
+        ge = g * inv_std * act(inputs["delta"])  # [B, C, H, W]: the element gradients of the upsampled mask
+        Hm, Wm = -(-H // s), -(-W // s)
+        cells = F.pad(ge, (0, Wm * s - W, 0, Hm * s - H)).reshape(*ge.shape[:2], Hm, s, Wm, s).sum((3, 5))
+        cells = cells.sum(1, keepdim=True) if mask.shape[1] == 1 else cells
+        cells = cells.sum(2, keepdim=True) if mask.shape[2] == 1 else cells
+        torch.testing.assert_close(ours["mask"].grad.cpu(), cells, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bd", FUSED)
 @pytest.mark.parametrize("kwargs", [
     dict(resize=(7, 9), offset=[(0, 0), (2, 3)], activation="sigmoid", blend="replace", mean=IN_MEAN, std=IN_STD),

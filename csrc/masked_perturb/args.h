@@ -126,9 +126,14 @@ void dispatch_masked_perturb_types(const at::Tensor& x, const at::Tensor& delta,
 // float32, or float64 for float64 tensors), as the kernels fill them:
 //   delta  [delta_per_sample ? B : V * chunks, C, H, W]  per-sample gradient, or one partial sum per
 //                                           (program v, batch chunk j) at row v * chunks + j
-//   mask   [Bm > 1 ? B : chunks, C, H, W]  the same for the mask (at canvas resolution), summed over V
+//   mask   per-sample mask (Bm > 1): [B, C, Hm, Wm] at mask resolution (Hm = ceil(H / s),
+//          Wm = ceil(W / s), s = mask_scale), each cell the sum over its canvas footprint
+//          (mask_footprint, math.h), summed over V; shared mask (Bm == 1): [chunks, C, H, W] partial
+//          sums at canvas resolution, which finish_masked_perturb_grads sums over the chunks and then
+//          over each footprint (mask_patch_sums)
 //   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u, summed over V
-// An output not asked for is an empty tensor (and its pointer for the kernel is null).
+// An output not asked for is an empty tensor (and its pointer for the kernel is null). The op returns
+// the mask gradient at mask resolution, [Bm, C, Hm, Wm].
 struct MaskedPerturbGrads {
   at::Tensor delta, mask, placed;
   int64_t chunks;  // reduction_chunks(B, C * H * W): batch chunks of the delta / mask sums
@@ -140,6 +145,21 @@ struct MaskedPerturbGrads {
 
 // Whether the output is empty (no sample, or a bank of no program): every gradient is zero.
 inline bool masked_perturb_grads_empty(const MaskedPerturbArgs& A) { return A.B == 0 || A.V == 0; }
+
+// Mask resolution of the canvas: (ceil(H / s), ceil(W / s)), s = mask_scale.
+inline std::array<int64_t, 2> mask_resolution(const MaskedPerturbArgs& A) {
+  const int64_t s = A.pw.mask_scale;
+  return {(A.H + s - 1) / s, (A.W + s - 1) / s};
+}
+
+// [N, C, H, W] canvas-resolution mask gradient -> [N, C, ceil(H / s), ceil(W / s)]: each cell the sum
+// over its s x s footprint (cropped at the canvas edge). A fixed aten reduction: deterministic.
+inline at::Tensor mask_patch_sums(at::Tensor gm, int64_t s) {
+  if (s == 1) return gm;
+  const int64_t H = gm.size(2), W = gm.size(3), Hm = (H + s - 1) / s, Wm = (W + s - 1) / s;
+  gm = at::constant_pad_nd(gm, {0, Wm * s - W, 0, Hm * s - H});
+  return gm.reshape({gm.size(0), gm.size(1), Hm, s, Wm, s}).sum({3, 5});
+}
 
 // Checks grad_out against the canvas and allocates the gradients the kernels write (zeros of the
 // final shape when the batch or the bank is empty: masked_perturb_grads_empty, no kernel runs).
@@ -155,25 +175,35 @@ inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs&
   g.chunks = reduction_chunks(A.B, A.C * A.H * A.W);
   g.delta = needs[0] ? at::empty({A.delta_per_sample ? A.B : A.V * g.chunks, A.C, A.H, A.W}, f32)
                      : at::empty({0}, f32);
-  g.mask = need_mask ? at::empty({A.Bm > 1 ? A.B : g.chunks, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
+  const auto [Hm, Wm] = mask_resolution(A);
+  if (!need_mask) {
+    g.mask = at::empty({0}, f32);
+  } else if (A.Bm > 1) {
+    g.mask = at::empty({A.B, A.C, Hm, Wm}, f32);
+  } else {
+    g.mask = at::empty({g.chunks, A.C, A.H, A.W}, f32);
+  }
   g.placed = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
   if (masked_perturb_grads_empty(A)) {
     if (needs[0]) g.delta = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
-    if (need_mask) g.mask = at::zeros({A.Bm, A.C, A.H, A.W}, f32);
+    if (need_mask) g.mask = at::zeros({A.Bm, A.C, Hm, Wm}, f32);
     if (needs[2]) g.placed = at::zeros({A.B, A.C, A.H, A.W}, f32);
   }
   return g;
 }
 
 // After the kernel: sums the batch-chunk partials of a shared (batch-1) delta / mask gradient
-// in a fixed order (deterministic), giving [1, C, H, W] ([V, C, H, W] for a prompt bank).
+// in a fixed order (deterministic), giving [1, C, H, W] ([V, C, H, W] for a prompt bank), and takes
+// a shared mask's gradient to mask resolution [1, C, Hm, Wm] (mask_patch_sums).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grads(const MaskedPerturbArgs& A,
                                                                                   MaskedPerturbGrads g) {
-  if (!masked_perturb_grads_empty(A) && g.chunks > 1) {
+  if (masked_perturb_grads_empty(A)) return {g.delta, g.mask, g.placed};
+  if (g.chunks > 1) {
     if (g.delta.numel() && A.V > 1) g.delta = g.delta.view({A.V, g.chunks, A.C, A.H, A.W}).sum(1);
     if (g.delta.numel() && A.Bd == 1) g.delta = g.delta.sum(0, /*keepdim=*/true);
     if (g.mask.numel() && A.Bm == 1) g.mask = g.mask.sum(0, /*keepdim=*/true);
   }
+  if (g.mask.dim() == 4 && A.Bm == 1) g.mask = mask_patch_sums(g.mask, A.pw.mask_scale);  // not asked for: 1-D
   return {g.delta, g.mask, g.placed};
 }
 

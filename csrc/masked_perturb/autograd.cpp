@@ -2,12 +2,13 @@
 //
 // The same contract as reprogram_ext/ops/masked_perturb/autograd.py, which does this for the
 // Triton op through torch.library.register_autograd (that backend must work without this library): the backward runs the registered
-// masked_perturb_backward op, which returns canvas-resolution partials (float32; float64 for float64
-// tensors; a prompt bank's x / mask partials summed over its V programs), and reduces them
-// with plain aten ops to each input's shape and dtype:
+// masked_perturb_backward op, which returns canvas-resolution partials for delta and x and the mask's at
+// mask resolution (float32; float64 for float64 tensors; a prompt bank's x / mask partials summed over
+// its V programs), and reduces them with plain aten ops to each input's shape and dtype:
 //   grad_delta: summed over channels when delta has one channel;
-//   grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s),
-//               and over broadcast spatial dims;
+//   grad_mask : [Bm, C, ceil(H / s), ceil(W / s)], each cell already the sum over its s x s footprint
+//               (mask_scale s; the Triton op's is at canvas resolution): summed over channels when the
+//               mask has one, and over broadcast spatial dims;
 //   grad_x    : the placed-input gradient cropped back from each copy (the adjoint of placing it,
 //               a constant pad with the opposite amounts) and added, summed over channels for grey
 //               input, then through the adjoint of the resize (upsample backward).
@@ -49,14 +50,9 @@ constexpr const char* kNoDoubleBackward =
 // backward() returns one gradient per argument of forward() after ctx: x, delta, mask, norm, options.
 constexpr int64_t kNumInputs = 5;
 
-// [Bm, C, H, W] canvas-resolution mask gradient -> the mask's own shape [Bm, Cm, Hm, Wm].
-Tensor reduce_mask_grad(Tensor gm, const Tensor& mask, int64_t s) {
+// [Bm, C, Hm, Wm] mask-resolution mask gradient -> the mask's own shape [Bm, Cm, Hm | 1, Wm | 1].
+Tensor reduce_mask_grad(Tensor gm, const Tensor& mask) {
   if (mask.size(1) == 1 && gm.size(1) != 1) gm = gm.sum(1, /*keepdim=*/true);
-  if (s > 1) {
-    const int64_t H = gm.size(2), W = gm.size(3), Hm = (H + s - 1) / s, Wm = (W + s - 1) / s;
-    gm = at::constant_pad_nd(gm, {0, Wm * s - W, 0, Hm * s - H});
-    gm = gm.reshape({gm.size(0), gm.size(1), Hm, s, Wm, s}).sum({3, 5});
-  }
   if (mask.size(2) == 1 && gm.size(2) != 1) gm = gm.sum(2, /*keepdim=*/true);
   if (mask.size(3) == 1 && gm.size(3) != 1) gm = gm.sum(3, /*keepdim=*/true);
   return gm;
@@ -139,7 +135,7 @@ class MaskedPerturbFunction : public torch::autograd::Function<MaskedPerturbFunc
     if (needs[0]) {
       out[1] = (delta.size(1) == 1 && gd.size(1) != 1 ? gd.sum(1, /*keepdim=*/true) : gd).to(delta.scalar_type());
     }
-    if (needs[1]) out[2] = reduce_mask_grad(gm, *mask, mask_scale).to(mask->scalar_type());
+    if (needs[1]) out[2] = reduce_mask_grad(gm, *mask).to(mask->scalar_type());
     if (needs[2]) {
       out[0] = reduce_input_grad(gp, x, parse_masked_perturb_options(RX_MASKED_PERTURB_OPTION_ARGS, bank))
                    .to(x.scalar_type());

@@ -6,8 +6,10 @@
 // Forward: one read of x (+ delta, mask), one write of the output. Backward: one read of the
 // output gradient; the batch sum of the delta/mask gradient runs in a fixed order per position
 // over the chunks of reduction_chunks() (a function of the shape only), then the chunk partials
-// are summed: deterministic, and the same order as the CUDA kernels. Math, normalisation and
-// accumulation in acc_t (float32; float64 for float64 tensors, whose gradients are float64 too).
+// are summed: deterministic (CUDA sums its own chunks, cuda.cu). A per-sample mask's gradient is
+// summed into its cells at mask resolution inside the task, which then holds the s footprint rows
+// of one mask row (s = mask_scale). Math, normalisation and accumulation in acc_t (float32; float64
+// for float64 tensors, whose gradients are float64 too).
 //
 // Prompt bank (V programs delta[v], bank=True): a task's placed input row of sample b is gathered
 // once and used for all V programs (output row v * B + b); the V activated program rows are computed
@@ -79,6 +81,25 @@ template <typename acc_t>
 void accumulate_product(int64_t W, const acc_t* __restrict x, const acc_t* __restrict y, acc_t* __restrict acc) {
 #pragma omp simd
   for (int64_t w = 0; w < W; ++w) acc[w] += x[w] * y[w];
+}
+
+// cells[q] (+)= sum of g[w] over the footprint columns of mask column q (mask_footprint, math.h), left to
+// right from 0; assigned on a task's first footprint row (`first`), added on the next rows.
+template <typename acc_t>
+void store_cell_row_sums(int64_t W, int64_t s, const acc_t* __restrict g, bool first, acc_t* __restrict cells) {
+  for (int64_t q = 0; q * s < W; ++q) {
+    const auto f = mask_footprint<int64_t>(q, s, W);
+    acc_t t = 0;
+    for (int64_t w = f.begin; w < f.end; ++w) t += g[w];
+    cells[q] = first ? t : cells[q] + t;
+  }
+}
+
+// Asks for the n elements at p in the caches ahead of their use (a canvas row of the next sample: the
+// backward reads 64 such short rows per canvas row, too short for the hardware prefetcher to follow).
+template <typename T>
+void prefetch_row(const T* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 64 / static_cast<int64_t>(sizeof(T))) __builtin_prefetch(p + i, 0, 3);
 }
 
 // at::parallel_for grain for tasks of `elems` elements each: about 32k elements per thread at
@@ -158,6 +179,7 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
   const int64_t rows = A.C * A.H, W = A.W, V = A.V;
   std::vector<acc_t> a_rows(V * W), m_row(W), u_row(W);  // a_rows: program v's activated row at v * W
   std::vector<uint8_t> cov(W);
+  const auto col_taps = bilinear_column_taps<acc_t>(A);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
@@ -168,7 +190,8 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
           fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W, nullptr);
       }
       if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
-      fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
+      fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
+                             col_taps.empty() ? nullptr : col_taps.data());
       dispatch_pointwise(A.pw, [&](auto p) {
         for (int64_t v = 0; v < V; ++v)
           perturb_row<decltype(p), acc_t>(W, u_row.data(), cov.data(), a_rows.data() + v * W, m_row.data(), k,
@@ -214,6 +237,9 @@ struct BackwardData {
   bool linear_shared;
   bool need_u;  // the placed input enters the element gradients
   const acc_t* sums;  // [V, chunks, C * H * W] in the linear case
+  // Canvas rows per task: mask_scale s when a per-sample mask's gradient is reduced at mask resolution
+  // in the task (its footprint rows), else 1.
+  int64_t task_rows;
 };
 
 // The linear case's task (chunk j, row): grad_delta[v, j] and grad_mask[j] of one canvas row.
@@ -241,56 +267,75 @@ void linear_backward_row(const MaskedPerturbArgs& A, const BackwardData<scalar_t
   }
 }
 
-// Backward tasks [begin, end): task = (batch chunk j, row (c, h)); every program v of a bank in each.
+// Backward tasks [begin, end): task = (batch chunk j, channel c, rows h0 .. h0 + task_rows - 1); every
+// program v of a bank in each. A per-sample mask's gradient goes straight to its cells at mask
+// resolution: the task holds every footprint row of its mask row h0 / s, so each cell has one writer.
 template <typename scalar_t, typename x_t>
 void backward_tasks(const MaskedPerturbArgs& A, const BackwardData<scalar_t, x_t>& d, int64_t begin, int64_t end) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t rows = A.C * A.H, W = A.W, V = A.V, plane = A.C * A.H * A.W;
+  const int64_t R = d.task_rows, row_groups = (A.H + R - 1) / R, rows = A.C * row_groups;
+  const int64_t W = A.W, V = A.V, plane = A.C * A.H * A.W, s = A.pw.mask_scale;
+  const auto [Hm, Wm] = mask_resolution(A);
   // program v's rows at v * W: activated delta, its derivative, the delta-gradient batch sum
   std::vector<acc_t> a_rows(V * W), dact_rows(V * W), acc_d(V * W);
   std::vector<acc_t> m_row(W), u_row(W, acc_t(0)), acc_m(W), ga(W), gm(W), gu(W), sum_gm(W), sum_gu(W);
   std::vector<uint8_t> cov(W, 0);
+  const auto col_taps = d.need_u ? bilinear_column_taps<acc_t>(A) : std::vector<Tap<acc_t, int64_t>>();
   const bool shared_d = d.grad_delta && !A.delta_per_sample, shared_m = d.grad_mask && A.Bm == 1;
+  const bool sample_m = d.grad_mask && A.Bm > 1;
+  // A task's footprint rows share one mask row per sample: filled on the first, kept for the others.
+  const bool keep_m = sample_m && R > 1;
+  std::vector<acc_t> m_rows(keep_m ? (A.B + d.chunks - 1) / d.chunks * W : 0);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
+    const int64_t j = task / rows, c = (task % rows) / row_groups, hg = task % row_groups;
     const auto k = channel_constants<acc_t>(A.pw, d.in.norm, A.C, c);
     const int64_t b0 = chunk_begin(A.B, d.chunks, j), b1 = chunk_begin(A.B, d.chunks, j + 1);
-    const int64_t row = (c * A.H + h) * W;
-    if (d.linear_shared) {
-      linear_backward_row(A, d, k, j, c, h, a_rows.data(), dact_rows.data(), m_row.data(), acc_m.data());
-      continue;
+    for (int64_t h = hg * R; h < std::min(A.H, hg * R + R); ++h) {
+      const int64_t row = (c * A.H + h) * W;
+      if (d.linear_shared) {
+        linear_backward_row(A, d, k, j, c, h, a_rows.data(), dact_rows.data(), m_row.data(), acc_m.data());
+        continue;
+      }
+      const bool first_row = h == hg * R;  // of the mask cells of sample_m
+      std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
+      std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
+      for (int64_t b = b0; b < b1; ++b) {
+        if (b == b0 || A.delta_per_sample) {
+          for (int64_t v = 0; v < V; ++v)
+            fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W,
+                                       dact_rows.data() + v * W);
+        }
+        acc_t* mr = keep_m ? m_rows.data() + (b - b0) * W : m_row.data();
+        if (keep_m ? first_row : b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, mr);
+        if (d.need_u) {
+          fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
+                                 col_taps.empty() ? nullptr : col_taps.data());
+        }
+        for (int64_t v = 0; b + 1 < b1 && v < V; ++v) prefetch_row(d.grad_out + (v * A.B + b + 1) * plane + row, W);
+        if (V > 1) {  // the mask / input gradients of sample b are summed over the programs first
+          std::fill(sum_gm.begin(), sum_gm.end(), acc_t(0));
+          std::fill(sum_gu.begin(), sum_gu.end(), acc_t(0));
+        }
+        for (int64_t v = 0; v < V; ++v) {
+          perturb_row_backward<acc_t>(W, d.grad_out + (v * A.B + b) * plane + row, u_row.data(), cov.data(),
+                                      a_rows.data() + v * W, mr, k, ga.data(), gm.data(), gu.data());
+          if (d.grad_delta && A.delta_per_sample) store_row<acc_t>(W, ga.data(), dact_rows.data(), d.grad_delta + b * plane + row);
+          if (shared_d) accumulate_row<acc_t>(W, ga.data(), acc_d.data() + v * W);
+          if (shared_m) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
+          if (sample_m && V > 1) accumulate_row<acc_t>(W, gm.data(), sum_gm.data());
+          if (d.grad_placed && V == 1) store_row<acc_t>(W, gu.data(), nullptr, d.grad_placed + b * plane + row);
+          if (d.grad_placed && V > 1) accumulate_row<acc_t>(W, gu.data(), sum_gu.data());
+        }
+        if (sample_m) {
+          store_cell_row_sums<acc_t>(W, s, V > 1 ? sum_gm.data() : gm.data(), first_row,
+                                     d.grad_mask + ((b * A.C + c) * Hm + h / s) * Wm);
+        }
+        if (d.grad_placed && V > 1) store_row<acc_t>(W, sum_gu.data(), nullptr, d.grad_placed + b * plane + row);
+      }
+      for (int64_t v = 0; shared_d && v < V; ++v)
+        store_row<acc_t>(W, acc_d.data() + v * W, dact_rows.data() + v * W, d.grad_delta + (v * d.chunks + j) * plane + row);
+      if (shared_m) store_row<acc_t>(W, acc_m.data(), nullptr, d.grad_mask + j * plane + row);
     }
-    std::fill(acc_d.begin(), acc_d.end(), acc_t(0));
-    std::fill(acc_m.begin(), acc_m.end(), acc_t(0));
-    for (int64_t b = b0; b < b1; ++b) {
-      if (b == b0 || A.delta_per_sample) {
-        for (int64_t v = 0; v < V; ++v)
-          fill_activation_row<acc_t>(A, d.in.delta, A.delta_per_sample ? b : v, c, h, a_rows.data() + v * W,
-                                     dact_rows.data() + v * W);
-      }
-      if (b == b0 || A.Bm > 1) fill_mask_row<acc_t>(A, d.in.mask, b, c, h, m_row.data());
-      if (d.need_u) fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data());
-      if (V > 1) {  // the mask / input gradients of sample b are summed over the programs first
-        std::fill(sum_gm.begin(), sum_gm.end(), acc_t(0));
-        std::fill(sum_gu.begin(), sum_gu.end(), acc_t(0));
-      }
-      for (int64_t v = 0; v < V; ++v) {
-        perturb_row_backward<acc_t>(W, d.grad_out + (v * A.B + b) * plane + row, u_row.data(), cov.data(),
-                                    a_rows.data() + v * W, m_row.data(), k, ga.data(), gm.data(), gu.data());
-        if (d.grad_delta && A.delta_per_sample) store_row<acc_t>(W, ga.data(), dact_rows.data(), d.grad_delta + b * plane + row);
-        if (shared_d) accumulate_row<acc_t>(W, ga.data(), acc_d.data() + v * W);
-        if (shared_m) accumulate_row<acc_t>(W, gm.data(), acc_m.data());
-        if (d.grad_mask && A.Bm > 1 && V == 1) store_row<acc_t>(W, gm.data(), nullptr, d.grad_mask + b * plane + row);
-        if (d.grad_mask && A.Bm > 1 && V > 1) accumulate_row<acc_t>(W, gm.data(), sum_gm.data());
-        if (d.grad_placed && V == 1) store_row<acc_t>(W, gu.data(), nullptr, d.grad_placed + b * plane + row);
-        if (d.grad_placed && V > 1) accumulate_row<acc_t>(W, gu.data(), sum_gu.data());
-      }
-      if (d.grad_mask && A.Bm > 1 && V > 1) store_row<acc_t>(W, sum_gm.data(), nullptr, d.grad_mask + b * plane + row);
-      if (d.grad_placed && V > 1) store_row<acc_t>(W, sum_gu.data(), nullptr, d.grad_placed + b * plane + row);
-    }
-    for (int64_t v = 0; shared_d && v < V; ++v)
-      store_row<acc_t>(W, acc_d.data() + v * W, dact_rows.data() + v * W, d.grad_delta + (v * d.chunks + j) * plane + row);
-    if (shared_m) store_row<acc_t>(W, acc_m.data(), nullptr, d.grad_mask + j * plane + row);
   }
 }
 
@@ -302,10 +347,14 @@ RX_CPU_CLONES void backward_tasks_f32(const MaskedPerturbArgs& A, const Backward
 template <typename scalar_t, typename x_t>
 void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
   using acc_t = acc_type_t<scalar_t>;
-  const int64_t rows = A.C * A.H, W = A.W, plane = A.C * A.H * A.W;
-  d.need_u = d.grad_mask || d.grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  const int64_t W = A.W, plane = A.C * A.H * A.W;
+  // u enters the gradients through clamp (whether v was clipped) and blend replace (the mask's
+  // gradient g * (a - u), delta's (1 - m) factor does not depend on it); blend add's mask gradient
+  // g * a does not read it.
+  d.need_u = d.grad_placed || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
   d.linear_shared =
       A.pw.blend == Blend::kAdd && !A.pw.has_clamp && !A.delta_per_sample && A.Bm == 1 && !d.grad_placed;
+  d.task_rows = d.grad_mask && A.Bm > 1 ? A.pw.mask_scale : 1;
   std::unique_ptr<acc_t[]> sums;  // scratch, not initialised: batch_chunk_sums zeroes each span it sums
   if (d.linear_shared) {
     sums.reset(new acc_t[A.V * d.chunks * plane]);
@@ -313,8 +362,10 @@ void backward_cpu(const MaskedPerturbArgs& A, BackwardData<scalar_t, x_t> d) {
       batch_chunk_sums<acc_t>(d.grad_out + v * A.B * plane, A.B, plane, d.chunks, sums.get() + v * d.chunks * plane);
     d.sums = sums.get();
   }
-  const int64_t per_task = A.V * W * (d.linear_shared ? 1 : (A.B + d.chunks - 1) / d.chunks);
-  at::parallel_for(0, d.chunks * rows, task_grain(per_task), [&](int64_t begin, int64_t end) {
+  const int64_t task_rows = std::min(d.task_rows, std::max<int64_t>(A.H, 1));
+  const int64_t per_task = task_rows * A.V * W * (d.linear_shared ? 1 : (A.B + d.chunks - 1) / d.chunks);
+  const int64_t tasks = d.chunks * A.C * ((A.H + d.task_rows - 1) / d.task_rows);
+  at::parallel_for(0, tasks, task_grain(per_task), [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
       backward_tasks_f32(A, d, begin, end);
     } else {
@@ -352,7 +403,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cpu(const Tensor& gra
     using acc_t = acc_type_t<scalar_t>;
     backward_cpu<scalar_t, x_t>(A, {grad_out.const_data_ptr<scalar_t>(), {A, x, delta, mask, norm},
                                     g.delta_ptr<acc_t>(), g.mask_ptr<acc_t>(), g.placed_ptr<acc_t>(), g.chunks, false,
-                                    false, nullptr});
+                                    false, nullptr, 1});
   });
   return finish_masked_perturb_grads(A, g);
 }

@@ -8,15 +8,36 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "masked_perturb/args.h"
 #include "masked_perturb/specialize.h"
 
 namespace reprogram_ext {
 
-// u_row[w] = raw placed input at (b, c, h, w); cov[w] = whether a copy covers it.
+// Column taps of the bilinear resize, per copy: taps[k * W + w] = linear_tap(w - ox_k, Win, Win / Wr) for
+// the canvas columns w that copy k covers. They are the same for every row and sample of a call, so the
+// row loops look them up instead of recomputing them per element (empty unless the resize is bilinear).
+template <typename acc_t>
+std::vector<Tap<acc_t, int64_t>> bilinear_column_taps(const MaskedPerturbArgs& A) {
+  const Placement& pl = A.pl;
+  std::vector<Tap<acc_t, int64_t>> taps;
+  if (pl.resize_mode != ResizeMode::kBilinear) return taps;
+  taps.resize(pl.num_copies * A.W);
+  const acc_t scale_w = static_cast<acc_t>(pl.Win) / static_cast<acc_t>(pl.Wr);
+  for (int64_t k = 0; k < pl.num_copies; ++k) {
+    const int64_t ox = pl.offsets[2 * k + 1];
+    for (int64_t w = std::max<int64_t>(0, ox); w < std::min<int64_t>(A.W, ox + pl.Wr); ++w)
+      taps[k * A.W + w] = linear_tap<acc_t, int64_t>(w - ox, pl.Win, scale_w);
+  }
+  return taps;
+}
+
+// u_row[w] = raw placed input at (b, c, h, w); cov[w] = whether a copy covers it. col_taps: the
+// bilinear_column_taps of the call, or null (then computed per element).
 template <typename acc_t, typename x_t>
-inline void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc_t* u_row, uint8_t* cov) {
+inline void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t h, acc_t* u_row, uint8_t* cov,
+                            const Tap<acc_t, int64_t>* col_taps = nullptr) {
   std::fill(u_row, u_row + A.W, acc_t(0));
   std::fill(cov, cov + A.W, uint8_t(0));
   const Placement& pl = A.pl;
@@ -44,8 +65,13 @@ inline void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t
       const auto ty = linear_tap<acc_t, int64_t>(y, pl.Hin, static_cast<acc_t>(pl.Hin) / static_cast<acc_t>(pl.Hr));
       const x_t* r0 = x_bc + ty.i0 * A.sx.h;
       const x_t* r1 = x_bc + ty.i1 * A.sx.h;
-      for (int64_t w = w_lo; w < w_hi; ++w)
-        u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, linear_tap<acc_t, int64_t>(w - ox, pl.Win, scale_w));
+      if (col_taps) {
+        const Tap<acc_t, int64_t>* t = col_taps + k * A.W;
+        for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, t[w]);
+      } else {
+        for (int64_t w = w_lo; w < w_hi; ++w)
+          u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, linear_tap<acc_t, int64_t>(w - ox, pl.Win, scale_w));
+      }
     }
     for (int64_t w = w_lo; w < w_hi; ++w) cov[w] = 1;
   }
@@ -82,8 +108,11 @@ inline void fill_mask_row(const MaskedPerturbArgs& A, const scalar_t* mask, int6
   const scalar_t* mr = mask + A.sm.at(b, c, h / s, 0);
   if (s == 1) {
     for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[w * A.sm.w]);
-  } else {
-    for (int64_t w = 0; w < A.W; ++w) m_row[w] = static_cast<acc_t>(mr[(w / s) * A.sm.w]);
+  } else {  // mask column q covers canvas columns q * s .. q * s + s - 1 (no division per element)
+    for (int64_t q = 0, w = 0; w < A.W; ++q) {
+      const acc_t v = static_cast<acc_t>(mr[q * A.sm.w]);
+      for (const int64_t end = std::min(A.W, w + s); w < end; ++w) m_row[w] = v;
+    }
   }
 }
 

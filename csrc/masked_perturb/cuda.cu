@@ -27,7 +27,10 @@
 // partial sums of a shared (batch-1) delta / mask gradient meet in shared memory and one thread per
 // position adds them in order j = 0..J-1: deterministic (same bits every run), no atomics. This is
 // CUDA's own summation order (J is not reduction_chunks(), which the CPU and Triton share); it
-// differs from theirs only by float32 rounding.
+// differs from theirs only by float32 rounding. A per-sample mask coarser than the canvas
+// (mask_scale > 1) gets its gradient from a second kernel, one thread per mask cell summing its
+// footprint in the CPU's order (masked_perturb_mask_grad_kernel): mask-resolution output, no
+// canvas-sized per-sample buffer.
 //
 // Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls in the cuBLAS /
 // cuSPARSE / cuSOLVER headers that a bare toolkit may lack).
@@ -483,7 +486,8 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
 // ---- backward --------------------------------------------------------------------------------
 
 // Outputs of the backward kernel in the accumulation dtype acc_t (float; double for double
-// tensors), null when not asked for. delta / mask: [B, C, H, W] per sample when Bd / Bm > 1, else
+// tensors), null when not asked for (or, for a per-sample mask with mask_scale > 1, left to
+// masked_perturb_mask_grad_kernel). delta / mask: [B, C, H, W] per sample when Bd / Bm > 1, else
 // the final [1, C, H, W] batch sum.
 template <typename acc_t>
 struct BackwardOutputs {
@@ -617,6 +621,71 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
       if (shared_m) g.mask[at] = total_m;
     }
   }
+}
+
+// Threads per block of masked_perturb_mask_grad_kernel: at its 56 registers (fp32) an SM holds 9 such
+// blocks (1152 threads) against 4 of 256 (1024), and SMM's 150,528 cells (B = 64, 3 x 28 x 28) fill
+// 1176 of the 1188 slots of an H100 / H200: one wave instead of 1.1.
+constexpr int kCellThreadsPerBlock = 128;
+
+// Mask-resolution grid of the per-sample mask gradient: [B, C, Hm, Wm] cells (int32: FastDivmod).
+template <typename index_t>
+struct CellGrid {
+  index_t Hm, Wm, cells;
+  FastDivmod div_hm, div_wm;
+};
+
+// A per-sample mask's gradient at mask resolution (Bm > 1, mask_scale s > 1): one thread per mask cell
+// (b, c, q, r) of [B, C, Hm, Wm] sums the element mask gradients (perturb_element_backward) of its
+// canvas footprint (mask_footprint, math.h) in the CPU kernel's order: each footprint row left to right
+// from 0, the row sums top to bottom from 0. One writer per cell: deterministic, no atomics. The
+// footprint row is read in groups of VEC (128-bit with L::kVec, which needs s % VEC == 0 so that the
+// groups fill each footprint row); the mask value is one load per thread.
+template <typename scalar_t, typename x_t, Activation kAct, class L, typename index_t>
+__global__ void masked_perturb_mask_grad_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p, const CellGrid<index_t> cg,
+                                                const scalar_t* __restrict__ grad_out, const x_t* __restrict__ x,
+                                                const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
+                                                const acc_type_t<scalar_t>* __restrict__ norm,
+                                                acc_type_t<scalar_t>* __restrict__ grad_mask, bool need_u) {
+  using acc_t = acc_type_t<scalar_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  const index_t cell = static_cast<index_t>(blockIdx.x) * kCellThreadsPerBlock + static_cast<index_t>(threadIdx.x);
+  if (cell >= cg.cells) return;
+  const index_t bcq = divide<index_t>(cell, cg.Wm, cg.div_wm);
+  const index_t r = cell - bcq * cg.Wm;
+  const index_t bc = divide<index_t>(bcq, cg.Hm, cg.div_hm);
+  const index_t q = bcq - bc * cg.Hm;
+  const index_t b = divide<index_t>(bc, p.C, p.div_c);
+  const index_t c = bc - b * p.C;
+  const auto k = constants_of<DynamicPointwise, acc_t>(p, norm, c);
+  const acc_t m = static_cast<acc_t>(mask[b * p.sm[0] + c * p.sm[1] + q * p.sm[2] + r * p.sm[3]]);
+  const auto fh = mask_footprint<index_t>(q, p.mask_scale, p.H);
+  const auto fw = mask_footprint<index_t>(r, p.mask_scale, p.W);
+  const index_t bd = p.Bd > 1 ? b : index_t(0);
+  acc_t total = 0;
+  for (index_t h = fh.begin; h < fh.end; ++h) {
+    const scalar_t* go = grad_out + (b * p.plane + (c * p.H + h) * p.W);
+    acc_t row = 0;
+    for (index_t w0 = fw.begin; w0 < fw.end; w0 += VEC) {
+      acc_t gv[VEC], a[VEC], u[VEC];
+      bool cov[VEC];
+      load_group<L>(p, go + w0, w0, gv);
+      gather_delta<L, kAct, VEC>(p, delta, bd, c, h, w0, a);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        u[i] = static_cast<acc_t>(0);
+        cov[i] = false;
+      }
+      if (need_u) gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        const acc_t e = perturb_element_backward<acc_t>(gv[i], u[i], cov[i], a[i], m, k).gm;
+        if (L::kVec || w0 + i < fw.end) row += e;
+      }
+    }
+    total += row;
+  }
+  grad_mask[cell] = total;
 }
 
 // ---- host side -------------------------------------------------------------------------------
@@ -830,17 +899,27 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
   // that is summed over V afterwards (in order: deterministic).
   const auto A = bank_program(bankA);
   const int64_t V = bankA.V;
-  // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W] per program.
+  const auto [Hm, Wm] = mask_resolution(A);
+  // A per-sample mask's gradient at mask resolution comes from its own kernel, one thread per mask
+  // cell (masked_perturb_mask_grad_kernel); with mask_scale 1 the cells are the canvas positions and
+  // the backward kernel writes them itself.
+  const bool cell_mask = grads.mask.numel() && A.Bm > 1 && A.pw.mask_scale > 1;
+  const int64_t mask_plane = cell_mask ? A.C * Hm * Wm : positions;  // elements of one mask-gradient row
+  // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W] per program
+  // (a shared mask's at canvas resolution, summed over each footprint below).
   const auto acc_opts = delta.options().dtype(masked_perturb_acc_type(delta.scalar_type()));
   if (grads.delta.numel() && !A.delta_per_sample) grads.delta = at::empty({V, A.C, A.H, A.W}, acc_opts);
-  if (grads.mask.numel() && (A.Bm == 1 || V > 1)) grads.mask = at::empty({V * (A.Bm == 1 ? 1 : A.B), A.C, A.H, A.W}, acc_opts);
+  if (grads.mask.numel() && (A.Bm == 1 || V > 1)) {
+    grads.mask = A.Bm == 1 ? at::empty({V, A.C, A.H, A.W}, acc_opts) : at::empty({V * A.B, A.C, cell_mask ? Hm : A.H, cell_mask ? Wm : A.W}, acc_opts);
+  }
   if (grads.placed.numel() && V > 1) grads.placed = at::empty({V * A.B, A.C, A.H, A.W}, acc_opts);
   grads.chunks = 1;
   const Tensor grad_out = grad_out_in.contiguous();
   const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
   const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
-  // u is needed for the mask / input gradients, and for clamp and replace, whose factor depends on it.
-  const bool need_u = grads.mask.numel() || grads.placed.numel() || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
+  // u enters the gradients through clamp (whether v was clipped) and blend replace (the mask's
+  // gradient g * (a - u)); blend add's mask gradient g * a does not read it.
+  const bool need_u = grads.placed.numel() || A.pw.has_clamp || A.pw.blend == Blend::kReplace;
   const bool linear = A.pw.blend == Blend::kAdd && !A.pw.has_clamp && A.Bd == 1 && A.Bm == 1 && !grads.placed.numel();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) { dispatch(A.pw.activation, [&](auto act) {
@@ -857,6 +936,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
     const int64_t blocks = (groups + GX - 1) / GX;
     TORCH_CHECK(blocks <= INT32_MAX, "masked_perturb_backward: tensor too large for one launch");
     const size_t smem = 2 * J * GX * VEC * sizeof(acc_t);
+    const int64_t cells = A.B * A.C * Hm * Wm;
     for (int64_t v = 0; v < V; ++v) {
       const scalar_t* go = grad_out.const_data_ptr<scalar_t>() + v * A.B * positions;
       const scalar_t* d = delta.const_data_ptr<scalar_t>() + v * delta.stride(0);
@@ -864,8 +944,10 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
       const int64_t mask_rows = A.Bm == 1 ? 1 : A.B;
       BackwardOutputs<acc_t> outs{grads.delta_ptr<acc_t>(), grads.mask_ptr<acc_t>(), grads.placed_ptr<acc_t>()};
       if (outs.delta && !A.delta_per_sample) outs.delta += v * positions;
-      if (outs.mask && V > 1) outs.mask += v * mask_rows * positions;
+      if (outs.mask && V > 1) outs.mask += v * mask_rows * mask_plane;
       if (outs.placed && V > 1) outs.placed += v * A.B * positions;
+      acc_t* cell_out = cell_mask ? outs.mask : nullptr;
+      if (cell_mask) outs.mask = nullptr;  // the backward kernel computes delta's / x's gradients only
       // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
       const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
                        (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
@@ -880,22 +962,50 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
                                                                      norm.const_data_ptr<acc_t>(), outs, need_u);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
+      // The cell kernel's layout: 128-bit when every footprint row is whole groups of VEC (s % VEC == 0).
+      auto launch_cells = [&](auto l_, auto args) {
+        using L = decltype(l_);
+        using index_t = std::remove_cv_t<decltype(args.B)>;
+        args.x_vec = args.x_vec && L::kVec;  // groups start at multiples of VEC only on the 128-bit layout
+        CellGrid<index_t> cg{static_cast<index_t>(Hm), static_cast<index_t>(Wm), static_cast<index_t>(cells), {}, {}};
+        if constexpr (std::is_same_v<index_t, int32_t>) {
+          cg.div_hm = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(Hm, 1)));
+          cg.div_wm = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(Wm, 1)));
+        }
+        const int64_t cell_blocks = (cells + kCellThreadsPerBlock - 1) / kCellThreadsPerBlock;
+        TORCH_CHECK(cell_blocks <= INT32_MAX, "masked_perturb_backward: mask too large for one launch");
+        masked_perturb_mask_grad_kernel<scalar_t, x_t, kAct, L, index_t>
+            <<<static_cast<unsigned>(cell_blocks), kCellThreadsPerBlock, 0, stream>>>(
+                args, cg, go, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), cell_out, need_u);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      const bool backward_kernel = outs.delta || outs.mask || outs.placed;
       if (!fits_int32(A, x, delta, mask, A.B * groups)) {
-        launch(std::false_type{}, DynamicLayout<false>{}, kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, true));
+        const auto args = kernel_args<acc_t, int64_t>(A, offsets, dev_ptr, VEC, x, true);
+        if (backward_kernel) launch(std::false_type{}, DynamicLayout<false>{}, args);
+        if (cell_mask) launch_cells(DynamicLayout<false>{}, args);
         continue;
       }
       const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, true);
-      if (linear && vec) {
+      if (backward_kernel && linear && vec) {
         launch(std::true_type{}, DynamicLayout<true>{}, args);
-      } else if (vec) {
+      } else if (backward_kernel && vec) {
         launch(std::false_type{}, DynamicLayout<true>{}, args);
-      } else {
+      } else if (backward_kernel) {
         launch(std::false_type{}, DynamicLayout<false>{}, args);
+      }
+      if (cell_mask && vec && A.pw.mask_scale % VEC == 0) {
+        launch_cells(DynamicLayout<true>{}, args);
+      } else if (cell_mask) {
+        launch_cells(DynamicLayout<false>{}, args);
       }
     }
   }); });
-  if (V > 1 && grads.mask.numel()) grads.mask = grads.mask.view({V, -1, A.C, A.H, A.W}).sum(0);
+  if (V > 1 && grads.mask.numel()) {
+    grads.mask = grads.mask.view({V, grads.mask.size(0) / V, grads.mask.size(1), grads.mask.size(2), grads.mask.size(3)}).sum(0);
+  }
   if (V > 1 && grads.placed.numel()) grads.placed = grads.placed.view({V, A.B, A.C, A.H, A.W}).sum(0);
+  if (grads.mask.numel() && A.Bm == 1) grads.mask = mask_patch_sums(grads.mask, A.pw.mask_scale);
   return {grads.delta, grads.mask, grads.placed};
 }
 

@@ -222,6 +222,20 @@ RX_HD ElementGrads<acc_t> perturb_element_backward(acc_t g, acc_t u, bool covere
   return r;
 }
 
+// The canvas positions [begin, end) of mask index q along an axis of n canvas positions, mask_scale s:
+// the footprint of a mask cell is begin = q * s .. end = min(n, q * s + s) - 1 on each axis. A mask cell's
+// gradient is the sum of the element mask gradients over its footprint, in one fixed order on every
+// compiled backend: each footprint row left to right from 0, then the row sums top to bottom from 0.
+template <typename index_t>
+struct Footprint {
+  index_t begin, end;
+};
+template <typename index_t>
+RX_HD Footprint<index_t> mask_footprint(index_t q, index_t s, index_t n) {
+  const index_t begin = q * s;
+  return Footprint<index_t>{begin, begin + s < n ? begin + s : n};
+}
+
 // Batch chunks of the deterministic batch reduction in the backward pass: a function of the
 // shape only (never of the thread count), so CPU and CUDA reduce in the same order.
 RX_HD int64_t reduction_chunks(int64_t B, int64_t positions) {

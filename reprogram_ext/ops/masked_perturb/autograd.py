@@ -6,11 +6,12 @@ reductions below exist once in Python (Triton) and once in C++ (compiled ops).
 
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
 returns canvas-resolution partials in the accumulation dtype (float64 for float64 tensors, else
-float32; a prompt bank's summed over the V programs where the input is shared by them), which plain
-aten ops reduce to each input's shape:
+float32; a prompt bank's summed over the V programs where the input is shared by them), except the
+compiled op's mask gradient, which is at mask resolution ``[Bm, C, ceil(H/s), ceil(W/s)]`` (each cell
+already the sum over its s x s footprint). Plain aten ops reduce them to each input's shape:
   grad_delta: summed over channels when delta has one channel;
-  grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s),
-              and over broadcast spatial dims;
+  grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s; the
+              Triton op's canvas-resolution partials only), and over broadcast spatial dims;
   grad_x    : the placed-input gradient cropped back from each copy (adjoint of F.pad) and added,
               summed over channels for grey input, then through the adjoint of the resize.
 """
@@ -39,14 +40,20 @@ def _fake_forward(x, delta, mask, offsets, norm, resized_size, resize_mode, acti
 
 
 def _fake_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend, normalize,
-                   clamp, mask_scale, needs, bank=False):
+                   clamp, mask_scale, needs, bank=False, mask_at_mask_resolution=False):
     C, H, W = grad_out.shape[1:]
     acc = dict(dtype=accumulation_dtype(delta.dtype), device=grad_out.device)
+    mask_hw = (-(-H // mask_scale), -(-W // mask_scale)) if mask_at_mask_resolution else (H, W)
     gd = grad_out.new_empty((delta.shape[0], C, H, W), **acc) if needs[0] else grad_out.new_empty((0,), **acc)
-    gm = (grad_out.new_empty((mask.shape[0], C, H, W), **acc) if needs[1] and mask is not None
+    gm = (grad_out.new_empty((mask.shape[0], C, *mask_hw), **acc) if needs[1] and mask is not None
           else grad_out.new_empty((0,), **acc))
     gp = grad_out.new_empty((x.shape[0], C, H, W), **acc) if needs[2] else grad_out.new_empty((0,), **acc)
     return gd, gm, gp
+
+
+def _fake_backward_compiled(*args, **kwargs):
+    """The compiled (C++ / CUDA) op's: its mask gradient is at mask resolution."""
+    return _fake_backward(*args, **kwargs, mask_at_mask_resolution=True)
 
 
 def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor, mask_scale: int) -> torch.Tensor:
@@ -118,10 +125,10 @@ def make_backward(backward_op):
     return backward
 
 
-def register_fakes(forward_name: str, backward_name: str) -> None:
+def register_fakes(forward_name: str, backward_name: str, mask_at_mask_resolution: bool = False) -> None:
     """Fake kernels of a (forward, backward) pair of masked_perturb ops."""
     torch.library.register_fake(forward_name)(_fake_forward)
-    torch.library.register_fake(backward_name)(_fake_backward)
+    torch.library.register_fake(backward_name)(_fake_backward_compiled if mask_at_mask_resolution else _fake_backward)
 
 
 def register(forward_name: str, backward_name: str) -> None:
@@ -135,4 +142,5 @@ def register_compiled() -> None:
     """Fake kernels of the compiled (C++ / CUDA) ops. Their autograd is registered in C++
     (csrc/masked_perturb/autograd.cpp, the same contract as ``register``): the prompt runs once per
     step, often on a small batch, where this module's Python wrapper cost as much as the kernels."""
-    register_fakes("reprogram_ext::masked_perturb_forward", "reprogram_ext::masked_perturb_backward")
+    register_fakes("reprogram_ext::masked_perturb_forward", "reprogram_ext::masked_perturb_backward",
+                   mask_at_mask_resolution=True)
