@@ -185,6 +185,11 @@ OPTION_CASES = {
     "bilinear_upscale_runs_scaled_mask": (dict(x=(2, 3, 4, 4), delta=(3, 40, 40), mask=(2, 1, 5, 5)),
                                           dict(resize=40, offset=(0, 0), normalize="before", mean=IN_MEAN,
                                                std=IN_STD, mask_scale=8, activation="none")),
+    # rows that are not 16-byte aligned (W % 4 != 0) with a batch-shared program: CUDA's flat forward
+    # (output groups that cross rows, per-sample shifts: plane = 3 * 11 * 13 is odd)
+    "odd_width_shared": (dict(x=(3, 3, 5, 7), delta=(3, 11, 13), mask=(11, 13)),
+                         dict(offset=(4, 3), activation="tanh", mean=IN_MEAN, std=IN_STD)),
+    "odd_width_shared_no_mask_grey": (dict(x=(5, 1, 6, 6), delta=(3, 9, 7), mask=None), dict(activation="sigmoid")),
 }
 
 

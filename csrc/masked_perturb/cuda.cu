@@ -13,7 +13,9 @@
 //   kernel arguments (up to kMaxArgCopies, else a device array read by the dynamic layout only).
 // - 128-bit loads of delta, mask (at canvas resolution), grad_out and x rows (aligned, not resized,
 //   the copy's column offset a multiple of VEC), 128-bit stores of the output and the float32
-//   gradients; a scalar layout for rows that are not 16-byte aligned (W % VEC != 0, odd strides).
+//   gradients; a scalar layout for rows that are not 16-byte aligned (W % VEC != 0, odd strides),
+//   except the forward of one unresized copy with a batch-shared delta / mask, which writes flat
+//   16-byte groups of the output (masked_perturb_forward_flat_kernel).
 // - The element values come from the __host__ __device__ functions of math.h / specialize.h /
 //   activation.h, which the CPU kernels (cpu.cpp) execute too.
 //
@@ -62,6 +64,10 @@ constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 
 enum class MaskKind : int { kNone, kFull, kScaled };
 constexpr int kDynamic = -1;
+// Layout resize code past ResizeMode's values: bilinear, gathered from a three-column window with 4
+// canvas rows per thread (bilinear_window_fits; the fixed Layout<kBilinear, ...> layouts keep the
+// per-output taps for the other bilinear sizes).
+constexpr int kBilinearRuns = 3;
 
 // Layout of a forward / backward call: resize mode, several copies or one, mask kind (kDynamic: read
 // at run time), and whether every canvas stream is 16-byte aligned for 128-bit access.
@@ -248,8 +254,8 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
         m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + (w0 + i) * p.sm[3]])
                                            : static_cast<acc_t>(0);
     }
-  } else if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled) && L::kVec) {
-    // A fixed scaled-mask layout runs only with mask_scale >= VEC (dispatch_fast_forward): the group's
+  } else if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled) && L::kResize == kBilinearRuns) {
+    // The kBilinearRuns scaled-mask layout runs only with mask_scale >= VEC (dispatch_fast_forward): the group's
     // VEC columns meet at most two mask columns, q and (when the group crosses into it) q + 1.
     const index_t s = p.mask_scale;
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
@@ -274,7 +280,7 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
   }
 }
 
-// Fixed bilinear layouts (one copy; unit x column stride and bilinear_window_fits for runs of VEC,
+// kBilinearRuns layouts (one copy; unit x column stride and bilinear_window_fits for runs of VEC,
 // checked by dispatch_fast_forward): the group's resized columns xw0 .. xw0 + VEC - 1, their taps
 // (bilinear_columns of specialize.h, computed once per thread) and whether any lies inside the copy.
 template <int VEC, typename acc_t, typename index_t>
@@ -432,12 +438,12 @@ template <class L, Activation kAct>
 constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
                               costly_activation(kAct);
 
-// Canvas rows per thread: 4 for the fixed bilinear layouts (the column taps are computed once for
+// Canvas rows per thread: 4 for the kBilinearRuns layouts (the column taps are computed once for
 // all of them), else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
 // C * ceil(H / rows) * gpr position groups (batch-shared) and passes FastDivmod(ceil(H / rows)) as
 // div_h.
 template <class L, Activation kAct>
-constexpr int kRowsPerThread = L::kResize == static_cast<int>(ResizeMode::kBilinear) && !L::kMulti ? 4 : 1;
+constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
 
 // out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
 template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
@@ -475,7 +481,7 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
     gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);  // stride 0 on a shared (batch-1) delta / mask
     gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
     finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c), out + (row * p.W + w0));
-  } else {  // fixed bilinear layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
+  } else {  // kBilinearRuns layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
     const index_t hg = static_cast<index_t>(p.div_h.d);  // ceil(H / kRows)
     const index_t bc = divide<index_t>(row, hg, p.div_h);
     const index_t h0 = (row - bc * hg) * kRows;
@@ -550,7 +556,7 @@ __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t
                             out + (b * p.plane + row * p.W + w0));
 }
 
-// forward_batch_shared for the fixed bilinear layouts (AutoVP): each thread covers kRows canvas rows
+// forward_batch_shared for the kBilinearRuns layouts (AutoVP): each thread covers kRows canvas rows
 // h0 .. h0 + kRows - 1 of its group (those < H), activating element s of the group in each, and
 // computes the group's column taps once for all of them (bilinear_group_columns).
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
@@ -623,6 +629,91 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   } else {
     forward_per_thread<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
+  }
+}
+
+// Rows that are not 16-byte aligned (W % VEC != 0, the odd widths of Elsayed et al.): one copy, no
+// resize, delta and mask (none or at canvas resolution) shared by the batch, blend add, no clamp.
+// The output is tiled in flat, 16-byte aligned groups of VEC elements (a group may run over a row's
+// end); delta, mask and x are read with scalar loads (delta and mask are shared: L2 hits).
+// Block (blockIdx.x, blockIdx.y) = a window of 256 plane positions q = Q + t (Q = blockIdx.x *
+// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x 2 VEC samples. Thread t computes, for
+// the plane position Q + t only, (act(delta), mask, mean, 1 / std) and the x offset (-1 off the copy)
+// into shared memory: one activation per position and block, not per output. Thread (gl, s) =
+// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 2 VEC + j * VEC
+// + s, j = 0, 1, at plane positions q0 .. q0 + VEC - 1 with
+// q0 = Q + VEC + VEC * gl - sh, sh = (b * plane) % VEC, so that b * plane + q0 is a multiple of VEC
+// (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
+// ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
+// plane's ends stores its positions inside it one by one. p.gpr = W and p.div_gpr = FastDivmod(W)
+// for this kernel (int32 only).
+template <typename scalar_t, typename x_t, Activation kAct, class P, bool kMask, typename index_t>
+__global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+                                                   const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                                   const scalar_t* __restrict__ mask,
+                                                   const acc_type_t<scalar_t>* __restrict__ norm,
+                                                   scalar_t* __restrict__ out) {
+  using acc_t = acc_type_t<scalar_t>;
+  static_assert(std::is_same_v<acc_t, float> && !P::kDynamic, "flat layout: float accumulation, fixed pointwise");
+  using uindex_t = std::make_unsigned_t<index_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  constexpr int G = kThreadsPerBlock / VEC;
+  constexpr int kPerPass = kThreadsPerBlock / G;  // = VEC samples per pass
+  constexpr int kPasses = 2;
+  __shared__ float4 amk_s[kThreadsPerBlock];  // act(delta), mask, mean, 1 / std
+  __shared__ index_t xo_s[kThreadsPerBlock];
+  const int t = static_cast<int>(threadIdx.x);
+  const index_t Q = static_cast<index_t>(blockIdx.x) * (VEC * (G - 1)) - VEC;
+  {
+    const index_t q = Q + t;
+    float4 amk = make_float4(0.0f, 0.0f, 0.0f, 1.0f);
+    index_t xo = -1;
+    if (static_cast<uindex_t>(q) < static_cast<uindex_t>(p.plane)) {
+      const index_t row = divide<index_t>(q, p.gpr, p.div_gpr);  // c * H + h
+      const index_t w = q - row * p.gpr;
+      const index_t c = divide<index_t>(row, p.H, p.div_h);
+      const index_t h = row - c * p.H;
+      amk.x = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + w * p.sd[3]]));
+      amk.y = kMask ? static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + w * p.sm[3]]) : 1.0f;
+      if constexpr (P::kNormalize != Normalize::kNone) amk.z = norm[c], amk.w = norm[p.C + c];
+      const index_t y = h - p.oy[0], xw = w - p.ox[0];
+      if (static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) && static_cast<uindex_t>(xw) < static_cast<uindex_t>(p.Wr))
+        xo = c * p.sx[1] + y * p.sx[2] + xw * p.sx[3];
+    }
+    amk_s[t] = amk;
+    xo_s[t] = xo;
+  }
+  __syncthreads();
+  const int gl = t % G, s = t / G;
+  if (gl == G - 1) return;
+#pragma unroll
+  for (int j = 0; j < kPasses; ++j) {
+    const index_t b = static_cast<index_t>(blockIdx.y) * (kPasses * kPerPass) + j * kPerPass + s;
+    if (b >= p.B) return;
+    const int sh = static_cast<int>(static_cast<uindex_t>(b * p.plane) % VEC);
+    const int t0 = VEC + VEC * gl - sh;  // in [1, 256 - VEC]
+    const index_t q0 = Q + t0;
+    const x_t* __restrict__ xb = x + b * p.sx[0];
+    scalar_t vals[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const index_t xo = xo_s[t0 + i];
+      const float4 amk = amk_s[t0 + i];
+      const bool cov = xo >= 0;
+      const acc_t u = cov ? load_input<acc_t>(xb + xo, 0) : static_cast<acc_t>(0);
+      ChannelConstants<acc_t> k{};
+      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk.z, k.before_inv_std = amk.w;
+      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk.z, k.after_inv_std = amk.w;
+      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk.x, amk.y, k));
+    }
+    scalar_t* o = out + (b * p.plane + q0);
+    if (q0 >= 0 && q0 + VEC <= p.plane) {
+      store_vec(o, vals);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i)
+        if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
+    }
   }
 }
 
@@ -866,8 +957,8 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 // kBatchShared layouts (all but SMM's, with tanh or sigmoid) need delta and mask shared by the
 // batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
-// bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the fixed
-// bilinear layouts' window gather); the scaled-mask layout also needs mask_scale >= VEC.
+// bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
+// kBilinearRuns layouts' window gather; its scaled-mask layout also needs mask_scale >= VEC).
 bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, int64_t vec_len, F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
   const bool shared = !costly_activation(A.pw.activation) ||
@@ -887,14 +978,41 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, boo
   // ILM-VP (padding, mask outside the image, normalise after)
   if (shared && x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
   // AutoVP (bilinear resize, then the same)
-  if (shared && bil_runs && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) {
+    if (bil_runs) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
+    return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  }
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
-  if (bil_runs && A.pw.mask_scale >= vec_len && before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
+  if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) {
+    if (bil_runs && A.pw.mask_scale >= vec_len) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
+    return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
+  }
   // Voice2Series (several copies of a 1-D series, mask outside them)
   if (shared && x_whole && plain && multi && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(Plain{}, Layout<kNone, true, kFull, true>{}), true;
   // Plain additive program, no mask (Elsayed et al.)
   if (shared && x_whole && plain && one && r == ResizeMode::kNone && mk == MaskKind::kNone) return f(Plain{}, Layout<kNone, false, kNoMask, true>{}), true;
   return false;
+}
+
+// The flat forward for rows that are not 16-byte aligned (masked_perturb_forward_flat_kernel): one
+// copy, no resize, blend add, no clamp, delta and mask (none, or at canvas resolution) shared by the
+// batch, an aligned output, at most 65535 blocks of VEC samples. Calls f(P{}, bool_constant<mask>{}).
+template <typename F>
+bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t vec_len, F&& f) {
+  if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 ||
+      A.pl.resize_mode != ResizeMode::kNone || A.Bd != 1 || (A.has_mask && (A.Bm != 1 || A.pw.mask_scale != 1)) ||
+      (A.B + 2 * vec_len - 1) / (2 * vec_len) > 65535)
+    return false;
+  return dispatch_pointwise(A.pw, [&](auto p_) {
+    using P = decltype(p_);
+    if constexpr (P::kDynamic) {
+      return false;
+    } else {
+      if (A.has_mask) f(p_, std::true_type{});
+      else f(p_, std::false_type{});
+      return true;
+    }
+  });
 }
 
 // The single-program problem of program v of a prompt bank (A itself without a bank): delta shared
@@ -959,13 +1077,31 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       }
       const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, false);
       if constexpr (!std::is_same_v<scalar_t, double>) {
-        const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 &&
+        const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 && A.pl.Hr > 0 &&
                               bilinear_window_fits<float>(A.pl.Win, A.pl.Wr, VEC);
         if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
       }
       if (vec) {
         launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
         continue;
+      }
+      if constexpr (!std::is_same_v<scalar_t, double>) {
+        if (dispatch_flat_forward(A, aligned16(o), VEC, [&](auto p_, auto with_mask) {
+              using P = decltype(p_);
+              constexpr bool kMask = decltype(with_mask)::value;
+              auto fa = args;
+              fa.gpr = static_cast<int32_t>(A.W);
+              fa.div_gpr = FastDivmod(static_cast<uint32_t>(A.W));
+              const int64_t per_block = VEC * (kThreadsPerBlock / VEC - 1);
+              const int64_t plane = A.C * A.H * A.W;
+              const int64_t samples = 2 * VEC;  // per block: two passes of VEC
+              const dim3 grid(blocks_for((plane + VEC - 1 + per_block - 1) / per_block * kThreadsPerBlock),
+                              static_cast<unsigned>((A.B + samples - 1) / samples));
+              masked_perturb_forward_flat_kernel<scalar_t, x_t, kAct, P, kMask, int32_t><<<grid, kThreadsPerBlock, 0, stream>>>(
+                  fa, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o);
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
+            }))
+          continue;
       }
       launch(DynamicPointwise{}, DynamicLayout<false>{}, args);
     }
