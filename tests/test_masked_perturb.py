@@ -178,6 +178,18 @@ OPTION_CASES = {
     "one_d_resize_copies": (dict(x=(2, 2, 9), delta=(2, 40), mask=(2, 40)),
                             dict(resize=13, offset=[(0,), (13,), (26,), (39,)], activation="sigmoid")),
     "batch_one": (dict(x=(1, 3, 5, 5), delta=(3, 9, 9), mask=(9, 9)), dict(clamp=(-1.0, 1.0), mean=IN_MEAN, std=IN_STD)),
+    # upscales of more than 3x: the bilinear rows gather runs of 4 columns from a three-column window
+    # (bilinear_run_values), with runs cut by the copy's edges (odd offset) and a partly covered canvas
+    "bilinear_upscale_runs": (dict(x=(2, 3, 5, 6), delta=(3, 30, 45), mask=(30, 45)),
+                              dict(resize=(23, 37), offset=(3, 5), activation="sigmoid", mean=IN_MEAN, std=IN_STD)),
+    "bilinear_upscale_runs_scaled_mask": (dict(x=(2, 3, 4, 4), delta=(3, 40, 40), mask=(2, 1, 5, 5)),
+                                          dict(resize=40, offset=(0, 0), normalize="before", mean=IN_MEAN,
+                                               std=IN_STD, mask_scale=8, activation="none")),
+    # rows that are not 16-byte aligned (W % 4 != 0) with a batch-shared program: CUDA's flat forward
+    # (output groups that cross rows, per-sample shifts: plane = 3 * 11 * 13 is odd)
+    "odd_width_shared": (dict(x=(3, 3, 5, 7), delta=(3, 11, 13), mask=(11, 13)),
+                         dict(offset=(4, 3), activation="tanh", mean=IN_MEAN, std=IN_STD)),
+    "odd_width_shared_no_mask_grey": (dict(x=(5, 1, 6, 6), delta=(3, 9, 7), mask=None), dict(activation="sigmoid")),
 }
 
 

@@ -10,7 +10,7 @@
 #include <array>
 #include <tuple>
 
-#include "masked_perturb/math.h"
+#include "masked_perturb/specialize.h"
 
 namespace reprogram_ext {
 
@@ -96,6 +96,9 @@ inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at:
     TORCH_CHECK(a.pl.Hin > 0 && a.pl.Win > 0, "masked_perturb: cannot resize an empty input");
   }
   a.pl.resize_mode = o.resize_mode;
+  a.pl.bilinear_runs = o.resize_mode == ResizeMode::kBilinear && a.sx.w == 1 &&
+                       (acc == at::kDouble ? bilinear_window_fits<double>(a.pl.Win, a.pl.Wr, kBilinearRun)
+                                           : bilinear_window_fits<float>(a.pl.Win, a.pl.Wr, kBilinearRun));
   a.pl.num_copies = static_cast<int64_t>(o.offsets.size() / 2);
   a.pl.offsets = o.offsets.data();  // host memory owned by o: the CUDA op points this at a device copy
   a.pw.activation = o.activation;

@@ -62,14 +62,25 @@ inline void fill_placed_row(const MaskedPerturbArgs& A, const x_t* x_bc, int64_t
         u_row[w] += load_input<acc_t>(src, nearest_source<int64_t>(w - ox, pl.Win, pl.Wr, scale_w) * A.sx.w);
     } else {
       const acc_t scale_w = static_cast<acc_t>(pl.Win) / static_cast<acc_t>(pl.Wr);
-      const auto ty = linear_tap<acc_t, int64_t>(y, pl.Hin, static_cast<acc_t>(pl.Hin) / static_cast<acc_t>(pl.Hr));
+      // linear_tap's values (the CUDA kernels' row tap, linear_tap_trunc)
+      const auto ty = linear_tap_trunc<acc_t, int64_t>(y, pl.Hin, static_cast<acc_t>(pl.Hin) / static_cast<acc_t>(pl.Hr));
       const x_t* r0 = x_bc + ty.i0 * A.sx.h;
       const x_t* r1 = x_bc + ty.i1 * A.sx.h;
-      if (col_taps) {
+      int64_t w = w_lo;
+      if (pl.bilinear_runs) {  // runs of kBilinearRun columns from a three-column window (the CUDA gather)
+        for (; w + kBilinearRun <= w_hi; w += kBilinearRun) {
+          ColumnRun<kBilinearRun, acc_t> run;
+          const int64_t base = bilinear_columns<kBilinearRun, acc_t, int64_t>(w - ox, scale_w, run);
+          acc_t v[kBilinearRun];
+          bilinear_run_values<kBilinearRun>(x_bc, ty.i0 * A.sx.h, ty.i1 * A.sx.h, pl.Win, base, ty, run, v);
+          for (int i = 0; i < kBilinearRun; ++i) u_row[w + i] += v[i];
+        }
+      }
+      if (col_taps) {  // the remaining columns from the call's column taps
         const Tap<acc_t, int64_t>* t = col_taps + k * A.W;
-        for (int64_t w = w_lo; w < w_hi; ++w) u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, t[w]);
+        for (; w < w_hi; ++w) u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, t[w]);
       } else {
-        for (int64_t w = w_lo; w < w_hi; ++w)
+        for (; w < w_hi; ++w)
           u_row[w] += bilinear_value<acc_t>(r0, r1, A.sx.w, ty, linear_tap<acc_t, int64_t>(w - ox, pl.Win, scale_w));
       }
     }

@@ -13,7 +13,9 @@
 //   kernel arguments (up to kMaxArgCopies, else a device array read by the dynamic layout only).
 // - 128-bit loads of delta, mask (at canvas resolution), grad_out and x rows (aligned, not resized,
 //   the copy's column offset a multiple of VEC), 128-bit stores of the output and the float32
-//   gradients; a scalar layout for rows that are not 16-byte aligned (W % VEC != 0, odd strides).
+//   gradients; a scalar layout for rows that are not 16-byte aligned (W % VEC != 0, odd strides),
+//   except the forward of one unresized copy with a batch-shared delta / mask, which writes flat
+//   16-byte groups of the output (masked_perturb_forward_flat_kernel).
 // - The element values come from the __host__ __device__ functions of math.h / specialize.h /
 //   activation.h, which the CPU kernels (cpu.cpp) execute too.
 //
@@ -65,6 +67,10 @@ constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 
 enum class MaskKind : int { kNone, kFull, kScaled };
 constexpr int kDynamic = -1;
+// Layout resize code past ResizeMode's values: bilinear, gathered from a three-column window with 4
+// canvas rows per thread (bilinear_window_fits; the fixed Layout<kBilinear, ...> layouts keep the
+// per-output taps for the other bilinear sizes).
+constexpr int kBilinearRuns = 3;
 
 // Layout of a forward / backward call: resize mode, several copies or one, mask kind (kDynamic: read
 // at run time), and whether every canvas stream is 16-byte aligned for 128-bit access.
@@ -251,6 +257,16 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
         m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + (w0 + i) * p.sm[3]])
                                            : static_cast<acc_t>(0);
     }
+  } else if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled) && L::kResize == kBilinearRuns) {
+    // The kBilinearRuns scaled-mask layout runs only with mask_scale >= VEC (dispatch_fast_forward): the group's
+    // VEC columns meet at most two mask columns, q and (when the group crosses into it) q + 1.
+    const index_t s = p.mask_scale;
+    const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
+    const index_t q = divide<index_t>(w0, s, p.div_s), r = w0 - q * s;
+    const acc_t m0 = static_cast<acc_t>(mask[row_off + q * p.sm[3]]);
+    const acc_t m1 = r + VEC > s ? static_cast<acc_t>(mask[row_off + (q + 1) * p.sm[3]]) : m0;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) m[i] = r + i < s ? m0 : m1;
   } else {
     const index_t s = p.mask_scale;
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
@@ -264,6 +280,45 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
         ++q;
       }
     }
+  }
+}
+
+// kBilinearRuns layouts (one copy; unit x column stride and bilinear_window_fits for runs of VEC,
+// checked by dispatch_fast_forward): the group's resized columns xw0 .. xw0 + VEC - 1, their taps
+// (bilinear_columns of specialize.h, computed once per thread) and whether any lies inside the copy.
+template <int VEC, typename acc_t, typename index_t>
+struct BilinearColumns {
+  index_t xw0, base;
+  bool any;
+  ColumnRun<VEC, acc_t> run;
+};
+template <int VEC, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ BilinearColumns<VEC, acc_t, index_t> bilinear_group_columns(const AR& p, index_t w0) {
+  BilinearColumns<VEC, acc_t, index_t> bc;
+  bc.xw0 = w0 - p.ox[0];
+  bc.any = bc.xw0 + VEC > 0 && bc.xw0 < p.Wr;
+  const index_t base = bilinear_columns<VEC, acc_t, index_t>(bc.xw0, p.lin_scale_w, bc.run);
+  bc.base = base < p.Win - 1 ? base : p.Win - 1;  // a group right of the copy: any column in the row
+  return bc;
+}
+// u[i] = the resized input at canvas (h, w0 + i) of the group's columns bc, 0 off the copy; cov[i] =
+// covered. Six scalar x loads (the two source rows' window, bilinear_run_values) for VEC outputs,
+// branch-free: a row off the copy reads a valid row (y clamped) and its values are dropped.
+template <int VEC, typename acc_t, typename x_t, typename AR, typename index_t>
+__device__ __forceinline__ void gather_bilinear_row(const AR& p, const x_t* __restrict__ x, index_t x_bc, index_t h,
+                                                    const BilinearColumns<VEC, acc_t, index_t>& bc, acc_t (&u)[VEC],
+                                                    bool (&cov)[VEC]) {
+  using uindex_t = std::make_unsigned_t<index_t>;
+  const index_t y = h - p.oy[0];
+  const bool inside = bc.any && static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr);
+  const index_t yc = y < 0 ? 0 : y < p.Hr - 1 ? y : p.Hr - 1;
+  const auto ty = linear_tap_trunc<acc_t, index_t>(yc, p.Hin, p.lin_scale_h);
+  acc_t v[VEC];
+  bilinear_run_values<VEC>(x, x_bc + ty.i0 * p.sx[2], x_bc + ty.i1 * p.sx[2], p.Win, bc.base, ty, bc.run, v);
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) {
+    cov[i] = inside && static_cast<uindex_t>(bc.xw0 + i) < static_cast<uindex_t>(p.Wr);
+    u[i] = cov[i] ? v[i] : static_cast<acc_t>(0);
   }
 }
 
@@ -386,6 +441,13 @@ template <class L, Activation kAct>
 constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
                               costly_activation(kAct);
 
+// Canvas rows per thread: 4 for the kBilinearRuns layouts (the column taps are computed once for
+// all of them), else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
+// C * ceil(H / rows) * gpr position groups (batch-shared) and passes FastDivmod(ceil(H / rows)) as
+// div_h.
+template <class L, Activation kAct>
+constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
+
 // out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
 template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
 __device__ __forceinline__ void finish_outputs(const AR& p, const x_t* __restrict__ x, index_t b, index_t c, index_t h,
@@ -410,16 +472,42 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   constexpr int VEC = 16 / sizeof(scalar_t);
   const index_t gid = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
   if (gid >= p.groups) return;
-  const index_t row = divide<index_t>(gid, p.gpr, p.div_gpr);  // (b, c, h) of the contiguous output
+  constexpr int kRows = kRowsPerThread<L, kAct>;
+  const index_t row = divide<index_t>(gid, p.gpr, p.div_gpr);  // (b, c, h / kRows)
   const index_t w0 = (gid - row * p.gpr) * VEC;
-  const index_t bc = divide<index_t>(row, p.H, p.div_h);
-  const index_t h = row - bc * p.H;
-  const index_t b = divide<index_t>(bc, p.C, p.div_c);
-  const index_t c = bc - b * p.C;
-  acc_t a[VEC], m[VEC];
-  gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);  // stride 0 on a shared (batch-1) delta / mask
-  gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
-  finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c), out + (row * p.W + w0));
+  if constexpr (kRows == 1) {  // row = (b, c, h) of the contiguous output
+    const index_t bc = divide<index_t>(row, p.H, p.div_h);
+    const index_t h = row - bc * p.H;
+    const index_t b = divide<index_t>(bc, p.C, p.div_c);
+    const index_t c = bc - b * p.C;
+    acc_t a[VEC], m[VEC];
+    gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);  // stride 0 on a shared (batch-1) delta / mask
+    gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+    finish_outputs<P, L, VEC>(p, x, b, c, h, w0, a, m, constants_of<P, acc_t>(p, norm, c), out + (row * p.W + w0));
+  } else {  // kBilinearRuns layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
+    const index_t hg = static_cast<index_t>(p.div_h.d);  // ceil(H / kRows)
+    const index_t bc = divide<index_t>(row, hg, p.div_h);
+    const index_t h0 = (row - bc * hg) * kRows;
+    const index_t b = divide<index_t>(bc, p.C, p.div_c);
+    const index_t c = bc - b * p.C;
+    const auto k = constants_of<P, acc_t>(p, norm, c);
+    const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
+    const index_t x_bc = b * p.sx[0] + c * p.sx[1];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const index_t h = h0 + r;
+      if (r > 0 && h >= p.H) break;
+      acc_t a[VEC], m[VEC], u[VEC];
+      bool cov[VEC];
+      gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);
+      gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+      gather_bilinear_row<VEC>(p, x, x_bc, h, cols, u, cov);
+      scalar_t vals[VEC];
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
+      store_group<L>(p, out + ((bc * p.H + h) * p.W + w0), w0, vals);
+    }
+  }
 }
 
 // Batch-shared delta and mask (kBatchShared<L, kAct>): a block is G = 256 / VEC position groups
@@ -471,15 +559,164 @@ __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t
                             out + (b * p.plane + row * p.W + w0));
 }
 
+// forward_batch_shared for the kBilinearRuns layouts (AutoVP): each thread covers kRows canvas rows
+// h0 .. h0 + kRows - 1 of its group (those < H), activating element s of the group in each, and
+// computes the group's column taps once for all of them (bilinear_group_columns).
+template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
+__device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
+                                                          const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                                          const scalar_t* __restrict__ mask,
+                                                          const acc_type_t<scalar_t>* __restrict__ norm,
+                                                          scalar_t* __restrict__ out) {
+  using acc_t = acc_type_t<scalar_t>;
+  static_assert(std::is_same_v<acc_t, float>, "batch-shared layouts are compiled for float accumulation only");
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  constexpr unsigned G = kThreadsPerBlock / VEC;
+  constexpr int kRows = kRowsPerThread<L, kAct>;
+  constexpr bool kMask = L::kMask == static_cast<int>(MaskKind::kFull);
+  __shared__ __align__(16) float am_s[kRows][kMask ? 2 : 1][kThreadsPerBlock];
+  const unsigned gl = threadIdx.x % G, s = threadIdx.x / G;
+  const index_t g = static_cast<index_t>(blockIdx.x * G + gl);
+  const index_t gc = g < p.groups ? g : p.groups - 1;
+  const index_t row = divide<index_t>(gc, p.gpr, p.div_gpr);  // c * ceil(H / kRows) + h0 / kRows
+  const index_t w0 = (gc - row * p.gpr) * VEC;
+  const index_t hg = static_cast<index_t>(p.div_h.d);
+  const index_t c = divide<index_t>(row, hg, p.div_h);
+  const index_t h0 = (row - c * hg) * kRows;
+  const unsigned at = gl * VEC + s;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const index_t h = h0 + r < p.H ? h0 + r : p.H - 1;  // a row past H: any valid element (not stored)
+    am_s[r][0][at] = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + (w0 + static_cast<index_t>(s))]));
+    if constexpr (kMask) am_s[r][1][at] = static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + (w0 + static_cast<index_t>(s))]);
+  }
+  __syncthreads();
+  const index_t b = static_cast<index_t>(blockIdx.y * VEC + s);
+  if (g >= p.groups || b >= p.B) return;
+  const auto k = constants_of<P, acc_t>(p, norm, c);
+  const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
+  const index_t x_bc = b * p.sx[0] + c * p.sx[1];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const index_t h = h0 + r;
+    if (r > 0 && h >= p.H) break;
+    acc_t a[VEC], m[VEC], u[VEC];
+    bool cov[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; i += 4) {
+      const float4 av = *reinterpret_cast<const float4*>(&am_s[r][0][gl * VEC + i]);
+      a[i] = av.x, a[i + 1] = av.y, a[i + 2] = av.z, a[i + 3] = av.w;
+      if constexpr (kMask) {
+        const float4 mv = *reinterpret_cast<const float4*>(&am_s[r][1][gl * VEC + i]);
+        m[i] = mv.x, m[i + 1] = mv.y, m[i + 2] = mv.z, m[i + 3] = mv.w;
+      } else {
+        m[i] = m[i + 1] = m[i + 2] = m[i + 3] = static_cast<acc_t>(1);
+      }
+    }
+    gather_bilinear_row<VEC>(p, x, x_bc, h, cols, u, cov);
+    scalar_t vals[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
+    store_vec(out + (b * p.plane + (c * p.H + h) * p.W + w0), vals);
+  }
+}
+
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
                                               const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                               const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                               scalar_t* __restrict__ out) {
-  if constexpr (kBatchShared<L, kAct>) {
+  if constexpr (kBatchShared<L, kAct> && kRowsPerThread<L, kAct> > 1) {
+    forward_batch_shared_rows<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
+  } else if constexpr (kBatchShared<L, kAct>) {
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   } else {
     forward_per_thread<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
+  }
+}
+
+// Rows that are not 16-byte aligned (W % VEC != 0, the odd widths of Elsayed et al.): one copy, no
+// resize, delta and mask (none or at canvas resolution) shared by the batch, blend add, no clamp.
+// The output is tiled in flat, 16-byte aligned groups of VEC elements (a group may run over a row's
+// end); delta, mask and x are read with scalar loads (delta and mask are shared: L2 hits).
+// Block (blockIdx.x, blockIdx.y) = a window of 256 plane positions q = Q + t (Q = blockIdx.x *
+// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x 2 VEC samples. Thread t computes, for
+// the plane position Q + t only, (act(delta), mask, mean, 1 / std) and the x offset (-1 off the copy)
+// into shared memory: one activation per position and block, not per output. Thread (gl, s) =
+// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 2 VEC + j * VEC
+// + s, j = 0, 1, at plane positions q0 .. q0 + VEC - 1 with
+// q0 = Q + VEC + VEC * gl - sh, sh = (b * plane) % VEC, so that b * plane + q0 is a multiple of VEC
+// (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
+// ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
+// plane's ends stores its positions inside it one by one. p.gpr = W and p.div_gpr = FastDivmod(W)
+// for this kernel (int32 only).
+template <typename scalar_t, typename x_t, Activation kAct, class P, bool kMask, typename index_t>
+__global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+                                                   const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
+                                                   const scalar_t* __restrict__ mask,
+                                                   const acc_type_t<scalar_t>* __restrict__ norm,
+                                                   scalar_t* __restrict__ out) {
+  using acc_t = acc_type_t<scalar_t>;
+  static_assert(std::is_same_v<acc_t, float> && !P::kDynamic, "flat layout: float accumulation, fixed pointwise");
+  using uindex_t = std::make_unsigned_t<index_t>;
+  constexpr int VEC = 16 / sizeof(scalar_t);
+  constexpr int G = kThreadsPerBlock / VEC;
+  constexpr int kPerPass = kThreadsPerBlock / G;  // = VEC samples per pass
+  constexpr int kPasses = 2;
+  __shared__ float4 amk_s[kThreadsPerBlock];  // act(delta), mask, mean, 1 / std
+  __shared__ index_t xo_s[kThreadsPerBlock];
+  const int t = static_cast<int>(threadIdx.x);
+  const index_t Q = static_cast<index_t>(blockIdx.x) * (VEC * (G - 1)) - VEC;
+  {
+    const index_t q = Q + t;
+    float4 amk = make_float4(0.0f, 0.0f, 0.0f, 1.0f);
+    index_t xo = -1;
+    if (static_cast<uindex_t>(q) < static_cast<uindex_t>(p.plane)) {
+      const index_t row = divide<index_t>(q, p.gpr, p.div_gpr);  // c * H + h
+      const index_t w = q - row * p.gpr;
+      const index_t c = divide<index_t>(row, p.H, p.div_h);
+      const index_t h = row - c * p.H;
+      amk.x = activate<kAct>(static_cast<acc_t>(delta[c * p.sd[1] + h * p.sd[2] + w * p.sd[3]]));
+      amk.y = kMask ? static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + w * p.sm[3]]) : 1.0f;
+      if constexpr (P::kNormalize != Normalize::kNone) amk.z = norm[c], amk.w = norm[p.C + c];
+      const index_t y = h - p.oy[0], xw = w - p.ox[0];
+      if (static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) && static_cast<uindex_t>(xw) < static_cast<uindex_t>(p.Wr))
+        xo = c * p.sx[1] + y * p.sx[2] + xw * p.sx[3];
+    }
+    amk_s[t] = amk;
+    xo_s[t] = xo;
+  }
+  __syncthreads();
+  const int gl = t % G, s = t / G;
+  if (gl == G - 1) return;
+#pragma unroll
+  for (int j = 0; j < kPasses; ++j) {
+    const index_t b = static_cast<index_t>(blockIdx.y) * (kPasses * kPerPass) + j * kPerPass + s;
+    if (b >= p.B) return;
+    const int sh = static_cast<int>(static_cast<uindex_t>(b * p.plane) % VEC);
+    const int t0 = VEC + VEC * gl - sh;  // in [1, 256 - VEC]
+    const index_t q0 = Q + t0;
+    const x_t* __restrict__ xb = x + b * p.sx[0];
+    scalar_t vals[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      const index_t xo = xo_s[t0 + i];
+      const float4 amk = amk_s[t0 + i];
+      const bool cov = xo >= 0;
+      const acc_t u = cov ? load_input<acc_t>(xb + xo, 0) : static_cast<acc_t>(0);
+      ChannelConstants<acc_t> k{};
+      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk.z, k.before_inv_std = amk.w;
+      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk.z, k.after_inv_std = amk.w;
+      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk.x, amk.y, k));
+    }
+    scalar_t* o = out + (b * p.plane + q0);
+    if (q0 >= 0 && q0 + VEC <= p.plane) {
+      store_vec(o, vals);
+    } else {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i)
+        if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
+    }
   }
 }
 
@@ -789,7 +1026,9 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 // kBatchShared layouts (all but SMM's, with tanh or sigmoid) need delta and mask shared by the
 // batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
-bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int64_t vec_len, F&& f) {
+// bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
+// kBilinearRuns layouts' window gather; its scaled-mask layout also needs mask_scale >= VEC).
+bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, int64_t vec_len, F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
   const bool shared = !costly_activation(A.pw.activation) ||
                       (A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535);
@@ -808,14 +1047,41 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, int
   // ILM-VP (padding, mask outside the image, normalise after)
   if (shared && x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
   // AutoVP (bilinear resize, then the same)
-  if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) {
+    if (bil_runs) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
+    return f(After{}, Layout<kBil, false, kFull, true>{}), true;
+  }
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
-  if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
+  if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) {
+    if (bil_runs && A.pw.mask_scale >= vec_len) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
+    return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
+  }
   // Voice2Series (several copies of a 1-D series, mask outside them)
   if (shared && x_whole && plain && multi && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(Plain{}, Layout<kNone, true, kFull, true>{}), true;
   // Plain additive program, no mask (Elsayed et al.)
   if (shared && x_whole && plain && one && r == ResizeMode::kNone && mk == MaskKind::kNone) return f(Plain{}, Layout<kNone, false, kNoMask, true>{}), true;
   return false;
+}
+
+// The flat forward for rows that are not 16-byte aligned (masked_perturb_forward_flat_kernel): one
+// copy, no resize, blend add, no clamp, delta and mask (none, or at canvas resolution) shared by the
+// batch, an aligned output, at most 65535 blocks of VEC samples. Calls f(P{}, bool_constant<mask>{}).
+template <typename F>
+bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t vec_len, F&& f) {
+  if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 ||
+      A.pl.resize_mode != ResizeMode::kNone || A.Bd != 1 || (A.has_mask && (A.Bm != 1 || A.pw.mask_scale != 1)) ||
+      (A.B + 2 * vec_len - 1) / (2 * vec_len) > 65535)
+    return false;
+  return dispatch_pointwise(A.pw, [&](auto p_) {
+    using P = decltype(p_);
+    if constexpr (P::kDynamic) {
+      return false;
+    } else {
+      if (A.has_mask) f(p_, std::true_type{});
+      else f(p_, std::false_type{});
+      return true;
+    }
+  });
 }
 
 // The single-program problem of program v of a prompt bank (A itself without a bank): delta shared
@@ -857,9 +1123,18 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
         using index_t = std::remove_cv_t<decltype(args.B)>;
         dim3 grid(blocks_for(threads));
         if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
-          const int64_t plane_groups = A.C * A.H * ((A.W + VEC - 1) / VEC);
+          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+          const int64_t hg = (A.H + kRows - 1) / kRows;
+          const int64_t plane_groups = A.C * hg * ((A.W + VEC - 1) / VEC);
           args.groups = static_cast<index_t>(plane_groups);
+          if constexpr (kRows > 1) args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
           grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
+        } else if constexpr (kRowsPerThread<L, kAct> > 1) {  // kRows canvas rows per thread (int32 layouts)
+          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+          const int64_t hg = (A.H + kRows - 1) / kRows;
+          args.groups = static_cast<index_t>(A.B * A.C * hg * ((A.W + VEC - 1) / VEC));
+          args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
+          grid = dim3(blocks_for(args.groups));
         }
         masked_perturb_forward_kernel<scalar_t, x_t, kAct, P, L, index_t><<<grid, kThreadsPerBlock, 0, stream>>>(
             args, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o);
@@ -871,11 +1146,31 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       }
       const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, false);
       if constexpr (!std::is_same_v<scalar_t, double>) {
-        if (dispatch_fast_forward(A, vec, args.x_vec, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
+        const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 && A.pl.Hr > 0 &&
+                              bilinear_window_fits<float>(A.pl.Win, A.pl.Wr, VEC);
+        if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
       }
       if (vec) {
         launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
         continue;
+      }
+      if constexpr (!std::is_same_v<scalar_t, double>) {
+        if (dispatch_flat_forward(A, aligned16(o), VEC, [&](auto p_, auto with_mask) {
+              using P = decltype(p_);
+              constexpr bool kMask = decltype(with_mask)::value;
+              auto fa = args;
+              fa.gpr = static_cast<int32_t>(A.W);
+              fa.div_gpr = FastDivmod(static_cast<uint32_t>(A.W));
+              const int64_t per_block = VEC * (kThreadsPerBlock / VEC - 1);
+              const int64_t plane = A.C * A.H * A.W;
+              const int64_t samples = 2 * VEC;  // per block: two passes of VEC
+              const dim3 grid(blocks_for((plane + VEC - 1 + per_block - 1) / per_block * kThreadsPerBlock),
+                              static_cast<unsigned>((A.B + samples - 1) / samples));
+              masked_perturb_forward_flat_kernel<scalar_t, x_t, kAct, P, kMask, int32_t><<<grid, kThreadsPerBlock, 0, stream>>>(
+                  fa, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o);
+              C10_CUDA_KERNEL_LAUNCH_CHECK();
+            }))
+          continue;
       }
       launch(DynamicPointwise{}, DynamicLayout<false>{}, args);
     }

@@ -46,7 +46,13 @@ struct Placement {
   ResizeMode resize_mode;
   int64_t num_copies;      // offsets holds num_copies (oy, ox) pairs
   const int64_t* offsets;  // canvas position of each copy's element (0, 0)
+  // Bilinear: x columns of unit stride, and every kBilinearRun consecutive resized columns take their
+  // taps from a three-column window (bilinear_window_fits of specialize.h): the CPU rows then
+  // gather runs of kBilinearRun columns with bilinear_run_values, as the CUDA kernels do.
+  bool bilinear_runs = false;
 };
+// Columns per CPU bilinear run (the CUDA kernels' VEC for float32).
+constexpr int kBilinearRun = 4;
 
 // Options of the pointwise part (steps 1-5 of the SPEC formula).
 struct Pointwise {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "masked_perturb/math.h"
 
@@ -120,6 +121,100 @@ RX_HD acc_t bilinear_value(const x_t* r0, const x_t* r1, index_t sw, const Tap<a
   const acc_t v10 = load_input<acc_t>(r1, tx.i0 * sw);
   const acc_t v11 = load_input<acc_t>(r1, tx.i1 * sw);
   return ty.l0 * (tx.l0 * v00 + tx.l1 * v01) + ty.l1 * (tx.l0 * v10 + tx.l1 * v11);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bilinear runs: N consecutive resized columns from a three-column window
+// ---------------------------------------------------------------------------------------------
+// An upscale's consecutive outputs share source columns. When the column taps i0 of any N
+// consecutive resized columns take at most two consecutive values (bilinear_window_fits, checked on
+// the host for the call's sizes), the N outputs of columns xw0 .. xw0 + N - 1 read only the source
+// columns base, base + 1, base + 2 (base = i0 at xw0; clamped to the row's last column like i1) of
+// each source row: 6 loads instead of 4 N, and each output picks its two taps with a select.
+// The taps are linear_tap's (same bits); the blend runs vertically first (bilinear_run_values).
+
+RX_HD float trunc_value(float v) { return truncf(v); }
+RX_HD double trunc_value(double v) { return trunc(v); }
+// max(v, 0) for v not NaN (linear_tap's `if (src < 0) src = 0`; src is never NaN or -0 there).
+RX_HD float clamp_at_zero(float v) { return fmaxf(v, 0.0f); }
+RX_HD double clamp_at_zero(double v) { return fmax(v, 0.0); }
+
+// linear_tap computed with max / trunc instructions: the same values (src is never NaN or -0).
+template <typename acc_t, typename index_t>
+RX_HD Tap<acc_t, index_t> linear_tap_trunc(index_t dst, index_t in_size, acc_t scale) {
+  const acc_t src = clamp_at_zero(scale * (static_cast<acc_t>(dst) + static_cast<acc_t>(0.5)) - static_cast<acc_t>(0.5));
+  const acc_t f = trunc_value(src);
+  Tap<acc_t, index_t> t;
+  t.i0 = static_cast<index_t>(f);
+  t.i1 = t.i0 + (t.i0 < in_size - 1 ? 1 : 0);
+  t.l1 = src - f;
+  t.l0 = static_cast<acc_t>(1) - t.l1;
+  return t;
+}
+
+// Column taps of the run xw0 .. xw0 + N - 1: weights l0, l1 and whether i0 is base + 1 (hi).
+template <int N, typename acc_t>
+struct ColumnRun {
+  acc_t l0[N], l1[N];
+  bool hi[N];
+};
+
+// linear_tap for dst = xw0 + i: src = max(scale * ((xw0 + 0.5) + i) - 0.5, 0) -- (xw0 + 0.5) + i is
+// float(xw0 + i) + 0.5 exactly (half-integers below 2^22 in magnitude) --, i0 = trunc(src), l1 = src - i0.
+// Returns base = i0 at xw0.
+template <int N, typename acc_t, typename index_t>
+RX_HD index_t bilinear_columns(index_t xw0, acc_t scale, ColumnRun<N, acc_t>& run) {
+  const acc_t t0 = static_cast<acc_t>(xw0) + static_cast<acc_t>(0.5);
+  acc_t f0 = 0;
+  for (int i = 0; i < N; ++i) {
+    const acc_t src = clamp_at_zero(scale * (i == 0 ? t0 : t0 + static_cast<acc_t>(i)) - static_cast<acc_t>(0.5));
+    const acc_t f = trunc_value(src);
+    if (i == 0) f0 = f;
+    run.l1[i] = src - f;
+    run.l0[i] = static_cast<acc_t>(1) - run.l1[i];
+    run.hi[i] = i == 0 ? false : f != f0;
+  }
+  return static_cast<index_t>(f0);
+}
+
+// v[i] = the bilinear value at resized column xw0 + i of the source rows at element offsets o0, o1 of
+// x (unit column stride, in_size columns; 0 <= base < in_size), from the window base .. base + 2:
+// the window's columns are blended vertically once (c_j = ty.l0 * r0[j] + ty.l1 * r1[j]), then each
+// output horizontally (l0 * c_i0 + l1 * c_i1). Torch's order is horizontal first (bilinear_value);
+// the two differ by float rounding only (a few ulp).
+template <int N, typename acc_t, typename x_t, typename index_t>
+RX_HD void bilinear_run_values(const x_t* x, index_t o0, index_t o1, index_t in_size, index_t base,
+                               const Tap<acc_t, index_t>& ty, const ColumnRun<N, acc_t>& run, acc_t (&v)[N]) {
+  const index_t last = in_size - 1;
+  const index_t k1 = base + 1 < last ? base + 1 : last, k2 = base + 2 < last ? base + 2 : last;
+  const acc_t c0 = ty.l0 * load_input<acc_t>(x + (o0 + base), 0) + ty.l1 * load_input<acc_t>(x + (o1 + base), 0);
+  const acc_t c1 = ty.l0 * load_input<acc_t>(x + (o0 + k1), 0) + ty.l1 * load_input<acc_t>(x + (o1 + k1), 0);
+  const acc_t c2 = ty.l0 * load_input<acc_t>(x + (o0 + k2), 0) + ty.l1 * load_input<acc_t>(x + (o1 + k2), 0);
+  for (int i = 0; i < N; ++i) {
+    const bool hi = run.hi[i];
+    v[i] = run.l0[i] * (hi ? c1 : c0) + run.l1[i] * (hi ? c2 : c1);
+  }
+}
+
+// Whether every run of n consecutive resized columns of [0, out_size) has column taps i0 within two
+// consecutive values (an upscale of more than about n - 1 times), so bilinear_run_values serves any
+// alignment of the runs; a run starting left of column 0 has base 0 = i0(0) (in < out).
+// i0 rises by 2 within a run only if src does by more than 1; src rises by (n - 1) * in / out over a
+// run, give or take its rounding (< 4 * in * eps per value, generously), so most sizes are settled
+// without the O(out_size) scan of the computed taps.
+template <typename acc_t>
+inline bool bilinear_window_fits(int64_t in_size, int64_t out_size, int n) {
+  if (in_size <= 0 || out_size <= in_size || n < 1) return false;
+  const double rise = static_cast<double>(n - 1) * static_cast<double>(in_size) / static_cast<double>(out_size);
+  const double err = 4.0 * static_cast<double>(in_size) * static_cast<double>(std::numeric_limits<acc_t>::epsilon());
+  if (rise + 2 * err <= 1.0) return true;
+  if (rise - 2 * err > 1.0 || out_size > (int64_t(1) << 16)) return false;
+  const acc_t scale = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
+  for (int64_t w = 0; w + n - 1 < out_size; ++w) {
+    const auto a = linear_tap<acc_t, int64_t>(w, in_size, scale), b = linear_tap<acc_t, int64_t>(w + n - 1, in_size, scale);
+    if (b.i0 - a.i0 > 1) return false;
+  }
+  return true;
 }
 
 }  // namespace reprogram_ext
