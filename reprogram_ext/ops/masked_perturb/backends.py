@@ -48,12 +48,15 @@ def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
 #   kernels' 128-bit layouts are predicted at the memory roofline (ILM-VP forward 17.3 / 12.1 us,
 #   backward 13.3 / 9.3 us) and Triton at or above it (forward 17-21 / 12-15 us, backward 15-20 /
 #   13-18 us): CUDA first.
-# - "bilinear": CUDA recomputes the four taps per output and is predicted issue-bound (AutoVP
-#   forward ~25 us, SMM ~31 us: 1.9-3.3x off the 13.4 / 9.3 us roofline); the Triton program computes
-#   the taps once and reuses them over its batch chunk (SMM 31 instructions per 8 outputs): Triton first.
-# - "odd_width" (W % VEC != 0): CUDA takes its dynamic scalar layout (~150 instructions per output,
-#   Elsayed 223 x 225 forward ~13.5 us: 3.6x / 5x off); Triton keeps its flat-plane code with
-#   coalesced scalar accesses: Triton first.
+# - "bilinear": CUDA's fp32 upscale forward reads a three-column window (AutoVP 33.9, SMM 35.2
+#   instructions per output: memory-bound on an H100, 1.22x / 1.27x off the 9.3 us roofline on an
+#   H200); its 16-bit, downscale and small-upscale forwards and every bilinear backward keep the
+#   per-output taps (~75-100 per output, 1.9-3.3x off). The Triton program computes the taps once
+#   and reuses them over its batch chunk (SMM 31 instructions per 8 outputs): Triton first.
+# - "odd_width" (W % VEC != 0): CUDA's flat forward (Elsayed 32.6 per output, 1.3x off on an H200)
+#   serves only one unresized copy with blend add, no clamp, shared delta and mask; the rest and
+#   every odd-width backward take its dynamic scalar layout (~150 instructions per output, 3.6x /
+#   5x off). Triton keeps its flat-plane code with coalesced scalar accesses: Triton first.
 CUDA_ORDER = {"vector": CUDA_FIRST, "bilinear": TRITON_FIRST, "odd_width": TRITON_FIRST}
 
 
