@@ -234,6 +234,33 @@ void table_grad_rows(const CanvasArgs& p, const Inputs& in, const scalar_t* g, c
   }
 }
 
+// Table-gradient tasks i0 .. i1 (task i = part i % parts of token i / parts; a part is C * Ph / parts
+// patch rows): table_grad_rows for a token with cells, zero rows for one without.
+template <Activation ACT, typename scalar_t>
+void table_grad_tasks(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups,
+                      int64_t parts, acc_t<scalar_t>* gt, int64_t i0, int64_t i1) {
+  using A = acc_t<scalar_t>;
+  const int64_t rows = p.C * p.Ph, per_part = rows / parts;
+  std::vector<A> a(per_part * p.Pw), u(per_part * p.Pw), sum(per_part * p.Pw), vrow(p.Pw);
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t t = i / parts, r0 = (i % parts) * per_part;
+    if (groups.start[t] == groups.start[t + 1]) {
+      std::fill(gt + (t * rows + r0) * p.Pw, gt + (t * rows + r0 + per_part) * p.Pw, A(0));
+    } else {
+      table_grad_rows<ACT, scalar_t>(p, in, g, groups, t, r0, r0 + per_part, gt, a.data(), u.data(), sum.data(),
+                                     vrow.data());
+    }
+  }
+}
+
+// float32: also compiled for AVX2 and AVX-512, as forward_rows_f32.
+RX_CPU_CLONES void table_grad_tasks_f32(const CanvasArgs& p, const Inputs& in, const float* g,
+                                        const TokenGroups& groups, int64_t parts, float* gt, int64_t i0, int64_t i1) {
+  dispatch(p.activation, [&](auto act) {
+    table_grad_tasks<decltype(act)::value, float>(p, in, g, groups, parts, gt, i0, i1);
+  });
+}
+
 // grad_program / grad_base at canvas row (c, h): the gradient at v of each sample b (ascending),
 // written per sample or summed over the batch when the tensor is shared (batch 1).
 template <Activation ACT, typename scalar_t>
@@ -303,15 +330,11 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
         const int64_t mean_cells = (p.B * p.G) / std::max<int64_t>(1, used);
         A* gtp = gt.data_ptr<A>();
         at::parallel_for(0, p.V * parts, task_grain(mean_cells * per_part * p.Pw), [&](int64_t i0, int64_t i1) {
-          std::vector<A> a(per_part * p.Pw), u(per_part * p.Pw), sum(per_part * p.Pw), vrow(p.Pw);
-          for (int64_t i = i0; i < i1; ++i) {
-            const int64_t t = i / parts, r0 = (i % parts) * per_part;
-            if (groups.start[t] == groups.start[t + 1]) {
-              std::fill(gtp + (t * rows + r0) * p.Pw, gtp + (t * rows + r0 + per_part) * p.Pw, A(0));
-            } else {
-              table_grad_rows<ACT, scalar_t>(p, in, g, groups, t, r0, r0 + per_part, gtp, a.data(), u.data(), sum.data(),
-                                             vrow.data());
-            }
+          if constexpr (std::is_same<scalar_t, float>::value) {
+            table_grad_tasks_f32(p, in, reinterpret_cast<const float*>(g), groups, parts, reinterpret_cast<float*>(gtp),
+                                 i0, i1);
+          } else {
+            table_grad_tasks<ACT, scalar_t>(p, in, g, groups, parts, gtp, i0, i1);
           }
         });
       }
