@@ -1,8 +1,9 @@
 // C++ CPU kernels of tokens_to_canvas (formulas: math.h, docs/ops/tokens_to_canvas.md).
 //
-// Forward: one task per canvas row (b, c, h): the row is built in a buffer (base term, then each
-// cell's activated patch row, then the program term, the order of the reference), finished
-// (clamp, normalise) and stored: one write of the output, table/base/program rows read from cache.
+// Forward: one task per band of rows (b, one grid row of cells; or b and one row outside the grid):
+// the band's rows of every channel are built in a buffer (base term, then each cell's whole
+// activated patch, so that a token's table row is read as one contiguous block, then the program
+// term: the order of the reference), finished (clamp, normalise) and stored: one write of the output.
 // Backward, table: the cells are grouped by token with a counting sort (ascending (b, g) within a
 // token); one task per token (or per (token, patch row) when few tokens are in use) sums the
 // gradient rows of its cells in that order, so every table element is the same sum, in the same
@@ -51,10 +52,10 @@ struct Inputs {
   const void* norm;
 };
 
-// row[w] = base_weight * base (or 0), then += u over the grid's span when h is a grid row.
-template <Activation ACT, typename scalar_t, typename A>
-inline void build_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t c, int64_t h,
-                      const ChannelConstants<A>& k, A* row) {
+// row[w] = base_weight * base (or 0).
+template <typename scalar_t, typename A>
+inline void init_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t c, int64_t h,
+                     const ChannelConstants<A>& k, A* row) {
   const int64_t W = p.W;
   if (p.has_base) {
     const scalar_t* br = static_cast<const scalar_t*>(in.base) + canvas_row(p.Bb, p.Cb, p.H, W, b, c, h);
@@ -63,6 +64,13 @@ inline void build_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t 
   } else {
     std::fill(row, row + W, A(0));
   }
+}
+
+// row[w] = base_weight * base (or 0), then += u over the grid's span when h is a grid row.
+template <Activation ACT, typename scalar_t, typename A>
+inline void build_row(const CanvasArgs& p, const Inputs& in, int64_t b, int64_t c, int64_t h,
+                      const ChannelConstants<A>& k, A* row) {
+  init_row<scalar_t, A>(p, in, b, c, h, k, row);
   const int64_t y = h - p.oy;
   if (y >= 0 && y < p.Gh * p.Ph) {
     const int64_t gy = y / p.Ph, ph = y % p.Ph;
@@ -92,27 +100,73 @@ inline void add_program_row(const CanvasArgs& p, const Inputs& in, int64_t b, in
   }
 }
 
+// The canvas rows of a sample in bands: each grid row of cells is one band of Ph rows, each row
+// outside the grid a band of its own. Band j of sample b: rows h0 .. h0 + n, grid row gy (or -1).
+struct Band {
+  int64_t h0, n, gy;
+};
+
+inline Band band_of(const CanvasArgs& p, int64_t j) {
+  if (j < p.oy) return {j, 1, -1};
+  if (j < p.oy + p.Gh) return {p.oy + (j - p.oy) * p.Ph, p.Ph, j - p.oy};
+  return {j - p.Gh + p.Gh * p.Ph, 1, -1};
+}
+
+inline int64_t bands_per_sample(const CanvasArgs& p) { return p.Gh + p.H - p.Gh * p.Ph; }
+
+// Forward tasks k0 .. k1 (task k = band k % bands of sample k / bands): the band's rows of every
+// channel are built in buf (base term, then each cell's whole activated patch, cell by cell, so
+// that a token's table row is read as one contiguous block, then the program term: the order of
+// the reference), finished (clamp, normalise) and stored row by row.
 template <Activation ACT, typename scalar_t>
-void forward_rows(const CanvasArgs& p, const Inputs& in, scalar_t* out, int64_t r0, int64_t r1) {
+void forward_bands(const CanvasArgs& p, const Inputs& in, scalar_t* out, int64_t k0, int64_t k1) {
   using A = acc_t<scalar_t>;
   const A* norm = static_cast<const A*>(in.norm);
   const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
-  std::vector<A> row(p.W);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t h = r % p.H, c = (r / p.H) % p.C, b = r / (p.H * p.C);
-    const ChannelConstants<A> k = channel_constants(norm, p.C, c);
-    build_row<ACT, scalar_t, A>(p, in, b, c, h, k, row.data());
-    add_program_row<ACT, scalar_t, A>(p, in, b, c, h, row.data());
-    scalar_t* o = out + r * p.W;
+  const scalar_t* table = static_cast<const scalar_t*>(in.table);
+  const int64_t bands = bands_per_sample(p), W = p.W, Pw = p.Pw;
+  std::vector<A> buf(p.C * p.Ph * W);
+  for (int64_t task = k0; task < k1; ++task) {
+    const int64_t b = task / bands;
+    const Band band = band_of(p, task % bands);
+    for (int64_t c = 0; c < p.C; ++c) {
+      const ChannelConstants<A> k = channel_constants(norm, p.C, c);
+      for (int64_t i = 0; i < band.n; ++i)
+        init_row<scalar_t, A>(p, in, b, c, band.h0 + i, k, buf.data() + (c * band.n + i) * W);
+    }
+    if (band.gy >= 0) {
+      const int64_t* cell = in.cells + b * p.G + band.gy * p.Gw;
+      for (int64_t gx = 0; gx < p.Gw; ++gx) {
+        const scalar_t* tr = table + cell[gx] * p.C * p.Ph * Pw;
+        for (int64_t c = 0; c < p.C; ++c) {
+          const A pw = channel_constants(norm, p.C, c).patch_weight;
+          for (int64_t i = 0; i < p.Ph; ++i) {
+            const scalar_t* src = tr + (c * p.Ph + i) * Pw;
+            A* dst = buf.data() + (c * p.Ph + i) * W + p.ox + gx * Pw;
 #pragma omp simd
-    for (int64_t w = 0; w < p.W; ++w) o[w] = static_cast<scalar_t>(finish_value(row[w], p.has_clamp, lo, hi,
-                                                                                 p.normalize, k));
+            for (int64_t q = 0; q < Pw; ++q) dst[q] += pw * activate<ACT, A>(static_cast<A>(src[q]));
+          }
+        }
+      }
+    }
+    for (int64_t c = 0; c < p.C; ++c) {
+      const ChannelConstants<A> k = channel_constants(norm, p.C, c);
+      for (int64_t i = 0; i < band.n; ++i) {
+        const int64_t h = band.h0 + i;
+        A* row = buf.data() + (c * band.n + i) * W;
+        add_program_row<ACT, scalar_t, A>(p, in, b, c, h, row);
+        scalar_t* o = out + ((b * p.C + c) * p.H + h) * W;
+#pragma omp simd
+        for (int64_t w = 0; w < W; ++w) o[w] = static_cast<scalar_t>(finish_value(row[w], p.has_clamp, lo, hi,
+                                                                                     p.normalize, k));
+      }
+    }
   }
 }
 
-// float32 rows: also compiled for AVX2 and AVX-512 (common/cpu_clones.h).
-RX_CPU_CLONES void forward_rows_f32(const CanvasArgs& p, const Inputs& in, float* out, int64_t r0, int64_t r1) {
-  dispatch(p.activation, [&](auto act) { forward_rows<decltype(act)::value, float>(p, in, out, r0, r1); });
+// float32 bands: also compiled for AVX2 and AVX-512 (common/cpu_clones.h).
+RX_CPU_CLONES void forward_bands_f32(const CanvasArgs& p, const Inputs& in, float* out, int64_t k0, int64_t k1) {
+  dispatch(p.activation, [&](auto act) { forward_bands<decltype(act)::value, float>(p, in, out, k0, k1); });
 }
 
 Tensor tokens_to_canvas_forward_cpu(const Tensor& cells, const Tensor& table, const std::optional<Tensor>& program,
@@ -127,11 +181,11 @@ Tensor tokens_to_canvas_forward_cpu(const Tensor& cells, const Tensor& table, co
                   norm.data_ptr()};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, table.scalar_type(), "tokens_to_canvas_forward", [&] {
     scalar_t* o = out.data_ptr<scalar_t>();
-    at::parallel_for(0, p.B * p.C * p.H, task_grain(p.W), [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, p.B * bands_per_sample(p), task_grain(p.C * p.Ph * p.W), [&](int64_t k0, int64_t k1) {
       if constexpr (std::is_same<scalar_t, float>::value) {
-        forward_rows_f32(p, in, reinterpret_cast<float*>(o), r0, r1);
+        forward_bands_f32(p, in, reinterpret_cast<float*>(o), k0, k1);
       } else {
-        dispatch(p.activation, [&](auto act) { forward_rows<decltype(act)::value, scalar_t>(p, in, o, r0, r1); });
+        dispatch(p.activation, [&](auto act) { forward_bands<decltype(act)::value, scalar_t>(p, in, o, k0, k1); });
       }
     });
   });
@@ -253,7 +307,7 @@ void table_grad_tasks(const CanvasArgs& p, const Inputs& in, const scalar_t* g, 
   }
 }
 
-// float32: also compiled for AVX2 and AVX-512, as forward_rows_f32.
+// float32: also compiled for AVX2 and AVX-512, as forward_bands_f32.
 RX_CPU_CLONES void table_grad_tasks_f32(const CanvasArgs& p, const Inputs& in, const float* g,
                                         const TokenGroups& groups, int64_t parts, float* gt, int64_t i0, int64_t i1) {
   dispatch(p.activation, [&](auto act) {
