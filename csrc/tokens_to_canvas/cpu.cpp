@@ -4,12 +4,12 @@
 // the band's rows of every channel are built in a buffer (base term, then each cell's whole
 // activated patch, so that a token's table row is read as one contiguous block, then the program
 // term: the order of the reference), finished (clamp, normalise) and stored: one write of the output.
-// Backward, table: the cells are grouped by token with a counting sort (ascending (b, g) within a
-// token); one task per token (or per (token, patch row) when few tokens are in use) sums the
-// gradient rows of its cells in that order, so every table element is the same sum, in the same
-// order, for any thread count, and no two tasks write the same element (no atomics); the rows of
-// unused tokens are zero-filled by the same tasks (the gradient tensor is not zeroed first). Program and base: one task per canvas row (c, h)
-// sums over the batch in ascending b.
+// Backward, table: one task per range of patch rows walks the canvas in order (table_grad_part) and
+// adds each cell's gradient block to its token's rows, the cells in ascending (b, g) order, so every
+// table element is the same sum, in the same order, for any thread count, and no two tasks write the
+// same element (no atomics); the rows of unused tokens are zero-filled by the same tasks (the
+// gradient tensor is not zeroed first). Program and base: one task per canvas row (c, h) sums over
+// the batch in ascending b.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -192,127 +192,116 @@ Tensor tokens_to_canvas_forward_cpu(const Tensor& cells, const Tensor& table, co
   return out;
 }
 
-// The cells grouped by token: order[start[t] .. start[t + 1]) = the cells (b * G + g) holding t,
-// ascending; used = the tokens with at least one cell, ascending.
-struct TokenGroups {
-  std::vector<int64_t> start, order, used;
+// first[t] / last[t] = the first / last cell (b * G + g, ascending) holding token t; -1 when none.
+struct TokenSpans {
+  std::vector<int64_t> first, last;
 };
 
-TokenGroups group_cells(const int64_t* cells, int64_t n, int64_t V) {
-  TokenGroups g;
-  g.start.assign(V + 1, 0);
-  for (int64_t i = 0; i < n; ++i) ++g.start[cells[i] + 1];
-  for (int64_t t = 0; t < V; ++t) {
-    if (g.start[t + 1] > 0) g.used.push_back(t);
-    g.start[t + 1] += g.start[t];
+TokenSpans token_spans(const int64_t* cells, int64_t n, int64_t V) {
+  TokenSpans s;
+  s.first.assign(V, -1);
+  s.last.assign(V, -1);
+  for (int64_t e = 0; e < n; ++e) {
+    if (s.first[cells[e]] < 0) s.first[cells[e]] = e;
+    s.last[cells[e]] = e;
   }
-  g.order.resize(n);
-  std::vector<int64_t> next(g.start.begin(), g.start.end() - 1);
-  for (int64_t i = 0; i < n; ++i) g.order[next[cells[i]]++] = i;
-  return g;
+  return s;
 }
 
-// grad_table[t] rows r0 .. r1 (row r = (c, ph) of the token's [C, Ph, Pw] patch): the sum of the gradient
-// at v over the token's cells, in ascending cell order, times patch_weight_c * inv_std_c * act'(a).
-// a, u and acc are scratch buffers of (r1 - r0) * Pw elements, vrow one of Pw.
+// grad_table rows r0 .. r1 of every token (row r = (c, ph) of the [C, Ph, Pw] patch): the sum, over
+// the token's cells in ascending (b, g) order, of the gradient at v under that cell, times
+// patch_weight_c * inv_std_c * act'(a). The canvas is walked in order, one grid row of cells
+// (b, gy) at a time: for each patch row, the gradient at v of every cell (grad_out where the
+// clamp passes v, v rebuilt as the forward builds it) goes to a scratch block, read from
+// contiguous canvas rows; then, cell by cell in ascending gx, the block is added to its token's
+// rows (set at the token's first cell, scaled at its last). So each element is the same sum, in
+// the same order, for any split of the rows into tasks; no two tasks write the same element.
 template <Activation ACT, typename scalar_t>
-void table_grad_rows(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups, int64_t t,
-                     int64_t r0, int64_t r1, acc_t<scalar_t>* gt, acc_t<scalar_t>* a, acc_t<scalar_t>* u,
-                     acc_t<scalar_t>* acc, acc_t<scalar_t>* vrow) {
+void table_grad_part(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenSpans& spans,
+                     int64_t r0, int64_t r1, acc_t<scalar_t>* gt) {
   using A = acc_t<scalar_t>;
   const A* norm = static_cast<const A*>(in.norm);
   const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
-  const int64_t Pw = p.Pw, n = (r1 - r0) * Pw;
-  const scalar_t* tr = static_cast<const scalar_t*>(in.table) + (t * p.C * p.Ph + r0) * Pw;
-#pragma omp simd
-  for (int64_t q = 0; q < n; ++q) {
-    a[q] = activate<ACT, A>(static_cast<A>(tr[q]));
-    acc[q] = A(0);
+  const scalar_t* table = static_cast<const scalar_t*>(in.table);
+  const int64_t Pw = p.Pw, rows = p.C * p.Ph, n = (r1 - r0) * Pw;
+  for (int64_t t = 0; t < p.V; ++t) {  // unused tokens: zero rows
+    if (spans.first[t] < 0) std::fill(gt + (t * rows + r0) * Pw, gt + (t * rows + r1) * Pw, A(0));
   }
-  for (int64_t r = r0; r < r1; ++r) {  // u = patch_weight_c * a, the patch term of v
-    const A pw = channel_constants(norm, p.C, r / p.Ph).patch_weight;
-#pragma omp simd
-    for (int64_t q = 0; q < Pw; ++q) u[(r - r0) * Pw + q] = pw * a[(r - r0) * Pw + q];
-  }
-  for (int64_t i = groups.start[t]; i < groups.start[t + 1]; ++i) {
-    const int64_t e = groups.order[i], b = e / p.G, cell = e % p.G;
-    const int64_t y0 = p.oy + (cell / p.Gw) * p.Ph, w0 = p.ox + (cell % p.Gw) * Pw;
+  std::vector<A> block(p.Gw * n), vrow(Pw);
+  for (int64_t strip = 0; strip < p.B * p.Gh; ++strip) {
+    const int64_t b = strip / p.Gh, gy = strip % p.Gh;
+    const int64_t* cell = in.cells + strip * p.Gw;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t c = r / p.Ph, h = y0 + r % p.Ph;
-      const scalar_t* gr = g + ((b * p.C + c) * p.H + h) * p.W + w0;
-      A* sum = acc + (r - r0) * Pw;
-      if (!p.has_clamp) {
-#pragma omp simd
-        for (int64_t q = 0; q < Pw; ++q) sum[q] += static_cast<A>(gr[q]);
-        continue;
-      }
-      // v as the forward builds it (base term, + u, + program term), then the clamp's pass mask.
+      const int64_t c = r / p.Ph, h = p.oy + gy * p.Ph + r % p.Ph;
       const ChannelConstants<A> k = channel_constants(norm, p.C, c);
-      const A* ur = u + (r - r0) * Pw;
-      A* v = vrow;
-      if (p.has_base) {
-        const scalar_t* br = static_cast<const scalar_t*>(in.base) + canvas_row(p.Bb, p.Cb, p.H, p.W, b, c, h) + w0;
+      const scalar_t* gr = g + canvas_row(p.B, p.C, p.H, p.W, b, c, h) + p.ox;
+      const scalar_t* br = p.has_base ? static_cast<const scalar_t*>(in.base) +
+                                            canvas_row(p.Bb, p.Cb, p.H, p.W, b, c, h) + p.ox : nullptr;
+      const scalar_t* pr = p.has_program ? static_cast<const scalar_t*>(in.program) +
+                                               canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h) + p.ox : nullptr;
+      const scalar_t* mr = p.has_mask ? static_cast<const scalar_t*>(in.mask) +
+                                            canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + p.ox : nullptr;
+      for (int64_t gx = 0; gx < p.Gw; ++gx) {
+        const scalar_t* gq = gr + gx * Pw;
+        A* out = block.data() + gx * n + (r - r0) * Pw;
+        if (!p.has_clamp) {
 #pragma omp simd
-        for (int64_t q = 0; q < Pw; ++q) v[q] = k.base_weight * static_cast<A>(br[q]) + ur[q];
-      } else {
+          for (int64_t q = 0; q < Pw; ++q) out[q] = static_cast<A>(gq[q]);
+          continue;
+        }
+        // v as the forward builds it: base term, + u, + program term.
+        const scalar_t* tr = table + (cell[gx] * rows + r) * Pw;
+        A* v = vrow.data();
 #pragma omp simd
-        for (int64_t q = 0; q < Pw; ++q) v[q] = ur[q];
-      }
-      if (p.has_program) {
-        const scalar_t* pr = static_cast<const scalar_t*>(in.program) + canvas_row(p.Bp, p.Cp, p.H, p.W, b, c, h) + w0;
-        if (p.has_mask) {
-          const scalar_t* mr = static_cast<const scalar_t*>(in.mask) + canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + w0;
+        for (int64_t q = 0; q < Pw; ++q) {
+          const A base = br ? k.base_weight * static_cast<A>(br[gx * Pw + q]) : A(0);
+          v[q] = base + k.patch_weight * activate<ACT, A>(static_cast<A>(tr[q]));
+        }
+        if (pr) {
 #pragma omp simd
-          for (int64_t q = 0; q < Pw; ++q) v[q] += static_cast<A>(mr[q]) * activate<ACT, A>(static_cast<A>(pr[q]));
-        } else {
+          for (int64_t q = 0; q < Pw; ++q) {
+            const A m = mr ? static_cast<A>(mr[gx * Pw + q]) : A(1);
+            v[q] += m * activate<ACT, A>(static_cast<A>(pr[gx * Pw + q]));
+          }
+        }
 #pragma omp simd
-          for (int64_t q = 0; q < Pw; ++q) v[q] += activate<ACT, A>(static_cast<A>(pr[q]));
+        for (int64_t q = 0; q < Pw; ++q) {  // the load is unconditional, so the select vectorises
+          const A gv = static_cast<A>(gq[q]);
+          out[q] = ((v[q] >= lo) & (v[q] <= hi)) ? gv : A(0);
         }
       }
-      // The load is unconditional, so the select vectorises (a load inside the ?: compiled to a
-      // scalar loop with two mispredicted branches per element: the cost the notes measured).
-#pragma omp simd
-      for (int64_t q = 0; q < Pw; ++q) {
-        const A gq = static_cast<A>(gr[q]);
-        sum[q] += ((v[q] >= lo) & (v[q] <= hi)) ? gq : A(0);
-      }
     }
-  }
-  A* out = gt + (t * p.C * p.Ph + r0) * Pw;
-  for (int64_t r = r0; r < r1; ++r) {
-    const ChannelConstants<A> k = channel_constants(norm, p.C, r / p.Ph);
-    const A scale = k.patch_weight * (p.normalize ? k.inv_std : A(1));
-    const int64_t o = (r - r0) * Pw;
+    for (int64_t gx = 0; gx < p.Gw; ++gx) {
+      const int64_t t = cell[gx], e = strip * p.Gw + gx;
+      const A* src = block.data() + gx * n;
+      A* dst = gt + (t * rows + r0) * Pw;
+      if (e == spans.first[t]) {
 #pragma omp simd
-    for (int64_t q = 0; q < Pw; ++q) out[o + q] = scale * activation_derivative<ACT, A>(a[o + q]) * acc[o + q];
-  }
-}
-
-// Table-gradient tasks i0 .. i1 (task i = part i % parts of token i / parts; a part is C * Ph / parts
-// patch rows): table_grad_rows for a token with cells, zero rows for one without.
-template <Activation ACT, typename scalar_t>
-void table_grad_tasks(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenGroups& groups,
-                      int64_t parts, acc_t<scalar_t>* gt, int64_t i0, int64_t i1) {
-  using A = acc_t<scalar_t>;
-  const int64_t rows = p.C * p.Ph, per_part = rows / parts;
-  std::vector<A> a(per_part * p.Pw), u(per_part * p.Pw), sum(per_part * p.Pw), vrow(p.Pw);
-  for (int64_t i = i0; i < i1; ++i) {
-    const int64_t t = i / parts, r0 = (i % parts) * per_part;
-    if (groups.start[t] == groups.start[t + 1]) {
-      std::fill(gt + (t * rows + r0) * p.Pw, gt + (t * rows + r0 + per_part) * p.Pw, A(0));
-    } else {
-      table_grad_rows<ACT, scalar_t>(p, in, g, groups, t, r0, r0 + per_part, gt, a.data(), u.data(), sum.data(),
-                                     vrow.data());
+        for (int64_t q = 0; q < n; ++q) dst[q] = A(0) + src[q];
+      } else {
+#pragma omp simd
+        for (int64_t q = 0; q < n; ++q) dst[q] += src[q];
+      }
+      if (e != spans.last[t]) continue;
+      const scalar_t* tr = table + (t * rows + r0) * Pw;
+      for (int64_t r = r0; r < r1; ++r) {
+        const ChannelConstants<A> k = channel_constants(norm, p.C, r / p.Ph);
+        const A scale = k.patch_weight * (p.normalize ? k.inv_std : A(1));
+        const int64_t o = (r - r0) * Pw;
+#pragma omp simd
+        for (int64_t q = 0; q < Pw; ++q) {
+          const A a = activate<ACT, A>(static_cast<A>(tr[o + q]));
+          dst[o + q] = scale * activation_derivative<ACT, A>(a) * dst[o + q];
+        }
+      }
     }
   }
 }
 
 // float32: also compiled for AVX2 and AVX-512, as forward_bands_f32.
-RX_CPU_CLONES void table_grad_tasks_f32(const CanvasArgs& p, const Inputs& in, const float* g,
-                                        const TokenGroups& groups, int64_t parts, float* gt, int64_t i0, int64_t i1) {
-  dispatch(p.activation, [&](auto act) {
-    table_grad_tasks<decltype(act)::value, float>(p, in, g, groups, parts, gt, i0, i1);
-  });
+RX_CPU_CLONES void table_grad_part_f32(const CanvasArgs& p, const Inputs& in, const float* g,
+                                       const TokenSpans& spans, int64_t r0, int64_t r1, float* gt) {
+  dispatch(p.activation, [&](auto act) { table_grad_part<decltype(act)::value, float>(p, in, g, spans, r0, r1, gt); });
 }
 
 // grad_program / grad_base at canvas row (c, h): the gradient at v of each sample b (ascending),
@@ -376,19 +365,19 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
     dispatch(p.activation, [&](auto act) {
       constexpr Activation ACT = decltype(act)::value;
       if (needs[0]) {
-        // One task per token (its whole patch: the cell list is walked once), or per (token, patch
-        // row) when there are too few tokens in use to keep the threads busy. Unused tokens: zero rows.
-        const TokenGroups groups = group_cells(in.cells, p.B * p.G, p.V);
-        const int64_t rows = p.C * p.Ph, used = static_cast<int64_t>(groups.used.size());
-        const int64_t parts = used >= 16 * at::get_num_threads() ? 1 : rows, per_part = rows / parts;
-        const int64_t mean_cells = (p.B * p.G) / std::max<int64_t>(1, used);
+        // One task per range of patch rows (as many as threads): each walks the whole canvas in order.
+        const TokenSpans spans = token_spans(in.cells, p.B * p.G, p.V);
+        const int64_t rows = p.C * p.Ph, parts = std::min<int64_t>(rows, at::get_num_threads());
         A* gtp = gt.data_ptr<A>();
-        at::parallel_for(0, p.V * parts, task_grain(mean_cells * per_part * p.Pw), [&](int64_t i0, int64_t i1) {
-          if constexpr (std::is_same<scalar_t, float>::value) {
-            table_grad_tasks_f32(p, in, reinterpret_cast<const float*>(g), groups, parts, reinterpret_cast<float*>(gtp),
-                                 i0, i1);
-          } else {
-            table_grad_tasks<ACT, scalar_t>(p, in, g, groups, parts, gtp, i0, i1);
+        at::parallel_for(0, parts, 1, [&](int64_t i0, int64_t i1) {
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t r0 = i * rows / parts, r1 = (i + 1) * rows / parts;
+            if constexpr (std::is_same<scalar_t, float>::value) {
+              table_grad_part_f32(p, in, reinterpret_cast<const float*>(g), spans, r0, r1,
+                                  reinterpret_cast<float*>(gtp));
+            } else {
+              table_grad_part<ACT, scalar_t>(p, in, g, spans, r0, r1, gtp);
+            }
           }
         });
       }
