@@ -218,13 +218,13 @@ TokenSpans token_spans(const int64_t* cells, int64_t n, int64_t V) {
 // the same order, for any split of the rows into tasks; no two tasks write the same element.
 template <Activation ACT, typename scalar_t>
 void table_grad_part(const CanvasArgs& p, const Inputs& in, const scalar_t* g, const TokenSpans& spans,
-                     int64_t r0, int64_t r1, acc_t<scalar_t>* gt) {
+                     int64_t t0, int64_t t1, int64_t r0, int64_t r1, acc_t<scalar_t>* gt) {
   using A = acc_t<scalar_t>;
   const A* norm = static_cast<const A*>(in.norm);
   const A lo = static_cast<A>(p.lo), hi = static_cast<A>(p.hi);
   const scalar_t* table = static_cast<const scalar_t*>(in.table);
   const int64_t Pw = p.Pw, rows = p.C * p.Ph, n = (r1 - r0) * Pw;
-  for (int64_t t = 0; t < p.V; ++t) {  // unused tokens: zero rows
+  for (int64_t t = t0; t < t1; ++t) {  // unused tokens: zero rows
     if (spans.first[t] < 0) std::fill(gt + (t * rows + r0) * Pw, gt + (t * rows + r1) * Pw, A(0));
   }
   std::vector<A> block(p.Gw * n), vrow(Pw);
@@ -242,6 +242,7 @@ void table_grad_part(const CanvasArgs& p, const Inputs& in, const scalar_t* g, c
       const scalar_t* mr = p.has_mask ? static_cast<const scalar_t*>(in.mask) +
                                             canvas_row(p.Bm, p.Cm, p.H, p.W, b, c, h) + p.ox : nullptr;
       for (int64_t gx = 0; gx < p.Gw; ++gx) {
+        if (cell[gx] < t0 || cell[gx] >= t1) continue;
         const scalar_t* gq = gr + gx * Pw;
         A* out = block.data() + gx * n + (r - r0) * Pw;
         if (!p.has_clamp) {
@@ -273,6 +274,7 @@ void table_grad_part(const CanvasArgs& p, const Inputs& in, const scalar_t* g, c
     }
     for (int64_t gx = 0; gx < p.Gw; ++gx) {
       const int64_t t = cell[gx], e = strip * p.Gw + gx;
+      if (t < t0 || t >= t1) continue;
       const A* src = block.data() + gx * n;
       A* dst = gt + (t * rows + r0) * Pw;
       if (e == spans.first[t]) {
@@ -300,8 +302,11 @@ void table_grad_part(const CanvasArgs& p, const Inputs& in, const scalar_t* g, c
 
 // float32: also compiled for AVX2 and AVX-512, as forward_bands_f32.
 RX_CPU_CLONES void table_grad_part_f32(const CanvasArgs& p, const Inputs& in, const float* g,
-                                       const TokenSpans& spans, int64_t r0, int64_t r1, float* gt) {
-  dispatch(p.activation, [&](auto act) { table_grad_part<decltype(act)::value, float>(p, in, g, spans, r0, r1, gt); });
+                                       const TokenSpans& spans, int64_t t0, int64_t t1, int64_t r0, int64_t r1,
+                                       float* gt) {
+  dispatch(p.activation, [&](auto act) {
+    table_grad_part<decltype(act)::value, float>(p, in, g, spans, t0, t1, r0, r1, gt);
+  });
 }
 
 // grad_program / grad_base at canvas row (c, h): the gradient at v of each sample b (ascending),
@@ -365,18 +370,23 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
     dispatch(p.activation, [&](auto act) {
       constexpr Activation ACT = decltype(act)::value;
       if (needs[0]) {
-        // One task per range of patch rows (as many as threads): each walks the whole canvas in order.
+        // One task per thread, each walking the whole canvas in order: a range of patch rows of every
+        // token for a small table; for a large one (over 4 MB, past a core's cache) a range of tokens,
+        // so that each task's gradient rows (and first-touch page faults) are contiguous.
         const TokenSpans spans = token_spans(in.cells, p.B * p.G, p.V);
-        const int64_t rows = p.C * p.Ph, parts = std::min<int64_t>(rows, at::get_num_threads());
+        const int64_t rows = p.C * p.Ph, threads = at::get_num_threads();
+        const bool by_token = p.V * rows * p.Pw * int64_t(sizeof(A)) > (int64_t(4) << 20);
+        const int64_t parts = by_token ? std::min<int64_t>(p.V, threads) : std::min<int64_t>(rows, threads);
         A* gtp = gt.data_ptr<A>();
         at::parallel_for(0, parts, 1, [&](int64_t i0, int64_t i1) {
           for (int64_t i = i0; i < i1; ++i) {
-            const int64_t r0 = i * rows / parts, r1 = (i + 1) * rows / parts;
+            const int64_t t0 = by_token ? i * p.V / parts : 0, t1 = by_token ? (i + 1) * p.V / parts : p.V;
+            const int64_t r0 = by_token ? 0 : i * rows / parts, r1 = by_token ? rows : (i + 1) * rows / parts;
             if constexpr (std::is_same<scalar_t, float>::value) {
-              table_grad_part_f32(p, in, reinterpret_cast<const float*>(g), spans, r0, r1,
+              table_grad_part_f32(p, in, reinterpret_cast<const float*>(g), spans, t0, t1, r0, r1,
                                   reinterpret_cast<float*>(gtp));
             } else {
-              table_grad_part<ACT, scalar_t>(p, in, g, spans, r0, r1, gtp);
+              table_grad_part<ACT, scalar_t>(p, in, g, spans, t0, t1, r0, r1, gtp);
             }
           }
         });
