@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/cpu_clones.h"
+#include "runtime/cpu_block_cache.h"
 #include "tokens_to_canvas/math.h"
 #include "tokens_to_canvas/options.h"
 
@@ -174,7 +175,7 @@ Tensor tokens_to_canvas_forward_cpu(const Tensor& cells, const Tensor& table, co
                                     RX_TOKENS_TO_CANVAS_OPTION_PARAMS) {
   const CanvasArgs p = make_canvas_args(cells, table, program, program_mask, base, RX_TOKENS_TO_CANVAS_OPTION_ARGS);
   check_cells(cells, p.V);
-  Tensor out = at::empty({p.B, p.C, p.H, p.W}, table.options());
+  Tensor out = empty_large_cpu({p.B, p.C, p.H, p.W}, table.options());  // huge pages: fewer first-touch faults
   if (out.numel() == 0) return out;
   const Inputs in{cells.data_ptr<int64_t>(), table.data_ptr(), program ? program->data_ptr() : nullptr,
                   program_mask ? program_mask->data_ptr() : nullptr, base ? base->data_ptr() : nullptr,
@@ -357,7 +358,8 @@ std::tuple<Tensor, Tensor, Tensor> tokens_to_canvas_backward_cpu(
   check_cells(cells, p.V);
   const auto acc = table.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto opts = table.options().dtype(acc);
-  Tensor gt = needs[0] ? at::empty(table.sizes(), opts) : at::empty({0}, opts);  // every row written below
+  // Every row written below; huge pages when large (a V = 30k table's gradient is 92 MB).
+  Tensor gt = needs[0] ? empty_large_cpu(table.sizes(), opts) : at::empty({0}, opts);
   Tensor gp = needs[1] && program ? at::zeros({p.Bp, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
   Tensor gb = needs[2] && base ? at::zeros({p.Bb, p.C, p.H, p.W}, opts) : at::empty({0}, opts);
   if (grad_out.numel() == 0) return {gt.zero_(), gp, gb};
