@@ -17,6 +17,7 @@ IN_STD = (0.229, 0.224, 0.225)
 BACKENDS = backend_device_params()
 FUSED = backend_device_params(include_reference=False)
 NON_TRITON = [p for p in BACKENDS if p.values[0][0] != "triton"]
+FUSED_NON_TRITON = [p for p in FUSED if p.values[0][0] != "triton"]
 ACT = {"none": lambda t: t, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 
 
@@ -196,6 +197,35 @@ def test_table_gradient_is_deterministic_across_runs_and_threads(bd):
 
     first = grad(2)
     assert torch.equal(first, grad(2)) and torch.equal(first, grad(1))
+
+
+@pytest.mark.parametrize("bd", FUSED_NON_TRITON)  # the interpreter takes minutes at this size
+def test_large_table_gradient_is_deterministic_and_equals_the_reference(bd):
+    """A table over 4 MB (the C++ CPU kernel then splits its tasks by token range, not by patch row):
+    the gradient is bitwise equal across runs and thread counts and equals the reference's."""
+    backend, device = bd
+    gen = torch.Generator().manual_seed(3)
+    V = 1500  # 1500 x 3 x 16 x 16 float32 = 4.6 MB
+    tokens = (torch.randint(0, 12, (4, 16), generator=gen) * 125).to(device)  # 12 ids spread over V, repeated
+    table = torch.randn(V, 3, 16, 16, generator=gen).to(device).requires_grad_(True)
+    base = torch.rand(3, 64, 64, generator=gen).to(device)
+    g = torch.randn(4, 3, 64, 64, generator=gen).to(device)
+
+    def grad(threads, which=backend):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            table.grad = None
+            tokens_to_canvas(tokens, table, grid=4, base=base, patch_weight=0.2, clamp=(0, 1), mean=IN_MEAN,
+                             std=IN_STD, backend=which).backward(g)
+            return table.grad.clone()
+        finally:
+            torch.set_num_threads(before)
+
+    first = grad(2)
+    assert torch.equal(first, grad(2)) and torch.equal(first, grad(1))
+    torch.testing.assert_close(first, grad(1, "reference"), rtol=1e-5, atol=1e-6)
+    assert first[1:125].abs().sum() == 0  # unused ids
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
