@@ -5,7 +5,7 @@ the run did not measure what the target needs (case filtered out, op or backend 
 
 Targets (from the project issues), per fused backend that ran:
   1. ILM-VP headline (B=64, 3x128x128 -> 224x224) fwd+bwd >= 6x the eager reference;
-  2. ... and >= 2x torch.compile(reference);
+  2. ... and >= 3x torch.compile(reference) (issue 11; every other masked_perturb case >= 1.5x, below);
   3. ... fused forward time <= 1.5x the clone() of its output;
   4. mapped_cross_entropy(pre="softmax") fwd+bwd >= 3x eager at (256, 1000, 10, 10) and at
      (2048, 32000, 100, 8);
@@ -119,7 +119,7 @@ TARGETS = [
     Target(HEADLINE_PERTURB, "ILM-VP headline fwd+bwd speedup vs eager reference",
            lambda f, e, c: _ratio(_median(e, "fwdbwd"), _median(f, "fwdbwd")), ">=", 6.0),
     Target(HEADLINE_PERTURB, "ILM-VP headline fwd+bwd speedup vs torch.compile(reference)",
-           lambda f, e, c: _ratio(_median(c, "fwdbwd"), _median(f, "fwdbwd")), ">=", 2.0),
+           lambda f, e, c: _ratio(_median(c, "fwdbwd"), _median(f, "fwdbwd")), ">=", 3.0),
     Target(HEADLINE_PERTURB, "ILM-VP headline forward time / clone() of its output",
            lambda f, e, c: f.get("fwd_over_clone") if f.get("available") else None, "<=", 1.5),
     Target(BANK_PERTURB, "prompt bank (V=8, B=64, 224^2) fwd+bwd speedup vs a loop of V masked_perturb calls",
@@ -231,7 +231,11 @@ def format_targets(rows: list) -> str:
                      f"(target {row['comparison']} {row['threshold']:g}){why}")
     return "\n".join(lines)
 
-# SMM (bench/cases_masked_perturb.py; issue 11: every masked_perturb case >= 1.5x torch.compile(reference)):
-# the per-sample mask gradient reduced at mask resolution (bench/notes/cpu_masked_perturb.md).
-TARGETS += [Target("smm_b64", "SMM (per-sample mask [B,1,28,28], mask_scale 8) fwd+bwd speedup vs torch.compile(reference)",
-                   lambda f, e, c: _ratio(_median(c, "fwdbwd"), _median(f, "fwdbwd")), ">=", 1.5)]
+# Every masked_perturb case (bench/cases_masked_perturb.py; issue 11): fwd+bwd >= 1.5x torch.compile(reference)
+# (the headline's own, stricter target is above; SMM's per-sample mask gradient is reduced at mask resolution:
+# bench/notes/cpu_masked_perturb.md).
+PERTURB_CASES = ("ilmvp_cifar32_b64", "ilmvp_cifar32_b256", "ilmvp_128_b256", "autovp_resize192_b64", "smm_b64",
+                 "v2s_b32", "elsayed_odd_b17")
+TARGETS += [Target(case, f"masked_perturb {case} fwd+bwd speedup vs torch.compile(reference)",
+                   lambda f, e, c: _ratio(_median(c, "fwdbwd"), _median(f, "fwdbwd")), ">=", 1.5)
+            for case in PERTURB_CASES]
