@@ -47,6 +47,7 @@
 #include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
 
 namespace reprogram_ext {
@@ -649,7 +650,7 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
 // (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
 // ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
 // plane's ends stores its positions inside it one by one. p.gpr = W and p.div_gpr = FastDivmod(W)
-// for this kernel (int32 only).
+// for this kernel (int32 only). The index arithmetic is flat_tiling.h (host-tested).
 template <typename scalar_t, typename x_t, Activation kAct, class P, bool kMask, typename index_t>
 __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
                                                    const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
@@ -660,13 +661,12 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   static_assert(std::is_same_v<acc_t, float> && !P::kDynamic, "flat layout: float accumulation, fixed pointwise");
   using uindex_t = std::make_unsigned_t<index_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
-  constexpr int G = kThreadsPerBlock / VEC;
-  constexpr int kPerPass = kThreadsPerBlock / G;  // = VEC samples per pass
-  constexpr int kPasses = 2;
+  constexpr int G = flat_tiling::kGroups<VEC>;
+  static_assert(flat_tiling::kThreads == kThreadsPerBlock, "flat layout: one window slot per thread");
   __shared__ float4 amk_s[kThreadsPerBlock];  // act(delta), mask, mean, 1 / std
   __shared__ index_t xo_s[kThreadsPerBlock];
   const int t = static_cast<int>(threadIdx.x);
-  const index_t Q = static_cast<index_t>(blockIdx.x) * (VEC * (G - 1)) - VEC;
+  const index_t Q = flat_tiling::window_start<VEC>(static_cast<index_t>(blockIdx.x));
   {
     const index_t q = Q + t;
     float4 amk = make_float4(0.0f, 0.0f, 0.0f, 1.0f);
@@ -690,11 +690,10 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   const int gl = t % G, s = t / G;
   if (gl == G - 1) return;
 #pragma unroll
-  for (int j = 0; j < kPasses; ++j) {
-    const index_t b = static_cast<index_t>(blockIdx.y) * (kPasses * kPerPass) + j * kPerPass + s;
+  for (int j = 0; j < flat_tiling::kPasses; ++j) {
+    const index_t b = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), j, s);
     if (b >= p.B) return;
-    const int sh = static_cast<int>(static_cast<uindex_t>(b * p.plane) % VEC);
-    const int t0 = VEC + VEC * gl - sh;  // in [1, 256 - VEC]
+    const int t0 = flat_tiling::group_slot<VEC>(gl, b, p.plane);  // in [1, 256 - VEC]
     const index_t q0 = Q + t0;
     const x_t* __restrict__ xb = x + b * p.sx[0];
     scalar_t vals[VEC];
@@ -1161,11 +1160,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
               auto fa = args;
               fa.gpr = static_cast<int32_t>(A.W);
               fa.div_gpr = FastDivmod(static_cast<uint32_t>(A.W));
-              const int64_t per_block = VEC * (kThreadsPerBlock / VEC - 1);
-              const int64_t plane = A.C * A.H * A.W;
-              const int64_t samples = 2 * VEC;  // per block: two passes of VEC
-              const dim3 grid(blocks_for((plane + VEC - 1 + per_block - 1) / per_block * kThreadsPerBlock),
-                              static_cast<unsigned>((A.B + samples - 1) / samples));
+              const dim3 grid(static_cast<unsigned>(flat_tiling::blocks_x<VEC>(A.C * A.H * A.W)),
+                              static_cast<unsigned>(flat_tiling::blocks_y<VEC>(A.B)));
               masked_perturb_forward_flat_kernel<scalar_t, x_t, kAct, P, kMask, int32_t><<<grid, kThreadsPerBlock, 0, stream>>>(
                   fa, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o);
               C10_CUDA_KERNEL_LAUNCH_CHECK();
