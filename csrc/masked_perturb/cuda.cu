@@ -47,6 +47,7 @@
 #include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
 
@@ -1239,6 +1240,11 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
       if (outs.placed && V > 1) outs.placed += v * A.B * positions;
       acc_t* cell_out = cell_mask ? outs.mask : nullptr;
       if (cell_mask) outs.mask = nullptr;  // the backward kernel computes delta's / x's gradients only
+      // SMM's case (blend add, shared delta, whole footprints): one kernel reads grad_out once for the
+      // mask cells and the delta's batch sum (cuda_cell_backward.cu); else the two kernels below.
+      if (cell_mask && launch_cell_backward_cuda(A, delta.scalar_type(), need_u,
+                                                 {go, d, mk, norm.const_data_ptr(), outs.delta, cell_out}, stream))
+        continue;
       // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
       const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
                        (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
