@@ -11,8 +11,9 @@
 // the other CUDA backward kernels; it differs from the CPU's by float rounding only). One writer per
 // output element, no atomics: the same bits every run.
 //
-// Tiling (block = whole footprints of a 32-column strip, all samples; the passes): cell_tiling.h,
-// which tests/cpp/masked_perturb_cell_tiling.cpp runs on the host. Before this kernel the call took
+// Tiling (block = whole footprints of a 32-column strip, all samples; the passes): cell_tiling.h; a
+// thread's code between the barrier: cell_backward_thread.h. Both are __host__ __device__ and run on
+// the host in tests/cpp/masked_perturb_cell_tiling.cpp / masked_perturb_cell_backward.cpp. Before this kernel the call took
 // masked_perturb_backward_kernel (delta) and masked_perturb_mask_grad_kernel (cells), each reading
 // grad_out once (cuda.cu; both still serve every other call).
 #include <c10/cuda/CUDAException.h>
@@ -21,6 +22,7 @@
 #include <cstring>
 
 #include "masked_perturb/activation.h"
+#include "masked_perturb/cell_backward_thread.h"
 #include "masked_perturb/cell_tiling.h"
 #include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/math.h"
@@ -29,22 +31,7 @@ namespace reprogram_ext {
 namespace {
 
 namespace ct = cell_tiling;
-
-template <typename acc_t>
-struct CellBackwardArgs {
-  ct::Geometry g;
-  int32_t sd_c, sd_h;              // delta element strides (w: 1, batch: shared)
-  int32_t sm_b, sm_c, sm_h, sm_w;  // mask element strides (0 on broadcast dimensions)
-  Pointwise pw;
-};
-
-// v[0..N) = p[0..N) in one 16-byte load (p 16-byte aligned).
-template <typename T, int N>
-__device__ __forceinline__ void load16(const T* p, T (&v)[N]) {
-  static_assert(N * sizeof(T) == 16, "one 16-byte group");
-  const uint4 bits = __ldg(reinterpret_cast<const uint4*>(p));
-  memcpy(v, &bits, 16);
-}
+using ct::CellBackwardArgs;
 
 // Resident blocks per SM the register count must allow: 5 blocks of 256 threads (<= 48 registers) hold
 // SMM's 588 blocks in one wave on 132 SMs (4, at the 52 registers ptxas picks unbounded, would not).
@@ -61,80 +48,18 @@ __global__ void __launch_bounds__(cell_tiling::kThreads, kMinBlocksPerSm<kS>)
                                         acc_type_t<scalar_t>* __restrict__ grad_mask) {
   using acc_t = acc_type_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
-  constexpr int kGroups = kS / VEC;
   static_assert(kS % VEC == 0 && ct::kRowThreads % kS == 0, "footprint rows of whole 16-byte groups");
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   acc_t* rows = reinterpret_cast<acc_t*>(smem_bytes);  // [B][kS][R] footprint row sums
   acc_t* parts = rows + ct::row_slots<kS>(p.g.B);      // [kChunks][kS][32] delta partials
-  const ct::Geometry& g = p.g;
-  const ct::Block blk = ct::block<kS>(static_cast<int32_t>(blockIdx.x), static_cast<int32_t>(blockIdx.y),
-                                      static_cast<int32_t>(blockIdx.z));
-  const int tx = static_cast<int>(threadIdx.x), j = static_cast<int>(threadIdx.y), tid = j * ct::kRowThreads + tx;
-  const ct::RowThread t = ct::row_thread<kS>(g, blk, tx);
-
-  // Blend add without clamp (the only call the host sends here): replace 0 and the clamp bounds
-  // -inf / +inf, the values channel_constants gives, as compile-time constants.
-  auto k = channel_constants<acc_t>(p.pw, norm, g.C, blk.c);
-  k.lo = -static_cast<acc_t>(INFINITY), k.hi = static_cast<acc_t>(INFINITY), k.replace = 0;
-
-  // act(delta) of the thread's footprint row (shared by the batch), one 16-byte load per group. The
-  // host takes this kernel only when W % kS == 0: a footprint row on the canvas is wholly on it.
-  acc_t a[kS], sum_d[kS];
-#pragma unroll
-  for (int gi = 0; gi < kGroups; ++gi) {
-    scalar_t v[VEC];
-    if (t.ok) load16(delta + (blk.c * p.sd_c + t.h * p.sd_h + t.w + gi * VEC), v);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      a[gi * VEC + i] = t.ok ? activate<kAct>(static_cast<acc_t>(v[i])) : static_cast<acc_t>(0);
-      sum_d[gi * VEC + i] = 0;
-    }
-  }
-
-  // 1. Row pass: per sample, the footprint row's mask-gradient sum and the delta-gradient partials.
-  const int32_t m_row = blk.c * p.sm_c + blk.q * p.sm_h + t.r * p.sm_w;
-  ct::row_pass<kS>(g, blk, t, j, [&](int32_t b, int32_t off, int32_t slot) {
-    const acc_t m = static_cast<acc_t>(mask[b * p.sm_b + m_row]);
-    scalar_t gv[kS];
-#pragma unroll
-    for (int gi = 0; gi < kGroups; ++gi) {
-      scalar_t v[VEC];
-      load16(grad_out + (off + gi * VEC), v);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) gv[gi * VEC + i] = v[i];
-    }
-    acc_t row = 0;
-#pragma unroll
-    for (int i = 0; i < kS; ++i) {
-      const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(gv[i]), acc_t(0), false, a[i], m, k);
-      row += e.gm;
-      sum_d[i] += e.ga;
-    }
-    rows[slot] = row;
-  });
-  if (grad_delta) {
-#pragma unroll
-    for (int i = 0; i < kS; ++i) parts[ct::partial_slot<kS>(j, t, i)] = sum_d[i];
-  }
+  ct::CellThread<acc_t, kS> th;
+  ct::cell_thread_begin<scalar_t, kAct, kS>(p, delta, norm, static_cast<int32_t>(blockIdx.x),
+                                            static_cast<int32_t>(blockIdx.y), static_cast<int32_t>(blockIdx.z),
+                                            static_cast<int>(threadIdx.x), static_cast<int>(threadIdx.y), th);
+  ct::cell_thread_rows<scalar_t, kS>(p, grad_out, mask, grad_delta != nullptr, th, rows, parts);
   __syncthreads();
-
-  // 2. Cell pass: the footprint rows of each cell, top to bottom.
-  ct::cell_pass<kS>(g, blk, tid, [&](int32_t, int32_t cell, int32_t first, int32_t n) {
-    acc_t total = rows[first];
-    for (int32_t i = 1; i < n; ++i) total += rows[first + i * ct::kCells<kS>];
-    grad_mask[cell] = total;
-  });
-
-  // 3. Delta pass: the kChunks partials of each position in order, times act'(delta).
-  if (grad_delta) {
-    ct::delta_pass<kS>(g, blk, tid, [&](int32_t h, int32_t w, int32_t pos, int32_t first) {
-      acc_t total = 0;
-#pragma unroll
-      for (int jj = 0; jj < ct::kChunks; ++jj) total += parts[first + jj * kS * ct::kStripColumns];
-      const acc_t av = activate<kAct>(static_cast<acc_t>(delta[blk.c * p.sd_c + h * p.sd_h + w]));
-      grad_delta[pos] = total * activation_derivative<kAct>(av);
-    });
-  }
+  ct::cell_thread_cells<acc_t, kS>(p.g, th, rows, grad_mask);
+  if (grad_delta) ct::cell_thread_deltas<scalar_t, kAct, kS>(p, delta, th, parts, grad_delta);
 }
 
 constexpr int64_t kMaxSharedBytes = 48 * 1024;
