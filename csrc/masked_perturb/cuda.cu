@@ -32,7 +32,8 @@
 // differs from theirs only by float32 rounding. A per-sample mask coarser than the canvas
 // (mask_scale > 1) gets its gradient from a second kernel, one thread per mask cell summing its
 // footprint in the CPU's order (masked_perturb_mask_grad_kernel): mask-resolution output, no
-// canvas-sized per-sample buffer.
+// canvas-sized per-sample buffer. SMM's case (blend add, no clamp, batch-shared delta, whole
+// footprints) takes one kernel for both gradients instead, reading grad_out once (cuda_cell_backward.cu).
 //
 // Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls in the cuBLAS /
 // cuSPARSE / cuSOLVER headers that a bare toolkit may lack).
