@@ -8,6 +8,7 @@
 #include <vector>
 #include <random>
 #include <algorithm>
+#include <type_traits>
 using namespace reprogram_ext::label_map;
 static int fails = 0;
 #define CHECK(c) do { if (!(c)) { ++fails; std::printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #c); } } while (0)
@@ -93,6 +94,87 @@ static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
   }
 }
 
+// The label_map forward's row pass (session 7): kRowUnroll loads per step give every lane the same
+// (m, s) bits as one load per step (the adds keep their order), for float (V = 4) and double (V = 2).
+template <typename T>
+static void check_unroll(int64_t S, int off, int log_p, std::mt19937& gen) {
+  std::normal_distribution<double> nd(0., 3.);
+  std::vector<T> store(S + 8); T* x = store.data() + off;
+  for (int64_t i = 0; i < S; ++i) x[i] = static_cast<T>(nd(gen));
+  for (int lane = 0; lane < (1 << log_p); ++lane) {
+    OnlineLse<T> a, b;
+    lane_row_lse<T, T, 1>(x, S, lane, log_p, a);
+    lane_row_lse<T, T, kRowUnroll>(x, S, lane, log_p, b);
+    CHECK(std::memcmp(&a.m, &b.m, sizeof(T)) == 0 && std::memcmp(&a.s, &b.s, sizeof(T)) == 0);
+  }
+}
+
+// The CSR source map the device builds (stable order by source, then ascending e) and its bits.
+struct HostMap {
+  std::vector<int32_t> ptr, ent; std::vector<uint32_t> bits;
+  HostMap(const std::vector<int64_t>& index, int64_t S) : ptr(S + 1, 0), bits((S + 31) / 32 + 1, 0) {
+    const int TK = static_cast<int>(index.size());
+    for (int64_t s = 0; s < S; ++s) { ptr[s] = (int32_t)ent.size(); for (int e = 0; e < TK; ++e) if (index[e] == s) ent.push_back(e); }
+    ptr[S] = (int32_t)ent.size(); if (ent.empty()) ent.push_back(0);
+    for (int64_t s = 0; s < S; ++s) if (ptr[s + 1] > ptr[s]) bits[s >> 5] |= 1u << (s & 31);
+  }
+  SourceMapView view() const { return SourceMapView{ptr.data(), ent.data(), bits.data()}; }
+};
+
+// The label_map forward's captured rows (RowCapture in the unrolled row pass): every lane of the row
+// group streams its part once; afterwards values[e] = x[index[e]] bit for bit for every valid entry
+// (shared sources included), 0 for the others, the lanes' (m, s) are those of the plain pass, and
+// group_value on (values + t K, local sources) gives the bits of group_value on the row, every reduce.
+static void check_capture(int64_t S, int T, int K, int off, int log_p, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
+  std::vector<float> store(S + 8); float* x = store.data() + off;
+  for (int64_t i = 0; i < S; ++i) x[i] = nd(gen);
+  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+  const int TK = T * K;
+  std::vector<int64_t> index(TK);
+  std::uniform_int_distribution<int64_t> pick(0, S - 1);
+  for (int e = 0; e < TK; ++e) index[e] = pick(gen);
+  for (int t = 0; t < T; t += 3) index[t * K + K - 1] = -1;         // padding
+  if (TK > 5) { index[5] = S; index[4] = -7; }                        // outside [0, S)
+  if (TK > 9) index[9] = index[0];                                    // a source shared by two entries
+  if (S > 3) for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);  // +inf / nan / -inf sources
+  const HostMap map(index, S);
+  std::vector<float> values(TK, 0.f), w(TK);
+  for (auto& v : w) v = 0.5f + std::abs(nd(gen));
+  std::vector<int64_t> local(TK);
+  for (int e = 0; e < TK; ++e) local[e] = local_source(index[e], S, e, K);
+  for (int lane = 0; lane < (1 << log_p); ++lane) {
+    OnlineLse<float> a, b;
+    lane_row_lse<float, float, 1>(x, S, lane, log_p, a);
+    lane_row_lse<float, float, kRowUnroll>(x, S, lane, log_p, b, RowCapture<float>{map.view(), values.data()});
+    CHECK(std::memcmp(&a.m, &b.m, 4) == 0 && std::memcmp(&a.s, &b.s, 4) == 0);
+  }
+  for (int e = 0; e < TK; ++e) {
+    const bool valid = index[e] >= 0 && index[e] < S;
+    if (valid) CHECK(std::memcmp(&values[e], &x[index[e]], 4) == 0);
+    else CHECK(values[e] == 0.f);
+  }
+  const RowNorm<float> norm{1.5f, 7.25f};
+  for (int t = 0; t < T; ++t) for (int weighted = 0; weighted < 2; ++weighted) {
+    const float* wt = weighted ? w.data() + t * K : nullptr;
+    const Group<float> g{index.data() + t * K, wt, K, S, 2};
+    const Group<float> gs{local.data() + t * K, wt, K, K, 2};
+    for (Pre pre : {Pre::kSoftmax, Pre::kLogSoftmax}) {
+      auto same = [&](auto R) {
+        constexpr Reduce r = decltype(R)::value;
+        const GroupValue<float> va = group_value<r, float>(x, g, pre, norm);
+        const GroupValue<float> vb = group_value<r, float>(values.data() + t * K, gs, pre, norm);
+        CHECK(std::memcmp(&va.out, &vb.out, 4) == 0 || (va.out != va.out && vb.out != vb.out));
+        CHECK(va.arg == vb.arg);
+      };
+      same(std::integral_constant<Reduce, Reduce::kSum>{});
+      same(std::integral_constant<Reduce, Reduce::kMean>{});
+      same(std::integral_constant<Reduce, Reduce::kMax>{});
+      if (!weighted) same(std::integral_constant<Reduce, Reduce::kTopkMean>{});
+    }
+  }
+}
+
 int main() {
   // row_threads_log2
   CHECK(row_threads_log2(1000, 10, false) == 4);   // 16 lanes for 10 targets
@@ -161,6 +243,12 @@ int main() {
       for (int e = 0; e < TK; ++e) if (index[e] == j) ref += c * a[e];
       if (std::memcmp(&ref, &g[j], 4) != 0) { ++fails; std::printf("grad S=%d xoff=%d goff=%d lp=%d dense=%d j=%d %g vs %g\n", S, xoff, goff, lp, dense, j, g[j], ref); break; }
     }
+    if (!dense) {  // the store-only writer (one chunk per step): the same bits
+      std::vector<float> g2s(S + 8, NAN); float* g2 = g2s.data() + goff;
+      GradRow<float, float, false> row2{x, g2, a.data(), SourceMapView{ptr.data(), ent.data(), bits.data()}, norm, D, c, false};
+      for (int lane = 0; lane < (1 << lp); ++lane) row2.write(S, lane, lp);
+      CHECK(std::memcmp(g2s.data(), gs.data(), (S + 8) * sizeof(float)) == 0);
+    }
     CHECK(gs[goff + S] != gs[goff + S]);  // nothing written past the row
     for (int j = 0; j < goff; ++j) CHECK(gs[j] != gs[j]);  // nor before
   }
@@ -171,6 +259,15 @@ int main() {
   CHECK(stage_fits<float>(800, 7) && stage_bytes<float>(800, 7) == 800 * 4 + 800 * 8);
   CHECK(stage_bytes<float>(100, 4) == 8 * 100 * 4 + 100 * 8);
   CHECK(!stage_fits<double>(1 << 14, 7) && !stage_fits<float>(0, 7));
+  // the label_map forward's unrolled row pass and captured rows: the benchmark's shapes, odd ones,
+  // four alignments, every lane count the kernels use
+  for (int S : {1, 3, 7, 53, 1000, 1003, 32000}) for (int off = 0; off < 4; ++off) for (int lp : {0, 3, 5, 7}) {
+    check_unroll<float>(S, off, lp, gen);
+    check_unroll<double>(S, off % 2, lp, gen);
+  }
+  const int capture_shapes[][3] = {{1000, 10, 10}, {1000, 100, 10}, {32000, 100, 8}, {53, 5, 3}, {7, 3, 1}, {1003, 7, 4}};
+  for (const auto& sh : capture_shapes) for (int off = 0; off < 4; ++off)
+    for (int lp : {0, 3, 5, 7}) check_capture(sh[0], sh[1], sh[2], off, lp, static_cast<unsigned>(sh[0] + 7 * lp + off));
   std::printf(fails ? "FAILED %d\n" : "all passed\n", fails);
   return fails != 0;
 }
