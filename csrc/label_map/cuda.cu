@@ -118,10 +118,11 @@ __device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, i
 // ------------------------------------------------------------------------------------ label_map
 
 // kCapture (pre softmax / log_softmax, the stage fits, stage_fits): the row pass also keeps the
-// row's T*K mapped logits in shared memory (RowCapture, from the source map `map`), and the
-// per-target pass reads them there (local sources, as the staged mapped CE forward): the same values,
+// row's mapped logits in shared memory, one slot per source with entries (RowCapture, from the
+// source map `map`: bits and rank), and the per-target pass reads them there through the entries'
+// slots (source_slot, as the staged mapped CE forward reads its local sources): the same values,
 // the same bits, and no gathers from the row after its pass (by then, at a 32k vocabulary, most of
-// its sectors have left L2: ~80 % of 800 gathers per row would go back to DRAM). The launch passes
+// its sectors have left L2: ~76 % of 800 gathers per row would go back to DRAM). The launch passes
 // stage_bytes() of dynamic shared memory. Without kCapture, `map` is unused.
 template <Reduce R, typename scalar_t, bool kCapture>
 __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
@@ -135,14 +136,9 @@ __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const i
   const scalar_t* xr = x + (active ? g.n : 0) * S;
   const int64_t TK = T * K;
   extern __shared__ __align__(16) unsigned char stage_smem[];
-  int64_t* local_src = reinterpret_cast<int64_t*>(stage_smem);                      // [TK], the block's
-  A* block_values = reinterpret_cast<A*>(local_src + TK);                             // [rows, TK]
-  A* staged = block_values + (threadIdx.x >> log_p) * TK;                             // [TK], this row's
+  int64_t* local_src = reinterpret_cast<int64_t*>(stage_smem);                      // [TK]: entry slots
+  A* staged = reinterpret_cast<A*>(local_src + TK) + (threadIdx.x >> log_p) * TK;  // [TK], this row's slots
   const int tk = static_cast<int>(TK);  // used with kCapture only (stage_fits: TK < 2^31)
-  if constexpr (kCapture) {
-    for (int e = static_cast<int>(threadIdx.x); e < (kRowBlock >> log_p) * tk; e += kRowBlock) block_values[e] = 0;
-    __syncthreads();  // the row pass writes block_values
-  }
   RowNorm<A> norm{0, 0};
   if (kCapture || map_needs_lse(pre)) {
     if constexpr (kCapture) {
@@ -158,18 +154,16 @@ __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const i
   if constexpr (kCapture) {
     // after the row pass, so that the row's loads go out first (local_src is read after the barrier)
 #pragma unroll 4
-    for (int e = static_cast<int>(threadIdx.x); e < tk; e += kRowBlock) {
-      local_src[e] = local_source(index[e], S, e, static_cast<int>(K));
-    }
-    __syncthreads();  // a row's values are captured by all of its lanes, local_src by the block
+    for (int e = static_cast<int>(threadIdx.x); e < tk; e += kRowBlock) local_src[e] = source_slot(index[e], S, map);
+    __syncthreads();  // a row's slots are captured by all of its lanes, local_src by the block
   }
   if (!active) return;  // no barrier follows
   for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
     const int64_t t = g.at(0, i_t);
     A v;
     if constexpr (kCapture) {
-      v = group_value<R, A>(static_cast<const A*>(staged + t * K),
-                            Group<A>{local_src + t * K, weight ? weight + t * K : nullptr, K, K, topk}, pre, norm)
+      v = group_value<R, A>(static_cast<const A*>(staged),
+                            Group<A>{local_src + t * K, weight ? weight + t * K : nullptr, K, TK, topk}, pre, norm)
               .out;
     } else {
       v = group_value<R, A>(xr, group_at(index, weight, K, t, S, topk), pre, norm).out;
@@ -447,12 +441,13 @@ __global__ void source_bits_kernel(const int64_t* __restrict__ ptr, int32_t* __r
 struct SourceMap {
   Tensor index;  // the key, kept alive
   int64_t version, S;
-  Tensor ptr, ent, bits;  // int32 [S + 1], int32 [T * K], int32 [ceil(S / 32) + 1]
+  Tensor ptr, ent, bits, rank;  // int32 [S + 1], int32 [T * K], int32 [ceil(S / 32) + 1] (bits and rank)
   cudaStream_t stream;
   cudaEvent_t ready;
   SourceMapView view() const {
     return SourceMapView{ptr.const_data_ptr<int32_t>(), ent.const_data_ptr<int32_t>(),
-                         reinterpret_cast<const uint32_t*>(bits.const_data_ptr<int32_t>())};
+                         reinterpret_cast<const uint32_t*>(bits.const_data_ptr<int32_t>()),
+                         rank.const_data_ptr<int32_t>()};
   }
 };
 
@@ -470,8 +465,12 @@ SourceMap build_source_map(const Tensor& index, int64_t S, bool cached) {
   source_bits_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(
       ptr64.const_data_ptr<int64_t>(), bits.mutable_data_ptr<int32_t>(), S, W);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // rank[w] = sources with entries below 32 w: below[s] = sources with entries among [0, s).
+  const Tensor has = at::gt(ptr64.slice(0, 1, S + 1), ptr64.slice(0, 0, S)).to(at::kInt);
+  const Tensor below = at::cat({at::zeros({1}, has.options()), at::cumsum(has, 0, at::kInt)});
+  const Tensor rank = below.index_select(0, at::clamp_max(at::arange(W, flat.options()) * 32, S)).contiguous();
   SourceMap m{index, cached ? index._version() : 0, S, ptr64.to(at::kInt), std::get<1>(sorted).to(at::kInt), bits,
-              stream.stream(), nullptr};
+              rank, stream.stream(), nullptr};
   if (cached) {
     C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.ready, cudaEventDisableTiming));
     C10_CUDA_CHECK(cudaEventRecord(m.ready, stream.stream()));
@@ -498,7 +497,7 @@ SourceMap source_map(const Tensor& index, int64_t S) {
         m.index.device() == index.device() && m.version == index._version()) {
       if (m.stream != stream.stream()) {
         C10_CUDA_CHECK(cudaStreamWaitEvent(stream.stream(), m.ready, 0));
-        for (const Tensor* t : {&m.ptr, &m.ent, &m.bits}) {
+        for (const Tensor* t : {&m.ptr, &m.ent, &m.bits, &m.rank}) {
           c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), stream);
         }
       }

@@ -125,12 +125,32 @@ C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int
 }
 
 // The source -> index entries map (device pointers in the kernels): entries ent[ptr[s], ptr[s+1]) of source s in
-// ascending e = t * K + k; bit s of `bits` set when there is any.
+// ascending e = t * K + k; bit s of `bits` set when there is any; rank[w] = the sources with entries
+// below 32 w (the label_map forward's capture slots; the backward does not use it, nullptr there).
 struct SourceMapView {
   const int32_t* ptr;
   const int32_t* ent;
   const uint32_t* bits;
+  const int32_t* rank = nullptr;
 };
+
+C10_HOST_DEVICE inline int popcount32(uint32_t m) {
+#ifdef __CUDA_ARCH__
+  return __popc(m);
+#else
+  return __builtin_popcount(m);
+#endif
+}
+
+// The slot of source s among the sources with entries, in ascending order (its rank), or -1 when s
+// is outside [0, S) or has no entry.
+C10_HOST_DEVICE inline int64_t source_slot(int64_t s, int64_t S, const SourceMapView& map) {
+  if (s < 0 || s >= S) return -1;
+  const uint32_t w = map.bits[s >> 5];
+  const int off = static_cast<int>(s & 31);
+  if (((w >> off) & 1u) == 0) return -1;
+  return map.rank[s >> 5] + popcount32(w & ((1u << off) - 1u));
+}
 
 // What a row pass does with each block of values it loads, besides the log-sum-exp: nothing...
 struct NoCapture {
@@ -139,27 +159,29 @@ struct NoCapture {
 };
 
 // ... or (label_map forward, bench/notes/label_map.md 2026-12-01 session 7) keep the mapped ones:
-// values[e] = x_j for every index entry e whose source j is in the block [j0, j0 + N) (the source
-// map's CSR: entries ent[ptr[j], ptr[j+1])), so that the per-target pass reads the mapped logits
-// from shared memory instead of gathering them from the row after the pass, when at a 32k
-// vocabulary most of the row's sectors have left L2. The block's set bits are taken one at a time,
-// the value picked from the registers by selects (no run-time array index: no local memory).
-// Each entry has one source, hence one writer.
+// values[source_slot(j)] = x_j for every source j with index entries in the block [j0, j0 + N), so
+// that the per-target pass reads the mapped logits from shared memory (entry e at
+// values[source_slot(index[e])]) instead of gathering them from the row after the pass, when at a
+// 32k vocabulary most of the row's sectors have left L2. Branch-free: the block's N mask bits give
+// N predicated stores, slot = (sources with entries below j0) + popcount of the mask bits below i,
+// so that a warp whose lanes hold different numbers of mapped sources does not diverge (at 32k,
+// 96 % of the warp's chunks have a mapped source in some lane). Each slot has one source, hence
+// one writer; slots are < the number of sources with entries <= T*K.
 template <typename A>
 struct RowCapture {
   SourceMapView map;
-  A* values;  // the row's [T * K] slice
+  A* values;  // the row's slots, [T * K] at most
 
   template <int N, typename T>
   C10_HOST_DEVICE inline void take(int64_t j0, const T* v) const {
-    RX_LM_NO_UNROLL
-    for (uint32_t m = chunk_mask(map.bits, j0, N); m != 0; m &= m - 1) {
-      const int i = lowest_bit(m);
-      A x = static_cast<A>(v[0]);
-      RX_LM_UNROLL
-      for (int k = 1; k < N; ++k) x = k == i ? static_cast<A>(v[k]) : x;
-      RX_LM_NO_UNROLL
-      for (int32_t e = map.ptr[j0 + i]; e < map.ptr[j0 + i + 1]; ++e) values[map.ent[e]] = x;
+    const uint32_t* w = map.bits + (j0 >> 5);
+    const int off = static_cast<int>(j0 & 31);
+    const uint64_t two = (static_cast<uint64_t>(w[1]) << 32) | w[0];
+    const uint32_t m = static_cast<uint32_t>(two >> off) & ((1u << N) - 1u);
+    const int base = map.rank[j0 >> 5] + popcount32(w[0] & ((1u << off) - 1u));
+    RX_LM_UNROLL
+    for (int i = 0; i < N; ++i) {
+      if ((m >> i) & 1u) values[base + popcount32(m & ((1u << i) - 1u))] = static_cast<A>(v[i]);
     }
   }
 };

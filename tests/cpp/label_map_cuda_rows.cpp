@@ -42,20 +42,32 @@ OnlineLse<float> simulate(const T* xr, int64_t S, int log_p) {
   return out;
 }
 
-// The mapped CE forward's staged rows (stage_row, local_source): every lane's entries staged once,
-// the lanes' maxima merged = the direct max over valid finite mapped logits, and the group math on
-// (staged values + t K, local sources) gives the same bits as on the row with the global index.
-static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
-  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
-  std::vector<float> x(S); for (auto& v : x) v = nd(gen);
-  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+// A random index [T, K] over S sources with the cases the kernels must skip or keep: padding (-1),
+// sources outside [0, S) and, when S > 3, entries on the +inf / nan / -inf logits that
+// special_logits() puts at sources 1, 2, 3.
+static std::vector<int64_t> test_index(int64_t S, int T, int K, std::mt19937& gen) {
   const int TK = T * K;
   std::vector<int64_t> index(TK);
   std::uniform_int_distribution<int64_t> pick(0, S - 1);
   for (int e = 0; e < TK; ++e) index[e] = pick(gen);
   for (int t = 0; t < T; t += 3) index[t * K + K - 1] = -1;         // padding
   if (TK > 5) { index[5] = S; index[4] = -7; }                        // outside [0, S): padding too
-  for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);          // +inf / nan / -inf sources
+  if (S > 3) for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);  // +inf / nan / -inf sources
+  return index;
+}
+static void special_logits(float* x, int64_t S) {
+  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+}
+
+// The mapped CE forward's staged rows (stage_row, local_source): every lane's entries staged once,
+// the lanes' maxima merged = the direct max over valid finite mapped logits, and the group math on
+// (staged values + t K, local sources) gives the same bits as on the row with the global index.
+static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
+  std::vector<float> x(S); for (auto& v : x) v = nd(gen);
+  special_logits(x.data(), S);
+  const int TK = T * K;
+  const std::vector<int64_t> index = test_index(S, T, K, gen);
   const int P = 1 << log_p;
   std::vector<float> values(TK, -1.f);
   std::vector<int64_t> local(TK);
@@ -110,39 +122,43 @@ static void check_unroll(int64_t S, int off, int log_p, std::mt19937& gen) {
 }
 
 // The CSR source map the device builds (stable order by source, then ascending e) and its bits.
+// rank[w] = sources with entries below 32 w, as build_source_map computes it (cumsum, then every 32nd).
 struct HostMap {
-  std::vector<int32_t> ptr, ent; std::vector<uint32_t> bits;
-  HostMap(const std::vector<int64_t>& index, int64_t S) : ptr(S + 1, 0), bits((S + 31) / 32 + 1, 0) {
+  std::vector<int32_t> ptr, ent, rank; std::vector<uint32_t> bits;
+  HostMap(const std::vector<int64_t>& index, int64_t S) : ptr(S + 1, 0), rank((S + 31) / 32 + 1, 0), bits((S + 31) / 32 + 1, 0) {
     const int TK = static_cast<int>(index.size());
     for (int64_t s = 0; s < S; ++s) { ptr[s] = (int32_t)ent.size(); for (int e = 0; e < TK; ++e) if (index[e] == s) ent.push_back(e); }
     ptr[S] = (int32_t)ent.size(); if (ent.empty()) ent.push_back(0);
     for (int64_t s = 0; s < S; ++s) if (ptr[s + 1] > ptr[s]) bits[s >> 5] |= 1u << (s & 31);
+    std::vector<int32_t> below(S + 1, 0);
+    for (int64_t s = 0; s < S; ++s) below[s + 1] = below[s] + (ptr[s + 1] > ptr[s]);
+    for (size_t w = 0; w < rank.size(); ++w) rank[w] = below[std::min<int64_t>(32 * (int64_t)w, S)];
   }
-  SourceMapView view() const { return SourceMapView{ptr.data(), ent.data(), bits.data()}; }
+  SourceMapView view() const { return SourceMapView{ptr.data(), ent.data(), bits.data(), rank.data()}; }
 };
 
 // The label_map forward's captured rows (RowCapture in the unrolled row pass): every lane of the row
-// group streams its part once; afterwards values[e] = x[index[e]] bit for bit for every valid entry
-// (shared sources included), 0 for the others, the lanes' (m, s) are those of the plain pass, and
-// group_value on (values + t K, local sources) gives the bits of group_value on the row, every reduce.
+// group streams its part once; afterwards every valid entry's slot (source_slot) holds x[index[e]]
+// bit for bit (shared sources: one slot), the slots are 0 .. (sources with entries) - 1 in source
+// order, invalid entries have slot -1, the lanes' (m, s) are those of the plain pass, and
+// group_value on (values, slots + t K) gives the bits of group_value on the row, every reduce.
 static void check_capture(int64_t S, int T, int K, int off, int log_p, unsigned seed) {
   std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
   std::vector<float> store(S + 8); float* x = store.data() + off;
   for (int64_t i = 0; i < S; ++i) x[i] = nd(gen);
-  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+  special_logits(x, S);
   const int TK = T * K;
-  std::vector<int64_t> index(TK);
-  std::uniform_int_distribution<int64_t> pick(0, S - 1);
-  for (int e = 0; e < TK; ++e) index[e] = pick(gen);
-  for (int t = 0; t < T; t += 3) index[t * K + K - 1] = -1;         // padding
-  if (TK > 5) { index[5] = S; index[4] = -7; }                        // outside [0, S)
-  if (TK > 9) index[9] = index[0];                                    // a source shared by two entries
-  if (S > 3) for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);  // +inf / nan / -inf sources
+  std::vector<int64_t> index = test_index(S, T, K, gen);
+  if (TK > 9) index[9] = index[0];  // a source shared by two entries
   const HostMap map(index, S);
-  std::vector<float> values(TK, 0.f), w(TK);
+  std::vector<float> values(TK, NAN), w(TK);
   for (auto& v : w) v = 0.5f + std::abs(nd(gen));
   std::vector<int64_t> local(TK);
-  for (int e = 0; e < TK; ++e) local[e] = local_source(index[e], S, e, K);
+  for (int e = 0; e < TK; ++e) local[e] = source_slot(index[e], S, map.view());
+  std::vector<int64_t> distinct;
+  for (int e = 0; e < TK; ++e) if (index[e] >= 0 && index[e] < S) distinct.push_back(index[e]);
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
   for (int lane = 0; lane < (1 << log_p); ++lane) {
     OnlineLse<float> a, b;
     lane_row_lse<float, float, 1>(x, S, lane, log_p, a);
@@ -151,19 +167,22 @@ static void check_capture(int64_t S, int T, int K, int off, int log_p, unsigned 
   }
   for (int e = 0; e < TK; ++e) {
     const bool valid = index[e] >= 0 && index[e] < S;
-    if (valid) CHECK(std::memcmp(&values[e], &x[index[e]], 4) == 0);
-    else CHECK(values[e] == 0.f);
+    if (!valid) { CHECK(local[e] == -1); continue; }
+    const int64_t rank = std::lower_bound(distinct.begin(), distinct.end(), index[e]) - distinct.begin();
+    CHECK(local[e] == rank);
+    CHECK(std::memcmp(&values[local[e]], &x[index[e]], 4) == 0);
   }
+  for (size_t i = distinct.size(); i < values.size(); ++i) CHECK(values[i] != values[i]);  // nothing past the slots
   const RowNorm<float> norm{1.5f, 7.25f};
   for (int t = 0; t < T; ++t) for (int weighted = 0; weighted < 2; ++weighted) {
     const float* wt = weighted ? w.data() + t * K : nullptr;
     const Group<float> g{index.data() + t * K, wt, K, S, 2};
-    const Group<float> gs{local.data() + t * K, wt, K, K, 2};
+    const Group<float> gs{local.data() + t * K, wt, K, TK, 2};
     for (Pre pre : {Pre::kSoftmax, Pre::kLogSoftmax}) {
       auto same = [&](auto R) {
         constexpr Reduce r = decltype(R)::value;
         const GroupValue<float> va = group_value<r, float>(x, g, pre, norm);
-        const GroupValue<float> vb = group_value<r, float>(values.data() + t * K, gs, pre, norm);
+        const GroupValue<float> vb = group_value<r, float>(values.data(), gs, pre, norm);
         CHECK(std::memcmp(&va.out, &vb.out, 4) == 0 || (va.out != va.out && vb.out != vb.out));
         CHECK(va.arg == vb.arg);
       };
