@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 
 from ...aot import AotKernel
+from .args import canonicalize
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
-from .triton_op import NUM_WARPS, plan_backward, plan_forward
+from .triton_op import plan_backward, plan_forward
 
 
 def aot_kernels() -> list:
@@ -44,7 +45,7 @@ def aot_kernels() -> list:
     entries = []
     for name, case, needs in cases:  # delta, out, grad_out and the gradients are contiguous canvases in every case
         _, launch = plan_forward(*case)
-        entries.append(AotKernel(f"forward_{name}", masked_perturb_forward_kernel, launch.args, True, NUM_WARPS))
+        entries.append(AotKernel(f"forward_{name}", masked_perturb_forward_kernel, launch.args, True, launch.num_warps))
         x, delta = case[0], case[1]
         channels = delta.shape[1] if delta.shape[1] != 1 else x.shape[1]
         rows = x.shape[0] * (delta.shape[0] if case[-1] else 1)  # a bank's output has V * B rows
@@ -52,5 +53,66 @@ def aot_kernels() -> list:
         _, launch = plan_backward(grad_out, *case[:-1], needs, case[-1])
         # float64 (2 positions per thread) is not held to the 128-bit access check
         vector_io = delta.dtype != torch.float64
-        entries.append(AotKernel(f"backward_{name}", masked_perturb_backward_kernel, launch.args, vector_io, NUM_WARPS))
+        entries.append(AotKernel(f"backward_{name}", masked_perturb_backward_kernel, launch.args, vector_io,
+                                 launch.num_warps))
+    return entries + benchmark_kernels()
+
+
+IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+ILMVP = dict(C=3, out=(224, 224), activation="sigmoid", normalize="after", norm=IMAGENET)
+# The cases of bench/cases_masked_perturb.py (same names), as (B, x spatial size, user options): the
+# user-level call the benchmark makes, canonicalised by the op's own front end.
+BENCHMARK_CASES = {
+    "ilmvp_cifar32_b64": dict(ILMVP, B=64, size=(32, 32), offset=(96, 96)),
+    "ilmvp_cifar32_b256": dict(ILMVP, B=256, size=(32, 32), offset=(96, 96)),
+    "ilmvp_128_b64": dict(ILMVP, B=64, size=(128, 128), offset=(48, 48)),
+    "ilmvp_128_b256": dict(ILMVP, B=256, size=(128, 128), offset=(48, 48)),
+    "autovp_resize192_b64": dict(ILMVP, B=64, size=(32, 32), resize=(192, 192), offset=(16, 16)),
+    "smm_b64": dict(ILMVP, B=64, size=(32, 32), resize=(224, 224), offset=(0, 0), activation="none",
+                    normalize="before", mask=(64, 1, 28, 28), mask_scale=8),
+    "v2s_b32": dict(B=32, C=1, size=(1000,), out=(16000,), offset=[(k * 2000,) for k in range(8)],
+                    activation="none", normalize="none", norm={}),
+    "elsayed_odd_b17": dict(ILMVP, B=17, size=(31, 29), out=(223, 225), offset=(96, 98), activation="tanh"),
+    "bank_ilmvp_128_v8_b64": dict(ILMVP, B=64, size=(128, 128), offset=(48, 48), bank=8),
+}
+
+
+def _meta(t):
+    """t's shape and strides on the meta device (None stays None)."""
+    return None if t is None else torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+def benchmark_launches(name: str, dtype=torch.float32) -> tuple:
+    """(forward Launch, backward Launch) of benchmark case `name` (BENCHMARK_CASES), planned exactly as
+    the op plans them on CUDA tensors: the front end canonicalises CPU tensors without storage
+    (torch.empty), whose shapes and strides are then moved to the meta device. The backward asks for
+    the gradients the benchmark trains: delta, and the mask where it is per sample (SMM)."""
+    case = BENCHMARK_CASES[name]
+    B, C, out, V = case["B"], case["C"], case["out"], case.get("bank", 0)
+    x = torch.empty((B, C, *case["size"]), dtype=dtype)
+    delta = torch.empty((V, C, *out) if V else (C, *out), dtype=dtype)
+    mask = torch.empty(case.get("mask", out), dtype=dtype)
+    cp = canonicalize(x, delta, mask, out_size=None, resize=case.get("resize"), resize_mode="bilinear",
+                      offset=case["offset"], activation=case["activation"], blend="add", normalize=case["normalize"],
+                      mean=case["norm"].get("mean"), std=case["norm"].get("std"), clamp=None,
+                      mask_scale=case.get("mask_scale", 1), out_dtype=None, bank=bool(V))
+    args = [_meta(cp.x), _meta(cp.delta), _meta(cp.mask)]
+    norm = _meta(cp.norm)
+    _, forward = plan_forward(*args, *cp.options.op_args(norm))
+    H, W = cp.delta.shape[2:]
+    grad_out = torch.empty(((V or 1) * B, cp.channels, H, W), dtype=dtype, device="meta")
+    needs = [True, "mask" in case, False]
+    _, backward = plan_backward(grad_out, *args, *cp.options.backward_args(norm, needs))
+    return forward, backward
+
+
+def benchmark_kernels() -> list:
+    """The forward and backward launch of every benchmark case, fp32 ("bench_<case>_fwd" / "_bwd"):
+    the launches whose SASS bench/notes/triton_masked_perturb.md turns into per-case predictions."""
+    entries = []
+    for name in BENCHMARK_CASES:
+        forward, backward = benchmark_launches(name)
+        entries.append(AotKernel(f"bench_{name}_fwd", masked_perturb_forward_kernel, forward.args, False, forward.num_warps))
+        entries.append(AotKernel(f"bench_{name}_bwd", masked_perturb_backward_kernel, backward.args, False,
+                                 backward.num_warps))
     return entries

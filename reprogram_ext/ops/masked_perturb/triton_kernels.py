@@ -352,14 +352,18 @@ def masked_perturb_backward_kernel(
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
     DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
     """Canvas-resolution partials (float32; float64 for float64 tensors) for the positions and batch chunk j
     of this program: grad_delta[b or j] = act' * sum_b g_a, grad_mask[b or j] = sum_b g_m (per sample when
     delta / mask is per sample, else summed in order b0..b1-1 into chunk row j), grad_placed[b] = g_u.
     A bank's program v reads grad_out rows v * B + b and writes the rows v * chunks + j (delta, shared
-    mask) and v * B + b (per-sample mask, placed input). A gradient pointer passed as None is not computed."""
+    mask) and v * B + b (per-sample mask, placed input). A gradient pointer passed as None is not computed.
+    The batch loop is unrolled UNROLL times (loads of several samples in flight; the sum order is unchanged).
+    The placed input u is computed only where a result depends on it: clamp, blend replace (also in the mask
+    gradient g_m = gv (a - u)) and the input gradient; blend add's g_m = gv a does not."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    NEED_U: tl.constexpr = (grad_mask_ptr is not None) or (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
+    NEED_U: tl.constexpr = (grad_placed_ptr is not None) or HAS_CLAMP or REPLACE
     coords, consts, taps, a, m = _program_setup(
         delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
         Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
@@ -370,7 +374,7 @@ def masked_perturb_backward_kernel(
     sum_ga = zero
     sum_gm = zero
     plane = H * W
-    for b in tl.range(b0, b1, loop_unroll_factor=4):
+    for b in tl.range(b0, b1, loop_unroll_factor=UNROLL):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
                                  MASK_FLAT, ACC)

@@ -34,12 +34,20 @@ BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
 NUM_WARPS = 4
 # Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
 FORWARD_TARGET_PROGRAMS = 1024
-# Programs the backward aims for on a GPU: 4 waves of 132 SMs x 4 resident programs, so the batch sum
-# is split into more chunks than reduction_chunks() gives when a sample has few positions; the chunk
-# partials are then summed in order (torch.sum). Each extra chunk writes and re-reads one float32 canvas
-# partial, so the partials may add at most 1/8 of the grad_out bytes: ILM-VP fp32 B=64 (294 programs
-# per sample) gets 4 chunks, 1176 programs (2.2 waves), +12.5% bytes.
-BACKWARD_TARGET_PROGRAMS = 4 * 132 * 4
+# The backward on a GPU runs one-warp programs of BACKWARD_VECTORS_PER_THREAD x 16 bytes of positions per thread
+# (fp32: 128 positions, one 128-bit grad_out load per sample) and unrolls its batch loop by BACKWARD_UNROLL, so
+# each thread keeps BACKWARD_UNROLL 128-bit loads in flight. It aims for BACKWARD_TARGET_WARPS warps: 8 per SM
+# of a 132-SM GPU = 8 x 32 x 8 x 16 B = 32 KB in flight per SM, above the ~25 KB that Little's law asks of
+# an H200 (4.8 TB/s x ~0.7 us / 132 SMs). ILM-VP (224 x 224 x 3) has 1176 programs per sample: one chunk,
+# no partial rows to sum. Fewer positions get more batch chunks (one float32 canvas partial each, written,
+# then read by the sum), at most PARTIAL_BYTES_SHARE of grad_out's bytes.
+# A loop that stores per sample (per-sample delta / mask gradients, the input gradient) keeps the unroll at
+# BACKWARD_UNROLL_STORING: ptxas cannot move a later sample's load above a store that may alias it, so a
+# deeper unroll adds registers without adding loads in flight.
+BACKWARD_NUM_WARPS = 1
+BACKWARD_UNROLL = 8
+BACKWARD_UNROLL_STORING = 4
+BACKWARD_TARGET_WARPS = 8 * 132
 PARTIAL_BYTES_SHARE = 1 / 8
 # The Triton interpreter runs programs one after another in Python (~1 ms per jit-helper call), so on
 # CPU tensors it runs fewer, larger programs. The per-element code is the same; the forward still
@@ -79,11 +87,11 @@ def backward_chunks(B: int, positions: int, programs_per_sample: int, device: to
                     itemsize: int = 4) -> int:
     """Batch chunks of the backward's deterministic batch sum (a function of the shape, dtype and device
     type only): reduction_chunks() under the interpreter (the C++ order); on GPUs up to enough for
-    BACKWARD_TARGET_PROGRAMS programs while the float32 partials (8 bytes per position and chunk: written,
+    BACKWARD_TARGET_WARPS warps while the float32 partials (8 bytes per position and chunk: written,
     then read by the sum) stay within PARTIAL_BYTES_SHARE of grad_out's bytes (itemsize per element)."""
     chunks = reduction_chunks(B, positions)
     if _on_gpu(device):
-        wanted = -(-BACKWARD_TARGET_PROGRAMS // max(programs_per_sample, 1))
+        wanted = -(-BACKWARD_TARGET_WARPS // max(programs_per_sample * BACKWARD_NUM_WARPS, 1))
         affordable = int(B * itemsize * PARTIAL_BYTES_SHARE // 8)
         chunks = max(chunks, min(B, wanted, affordable))
     return _int32_chunks(B, chunks)
@@ -99,12 +107,12 @@ def resize_scales(o: PerturbOptions, in_size, dtype: torch.dtype) -> tuple:
     return tuple(i / r if wide else float(np.float32(i) / np.float32(r)) for i, r in zip(in_size, o.resized_size))
 
 
-def block_size(dtype: torch.dtype, device: torch.device) -> int:
+def block_size(dtype: torch.dtype, device: torch.device, warps: int = NUM_WARPS) -> int:
     """Positions per program: on GPUs 16 bytes of delta/out per thread (one 128-bit access) with
-    NUM_WARPS warps; INTERPRETER_BLOCK under the interpreter."""
+    `warps` warps; INTERPRETER_BLOCK under the interpreter."""
     if not _on_gpu(device):
         return INTERPRETER_BLOCK
-    return NUM_WARPS * 32 * (16 // dtype.itemsize)
+    return warps * 32 * (16 // dtype.itemsize)
 
 
 def _broadcast_strides(t: torch.Tensor) -> list:
@@ -173,10 +181,11 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
 
 
 class Launch(NamedTuple):
-    """One kernel launch: number of programs and every kernel argument by name."""
+    """One kernel launch: number of programs, every kernel argument by name, warps per program."""
 
     programs: int
     args: dict
+    num_warps: int = NUM_WARPS
 
 
 def _shared_arguments(x, delta, mask, *op_args) -> dict:
@@ -220,11 +229,11 @@ def _programs_per_sample(args: dict) -> int:
     return args["C"] * triton.cdiv(args["H"] * args["W"], args["BLOCK"])
 
 
-def _launch(args: dict, chunks: int) -> Launch:
+def _launch(args: dict, chunks: int, num_warps: int = NUM_WARPS) -> Launch:
     """The launch of (bank entry, chunk, channel, block) programs; V is the launcher's, not a kernel argument."""
     programs = args.pop("V") * chunks * _programs_per_sample(args)
     args.update(chunks=chunks)
-    return Launch(programs, args)
+    return Launch(programs, args, num_warps)
 
 
 def plan_forward(x, delta, mask, *op_args) -> tuple:
@@ -249,6 +258,10 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
            f"grad_out must be [{V * B}, {C}, {H}, {W}] of delta's dtype {delta.dtype}, "
            f"got {tuple(grad_out.shape)} {grad_out.dtype}")
     _check(len(needs) == 3, f"needs must have 3 entries, got {list(needs)}")
+    stores_per_sample = bool(needs[2]) or (bool(needs[0]) and args["DELTA_PER_SAMPLE"]) or (
+        bool(needs[1]) and args["MASK_PER_SAMPLE"])
+    args.update(BLOCK=block_size(delta.dtype, delta.device, BACKWARD_NUM_WARPS),
+                UNROLL=BACKWARD_UNROLL_STORING if stores_per_sample else BACKWARD_UNROLL)
     chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device, delta.dtype.itemsize)
     acc = accumulation_dtype(delta.dtype)
 
@@ -266,11 +279,11 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
              buffer(bool(needs[2]), True))
     args.update(grad_ptr=grad_out.contiguous(), grad_delta_ptr=grads[0], grad_mask_ptr=grads[1],
                 grad_placed_ptr=grads[2])
-    return grads, _launch(args, chunks)
+    return grads, _launch(args, chunks, BACKWARD_NUM_WARPS)
 
 
 def _run(kernel, launch: Launch) -> None:
-    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=NUM_WARPS)
+    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=launch.num_warps)
 
 
 def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets,
