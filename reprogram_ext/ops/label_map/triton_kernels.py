@@ -20,18 +20,21 @@ NEG_INF = tl.constexpr(float("-inf"))  # globals used in @jit code must be const
 
 @triton.jit
 def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """(max, log sum_j exp(x_j - max)) of one row: a max pass and a sum-of-exp pass."""
+    """(max, log sum_j exp(x_j - max)) of one row in one pass (online): each lane keeps its running max m
+    and sum r = sum exp(x - m), rescaled by exp(m_old - m_new) when m grows (a lane that has seen only
+    -inf keeps r = 0); then max = max_lanes m and sum = sum_lanes r exp(m - max). A row of -inf, or one
+    holding +inf or NaN, gives a NaN log-sum, as the two-pass form does."""
     offs = tl.arange(0, BLOCK_S)
     m = tl.full([BLOCK_S], NEG_INF, ACC)
+    r = tl.zeros([BLOCK_S], ACC)
     for s0 in range(0, S, BLOCK_S):
         v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
-        m = tl.maximum(m, v)
+        m_new = tl.maximum(m, v)
+        base = tl.where(m_new == NEG_INF, 0.0, m_new)
+        r = r * tl.exp(m - base) + tl.exp(v - base)
+        m = m_new
     mx = tl.max(m, 0)
-    acc = tl.zeros([BLOCK_S], ACC)
-    for s0 in range(0, S, BLOCK_S):
-        v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
-        acc += tl.exp(v - mx)
-    return mx, tl.log(tl.sum(acc, 0))
+    return mx, tl.log(tl.sum(r * tl.exp(m - mx), 0))
 
 
 @triton.jit
