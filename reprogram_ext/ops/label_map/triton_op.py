@@ -45,6 +45,12 @@ def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
+def scatter_warps(block_e: int) -> int:
+    """Warps of a scatter program: 4, and more for blocks over 512 entries (at most 4 entries per thread up to
+    2048): at 8 entries per thread (BLOCK_E 1024, 4 warps) the segmented scan spills on sm_90."""
+    return max(4, min(16, block_e // 128))
+
+
 def _reduce_launch(reduce: str, topk: int) -> dict:
     """The kernels' reduce constexprs: topk_mean is the mean over the entries SELECT_TOP keeps."""
     select = reduce in TOPK_REDUCES
@@ -91,7 +97,8 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: 
     sorted_src, perm = _sorted_entries(index)
     wrap_triton(kernels.scatter_sorted_kernel)[(N,)](
         coefficients, scale if scale is not None else coefficients, sorted_src, perm, grad, S, TK,
-        HAS_SCALE=scale is not None, BLOCK_E=triton.next_power_of_2(TK), ACC=acc)
+        HAS_SCALE=scale is not None, BLOCK_E=triton.next_power_of_2(TK), ACC=acc,
+        num_warps=scatter_warps(triton.next_power_of_2(TK)))
     return grad
 
 
