@@ -57,15 +57,18 @@ def _fake_backward_compiled(*args, **kwargs):
 
 
 def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor, mask_scale: int) -> torch.Tensor:
-    """[Bm, C, H, W] canvas-resolution mask gradient -> mask's own shape [Bm, Cm, Hm, Wm]."""
-    if mask.shape[1] == 1 and gm.shape[1] != 1:
-        gm = gm.sum(1, keepdim=True)
+    """[Bm, C, H, W] canvas-resolution mask gradient -> mask's own shape [Bm, Cm, Hm, Wm]: the s x s patch
+    sums first (one pass over the canvas-size partials; zero padding only when s does not divide the canvas),
+    then the channel sum and the broadcast dims on the mask-size result."""
     s = mask_scale
     if s > 1:
         H, W = gm.shape[-2:]
         Hm, Wm = -(-H // s), -(-W // s)
-        gm = F.pad(gm, [0, Wm * s - W, 0, Hm * s - H])
+        if (Hm * s, Wm * s) != (H, W):
+            gm = F.pad(gm, [0, Wm * s - W, 0, Hm * s - H])
         gm = gm.reshape(*gm.shape[:2], Hm, s, Wm, s).sum((3, 5))
+    if mask.shape[1] == 1 and gm.shape[1] != 1:
+        gm = gm.sum(1, keepdim=True)
     if mask.shape[2] == 1 and gm.shape[2] != 1:
         gm = gm.sum(2, keepdim=True)
     if mask.shape[3] == 1 and gm.shape[3] != 1:
