@@ -690,6 +690,21 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
   }
 }
 
+// o[i] = element i of the 16-byte group `bits` (8 elements of a 2-byte T) for first <= i < end: the
+// 16-bit flat forward's groups that cross a plane's end. A rolled loop shifting the group down by one
+// element per step: fewer instructions than 8 unrolled stores and their lane extractions, no local
+// memory.
+template <typename T, int VEC>
+__device__ __forceinline__ void store_clipped(T* o, uint4 bits, int first, int end) {
+  static_assert(VEC == 8 && sizeof(T) == 2, "store_clipped: 16-byte groups of 2-byte elements");
+#pragma unroll 1
+  for (int i = 0; i < end; ++i) {
+    if (i >= first) *reinterpret_cast<unsigned short*>(o + i) = static_cast<unsigned short>(bits.x);
+    bits.x = __funnelshift_r(bits.x, bits.y, 16), bits.y = __funnelshift_r(bits.y, bits.z, 16);
+    bits.z = __funnelshift_r(bits.z, bits.w, 16), bits.w >>= 16;
+  }
+}
+
 // Rows that are not 16-byte aligned (W % VEC != 0, the odd widths of Elsayed et al.): one copy, no
 // resize, delta and mask (none or at canvas resolution) shared by the batch, blend add, no clamp.
 // The output is tiled in flat, 16-byte aligned groups of VEC elements (a group may run over a row's
@@ -743,32 +758,43 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   __syncthreads();
   const int gl = t % G, s = t / G;
   if (gl == G - 1) return;
+  const index_t b0 = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), 0, s);
+  if (b0 >= p.B) return;
+  // The group's window slots, read once: pass j's sample b0 + j * VEC has the same shift, as
+  // (b0 + j * VEC) * plane = b0 * plane (mod VEC), so the same t0.
+  const int t0 = flat_tiling::group_slot<VEC>(gl, b0, p.plane);  // in [1, 256 - VEC]
+  const index_t q0 = Q + t0;
+  index_t xo[VEC];
+  float4 amk[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) xo[i] = xo_s[t0 + i], amk[i] = amk_s[t0 + i];
 #pragma unroll
   for (int j = 0; j < flat_tiling::kPasses; ++j) {
     const index_t b = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), j, s);
     if (b >= p.B) return;
-    const int t0 = flat_tiling::group_slot<VEC>(gl, b, p.plane);  // in [1, 256 - VEC]
-    const index_t q0 = Q + t0;
-    const x_t* __restrict__ xb = x + b * p.sx[0];
+    const index_t xb = b * p.sx[0];  // x + (xb + xo): one 32-bit add and one wide multiply-add per load
     scalar_t vals[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      const index_t xo = xo_s[t0 + i];
-      const float4 amk = amk_s[t0 + i];
-      const bool cov = xo >= 0;
-      const acc_t u = cov ? load_input<acc_t>(xb + xo, 0) : static_cast<acc_t>(0);
+      const bool cov = xo[i] >= 0;
+      const acc_t u = cov ? load_input<acc_t>(x + (xb + xo[i]), 0) : static_cast<acc_t>(0);
       ChannelConstants<acc_t> k{};
-      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk.z, k.before_inv_std = amk.w;
-      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk.z, k.after_inv_std = amk.w;
-      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk.x, amk.y, k));
+      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk[i].z, k.before_inv_std = amk[i].w;
+      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk[i].z, k.after_inv_std = amk[i].w;
+      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk[i].x, amk[i].y, k));
     }
     scalar_t* o = out + (b * p.plane + q0);
     if (q0 >= 0 && q0 + VEC <= p.plane) {
       store_vec(o, vals);
-    } else {
+    } else if constexpr (sizeof(scalar_t) == 4) {
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
         if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
+    } else {
+      uint4 bits;
+      memcpy(&bits, vals, sizeof(bits));
+      store_clipped<scalar_t, VEC>(o, bits, q0 < 0 ? static_cast<int>(-q0) : 0,
+                                   p.plane - q0 < VEC ? static_cast<int>(p.plane - q0) : VEC);
     }
   }
 }
