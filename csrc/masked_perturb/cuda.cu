@@ -604,7 +604,9 @@ __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t
 
 // forward_batch_shared for the kBilinearRuns layouts (AutoVP): each thread covers kRows canvas rows
 // h0 .. h0 + kRows - 1 of its group (those < H), activating element s of the group in each, and
-// computes the group's column taps once for all of them (bilinear_group_columns).
+// writes them for S = kSamplesPerThread samples (blockIdx.y * S * VEC + j * VEC + s), computing the
+// group's column taps once for all of them (bilinear_group_columns) and each row tap once for the
+// S samples (window_row).
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
                                                           const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
