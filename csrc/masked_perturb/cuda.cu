@@ -489,7 +489,7 @@ constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
 // (group, s) of block y writes samples y * S * VEC + j * VEC + s, j < S, sharing its column taps, row
 // taps and the block's act(delta) / mask; the host launches ceil(B / (S * VEC)) blocks along y.
 template <class L, Activation kAct>
-constexpr int kSamplesPerThread = L::kResize == kBilinearRuns ? 2 : 1;
+constexpr int kSamplesPerThread = kBatchShared<L, kAct> && L::kResize == kBilinearRuns ? 2 : 1;
 
 // out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
 template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
