@@ -712,11 +712,11 @@ __device__ __forceinline__ void store_clipped(T* o, uint4 bits, int first, int e
 // The output is tiled in flat, 16-byte aligned groups of VEC elements (a group may run over a row's
 // end); delta, mask and x are read with scalar loads (delta and mask are shared: L2 hits).
 // Block (blockIdx.x, blockIdx.y) = a window of 256 plane positions q = Q + t (Q = blockIdx.x *
-// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x 2 VEC samples. Thread t computes, for
+// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x kPasses * VEC = 4 VEC samples. Thread t computes, for
 // the plane position Q + t only, (act(delta), mask, mean, 1 / std) and the x offset (-1 off the copy)
 // into shared memory: one activation per position and block, not per output. Thread (gl, s) =
-// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 2 VEC + j * VEC
-// + s, j = 0, 1, at plane positions q0 .. q0 + VEC - 1 with
+// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 4 VEC + j * VEC
+// + s, j = 0 .. 3, at plane positions q0 .. q0 + VEC - 1 with
 // q0 = Q + VEC + VEC * gl - sh, sh = (b * plane) % VEC, so that b * plane + q0 is a multiple of VEC
 // (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
 // ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
@@ -771,7 +771,7 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
 #pragma unroll
   for (int i = 0; i < VEC; ++i) xo[i] = xo_s[t0 + i], amk[i] = amk_s[t0 + i];
 #pragma unroll
-  for (int j = 0; j < flat_tiling::kPasses; ++j) {
+  for (int j = 0; j < flat_tiling::kPasses<VEC>; ++j) {
     const index_t b = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), j, s);
     if (b >= p.B) return;
     const index_t xb = b * p.sx[0];  // x + (xb + xo): one 32-bit add and one wide multiply-add per load
@@ -1151,7 +1151,7 @@ template <typename F>
 bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t vec_len, F&& f) {
   if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 ||
       A.pl.resize_mode != ResizeMode::kNone || A.Bd != 1 || (A.has_mask && (A.Bm != 1 || A.pw.mask_scale != 1)) ||
-      (A.B + 2 * vec_len - 1) / (2 * vec_len) > 65535)
+      (A.B + flat_tiling::kPasses<4> * vec_len - 1) / (flat_tiling::kPasses<4> * vec_len) > 65535)
     return false;
   return dispatch_pointwise(A.pw, [&](auto p_) {
     using P = decltype(p_);

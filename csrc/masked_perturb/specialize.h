@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "masked_perturb/math.h"
 
@@ -35,6 +36,20 @@ struct DynamicPointwise {
   static constexpr Normalize kNormalize = Normalize::kNone;
 };
 
+// a * b + c: on the device one fma (the contraction nvcc applies to these expressions anyway, made
+// explicit so that hoisting a shared product -- e.g. m * a, the same for every sample of a thread --
+// cannot split it into a multiply and an add and change the bits); on the host the C++ expression
+// as before (no contraction: -std=c++20, ISO).
+template <typename acc_t>
+RX_HD acc_t mul_add(acc_t a, acc_t b, acc_t c) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<acc_t, float>) return __fmaf_rn(a, b, c);
+  else return __fma_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
 // The two halves of a fixed variant's output element (perturb_value): the placed input's term of
 // a covered position, (u - mean) * inv_std under normalize before, else u; and the element from
 // the term t (t = u = 0 off the copies): v = t + m * a, then (v - mean) * inv_std under normalize
@@ -46,7 +61,7 @@ RX_HD acc_t placed_term(acc_t u, const ChannelConstants<acc_t>& k) {
 }
 template <class P, typename acc_t>
 RX_HD acc_t perturb_from_term(acc_t t, acc_t a, acc_t m, const ChannelConstants<acc_t>& k) {
-  acc_t v = t + m * a;
+  acc_t v = mul_add<acc_t>(m, a, t);  // t + m * a
   if constexpr (P::kNormalize == Normalize::kAfter) v = (v - k.after_mean) * k.after_inv_std;
   return v;
 }
@@ -200,17 +215,18 @@ template <typename index_t>
 RX_HD index_t window_column(index_t base, int j, index_t in_size) {
   return base + j < in_size - 1 ? base + j : in_size - 1;
 }
-// A window column blended vertically: ty.l0 * top + ty.l1 * bottom.
+// A window column blended vertically: ty.l0 * top + ty.l1 * bottom (on the device
+// fma(l0, top, l1 * bottom), nvcc's contraction of it).
 template <typename acc_t, typename index_t>
 RX_HD acc_t blend_rows(acc_t top, acc_t bottom, const Tap<acc_t, index_t>& ty) {
-  return ty.l0 * top + ty.l1 * bottom;
+  return mul_add<acc_t>(ty.l0, top, ty.l1 * bottom);
 }
 // v[i] from the blended window columns c0, c1, c2: l0 * c_i0 + l1 * c_i1.
 template <int N, typename acc_t>
 RX_HD void blend_run(acc_t c0, acc_t c1, acc_t c2, const ColumnRun<N, acc_t>& run, acc_t (&v)[N]) {
   for (int i = 0; i < N; ++i) {
     const bool hi = run.hi[i];
-    v[i] = run.l0[i] * (hi ? c1 : c0) + run.l1[i] * (hi ? c2 : c1);
+    v[i] = mul_add<acc_t>(run.l0[i], hi ? c1 : c0, run.l1[i] * (hi ? c2 : c1));  // l0 * c_i0 + l1 * c_i1
   }
 }
 template <int N, typename acc_t, typename x_t, typename index_t>
