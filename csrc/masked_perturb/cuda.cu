@@ -304,24 +304,60 @@ __device__ __forceinline__ BilinearColumns<VEC, acc_t, index_t> bilinear_group_c
   bc.base = base < p.Win - 1 ? base : p.Win - 1;  // a group right of the copy: any column in the row
   return bc;
 }
-// u[i] = the resized input at canvas (h, w0 + i) of the group's columns bc, 0 off the copy; cov[i] =
-// covered. Six scalar x loads (the two source rows' window, bilinear_run_values) for VEC outputs,
-// branch-free: a row off the copy reads a valid row (y clamped) and its values are dropped.
-template <int VEC, typename acc_t, typename x_t, typename AR, typename index_t>
-__device__ __forceinline__ void gather_bilinear_row(const AR& p, const x_t* __restrict__ x, index_t x_bc, index_t h,
-                                                    const BilinearColumns<VEC, acc_t, index_t>& bc, acc_t (&u)[VEC],
-                                                    bool (&cov)[VEC]) {
+// The group's copy-coverage bits (~0 where column w0 + i lies inside the copy, else 0) and, for each
+// of the S samples b_j, the element offsets in x of the window's columns base, base + 1, base + 2
+// (clamped, window_column) of x[b_j, c] (x_bc[j] = b_j * sx[0] + c * sx[1]; unit column stride).
+template <int VEC, int S, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ void window_columns(const AR& p, const index_t (&x_bc)[S],
+                                                const BilinearColumns<VEC, acc_t, index_t>& bc, uint32_t (&cm)[VEC],
+                                                index_t (&xc)[S][3]) {
+  using uindex_t = std::make_unsigned_t<index_t>;
+#pragma unroll
+  for (int i = 0; i < VEC; ++i) cm[i] = static_cast<uindex_t>(bc.xw0 + i) < static_cast<uindex_t>(p.Wr) ? ~0u : 0u;
+#pragma unroll
+  for (int j = 0; j < S; ++j)
+#pragma unroll
+    for (int t = 0; t < 3; ++t) xc[j][t] = x_bc[j] + window_column<index_t>(bc.base, t, p.Win);
+}
+
+// v with its bits kept where the masks c & r are ~0, +0 where they are 0 (the value off the copy,
+// exactly). One lop3 (inline PTX: nvcc turned the C++ `&` of a 0 / ~0 mask back into a compare and a
+// select per output).
+__device__ __forceinline__ float keep_bits(float v, uint32_t c, uint32_t r) {
+  uint32_t bits;
+  asm("lop3.b32 %0, %1, %2, %3, 0x80;" : "=r"(bits) : "r"(__float_as_uint(v)), "r"(c), "r"(r));
+  return __uint_as_float(bits);
+}
+
+// Canvas row h of the group for S samples: the row tap once, then per sample the six window loads
+// (bilinear_run_values' columns, blend_rows / blend_run of specialize.h) and the VEC outputs
+// perturb_value<P>(cov ? v : 0, cov, a, m, k), computed as perturb_from_term(placed_term(v) kept
+// where covered) -- the same bits, with the coverage as a bit mask (column bits cm, row bits) instead
+// of a select per output. Branch-free: a row off the copy reads a valid row (y clamped), masked out.
+// Stores sample j's outputs at o[j] when ok[j].
+template <class P, int VEC, int S, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ void window_row(const AR& p, const x_t* __restrict__ x, const index_t (&xc)[S][3], const BilinearColumns<VEC, acc_t, index_t>& bc,
+                                           const uint32_t (&cm)[VEC], index_t h, const acc_t (&a)[VEC], const acc_t (&m)[VEC],
+                                           const ChannelConstants<acc_t>& k, scalar_t* const (&o)[S], const bool (&ok)[S]) {
+  static_assert(std::is_same_v<acc_t, float>, "window gather: float accumulation");
   using uindex_t = std::make_unsigned_t<index_t>;
   const index_t y = h - p.oy[0];
-  const bool inside = bc.any && static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr);
+  const uint32_t rm = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
   const index_t yc = y < 0 ? 0 : y < p.Hr - 1 ? y : p.Hr - 1;
   const auto ty = linear_tap_trunc<acc_t, index_t>(yc, p.Hin, p.lin_scale_h);
-  acc_t v[VEC];
-  bilinear_run_values<VEC>(x, x_bc + ty.i0 * p.sx[2], x_bc + ty.i1 * p.sx[2], p.Win, bc.base, ty, bc.run, v);
+  const index_t o0 = ty.i0 * p.sx[2], o1 = ty.i1 * p.sx[2];
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) {
-    cov[i] = inside && static_cast<uindex_t>(bc.xw0 + i) < static_cast<uindex_t>(p.Wr);
-    u[i] = cov[i] ? v[i] : static_cast<acc_t>(0);
+  for (int j = 0; j < S; ++j) {
+    const acc_t c0 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][0] + o0), 0), load_input<acc_t>(x + (xc[j][0] + o1), 0), ty);
+    const acc_t c1 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][1] + o0), 0), load_input<acc_t>(x + (xc[j][1] + o1), 0), ty);
+    const acc_t c2 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][2] + o0), 0), load_input<acc_t>(x + (xc[j][2] + o1), 0), ty);
+    acc_t v[VEC];
+    blend_run<VEC, acc_t>(c0, c1, c2, bc.run, v);
+    scalar_t vals[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i)
+      vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(keep_bits(placed_term<P, acc_t>(v[i], k), cm[i], rm), a[i], m[i], k));
+    if (ok[j]) store_vec(o[j], vals);
   }
 }
 
@@ -451,6 +487,12 @@ constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != s
 template <class L, Activation kAct>
 constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
 
+// Samples per thread of the batch-shared kBilinearRuns layout (forward_batch_shared_rows): thread
+// (group, s) of block y writes samples y * S * VEC + j * VEC + s, j < S, sharing its column taps, row
+// taps and the block's act(delta) / mask; the host launches ceil(B / (S * VEC)) blocks along y.
+template <class L, Activation kAct>
+constexpr int kSamplesPerThread = kBatchShared<L, kAct> && L::kResize == kBilinearRuns ? 2 : 1;
+
 // out[b, c, h, w0 .. w0 + VEC) from the gathered a = act(delta), m = mask and the placed input.
 template <class P, class L, int VEC, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
 __device__ __forceinline__ void finish_outputs(const AR& p, const x_t* __restrict__ x, index_t b, index_t c, index_t h,
@@ -495,20 +537,20 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
     const index_t c = bc - b * p.C;
     const auto k = constants_of<P, acc_t>(p, norm, c);
     const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
-    const index_t x_bc = b * p.sx[0] + c * p.sx[1];
+    const index_t x_bc[1] = {b * p.sx[0] + c * p.sx[1]};
+    uint32_t cm[VEC];
+    index_t xc[1][3];
+    window_columns<VEC, 1>(p, x_bc, cols, cm, xc);
+    const bool ok[1] = {true};
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const index_t h = h0 + r;
       if (r > 0 && h >= p.H) break;
-      acc_t a[VEC], m[VEC], u[VEC];
-      bool cov[VEC];
+      acc_t a[VEC], m[VEC];
       gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);
       gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
-      gather_bilinear_row<VEC>(p, x, x_bc, h, cols, u, cov);
-      scalar_t vals[VEC];
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
-      store_group<L>(p, out + ((bc * p.H + h) * p.W + w0), w0, vals);
+      scalar_t* const o[1] = {out + ((bc * p.H + h) * p.W + w0)};
+      window_row<P, VEC, 1, scalar_t>(p, x, xc, cols, cm, h, a, m, k, o, ok);
     }
   }
 }
@@ -564,7 +606,9 @@ __device__ __forceinline__ void forward_batch_shared(const KernelArgs<acc_type_t
 
 // forward_batch_shared for the kBilinearRuns layouts (AutoVP): each thread covers kRows canvas rows
 // h0 .. h0 + kRows - 1 of its group (those < H), activating element s of the group in each, and
-// computes the group's column taps once for all of them (bilinear_group_columns).
+// writes them for S = kSamplesPerThread samples (blockIdx.y * S * VEC + j * VEC + s), computing the
+// group's column taps once for all of them (bilinear_group_columns) and each row tap once for the
+// S samples (window_row).
 template <typename scalar_t, typename x_t, Activation kAct, class P, class L, typename index_t>
 __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_type_t<scalar_t>, index_t>& p,
                                                           const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
@@ -594,17 +638,30 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
     if constexpr (kMask) am_s[r][1][at] = static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + (w0 + static_cast<index_t>(s))]);
   }
   __syncthreads();
-  const index_t b = static_cast<index_t>(blockIdx.y * VEC + s);
-  if (g >= p.groups || b >= p.B) return;
+  // Samples b_j = blockIdx.y * S * VEC + j * VEC + s; past the batch: sample b_0's reads, no store.
+  constexpr int S = kSamplesPerThread<L, kAct>;
+  const index_t b0 = static_cast<index_t>(blockIdx.y * (S * VEC) + s);
+  if (g >= p.groups || b0 >= p.B) return;
   const auto k = constants_of<P, acc_t>(p, norm, c);
   const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
-  const index_t x_bc = b * p.sx[0] + c * p.sx[1];
+  index_t x_bc[S], o_b[S];
+  bool ok[S];
+#pragma unroll
+  for (int j = 0; j < S; ++j) {
+    const index_t b = b0 + j * VEC;
+    ok[j] = j == 0 || b < p.B;
+    const index_t bj = ok[j] ? b : b0;
+    x_bc[j] = bj * p.sx[0] + c * p.sx[1];
+    o_b[j] = bj * p.plane + c * p.H * p.W + w0;
+  }
+  uint32_t cm[VEC];
+  index_t xc[S][3];
+  window_columns<VEC, S>(p, x_bc, cols, cm, xc);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const index_t h = h0 + r;
     if (r > 0 && h >= p.H) break;
-    acc_t a[VEC], m[VEC], u[VEC];
-    bool cov[VEC];
+    acc_t a[VEC], m[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; i += 4) {
       const float4 av = *reinterpret_cast<const float4*>(&am_s[r][0][gl * VEC + i]);
@@ -616,11 +673,10 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
         m[i] = m[i + 1] = m[i + 2] = m[i + 3] = static_cast<acc_t>(1);
       }
     }
-    gather_bilinear_row<VEC>(p, x, x_bc, h, cols, u, cov);
-    scalar_t vals[VEC];
+    scalar_t* o[S];
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u[i], cov[i], a[i], m[i], k));
-    store_vec(out + (b * p.plane + (c * p.H + h) * p.W + w0), vals);
+    for (int j = 0; j < S; ++j) o[j] = out + (o_b[j] + h * p.W);
+    window_row<P, VEC, S, scalar_t>(p, x, xc, cols, cm, h, a, m, k, o, ok);
   }
 }
 
@@ -638,16 +694,31 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
   }
 }
 
+// o[i] = element i of the 16-byte group `bits` (8 elements of a 2-byte T) for first <= i < end: the
+// 16-bit flat forward's groups that cross a plane's end. A rolled loop shifting the group down by one
+// element per step: fewer instructions than 8 unrolled stores and their lane extractions, no local
+// memory.
+template <typename T, int VEC>
+__device__ __forceinline__ void store_clipped(T* o, uint4 bits, int first, int end) {
+  static_assert(VEC == 8 && sizeof(T) == 2, "store_clipped: 16-byte groups of 2-byte elements");
+#pragma unroll 1
+  for (int i = 0; i < end; ++i) {
+    if (i >= first) *reinterpret_cast<unsigned short*>(o + i) = static_cast<unsigned short>(bits.x);
+    bits.x = __funnelshift_r(bits.x, bits.y, 16), bits.y = __funnelshift_r(bits.y, bits.z, 16);
+    bits.z = __funnelshift_r(bits.z, bits.w, 16), bits.w >>= 16;
+  }
+}
+
 // Rows that are not 16-byte aligned (W % VEC != 0, the odd widths of Elsayed et al.): one copy, no
 // resize, delta and mask (none or at canvas resolution) shared by the batch, blend add, no clamp.
 // The output is tiled in flat, 16-byte aligned groups of VEC elements (a group may run over a row's
 // end); delta, mask and x are read with scalar loads (delta and mask are shared: L2 hits).
 // Block (blockIdx.x, blockIdx.y) = a window of 256 plane positions q = Q + t (Q = blockIdx.x *
-// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x 2 VEC samples. Thread t computes, for
+// VEC * (G - 1) - VEC, t = threadIdx.x, G = 256 / VEC) x kPasses * VEC = 4 VEC samples. Thread t computes, for
 // the plane position Q + t only, (act(delta), mask, mean, 1 / std) and the x offset (-1 off the copy)
 // into shared memory: one activation per position and block, not per output. Thread (gl, s) =
-// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 2 VEC + j * VEC
-// + s, j = 0, 1, at plane positions q0 .. q0 + VEC - 1 with
+// (t % G, t / G), gl < G - 1, then writes the outputs of the samples b = blockIdx.y * 4 VEC + j * VEC
+// + s, j = 0 .. 3, at plane positions q0 .. q0 + VEC - 1 with
 // q0 = Q + VEC + VEC * gl - sh, sh = (b * plane) % VEC, so that b * plane + q0 is a multiple of VEC
 // (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
 // ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
@@ -691,32 +762,43 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   __syncthreads();
   const int gl = t % G, s = t / G;
   if (gl == G - 1) return;
+  const index_t b0 = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), 0, s);
+  if (b0 >= p.B) return;
+  // The group's window slots, read once: pass j's sample b0 + j * VEC has the same shift, as
+  // (b0 + j * VEC) * plane = b0 * plane (mod VEC), so the same t0.
+  const int t0 = flat_tiling::group_slot<VEC>(gl, b0, p.plane);  // in [1, 256 - VEC]
+  const index_t q0 = Q + t0;
+  index_t xo[VEC];
+  float4 amk[VEC];
 #pragma unroll
-  for (int j = 0; j < flat_tiling::kPasses; ++j) {
+  for (int i = 0; i < VEC; ++i) xo[i] = xo_s[t0 + i], amk[i] = amk_s[t0 + i];
+#pragma unroll
+  for (int j = 0; j < flat_tiling::kPasses<VEC>; ++j) {
     const index_t b = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), j, s);
     if (b >= p.B) return;
-    const int t0 = flat_tiling::group_slot<VEC>(gl, b, p.plane);  // in [1, 256 - VEC]
-    const index_t q0 = Q + t0;
-    const x_t* __restrict__ xb = x + b * p.sx[0];
+    const index_t xb = b * p.sx[0];  // x + (xb + xo): one 32-bit add and one wide multiply-add per load
     scalar_t vals[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      const index_t xo = xo_s[t0 + i];
-      const float4 amk = amk_s[t0 + i];
-      const bool cov = xo >= 0;
-      const acc_t u = cov ? load_input<acc_t>(xb + xo, 0) : static_cast<acc_t>(0);
+      const bool cov = xo[i] >= 0;
+      const acc_t u = cov ? load_input<acc_t>(x + (xb + xo[i]), 0) : static_cast<acc_t>(0);
       ChannelConstants<acc_t> k{};
-      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk.z, k.before_inv_std = amk.w;
-      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk.z, k.after_inv_std = amk.w;
-      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk.x, amk.y, k));
+      if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk[i].z, k.before_inv_std = amk[i].w;
+      if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk[i].z, k.after_inv_std = amk[i].w;
+      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk[i].x, amk[i].y, k));
     }
     scalar_t* o = out + (b * p.plane + q0);
     if (q0 >= 0 && q0 + VEC <= p.plane) {
       store_vec(o, vals);
-    } else {
+    } else if constexpr (sizeof(scalar_t) == 4) {
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
         if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
+    } else {
+      uint4 bits;
+      memcpy(&bits, vals, sizeof(bits));
+      store_clipped<scalar_t, VEC>(o, bits, q0 < 0 ? static_cast<int>(-q0) : 0,
+                                   p.plane - q0 < VEC ? static_cast<int>(p.plane - q0) : VEC);
     }
   }
 }
@@ -1071,7 +1153,7 @@ template <typename F>
 bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t vec_len, F&& f) {
   if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 ||
       A.pl.resize_mode != ResizeMode::kNone || A.Bd != 1 || (A.has_mask && (A.Bm != 1 || A.pw.mask_scale != 1)) ||
-      (A.B + 2 * vec_len - 1) / (2 * vec_len) > 65535)
+      (A.B + flat_tiling::kPasses<4> * vec_len - 1) / (flat_tiling::kPasses<4> * vec_len) > 65535)
     return false;
   return dispatch_pointwise(A.pw, [&](auto p_) {
     using P = decltype(p_);
@@ -1129,7 +1211,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
           const int64_t plane_groups = A.C * hg * ((A.W + VEC - 1) / VEC);
           args.groups = static_cast<index_t>(plane_groups);
           if constexpr (kRows > 1) args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
-          grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + VEC - 1) / VEC));
+          constexpr int64_t kS = kSamplesPerThread<L, kAct> * VEC;  // samples per block
+          grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + kS - 1) / kS));
         } else if constexpr (kRowsPerThread<L, kAct> > 1) {  // kRows canvas rows per thread (int32 layouts)
           constexpr int64_t kRows = kRowsPerThread<L, kAct>;
           const int64_t hg = (A.H + kRows - 1) / kRows;

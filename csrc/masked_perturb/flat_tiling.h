@@ -19,7 +19,10 @@ namespace reprogram_ext {
 namespace flat_tiling {
 
 constexpr int kThreads = 256;  // threads per block = window positions per block
-constexpr int kPasses = 2;     // passes of VEC samples per block
+// Passes of VEC samples per block: 4 (4 VEC samples share a block's window; the thread's window
+// slots and the block's activations serve 4 samples).
+template <int VEC>
+constexpr int kPasses = 4;
 
 template <int VEC>
 constexpr int kGroups = kThreads / VEC;  // G: group slots per sample row of threads (the last one idle)
@@ -33,7 +36,7 @@ C10_HOST_DEVICE inline int64_t blocks_x(int64_t plane) { return (plane + VEC - 1
 
 // Blocks along the batch: ceil(B / (kPasses * VEC)).
 template <int VEC>
-C10_HOST_DEVICE inline int64_t blocks_y(int64_t B) { return (B + kPasses * VEC - 1) / (kPasses * VEC); }
+C10_HOST_DEVICE inline int64_t blocks_y(int64_t B) { return (B + kPasses<VEC> * VEC - 1) / (kPasses<VEC> * VEC); }
 
 // Q: the plane position of window slot 0 of block bx.
 template <int VEC, typename index_t>
@@ -41,7 +44,7 @@ C10_HOST_DEVICE inline index_t window_start(index_t bx) { return bx * static_cas
 
 // The sample that thread row s writes in pass j of block by.
 template <int VEC, typename index_t>
-C10_HOST_DEVICE inline index_t sample(index_t by, int j, int s) { return by * (kPasses * VEC) + j * VEC + s; }
+C10_HOST_DEVICE inline index_t sample(index_t by, int j, int s) { return by * (kPasses<VEC> * VEC) + j * VEC + s; }
 
 // t0: the window slot of the first position of group gl of sample b (in [1, kThreads - VEC]).
 template <int VEC, typename index_t>

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "masked_perturb/math.h"
 
@@ -35,16 +36,43 @@ struct DynamicPointwise {
   static constexpr Normalize kNormalize = Normalize::kNone;
 };
 
+// a * b + c: on the device one fma (the contraction nvcc applies to these expressions anyway, made
+// explicit so that hoisting a shared product -- e.g. m * a, the same for every sample of a thread --
+// cannot split it into a multiply and an add and change the bits); on the host the C++ expression
+// as before (no contraction: -std=c++20, ISO).
+template <typename acc_t>
+RX_HD acc_t mul_add(acc_t a, acc_t b, acc_t c) {
+#ifdef __CUDA_ARCH__
+  if constexpr (std::is_same_v<acc_t, float>) return __fmaf_rn(a, b, c);
+  else return __fma_rn(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The two halves of a fixed variant's output element (perturb_value): the placed input's term of
+// a covered position, (u - mean) * inv_std under normalize before, else u; and the element from
+// the term t (t = u = 0 off the copies): v = t + m * a, then (v - mean) * inv_std under normalize
+// after. The CUDA window gather calls them apart (the term, then zero bits off the copy).
+template <class P, typename acc_t>
+RX_HD acc_t placed_term(acc_t u, const ChannelConstants<acc_t>& k) {
+  if constexpr (P::kNormalize == Normalize::kBefore) return (u - k.before_mean) * k.before_inv_std;
+  else return u;
+}
+template <class P, typename acc_t>
+RX_HD acc_t perturb_from_term(acc_t t, acc_t a, acc_t m, const ChannelConstants<acc_t>& k) {
+  acc_t v = mul_add<acc_t>(m, a, t);  // t + m * a
+  if constexpr (P::kNormalize == Normalize::kAfter) v = (v - k.after_mean) * k.after_inv_std;
+  return v;
+}
+
 // The output element (perturb_element of math.h) under pointwise variant P.
 template <class P, typename acc_t>
 RX_HD acc_t perturb_value(acc_t u, bool covered, acc_t a, acc_t m, const ChannelConstants<acc_t>& k) {
   if constexpr (P::kDynamic) {
     return perturb_element<acc_t>(u, covered, a, m, k);
   } else {
-    if constexpr (P::kNormalize == Normalize::kBefore) u = covered ? (u - k.before_mean) * k.before_inv_std : u;
-    acc_t v = u + m * a;
-    if constexpr (P::kNormalize == Normalize::kAfter) v = (v - k.after_mean) * k.after_inv_std;
-    return v;
+    return perturb_from_term<P, acc_t>(covered ? placed_term<P, acc_t>(u, k) : u, a, m, k);
   }
 }
 
@@ -182,18 +210,33 @@ RX_HD index_t bilinear_columns(index_t xw0, acc_t scale, ColumnRun<N, acc_t>& ru
 // the window's columns are blended vertically once (c_j = ty.l0 * r0[j] + ty.l1 * r1[j]), then each
 // output horizontally (l0 * c_i0 + l1 * c_i1). Torch's order is horizontal first (bilinear_value);
 // the two differ by float rounding only (a few ulp).
+// The window's columns: base, then base + 1 and base + 2 clamped to the row's last column.
+template <typename index_t>
+RX_HD index_t window_column(index_t base, int j, index_t in_size) {
+  return base + j < in_size - 1 ? base + j : in_size - 1;
+}
+// A window column blended vertically: ty.l0 * top + ty.l1 * bottom (on the device
+// fma(l0, top, l1 * bottom), nvcc's contraction of it).
+template <typename acc_t, typename index_t>
+RX_HD acc_t blend_rows(acc_t top, acc_t bottom, const Tap<acc_t, index_t>& ty) {
+  return mul_add<acc_t>(ty.l0, top, ty.l1 * bottom);
+}
+// v[i] from the blended window columns c0, c1, c2: l0 * c_i0 + l1 * c_i1.
+template <int N, typename acc_t>
+RX_HD void blend_run(acc_t c0, acc_t c1, acc_t c2, const ColumnRun<N, acc_t>& run, acc_t (&v)[N]) {
+  for (int i = 0; i < N; ++i) {
+    const bool hi = run.hi[i];
+    v[i] = mul_add<acc_t>(run.l0[i], hi ? c1 : c0, run.l1[i] * (hi ? c2 : c1));  // l0 * c_i0 + l1 * c_i1
+  }
+}
 template <int N, typename acc_t, typename x_t, typename index_t>
 RX_HD void bilinear_run_values(const x_t* x, index_t o0, index_t o1, index_t in_size, index_t base,
                                const Tap<acc_t, index_t>& ty, const ColumnRun<N, acc_t>& run, acc_t (&v)[N]) {
-  const index_t last = in_size - 1;
-  const index_t k1 = base + 1 < last ? base + 1 : last, k2 = base + 2 < last ? base + 2 : last;
-  const acc_t c0 = ty.l0 * load_input<acc_t>(x + (o0 + base), 0) + ty.l1 * load_input<acc_t>(x + (o1 + base), 0);
-  const acc_t c1 = ty.l0 * load_input<acc_t>(x + (o0 + k1), 0) + ty.l1 * load_input<acc_t>(x + (o1 + k1), 0);
-  const acc_t c2 = ty.l0 * load_input<acc_t>(x + (o0 + k2), 0) + ty.l1 * load_input<acc_t>(x + (o1 + k2), 0);
-  for (int i = 0; i < N; ++i) {
-    const bool hi = run.hi[i];
-    v[i] = run.l0[i] * (hi ? c1 : c0) + run.l1[i] * (hi ? c2 : c1);
-  }
+  const index_t k1 = window_column<index_t>(base, 1, in_size), k2 = window_column<index_t>(base, 2, in_size);
+  const acc_t c0 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (o0 + base), 0), load_input<acc_t>(x + (o1 + base), 0), ty);
+  const acc_t c1 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (o0 + k1), 0), load_input<acc_t>(x + (o1 + k1), 0), ty);
+  const acc_t c2 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (o0 + k2), 0), load_input<acc_t>(x + (o1 + k2), 0), ty);
+  blend_run<N, acc_t>(c0, c1, c2, run, v);
 }
 
 // Whether every run of n consecutive resized columns of [0, out_size) has column taps i0 within two

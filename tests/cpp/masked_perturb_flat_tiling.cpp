@@ -23,10 +23,13 @@ void check_launch(int32_t plane, int32_t B) {
       for (int t = 0; t < kThreads; ++t) {
         const int gl = t % G, s = t / G;
         if (gl == G - 1) continue;  // the idle group slot
-        for (int j = 0; j < kPasses; ++j) {
+        for (int j = 0; j < kPasses<VEC>; ++j) {
           const int32_t b = sample<VEC>(by, j, s);
           if (b >= B) break;  // the kernel returns
           const int t0 = group_slot<VEC>(gl, b, plane);
+          // The kernel reads its window slots once, from pass 0's slot.
+          EXPECT(t0 == group_slot<VEC>(gl, sample<VEC>(by, 0, s), plane), "VEC %d plane %d b %d gl %d: slot %d differs from pass 0's",
+                 VEC, plane, b, gl, t0);
           EXPECT(t0 >= 1 && t0 + VEC <= kThreads, "VEC %d plane %d b %d gl %d: slot %d", VEC, plane, b, gl, t0);
           const int64_t first = static_cast<int64_t>(b) * plane + Q + t0;
           EXPECT(((first % VEC) + VEC) % VEC == 0, "VEC %d plane %d b %d gl %d: flat index %lld", VEC, plane, b, gl,
