@@ -11,22 +11,10 @@
 #include <cstdlib>
 #include <vector>
 
+#include "expect.h"
 #include "masked_perturb/flat_backward_tiling.h"
 
 using namespace reprogram_ext::flat_backward_tiling;
-
-static int failures = 0;
-
-#define EXPECT(cond, ...)                 \
-  do {                                      \
-    if (!(cond)) {                          \
-      if (++failures <= 20) {               \
-        std::printf("FAIL %s: ", #cond);    \
-        std::printf(__VA_ARGS__);           \
-        std::printf("\n");                  \
-      }                                     \
-    }                                       \
-  } while (0)
 
 // grad_out[f] = f + 1 (exact in int64), so a sum names the elements it took.
 template <int VEC>
@@ -124,10 +112,5 @@ int main() {
       check_launch<8>(plane, B);
     }
   }
-  if (failures) {
-    std::printf("%d failures\n", failures);
-    return 1;
-  }
-  std::printf("all passed\n");
-  return 0;
+  return expect_report();
 }

@@ -6,22 +6,10 @@
 #include <cstdlib>
 #include <vector>
 
+#include "expect.h"
 #include "masked_perturb/flat_tiling.h"
 
 using namespace reprogram_ext::flat_tiling;
-
-static int failures = 0;
-
-#define EXPECT(cond, ...)                 \
-  do {                                      \
-    if (!(cond)) {                          \
-      if (++failures <= 20) {               \
-        std::printf("FAIL %s: ", #cond);    \
-        std::printf(__VA_ARGS__);           \
-        std::printf("\n");                  \
-      }                                     \
-    }                                       \
-  } while (0)
 
 template <int VEC>
 void check_launch(int32_t plane, int32_t B) {
@@ -66,10 +54,5 @@ int main() {
       check_launch<8>(plane, B);
     }
   }
-  if (failures) {
-    std::printf("%d failures\n", failures);
-    return 1;
-  }
-  std::printf("all passed\n");
-  return 0;
+  return expect_report();
 }
