@@ -13,9 +13,10 @@
 // its elements inside the slice and the plane: one 128-bit load when that is the whole group, else one
 // scalar load per element, so each element is read once, by the warp whose slice holds its position.
 // Lane l's position S + VEC * l + m is element m + r of group l when m + r < VEC, else element
-// m + r - VEC of group l + 1 (a warp shuffle from lane l + 1; lane 31 has group 32 itself).
+// m + r - VEC of group l + 1 (lane 31 reads group 32 itself); the lanes exchange them through a per-warp
+// staging row of shared memory (staged_index).
 //
-// A block is J warps per slice (J = chunks(B, slices), a power of two: warp w of the slice sums the samples
+// A block is J warps per slice (J = 2^log2_chunks(B, slices), a power of two: warp w of the slice sums the samples
 // chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order, j = w % J) times slices_per_block slices;
 // the J partial sums of each position go to shared memory (partial_slot) and one thread per position adds
 // them for j = 0 .. J - 1 (epilogue_position). A function of the shape only: the same bits every run.
@@ -41,10 +42,16 @@ constexpr int kSlice = kLanes * VEC;  // plane positions per slice
 template <int VEC>
 C10_HOST_DEVICE inline int64_t slices(int64_t plane) { return (plane + kSlice<VEC> - 1) / kSlice<VEC>; }
 
-// log2 of the batch chunks J: the smallest power of two <= min(B, 32) that gives kTargetThreads threads.
+// Samples per chunk at least (when B allows): a warp's fixed work (its index set-up, the chunk sum and
+// the epilogue, ~140 instructions) is then spread over >= 4 batch steps of ~57 instructions each.
+constexpr int64_t kMinSteps = 4;
+
+// log2 of the batch chunks J: the smallest power of two <= 32 that gives kTargetThreads threads, but no
+// more than leaves kMinSteps samples per chunk (B >= kMinSteps * J), and 1 for B < 2 * kMinSteps.
 C10_HOST_DEVICE inline int log2_chunks(int64_t B, int64_t slices) {
   int l = 0;
-  while (l < kMaxLog2Chunks && (int64_t(2) << l) <= B && slices * kLanes * (int64_t(1) << l) < kTargetThreads) ++l;
+  while (l < kMaxLog2Chunks && kMinSteps * (int64_t(2) << l) <= B && slices * kLanes * (int64_t(1) << l) < kTargetThreads)
+    ++l;
   return l;
 }
 
@@ -68,6 +75,11 @@ C10_HOST_DEVICE inline int chunk_of(int warp, int log2J) { return warp & ((1 << 
 // First sample of chunk j of J = 2^log2J: floor(B * j / J) (chunk j is chunk_begin(j) .. chunk_begin(j + 1) - 1).
 template <typename index_t>
 C10_HOST_DEVICE inline index_t chunk_begin(index_t B, int j, int log2J) { return (B * static_cast<index_t>(j)) >> log2J; }
+
+// The longest chunk, ceil(B / J): every warp of a block runs this many batch steps (the steps past its
+// chunk's end read nothing), so that the block's barriers in the batch loop are uniform.
+template <typename index_t>
+C10_HOST_DEVICE inline index_t max_chunk(index_t B, int log2J) { return (B + (index_t(1) << log2J) - 1) >> log2J; }
 
 // r: how far the aligned group holding position S of sample b starts before it, (b * plane + S) % VEC.
 template <int VEC, typename index_t>
@@ -94,9 +106,17 @@ C10_HOST_DEVICE inline int group_hi(int k, int r, index_t pos, index_t plane) {
 
 // Lane l's position S + VEC * l + m: element source_element(m, r) of group l + source_group(m, r).
 template <int VEC>
-C10_HOST_DEVICE inline int source_group(int m, int r) { return m + r < VEC ? 0 : 1; }
+C10_HOST_DEVICE constexpr int source_group(int m, int r) { return m + r < VEC ? 0 : 1; }
 template <int VEC>
-C10_HOST_DEVICE inline int source_element(int m, int r) { return m + r < VEC ? m + r : m + r - VEC; }
+C10_HOST_DEVICE constexpr int source_element(int m, int r) { return m + r < VEC ? m + r : m + r - VEC; }
+
+// The kernel hands group k's elements to the lanes through a per-warp staging row of kStage floats:
+// element i of group k at k * VEC + i, so lane l's position m (element source_element of group
+// l + source_group) is at staged_index(l, m, r) = l * VEC + m + r.
+template <int VEC>
+constexpr int kStage = (kLanes + 1) * VEC;
+template <int VEC>
+C10_HOST_DEVICE constexpr int staged_index(int l, int m, int r) { return l * VEC + m + r; }
 
 // Shared-memory slot of the partial sum of slice sl (in the block), chunk j, slice offset o (lane * VEC + m).
 template <int VEC>

@@ -3,7 +3,7 @@
 // - each group read starts 16-byte aligned in grad_out, its elements lie in the warp's slice and the plane,
 //   and every grad_out element (b, q) is read exactly once;
 // - lane l's position S + VEC * l + m takes the element of that position (group l or l + 1 by the shuffle
-//   rule), one that was read, or nothing past the plane's end;
+//   rule, at its staging slot), one that was read, or nothing past the plane's end;
 // - the chunks of each slice cover the batch once, in increasing order; each shared-memory partial slot
 //   is written once per block; every plane position is finished exactly once, from the J partials of its
 //   own slice and offset, and its total equals the batch sum of the values placed at it.
@@ -36,6 +36,8 @@ void check_launch(int32_t plane, int32_t B) {
       const int32_t S = slice * kSlice<VEC>;
       const int32_t b0 = chunk_begin<int32_t>(B, j, log2J), b1 = chunk_begin<int32_t>(B, j + 1, log2J);
       EXPECT(b0 <= b1 && (j > 0 || b0 == 0) && (j < J - 1 || b1 == B), "chunk %d: %d .. %d of %d", j, b0, b1, B);
+      EXPECT(b1 - b0 <= max_chunk<int32_t>(B, log2J), "chunk %d: %d samples, max_chunk %d", j, b1 - b0,
+             max_chunk<int32_t>(B, log2J));
       int64_t sums[kLanes][VEC] = {};
       for (int32_t b = b0; b < b1; ++b) {
         const int r = shift<VEC>(b, plane, S);
@@ -60,6 +62,8 @@ void check_launch(int32_t plane, int32_t B) {
             const int g = l + source_group<VEC>(m, r), e = source_element<VEC>(m, r);
             const int32_t q = S + VEC * l + m;
             EXPECT(group_position<VEC>(S, r, g) + e == q, "VEC %d b %d l %d m %d r %d: source", VEC, b, l, m, r);
+            EXPECT(staged_index<VEC>(l, m, r) == g * VEC + e && staged_index<VEC>(l, m, r) < kStage<VEC>,
+                   "VEC %d l %d m %d r %d: staged at %d", VEC, l, m, r, staged_index<VEC>(l, m, r));
             const int64_t want = q < plane ? static_cast<int64_t>(b) * plane + q + 1 : 0;
             EXPECT(held[g][e] == want, "VEC %d plane %d b %d l %d m %d: holds %lld, want %lld", VEC, plane, b, l, m,
                    static_cast<long long>(held[g][e]), static_cast<long long>(want));
@@ -99,15 +103,18 @@ void check_launch(int32_t plane, int32_t B) {
 }
 
 int main() {
-  // J: Elsayed's B = 17 on 3 x 223 x 225 takes 16 chunks (1176 slices of 128 at VEC 4); small planes take up to 32
-  EXPECT(log2_chunks(17, slices<4>(3 * 223 * 225)) == 4, "Elsayed J = %d", 1 << log2_chunks(17, slices<4>(3 * 223 * 225)));
-  EXPECT(log2_chunks(1, 5) == 0 && log2_chunks(64, 5) == 5 && log2_chunks(3, 5) == 1, "small J");
+  // J: Elsayed's B = 17 on 3 x 223 x 225 (1176 slices of 128 at VEC 4) takes 4 chunks of >= 4 samples (4 waves
+  // would want 16); small planes take up to 32 when B has 4 samples per chunk; B < 8: one chunk
+  EXPECT(log2_chunks(17, slices<4>(3 * 223 * 225)) == 2, "Elsayed J = %d", 1 << log2_chunks(17, slices<4>(3 * 223 * 225)));
+  EXPECT(log2_chunks(1, 5) == 0 && log2_chunks(7, 5) == 0 && log2_chunks(8, 5) == 1 && log2_chunks(64, 5) == 4 &&
+             log2_chunks(128, 5) == 5 && log2_chunks(1024, 5) == 5 && log2_chunks(1024, 1 << 20) == 0,
+         "J rule");
   // planes: tiny, odd, one slice (128 / 256), slice and block edges, Elsayed's 3 x 223 x 225
   const int32_t planes[] = {1, 3, 5, 7, 127, 128, 129, 255, 257, 429, 1023, 1025, 2049, 3 * 31 * 29, 3 * 223 * 225};
-  const int32_t batches[] = {1, 2, 3, 5, 8, 9, 17, 33, 64};
+  const int32_t batches[] = {1, 2, 3, 5, 8, 9, 16, 17, 33, 64, 130};
   for (int32_t plane : planes) {
     for (int32_t B : batches) {
-      if (static_cast<int64_t>(plane) * B > 3000000) continue;
+      if (static_cast<int64_t>(plane) * B > 3000000) continue;  // Elsayed's plane up to B = 17
       check_launch<4>(plane, B);
       check_launch<8>(plane, B);
     }
