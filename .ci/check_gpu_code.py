@@ -2,7 +2,7 @@
 """Static GPU code check: proves properties of every CUDA and Triton kernel from its compiled SASS,
 on a machine without a GPU.
 
-1. Compiles each ``csrc/*/cuda.cu`` to a cubin for sm_90 (``--arch 90,80`` adds sm_80) with
+1. Compiles each ``csrc/*/*.cu`` to a cubin for sm_90 (``--arch 90,80`` adds sm_80) with
    ``$CUDA_HOME/bin/nvcc`` and the flags torch's extension build passes (include paths, the
    ``__CUDA_NO_HALF*`` defines, ``--expt-relaxed-constexpr``, the C++ standard), cached by a hash of
    ``csrc/`` and the command under ``build/gpu_code_check/``; or reads cubins already built
@@ -481,7 +481,7 @@ def compile_cuda(sources: List[str], archs: List[int], jobs: int, log) -> List[s
     work = []
     for source in sources:
         for arch in archs:
-            stem = os.path.basename(os.path.dirname(source))
+            stem = f"{os.path.basename(os.path.dirname(source))}.{os.path.splitext(os.path.basename(source))[0]}"
             probe = nvcc_command(source, arch, "OUT")
             out = os.path.join(CACHE_DIR, f"{stem}.sm_{arch}.{_csrc_hash(probe)}.cubin")
             work.append((source, arch, out))
@@ -595,7 +595,7 @@ def main(argv=None) -> int:
             elif args.from_binary:
                 cubins = extract_cubins(args.from_binary, tmp, cuobjdump)
             else:
-                sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "cuda.cu")))
+                sources = sorted(glob.glob(os.path.join(ROOT, "csrc", "*", "*.cu")))
                 cubins = compile_cuda(sources, archs, args.jobs, log)
             if not cubins:
                 raise SystemExit("check_gpu_code: no cubin to check")

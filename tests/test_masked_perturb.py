@@ -625,6 +625,11 @@ PER_SAMPLE_MASK_CASES = {
     "one_cell_per_sample": (dict(x=(2, 3, 4, 4), delta=(2, 3, 8, 8), mask=(2, 1, 1, 1)), dict(mask_scale=8)),
     # a per-sample mask row broadcast over the mask's rows: [B, 1, 1, Wm]
     "row_broadcast": (dict(x=(2, 3, 4, 4), delta=(3, 8, 8), mask=(2, 1, 1, 4)), dict(mask_scale=2)),
+    # SMM's mask_scale 8 (CUDA float32: the fused cell kernel, cuda_cell_backward.cu): 9 samples over
+    # its 8 batch chunks, a 20-row canvas whose last footprints hold 4 rows, a partial 32-column strip
+    "smm_scale8_ragged_rows": (dict(x=(9, 3, 5, 5), delta=(3, 20, 40), mask=(9, 1, 3, 5)),
+                               dict(resize=(20, 40), offset=(0, 0), normalize="before", mean=IN_MEAN, std=IN_STD,
+                                    mask_scale=8)),
 }
 
 

@@ -99,11 +99,13 @@ __device__ void group_merge(OnlineLse<A>& r, int log_p, A* scratch) {
   }
 }
 
-// The row's normaliser (max, log sum exp(x - max)), in every lane of the group.
-template <typename A, typename scalar_t>
-__device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGroup& g, bool active, A* scratch) {
+// The row's normaliser (max, log sum exp(x - max)), in every lane of the group; kUnroll and cap:
+// lane_row_lse's (cuda_rows.cuh).
+template <typename A, int kUnroll = 1, typename scalar_t, typename Capture = NoCapture>
+__device__ RowNorm<A> group_row_norm(const scalar_t* xr, int64_t S, const RowGroup& g, bool active, A* scratch,
+                                     const Capture& cap = Capture{}) {
   OnlineLse<A> r;
-  if (active) lane_row_lse(xr, S, g.lane, g.log_p, r);
+  if (active) lane_row_lse<A, scalar_t, kUnroll>(xr, S, g.lane, g.log_p, r, cap);
   group_merge(r, g.log_p, scratch);
   return row_norm_from(r.m, r.s);
 }
@@ -115,35 +117,69 @@ __device__ Group<A> group_at(const int64_t* index, const A* weight, int64_t K, i
 
 // ------------------------------------------------------------------------------------ label_map
 
-template <Reduce R, typename scalar_t>
+// kCapture (pre softmax / log_softmax, the stage fits, stage_fits): the row pass also keeps the
+// row's mapped logits in shared memory, one slot per source with entries (RowCapture, from the
+// source map `map`: bits and rank), and the per-target pass reads them there through the entries'
+// slots (source_slot, as the staged mapped CE forward reads its local sources): the same values,
+// the same bits, and no gathers from the row after its pass (by then, at a 32k vocabulary, most of
+// its sectors have left L2: ~76 % of 800 gathers per row would go back to DRAM). The launch passes
+// stage_bytes() of dynamic shared memory. Without kCapture, `map` is unused.
+template <Reduce R, typename scalar_t, bool kCapture>
 __global__ void label_map_forward_kernel(const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
                              const acc_t<scalar_t>* __restrict__ weight, scalar_t* __restrict__ out,
-                             acc_t<scalar_t>* __restrict__ stats, int64_t N, int64_t S, int64_t T, int64_t K,
-                             int64_t topk, Pre pre, int log_p) {
+                             acc_t<scalar_t>* __restrict__ stats, SourceMapView map, int64_t N, int64_t S,
+                             int64_t T, int64_t K, int64_t topk, Pre pre, int log_p) {
   using A = acc_t<scalar_t>;
   __shared__ A scratch[2 * kRowBlock / 32];
   const RowGroup g(log_p);
   const bool active = g.n < N;
   const scalar_t* xr = x + (active ? g.n : 0) * S;
+  const int64_t TK = T * K;
+  extern __shared__ __align__(16) unsigned char stage_smem[];
+  int64_t* local_src = reinterpret_cast<int64_t*>(stage_smem);                      // [TK]: entry slots
+  A* staged = reinterpret_cast<A*>(local_src + TK) + (threadIdx.x >> log_p) * TK;  // [TK], this row's slots
+  const int tk = static_cast<int>(TK);  // used with kCapture only (stage_fits: TK < 2^31)
   RowNorm<A> norm{0, 0};
-  if (map_needs_lse(pre)) {
-    norm = group_row_norm<A>(xr, S, g, active, scratch);
+  if (kCapture || map_needs_lse(pre)) {
+    if constexpr (kCapture) {
+      norm = group_row_norm<A, kRowUnroll>(xr, S, g, active, scratch, RowCapture<A>{map, staged});
+    } else {
+      norm = group_row_norm<A, kRowUnroll>(xr, S, g, active, scratch);
+    }
     if (active && g.lane == 0) {
       stats[2 * g.n] = norm.max;
       stats[2 * g.n + 1] = norm.log_sum;
     }
   }
+  if constexpr (kCapture) {
+    // after the row pass, so that the row's loads go out first (local_src is read after the barrier)
+#pragma unroll 4
+    for (int e = static_cast<int>(threadIdx.x); e < tk; e += kRowBlock) local_src[e] = source_slot(index[e], S, map);
+    __syncthreads();  // a row's slots are captured by all of its lanes, local_src by the block
+  }
   if (!active) return;  // no barrier follows
   for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
     const int64_t t = g.at(0, i_t);
-    out[g.n * T + t] = static_cast<scalar_t>(group_value<R, A>(xr, group_at(index, weight, K, t, S, topk), pre, norm).out);
+    A v;
+    if constexpr (kCapture) {
+      v = group_value<R, A>(static_cast<const A*>(staged),
+                            Group<A>{local_src + t * K, weight ? weight + t * K : nullptr, K, TK, topk}, pre, norm)
+              .out;
+    } else {
+      v = group_value<R, A>(xr, group_at(index, weight, K, t, S, topk), pre, norm).out;
+    }
+    out[g.n * T + t] = static_cast<scalar_t>(v);
   }
 }
 
 // One launch: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax) into the scratch `a`, gw[n, t, k] =
 // g_t * d out_t / d w_k, D = sum of the row's a (the dense term's coefficient), then the gradient
-// row grad = -D p (pre softmax / log_softmax) or 0, plus the scattered a.
-template <Reduce R, typename scalar_t>
+// row grad = -D p (pre softmax / log_softmax) or 0, plus the scattered a. kStaged (the stage fits):
+// the row's T*K mapped logits are first loaded into shared memory with all of a lane's gathers in
+// flight together (stage_row), and the coefficient loop reads them there (before: per target a
+// loop over K of dependent index -> gather round trips to DRAM, the row not yet read); the launch
+// passes stage_bytes() of dynamic shared memory.
+template <Reduce R, typename scalar_t, bool kStaged>
 __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ x,
                               const int64_t* __restrict__ index, const acc_t<scalar_t>* __restrict__ weight,
                               const acc_t<scalar_t>* __restrict__ stats, acc_t<scalar_t>* __restrict__ a,
@@ -156,17 +192,34 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
   const int64_t n = active ? g.n : 0, TK = T * K;
   const scalar_t* xr = x + n * S;
   const RowNorm<A> norm = stats && active ? RowNorm<A>{stats[2 * n], stats[2 * n + 1]} : RowNorm<A>{0, 0};
+  extern __shared__ __align__(16) unsigned char stage_smem[];
+  int64_t* local_src = reinterpret_cast<int64_t*>(stage_smem);                      // [TK], the block's
+  A* staged = reinterpret_cast<A*>(local_src + TK) + (threadIdx.x >> log_p) * TK;  // [TK], this row's
+  if constexpr (kStaged) {
+    if (active) stage_row<A>(xr, index, S, static_cast<int>(TK), g.lane, g.log_p, staged);
+#pragma unroll 4
+    for (int e = static_cast<int>(threadIdx.x); e < static_cast<int>(TK); e += kRowBlock) {
+      local_src[e] = local_source(index[e], S, e, static_cast<int>(K));
+    }
+    __syncthreads();  // local_src and a row's values are written by other lanes
+  }
   A local_D = 0;
   if (active) {
     for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
       const int64_t t = g.at(0, i_t);
-      const Group<A> gr = group_at(index, weight, K, t, S, topk);
-      const GroupValue<A> gv = group_value<R, A>(xr, gr, pre, norm);
+      Group<A> gr;
+      const A* xs = staged + t * K;
+      if constexpr (kStaged) {
+        gr = Group<A>{local_src + t * K, weight ? weight + t * K : nullptr, K, K, topk};
+      } else {
+        gr = group_at(index, weight, K, t, S, topk);
+      }
+      const GroupValue<A> gv = kStaged ? group_value<R, A>(xs, gr, pre, norm) : group_value<R, A>(xr, gr, pre, norm);
       const A go = static_cast<A>(grad_out[n * T + t]);
       for (int64_t k = 0; k < K; ++k) {
         A ak = 0, gk = 0;
         if (gr.valid(k)) {
-          const A key = static_cast<A>(xr[gr.src[k]]);
+          const A key = kStaged ? xs[gr.src[k]] : static_cast<A>(xr[gr.src[k]]);
           const A v = pre_value(key, pre, norm);
           ak = go * value_coefficient<R>(gr, gv, k, key) * (pre == Pre::kSoftmax ? v : static_cast<A>(1));
           gk = go * value_weight_derivative<R>(gv, k, v, key);
@@ -388,12 +441,13 @@ __global__ void source_bits_kernel(const int64_t* __restrict__ ptr, int32_t* __r
 struct SourceMap {
   Tensor index;  // the key, kept alive
   int64_t version, S;
-  Tensor ptr, ent, bits;  // int32 [S + 1], int32 [T * K], int32 [ceil(S / 32) + 1]
+  Tensor ptr, ent, bits, rank;  // int32 [S + 1], int32 [T * K], int32 [ceil(S / 32) + 1] (bits and rank)
   cudaStream_t stream;
   cudaEvent_t ready;
   SourceMapView view() const {
     return SourceMapView{ptr.const_data_ptr<int32_t>(), ent.const_data_ptr<int32_t>(),
-                         reinterpret_cast<const uint32_t*>(bits.const_data_ptr<int32_t>())};
+                         reinterpret_cast<const uint32_t*>(bits.const_data_ptr<int32_t>()),
+                         rank.const_data_ptr<int32_t>()};
   }
 };
 
@@ -411,8 +465,12 @@ SourceMap build_source_map(const Tensor& index, int64_t S, bool cached) {
   source_bits_kernel<<<static_cast<unsigned>((W + 127) / 128), 128, 0, stream>>>(
       ptr64.const_data_ptr<int64_t>(), bits.mutable_data_ptr<int32_t>(), S, W);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  // rank[w] = sources with entries below 32 w: below[s] = sources with entries among [0, s).
+  const Tensor has = at::gt(ptr64.slice(0, 1, S + 1), ptr64.slice(0, 0, S)).to(at::kInt);
+  const Tensor below = at::cat({at::zeros({1}, has.options()), at::cumsum(has, 0, at::kInt)});
+  const Tensor rank = below.index_select(0, at::clamp_max(at::arange(W, flat.options()) * 32, S)).contiguous();
   SourceMap m{index, cached ? index._version() : 0, S, ptr64.to(at::kInt), std::get<1>(sorted).to(at::kInt), bits,
-              stream.stream(), nullptr};
+              rank, stream.stream(), nullptr};
   if (cached) {
     C10_CUDA_CHECK(cudaEventCreateWithFlags(&m.ready, cudaEventDisableTiming));
     C10_CUDA_CHECK(cudaEventRecord(m.ready, stream.stream()));
@@ -439,7 +497,7 @@ SourceMap source_map(const Tensor& index, int64_t S) {
         m.index.device() == index.device() && m.version == index._version()) {
       if (m.stream != stream.stream()) {
         C10_CUDA_CHECK(cudaStreamWaitEvent(stream.stream(), m.ready, 0));
-        for (const Tensor* t : {&m.ptr, &m.ent, &m.bits}) {
+        for (const Tensor* t : {&m.ptr, &m.ent, &m.bits, &m.rank}) {
           c10::cuda::CUDACachingAllocator::recordStream(t->storage().data_ptr(), stream);
         }
       }
@@ -482,13 +540,25 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
   if (p.N == 0) return {out, stats};
   const int log_p = row_threads_log2(p.S, p.T, map_needs_lse(p.pre));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_forward_cuda", [&] {
-    dispatch(p.reduce, [&](auto R) {
-      label_map_forward_kernel<decltype(R)::value, scalar_t>
-          <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-              logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
-              out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<acc_t<scalar_t>>() : nullptr,
-              p.N, p.S, p.T, p.K, p.topk, p.pre, log_p);
+    using A = acc_t<scalar_t>;
+    const bool capture = map_needs_lse(p.pre) && stage_fits<A>(p.T * p.K, log_p);
+    const SourceMap source = capture ? source_map(index, p.S) : SourceMap{};
+    const SourceMapView map = capture ? source.view() : SourceMapView{nullptr, nullptr, nullptr};
+    const size_t smem = capture ? static_cast<size_t>(stage_bytes<A>(p.T * p.K, log_p)) : 0;
+    auto launch = [&](auto kernel) {
+      kernel<<<row_grid(p.N, log_p), kRowBlock, smem, c10::cuda::getCurrentCUDAStream()>>>(
+          logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
+          out.mutable_data_ptr<scalar_t>(), stats.numel() ? stats.mutable_data_ptr<A>() : nullptr, map, p.N, p.S,
+          p.T, p.K, p.topk, p.pre, log_p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    dispatch(p.reduce, [&](auto R) {
+      constexpr Reduce r = decltype(R)::value;
+      if (capture) {
+        launch(label_map_forward_kernel<r, scalar_t, true>);
+      } else {
+        launch(label_map_forward_kernel<r, scalar_t, false>);
+      }
     });
   });
   return {out, stats};
@@ -512,15 +582,23 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
     const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/true);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cuda", [&] {
       using A = acc_t<scalar_t>;
-      dispatch(p.reduce, [&](auto R) {
-        label_map_backward_kernel<decltype(R)::value, scalar_t>
-            <<<row_grid(p.N, log_p), kRowBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
-                index.const_data_ptr<int64_t>(), weight_ptr<scalar_t>(weight),
-                need_lse ? row_lse.const_data_ptr<A>() : nullptr, a.mutable_data_ptr<A>(),
-                need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S,
-                p.T, p.K, p.topk, p.pre, log_p);
+      const bool staged = stage_fits<A>(p.T * p.K, log_p);
+      const size_t smem = staged ? static_cast<size_t>(stage_bytes<A>(p.T * p.K, log_p)) : 0;
+      auto launch = [&](auto kernel) {
+        kernel<<<row_grid(p.N, log_p), kRowBlock, smem, c10::cuda::getCurrentCUDAStream()>>>(
+            grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
+            weight_ptr<scalar_t>(weight), need_lse ? row_lse.const_data_ptr<A>() : nullptr, a.mutable_data_ptr<A>(),
+            need_w ? gw_rows.mutable_data_ptr<A>() : nullptr, map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S, p.T,
+            p.K, p.topk, p.pre, log_p);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
+      };
+      dispatch(p.reduce, [&](auto R) {
+        constexpr Reduce r = decltype(R)::value;
+        if (staged) {
+          launch(label_map_backward_kernel<r, scalar_t, true>);
+        } else {
+          launch(label_map_backward_kernel<r, scalar_t, false>);
+        }
       });
     });
   }

@@ -12,14 +12,6 @@
 namespace reprogram_ext {
 namespace label_map {
 
-// The source -> index entries map (device pointers in the kernels): entries ent[ptr[s], ptr[s+1]) of source s in
-// ascending e = t * K + k; bit s of `bits` set when there is any.
-struct SourceMapView {
-  const int32_t* ptr;
-  const int32_t* ent;
-  const uint32_t* bits;
-};
-
 // grad[j] = dense_j + c * sum over the entries e of source j of a[e], dense_j = -D softmax(x)_j
 // when `dense`, else 0; each element by one lane, 128-bit stores of the aligned body (its x loads
 // are 128-bit too when x and grad rows share their alignment).
@@ -45,6 +37,49 @@ RX_LM_NO_UNROLL
     return plus_entries(dense_value(has_dense() ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
   }
 
+  // Chunk ch's logits (the dense term's input; zeros without it), one 128-bit load when x_vec.
+  RX_LM_HD void load_chunk(int64_t h, int64_t ch, bool x_vec, A (&xs)[Vec16<scalar_t>::V]) const {
+    constexpr int V = Vec16<scalar_t>::V;
+    const int64_t j0 = h + ch * V;
+    if (x_vec) {
+      const Vec16<scalar_t> xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h)[ch];
+RX_LM_UNROLL
+      for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
+    } else {
+RX_LM_UNROLL
+      for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
+    }
+  }
+
+  // Chunk ch's gradient from its logits xs: dense values, then its sources' entries; one 128-bit store.
+  RX_LM_HD void store_chunk(int64_t h, int64_t ch, const A (&xs)[Vec16<scalar_t>::V]) const {
+    constexpr int V = Vec16<scalar_t>::V;
+    const int64_t j0 = h + ch * V;
+    A out[V];
+RX_LM_UNROLL
+    for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
+    // The chunk's sources with entries, one at a time (selects keep out[] in registers).
+RX_LM_NO_UNROLL
+    for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
+      const int i = lowest_bit(m);
+      A v = out[0];
+RX_LM_UNROLL
+      for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
+      v = plus_entries(v, j0 + i);
+RX_LM_UNROLL
+      for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
+    }
+    Vec16<scalar_t> o;
+RX_LM_UNROLL
+    for (int i = 0; i < V; ++i) o.v[i] = static_cast<scalar_t>(out[i]);
+    reinterpret_cast<Vec16<scalar_t>*>(gr + h)[ch] = o;
+  }
+
+  // The lane's elements of the row. With the dense term the body goes kChunks chunks per step, their
+  // logits loaded before the first is used (32 B in flight per lane, so that the last partial wave
+  // of rows still streams near the copy rate); every element's value and order of additions are the
+  // same whatever the step.
+  static constexpr int kChunks = kMaybeDense ? 2 : 1;
   RX_LM_HD void write(int64_t S, int lane, int log_p) const {
     constexpr int V = Vec16<scalar_t>::V;
     const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
@@ -53,37 +88,21 @@ RX_LM_NO_UNROLL
       const int64_t j = lane + (i_j << log_p);
       gr[j] = static_cast<scalar_t>(scalar_at(j));
     }
-    Vec16<scalar_t>* gv = reinterpret_cast<Vec16<scalar_t>*>(gr + h);
-    for (int64_t i_ch = 0, n_ch = lane_count(0, nv, lane, log_p); i_ch < n_ch; ++i_ch) {
-      const int64_t ch = lane + (i_ch << log_p);
-      const int64_t j0 = h + ch * V;
-      A xs[V];
-      if (x_vec) {
-        const Vec16<scalar_t> xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h)[ch];
+    const int64_t n_ch = lane_count(0, nv, lane, log_p);
+    int64_t i_ch = 0;
+    for (; i_ch + kChunks <= n_ch; i_ch += kChunks) {
+      A xs[kChunks][V];
 RX_LM_UNROLL
-        for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
-      } else {
+      for (int u = 0; u < kChunks; ++u) load_chunk(h, lane + ((i_ch + u) << log_p), x_vec, xs[u]);
 RX_LM_UNROLL
-        for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
+      for (int u = 0; u < kChunks; ++u) store_chunk(h, lane + ((i_ch + u) << log_p), xs[u]);
+    }
+    if constexpr (kChunks > 1) {
+      for (; i_ch < n_ch; ++i_ch) {
+        A xs[V];
+        load_chunk(h, lane + (i_ch << log_p), x_vec, xs);
+        store_chunk(h, lane + (i_ch << log_p), xs);
       }
-      A out[V];
-RX_LM_UNROLL
-      for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
-      // The chunk's sources with entries, one at a time (selects keep out[] in registers).
-RX_LM_NO_UNROLL
-      for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
-        const int i = lowest_bit(m);
-        A v = out[0];
-RX_LM_UNROLL
-        for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
-        v = plus_entries(v, j0 + i);
-RX_LM_UNROLL
-        for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
-      }
-      Vec16<scalar_t> o;
-RX_LM_UNROLL
-      for (int i = 0; i < V; ++i) o.v[i] = static_cast<scalar_t>(out[i]);
-      gv[ch] = o;
     }
     for (int64_t i_j = 0, n_j = lane_count(h + nv * V, S, lane, log_p); i_j < n_j; ++i_j) {
       const int64_t j = h + nv * V + lane + (i_j << log_p);

@@ -115,31 +115,126 @@ struct alignas(16) Vec16 {
   scalar_t v[V];
 };
 
-// Lane `lane` (of 2^log_p) of the online log-sum-exp of row xr[0, S): its elements of the scalar
-// head, its 16-byte chunks of the aligned body (one 128-bit load each), its elements of the tail.
-template <typename A, typename scalar_t>
-C10_HOST_DEVICE inline void lane_row_lse(const scalar_t* __restrict__ xr, int64_t S, int lane, int log_p,
-                                         OnlineLse<A>& r) {
-  constexpr int V = Vec16<scalar_t>::V;
-  const int64_t h = aligned_head<scalar_t>(xr, S), nv = (S - h) / V;
-  for (int64_t i = 0, n = lane_count(0, h, lane, log_p); i < n; ++i) r.add(xr + lane + (i << log_p), 1);
-  const Vec16<scalar_t>* xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h);
-  for (int64_t i = 0, n = lane_count(0, nv, lane, log_p); i < n; ++i) {
-    const Vec16<scalar_t> v = xv[lane + (i << log_p)];
-    r.add(v.v, V);
-  }
-  const int64_t tail = h + nv * V;
-  for (int64_t i = 0, n = lane_count(tail, S, lane, log_p); i < n; ++i) r.add(xr + tail + lane + (i << log_p), 1);
+// Bits [j0, j0 + V) of the source mask (bit s set: source s has index entries); `bits` has one
+// spare zero word past the last, so that a V-element chunk may straddle two words: both words are
+// read (L1 hits) and joined by one 64-bit (funnel) shift, no branch. V <= 8.
+C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int V) {
+  const uint32_t* w = bits + (j0 >> 5);
+  const uint64_t two = (static_cast<uint64_t>(w[1]) << 32) | w[0];
+  return static_cast<uint32_t>(two >> (j0 & 31)) & ((1u << V) - 1u);
 }
 
-// Bits [j0, j0 + V) of the source mask (bit s set: source s has index entries); `bits` has one
-// spare zero word past the last, so that a V-element chunk may straddle two words. V <= 8.
-C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int V) {
-  const int64_t w = j0 >> 5;
-  const int off = static_cast<int>(j0 & 31);
-  uint32_t b = bits[w] >> off;
-  if (off + V > 32) b |= bits[w + 1] << (32 - off);
-  return b & ((1u << V) - 1u);
+// The source -> index entries map (device pointers in the kernels): entries ent[ptr[s], ptr[s+1]) of source s in
+// ascending e = t * K + k; bit s of `bits` set when there is any; rank[w] = the sources with entries
+// below 32 w (the label_map forward's capture slots; the backward does not use it, nullptr there).
+struct SourceMapView {
+  const int32_t* ptr;
+  const int32_t* ent;
+  const uint32_t* bits;
+  const int32_t* rank = nullptr;
+};
+
+C10_HOST_DEVICE inline int popcount32(uint32_t m) {
+#ifdef __CUDA_ARCH__
+  return __popc(m);
+#else
+  return __builtin_popcount(m);
+#endif
+}
+
+// The slot of source s among the sources with entries, in ascending order (its rank), or -1 when s
+// is outside [0, S) or has no entry.
+C10_HOST_DEVICE inline int64_t source_slot(int64_t s, int64_t S, const SourceMapView& map) {
+  if (s < 0 || s >= S) return -1;
+  const uint32_t w = map.bits[s >> 5];
+  const int off = static_cast<int>(s & 31);
+  if (((w >> off) & 1u) == 0) return -1;
+  return map.rank[s >> 5] + popcount32(w & ((1u << off) - 1u));
+}
+
+// What a row pass does with each block of values it loads, besides the log-sum-exp: nothing...
+struct NoCapture {
+  template <int N, typename T>
+  C10_HOST_DEVICE inline void take(int64_t, const T*) const {}
+};
+
+// ... or (label_map forward, bench/notes/label_map.md 2026-12-01 session 7) keep the mapped ones:
+// values[source_slot(j)] = x_j for every source j with index entries in the block [j0, j0 + N), so
+// that the per-target pass reads the mapped logits from shared memory (entry e at
+// values[source_slot(index[e])]) instead of gathering them from the row after the pass, when at a
+// 32k vocabulary most of the row's sectors have left L2. Branch-free: the block's N mask bits give
+// N predicated stores, slot = (sources with entries below j0) + popcount of the mask bits below i,
+// so that a warp whose lanes hold different numbers of mapped sources does not diverge (at 32k,
+// 96 % of the warp's chunks have a mapped source in some lane). Each slot has one source, hence
+// one writer; slots are < the number of sources with entries <= T*K.
+template <typename A>
+struct RowCapture {
+  SourceMapView map;
+  A* values;  // the row's slots, [T * K] at most
+
+  template <int N, typename T>
+  C10_HOST_DEVICE inline void take(int64_t j0, const T* v) const {
+    const uint32_t* w = map.bits + (j0 >> 5);
+    const int off = static_cast<int>(j0 & 31);
+    const uint64_t two = (static_cast<uint64_t>(w[1]) << 32) | w[0];
+    const uint32_t m = static_cast<uint32_t>(two >> off) & ((1u << N) - 1u);
+    const int base = map.rank[j0 >> 5] + popcount32(w[0] & ((1u << off) - 1u));
+    RX_LM_UNROLL
+    for (int i = 0; i < N; ++i) {
+      if ((m >> i) & 1u) values[base + popcount32(m & ((1u << i) - 1u))] = static_cast<A>(v[i]);
+    }
+  }
+};
+
+// The label_map forward's row pass loads kRowUnroll 16-byte chunks per step, all issued before the
+// first is used: 64 B in flight per lane, so that the last partial wave of rows (at 32k x 2048
+// rows about half a wave) still keeps enough bytes in flight to run at the copy rate.
+constexpr int kRowUnroll = 4;
+
+// Lane `lane` (of 2^log_p) of the online log-sum-exp of row xr[0, S): its elements of the scalar
+// head, its 16-byte chunks of the aligned body (one 128-bit load each; kUnroll loads per step, then
+// their adds in the same order, so the bits do not depend on kUnroll), its elements of the tail.
+// cap.take<n>(j0, v) sees every block of values [j0, j0 + n) the lane loads.
+template <typename A, typename scalar_t, int kUnroll = 1, typename Capture = NoCapture>
+C10_HOST_DEVICE inline void lane_row_lse(const scalar_t* __restrict__ xr, int64_t S, int lane, int log_p,
+                                         OnlineLse<A>& r, const Capture& cap = Capture{}) {
+  constexpr int V = Vec16<scalar_t>::V;
+  const int64_t h = aligned_head<scalar_t>(xr, S), nv = (S - h) / V;
+  for (int64_t i = 0, n = lane_count(0, h, lane, log_p); i < n; ++i) {
+    const int64_t j = lane + (i << log_p);
+    r.add(xr + j, 1);
+    cap.template take<1>(j, xr + j);
+  }
+  // The lane's chunks lane, lane + P, ...: a running pointer p and element index j0 (so that a step
+  // adds constant offsets instead of recomputing 64-bit shifts per chunk).
+  const int64_t P = int64_t{1} << log_p;
+  const Vec16<scalar_t>* p = reinterpret_cast<const Vec16<scalar_t>*>(xr + h) + lane;
+  int64_t j0 = h + static_cast<int64_t>(lane) * V;
+  const int64_t n = lane_count(0, nv, lane, log_p);
+  int64_t i = 0;
+  for (; i + kUnroll <= n; i += kUnroll, p += kUnroll * P, j0 += kUnroll * P * V) {
+    Vec16<scalar_t> v[kUnroll];
+    RX_LM_UNROLL
+    for (int u = 0; u < kUnroll; ++u) v[u] = p[u * P];
+    RX_LM_UNROLL
+    for (int u = 0; u < kUnroll; ++u) {
+      r.add(v[u].v, V);
+      cap.template take<V>(j0 + u * P * V, v[u].v);
+    }
+  }
+  if constexpr (kUnroll > 1) {
+    for (; i < n; ++i, p += P, j0 += P * V) {
+      const Vec16<scalar_t> v = *p;
+      r.add(v.v, V);
+      cap.template take<V>(j0, v.v);
+    }
+  }
+  const int64_t tail = h + nv * V;
+  for (int64_t i_t = 0, n_t = lane_count(tail, S, lane, log_p); i_t < n_t; ++i_t) {
+    const int64_t j = tail + lane + (i_t << log_p);
+    r.add(xr + j, 1);
+    cap.template take<1>(j, xr + j);
+  }
 }
 
 // ---- staged rows of the mapped_cross_entropy forward (bench/notes/label_map.md, session 6) -------

@@ -32,7 +32,8 @@
 // differs from theirs only by float32 rounding. A per-sample mask coarser than the canvas
 // (mask_scale > 1) gets its gradient from a second kernel, one thread per mask cell summing its
 // footprint in the CPU's order (masked_perturb_mask_grad_kernel): mask-resolution output, no
-// canvas-sized per-sample buffer.
+// canvas-sized per-sample buffer. SMM's case (blend add, no clamp, batch-shared delta, whole
+// footprints) takes one kernel for both gradients instead, reading grad_out once (cuda_cell_backward.cu).
 //
 // Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls in the cuBLAS /
 // cuSPARSE / cuSOLVER headers that a bare toolkit may lack).
@@ -47,6 +48,7 @@
 #include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
@@ -1240,6 +1242,11 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
       if (outs.placed && V > 1) outs.placed += v * A.B * positions;
       acc_t* cell_out = cell_mask ? outs.mask : nullptr;
       if (cell_mask) outs.mask = nullptr;  // the backward kernel computes delta's / x's gradients only
+      // SMM's case (blend add, shared delta, whole footprints): one kernel reads grad_out once for the
+      // mask cells and the delta's batch sum (cuda_cell_backward.cu); else the two kernels below.
+      if (cell_mask && launch_cell_backward_cuda(A, delta.scalar_type(), need_u,
+                                                 {go, d, mk, norm.const_data_ptr(), outs.delta, cell_out}, stream))
+        continue;
       // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
       const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
                        (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));

@@ -1,6 +1,5 @@
-// EXPECT(cond, printf-format, ...) for the host C++ tests of tests/cpp/: counts a failure and prints the
-// first 20; expect_report() prints "all passed" (what tests/cpp_host.py looks for) or the failure count
-// and returns main's exit status.
+// EXPECT(cond, printf-style message) for the host C++ tests of tests/cpp/: counts a failure and prints
+// the first 20; report() prints "all passed" (what tests/cpp_host.py looks for) and returns main's status.
 #pragma once
 
 #include <cstdio>
@@ -18,7 +17,7 @@ static int failures = 0;
     }                                       \
   } while (0)
 
-inline int expect_report() {
+inline int report() {
   if (failures) {
     std::printf("%d failures\n", failures);
     return 1;

@@ -8,6 +8,7 @@
 #include <vector>
 #include <random>
 #include <algorithm>
+#include <type_traits>
 using namespace reprogram_ext::label_map;
 static int fails = 0;
 #define CHECK(c) do { if (!(c)) { ++fails; std::printf("FAIL %s:%d %s\n", __FILE__, __LINE__, #c); } } while (0)
@@ -41,20 +42,32 @@ OnlineLse<float> simulate(const T* xr, int64_t S, int log_p) {
   return out;
 }
 
-// The mapped CE forward's staged rows (stage_row, local_source): every lane's entries staged once,
-// the lanes' maxima merged = the direct max over valid finite mapped logits, and the group math on
-// (staged values + t K, local sources) gives the same bits as on the row with the global index.
-static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
-  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
-  std::vector<float> x(S); for (auto& v : x) v = nd(gen);
-  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+// A random index [T, K] over S sources with the cases the kernels must skip or keep: padding (-1),
+// sources outside [0, S) and, when S > 3, entries on the +inf / nan / -inf logits that
+// special_logits() puts at sources 1, 2, 3.
+static std::vector<int64_t> test_index(int64_t S, int T, int K, std::mt19937& gen) {
   const int TK = T * K;
   std::vector<int64_t> index(TK);
   std::uniform_int_distribution<int64_t> pick(0, S - 1);
   for (int e = 0; e < TK; ++e) index[e] = pick(gen);
   for (int t = 0; t < T; t += 3) index[t * K + K - 1] = -1;         // padding
   if (TK > 5) { index[5] = S; index[4] = -7; }                        // outside [0, S): padding too
-  for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);          // +inf / nan / -inf sources
+  if (S > 3) for (int t = 1; t < T; t += 4) index[t * K] = 1 + (t % 3);  // +inf / nan / -inf sources
+  return index;
+}
+static void special_logits(float* x, int64_t S) {
+  if (S > 3) { x[1] = INFINITY; x[2] = NAN; x[3] = -INFINITY; }
+}
+
+// The mapped CE forward's staged rows (stage_row, local_source): every lane's entries staged once,
+// the lanes' maxima merged = the direct max over valid finite mapped logits, and the group math on
+// (staged values + t K, local sources) gives the same bits as on the row with the global index.
+static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
+  std::vector<float> x(S); for (auto& v : x) v = nd(gen);
+  special_logits(x.data(), S);
+  const int TK = T * K;
+  const std::vector<int64_t> index = test_index(S, T, K, gen);
   const int P = 1 << log_p;
   std::vector<float> values(TK, -1.f);
   std::vector<int64_t> local(TK);
@@ -89,6 +102,94 @@ static void check_stage(int64_t S, int T, int K, int log_p, unsigned seed) {
       const GroupValue<float> va = group_value<Reduce::kSum, float>(x.data(), g, Pre::kNone, RowNorm<float>{0, 0});
       const GroupValue<float> vb = group_value<Reduce::kSum, float>(values.data() + t * K, gs, Pre::kNone, RowNorm<float>{0, 0});
       CHECK(std::memcmp(&va.out, &vb.out, 4) == 0 || (va.out != va.out && vb.out != vb.out));
+    }
+  }
+}
+
+// The label_map forward's row pass (session 7): kRowUnroll loads per step give every lane the same
+// (m, s) bits as one load per step (the adds keep their order), for float (V = 4) and double (V = 2).
+template <typename T>
+static void check_unroll(int64_t S, int off, int log_p, std::mt19937& gen) {
+  std::normal_distribution<double> nd(0., 3.);
+  std::vector<T> store(S + 8); T* x = store.data() + off;
+  for (int64_t i = 0; i < S; ++i) x[i] = static_cast<T>(nd(gen));
+  for (int lane = 0; lane < (1 << log_p); ++lane) {
+    OnlineLse<T> a, b;
+    lane_row_lse<T, T, 1>(x, S, lane, log_p, a);
+    lane_row_lse<T, T, kRowUnroll>(x, S, lane, log_p, b);
+    CHECK(std::memcmp(&a.m, &b.m, sizeof(T)) == 0 && std::memcmp(&a.s, &b.s, sizeof(T)) == 0);
+  }
+}
+
+// The CSR source map the device builds (stable order by source, then ascending e) and its bits.
+// rank[w] = sources with entries below 32 w, as build_source_map computes it (cumsum, then every 32nd).
+struct HostMap {
+  std::vector<int32_t> ptr, ent, rank; std::vector<uint32_t> bits;
+  HostMap(const std::vector<int64_t>& index, int64_t S) : ptr(S + 1, 0), rank((S + 31) / 32 + 1, 0), bits((S + 31) / 32 + 1, 0) {
+    const int TK = static_cast<int>(index.size());
+    for (int64_t s = 0; s < S; ++s) { ptr[s] = (int32_t)ent.size(); for (int e = 0; e < TK; ++e) if (index[e] == s) ent.push_back(e); }
+    ptr[S] = (int32_t)ent.size(); if (ent.empty()) ent.push_back(0);
+    for (int64_t s = 0; s < S; ++s) if (ptr[s + 1] > ptr[s]) bits[s >> 5] |= 1u << (s & 31);
+    std::vector<int32_t> below(S + 1, 0);
+    for (int64_t s = 0; s < S; ++s) below[s + 1] = below[s] + (ptr[s + 1] > ptr[s]);
+    for (size_t w = 0; w < rank.size(); ++w) rank[w] = below[std::min<int64_t>(32 * (int64_t)w, S)];
+  }
+  SourceMapView view() const { return SourceMapView{ptr.data(), ent.data(), bits.data(), rank.data()}; }
+};
+
+// The label_map forward's captured rows (RowCapture in the unrolled row pass): every lane of the row
+// group streams its part once; afterwards every valid entry's slot (source_slot) holds x[index[e]]
+// bit for bit (shared sources: one slot), the slots are 0 .. (sources with entries) - 1 in source
+// order, invalid entries have slot -1, the lanes' (m, s) are those of the plain pass, and
+// group_value on (values, slots + t K) gives the bits of group_value on the row, every reduce.
+static void check_capture(int64_t S, int T, int K, int off, int log_p, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 4.f);
+  std::vector<float> store(S + 8); float* x = store.data() + off;
+  for (int64_t i = 0; i < S; ++i) x[i] = nd(gen);
+  special_logits(x, S);
+  const int TK = T * K;
+  std::vector<int64_t> index = test_index(S, T, K, gen);
+  if (TK > 9) index[9] = index[0];  // a source shared by two entries
+  const HostMap map(index, S);
+  std::vector<float> values(TK, NAN), w(TK);
+  for (auto& v : w) v = 0.5f + std::abs(nd(gen));
+  std::vector<int64_t> local(TK);
+  for (int e = 0; e < TK; ++e) local[e] = source_slot(index[e], S, map.view());
+  std::vector<int64_t> distinct;
+  for (int e = 0; e < TK; ++e) if (index[e] >= 0 && index[e] < S) distinct.push_back(index[e]);
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  for (int lane = 0; lane < (1 << log_p); ++lane) {
+    OnlineLse<float> a, b;
+    lane_row_lse<float, float, 1>(x, S, lane, log_p, a);
+    lane_row_lse<float, float, kRowUnroll>(x, S, lane, log_p, b, RowCapture<float>{map.view(), values.data()});
+    CHECK(std::memcmp(&a.m, &b.m, 4) == 0 && std::memcmp(&a.s, &b.s, 4) == 0);
+  }
+  for (int e = 0; e < TK; ++e) {
+    const bool valid = index[e] >= 0 && index[e] < S;
+    if (!valid) { CHECK(local[e] == -1); continue; }
+    const int64_t rank = std::lower_bound(distinct.begin(), distinct.end(), index[e]) - distinct.begin();
+    CHECK(local[e] == rank);
+    CHECK(std::memcmp(&values[local[e]], &x[index[e]], 4) == 0);
+  }
+  for (size_t i = distinct.size(); i < values.size(); ++i) CHECK(values[i] != values[i]);  // nothing past the slots
+  const RowNorm<float> norm{1.5f, 7.25f};
+  for (int t = 0; t < T; ++t) for (int weighted = 0; weighted < 2; ++weighted) {
+    const float* wt = weighted ? w.data() + t * K : nullptr;
+    const Group<float> g{index.data() + t * K, wt, K, S, 2};
+    const Group<float> gs{local.data() + t * K, wt, K, TK, 2};
+    for (Pre pre : {Pre::kSoftmax, Pre::kLogSoftmax}) {
+      auto same = [&](auto R) {
+        constexpr Reduce r = decltype(R)::value;
+        const GroupValue<float> va = group_value<r, float>(x, g, pre, norm);
+        const GroupValue<float> vb = group_value<r, float>(values.data(), gs, pre, norm);
+        CHECK(std::memcmp(&va.out, &vb.out, 4) == 0 || (va.out != va.out && vb.out != vb.out));
+        CHECK(va.arg == vb.arg);
+      };
+      same(std::integral_constant<Reduce, Reduce::kSum>{});
+      same(std::integral_constant<Reduce, Reduce::kMean>{});
+      same(std::integral_constant<Reduce, Reduce::kMax>{});
+      if (!weighted) same(std::integral_constant<Reduce, Reduce::kTopkMean>{});
     }
   }
 }
@@ -161,6 +262,12 @@ int main() {
       for (int e = 0; e < TK; ++e) if (index[e] == j) ref += c * a[e];
       if (std::memcmp(&ref, &g[j], 4) != 0) { ++fails; std::printf("grad S=%d xoff=%d goff=%d lp=%d dense=%d j=%d %g vs %g\n", S, xoff, goff, lp, dense, j, g[j], ref); break; }
     }
+    if (!dense) {  // the store-only writer (one chunk per step): the same bits
+      std::vector<float> g2s(S + 8, NAN); float* g2 = g2s.data() + goff;
+      GradRow<float, float, false> row2{x, g2, a.data(), SourceMapView{ptr.data(), ent.data(), bits.data()}, norm, D, c, false};
+      for (int lane = 0; lane < (1 << lp); ++lane) row2.write(S, lane, lp);
+      CHECK(std::memcmp(g2s.data(), gs.data(), (S + 8) * sizeof(float)) == 0);
+    }
     CHECK(gs[goff + S] != gs[goff + S]);  // nothing written past the row
     for (int j = 0; j < goff; ++j) CHECK(gs[j] != gs[j]);  // nor before
   }
@@ -171,6 +278,15 @@ int main() {
   CHECK(stage_fits<float>(800, 7) && stage_bytes<float>(800, 7) == 800 * 4 + 800 * 8);
   CHECK(stage_bytes<float>(100, 4) == 8 * 100 * 4 + 100 * 8);
   CHECK(!stage_fits<double>(1 << 14, 7) && !stage_fits<float>(0, 7));
+  // the label_map forward's unrolled row pass and captured rows: the benchmark's shapes, odd ones,
+  // four alignments, every lane count the kernels use
+  for (int S : {1, 3, 7, 53, 1000, 1003, 32000}) for (int off = 0; off < 4; ++off) for (int lp : {0, 3, 5, 7}) {
+    check_unroll<float>(S, off, lp, gen);
+    check_unroll<double>(S, off % 2, lp, gen);
+  }
+  const int capture_shapes[][3] = {{1000, 10, 10}, {1000, 100, 10}, {32000, 100, 8}, {53, 5, 3}, {7, 3, 1}, {1003, 7, 4}};
+  for (const auto& sh : capture_shapes) for (int off = 0; off < 4; ++off)
+    for (int lp : {0, 3, 5, 7}) check_capture(sh[0], sh[1], sh[2], off, lp, static_cast<unsigned>(sh[0] + 7 * lp + off));
   std::printf(fails ? "FAILED %d\n" : "all passed\n", fails);
   return fails != 0;
 }

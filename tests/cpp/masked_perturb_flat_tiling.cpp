@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "expect.h"
+
 #include "masked_perturb/flat_tiling.h"
 
 using namespace reprogram_ext::flat_tiling;
@@ -54,5 +55,5 @@ int main() {
       check_launch<8>(plane, B);
     }
   }
-  return expect_report();
+  return report();
 }

@@ -1,0 +1,132 @@
+// The fused per-sample-mask backward's thread code (csrc/masked_perturb/cell_backward_thread.h, the body
+// of masked_perturb_cell_backward_kernel), executed on the host: for every block, every thread's
+// prologue and row pass, then (the barrier) every thread's cell and delta passes, on shared buffers as
+// the kernel's. Checked against
+// - the CPU kernel's order, in float: each cell's gradient bit for bit equal to the sum of
+//   perturb_element_backward's gm over its footprint, rows left to right from 0, then top to bottom
+//   (store_cell_row_sums, cpu.cpp);
+// - the formula in double: cell = sum over the footprint of g inv_std act(delta), delta gradient =
+//   act'(delta) sum_b g inv_std m (relative 1e-5);
+// for mask_scale 4, 8 (SMM) and 16, a mask broadcast over channels or one per channel, a delta
+// broadcast over channels, activations none / sigmoid / tanh, normalize before / after, and with and
+// without a delta gradient (the delta output is then untouched).
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "expect.h"
+
+#include "masked_perturb/cell_backward_thread.h"
+
+using namespace reprogram_ext;
+using namespace reprogram_ext::cell_tiling;
+
+static uint32_t rng = 12345;
+static float uniform() {  // in [-1, 1)
+  rng = rng * 1664525u + 1013904223u;
+  return static_cast<float>(rng >> 8) / static_cast<float>(1 << 23) - 1.0f;
+}
+
+static double act_ref(Activation a, double d) {
+  if (a == Activation::kTanh) return std::tanh(d);
+  if (a == Activation::kSigmoid) return 1 / (1 + std::exp(-d));
+  return d;
+}
+static double dact_ref(Activation a, double y) {
+  if (a == Activation::kTanh) return 1 - y * y;
+  if (a == Activation::kSigmoid) return y * (1 - y);
+  return 1;
+}
+
+struct Case {
+  int32_t B, C, H, W;
+  bool mask_per_channel, delta_per_channel, normalize_after, with_delta;
+};
+
+template <Activation kAct, int S>
+void check(const Case& cs) {
+  const int32_t B = cs.B, C = cs.C, H = cs.H, W = cs.W, Hm = (H + S - 1) / S, Wm = (W + S - 1) / S;
+  const int32_t Cm = cs.mask_per_channel ? C : 1, Cd = cs.delta_per_channel ? C : 1;
+  std::vector<float> grad_out(static_cast<size_t>(B) * C * H * W), delta(static_cast<size_t>(Cd) * H * W),
+      mask(static_cast<size_t>(B) * Cm * Hm * Wm), norm(2 * C);
+  for (float& v : grad_out) v = uniform();
+  for (float& v : delta) v = uniform();
+  for (float& v : mask) v = 0.5f * (uniform() + 1.0f);
+  for (int32_t c = 0; c < C; ++c) norm[c] = 0.4f + 0.1f * c, norm[C + c] = 1.0f / (0.2f + 0.05f * c);
+  CellBackwardArgs<float> p{};
+  p.g = Geometry{B, C, H, W, Hm, Wm};
+  p.sd_c = cs.delta_per_channel ? H * W : 0, p.sd_h = W;
+  p.sm_b = Cm * Hm * Wm, p.sm_c = cs.mask_per_channel ? Hm * Wm : 0, p.sm_h = Wm, p.sm_w = 1;
+  p.pw = Pointwise{kAct, Blend::kAdd, !cs.normalize_after, cs.normalize_after, false, 0.0, 0.0, S};
+  const float untouched = -12345.0f;
+  std::vector<float> grad_mask(static_cast<size_t>(B) * C * Hm * Wm, untouched), grad_delta(static_cast<size_t>(C) * H * W, untouched);
+  for (int32_t bz = 0; bz < C; ++bz)
+    for (int32_t by = 0; by < Hm; ++by)
+      for (int32_t bx = 0; bx < strips<S>(Wm); ++bx) {
+        std::vector<float> rows(row_slots<S>(B), NAN), parts(partial_slots<S>(), NAN);
+        std::vector<CellThread<float, S>> th(kThreads);
+        for (int j = 0; j < kChunks; ++j)
+          for (int tx = 0; tx < kRowThreads; ++tx) {
+            CellThread<float, S>& t = th[j * kRowThreads + tx];
+            cell_thread_begin<float, kAct, S>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
+            cell_thread_rows<float, S>(p, grad_out.data(), mask.data(), cs.with_delta, t, rows.data(), parts.data());
+          }
+        for (const auto& t : th) {  // after the barrier
+          cell_thread_cells<float, S>(p.g, t, rows.data(), grad_mask.data());
+          if (cs.with_delta) cell_thread_deltas<float, kAct, S>(p, delta.data(), t, parts.data(), grad_delta.data());
+        }
+      }
+  // The CPU's order in float, and the formula in double.
+  std::vector<double> ref_delta(grad_delta.size(), 0), scale_delta(grad_delta.size(), 0);
+  for (int32_t b = 0; b < B; ++b)
+    for (int32_t c = 0; c < C; ++c) {
+      const auto k = channel_constants<float>(p.pw, norm.data(), C, c);
+      const double inv = cs.normalize_after ? norm[C + c] : 1.0;
+      for (int32_t q = 0; q < Hm; ++q)
+        for (int32_t r = 0; r < Wm; ++r) {
+          const float m = mask[static_cast<size_t>(b) * p.sm_b + c * p.sm_c + q * Wm + r];
+          float cpu = 0;
+          double ref = 0, scale = 0;
+          for (int32_t h = q * S; h < std::min(H, q * S + S); ++h) {
+            float t = 0;
+            for (int32_t w = r * S; w < std::min(W, r * S + S); ++w) {
+              const float g = grad_out[((static_cast<size_t>(b) * C + c) * H + h) * W + w];
+              const float d = delta[c * p.sd_c + h * W + w];
+              t += perturb_element_backward<float>(g, 0.0f, false, activate<kAct>(d), m, k).gm;
+              const double a = act_ref(kAct, d);
+              ref += g * inv * a, scale += std::fabs(g * inv * a);
+              const size_t pos = (static_cast<size_t>(c) * H + h) * W + w;
+              ref_delta[pos] += g * inv * m * dact_ref(kAct, a), scale_delta[pos] += std::fabs(g * inv * m);
+            }
+            cpu = h == q * S ? t : cpu + t;
+          }
+          const size_t cell = ((static_cast<size_t>(b) * C + c) * Hm + q) * Wm + r;
+          EXPECT(grad_mask[cell] == cpu, "S %d act %d B %d C %d H %d W %d: cell %zu = %.9g, CPU order %.9g", S,
+                 static_cast<int>(kAct), B, C, H, W, cell, grad_mask[cell], cpu);
+          EXPECT(std::fabs(grad_mask[cell] - ref) <= 1e-5 * scale + 1e-6, "S %d: cell %zu = %.9g, formula %.9g", S, cell,
+                 grad_mask[cell], ref);
+        }
+    }
+  for (size_t i = 0; i < grad_delta.size(); ++i) {
+    if (!cs.with_delta) {
+      EXPECT(grad_delta[i] == untouched, "S %d: delta %zu written without a delta gradient", S, i);
+      continue;
+    }
+    EXPECT(std::fabs(grad_delta[i] - ref_delta[i]) <= 1e-5 * scale_delta[i] + 1e-6,
+           "S %d act %d B %d C %d H %d W %d: delta %zu = %.9g, formula %.9g", S, static_cast<int>(kAct), B, C, H, W, i,
+           grad_delta[i], ref_delta[i]);
+  }
+}
+
+int main() {
+  // SMM's layout at a small size (one mask channel, normalize before, no activation, mask_scale 8),
+  // then the other options around the edges (9 samples over 8 chunks, H ending inside a footprint,
+  // partial strips).
+  check<Activation::kNone, 8>({64, 3, 32, 64, false, true, false, true});
+  check<Activation::kNone, 8>({9, 3, 20, 40, false, true, false, true});
+  check<Activation::kSigmoid, 8>({5, 2, 17, 48, true, true, true, true});
+  check<Activation::kTanh, 4>({3, 3, 13, 36, false, false, true, true});
+  check<Activation::kNone, 4>({17, 1, 8, 32, true, true, false, false});
+  check<Activation::kTanh, 16>({2, 3, 35, 48, true, true, true, true});
+  return report();
+}
