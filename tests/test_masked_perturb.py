@@ -202,6 +202,50 @@ def test_options_match_reference(bd, case):
     _against_reference(bd, inputs, kwargs)
 
 
+# The linear backward (x frozen: no input gradient; delta and mask shared by the batch) on rows that are
+# not 16-byte aligned: CUDA's flat backward (cuda_flat_backward.cu: grad_out groups that cross rows and
+# samples, per-sample shifts, batch chunks). elsayed_like_b17: plane 3 * 31 * 29 = 2697 (odd), B = 17:
+# 22 slices of 128 positions, J = 16 chunks (one of 2 samples); relu_plain: a [C, H, W] mask, no norm.
+ODD_WIDTH_LINEAR_CASES = {
+    "odd_width_shared": OPTION_CASES["odd_width_shared"],
+    "odd_width_shared_no_mask_grey": OPTION_CASES["odd_width_shared_no_mask_grey"],
+    "elsayed_like_b17": (dict(x=(17, 3, 7, 5), delta=(3, 31, 29), mask=(31, 29)),
+                         dict(activation="tanh", mean=IN_MEAN, std=IN_STD)),
+    "odd_width_relu_plain": (dict(x=(9, 3, 4, 4), delta=(3, 5, 7), mask=(3, 5, 7)),
+                             dict(activation="relu", normalize="none")),
+}
+
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("frozen", [("x",), ("x", "mask")], ids=["delta_mask", "delta_only"])
+@pytest.mark.parametrize("case", sorted(ODD_WIDTH_LINEAR_CASES))
+def test_odd_width_linear_backward(bd, case, frozen):
+    shapes, kwargs = ODD_WIDTH_LINEAR_CASES[case]
+    inputs = {k: (torch.randn(s) if k != "mask" else torch.rand(s)) if s is not None else None
+              for k, s in shapes.items()}
+    _check_case(bd, inputs, kwargs,
+                lambda **t: masked_perturb(t["x"], t["delta"], t.get("mask"), backend="reference", **kwargs),
+                frozen=frozen)
+
+
+@pytest.mark.parametrize("bd", FUSED)
+@pytest.mark.parametrize("dtype", interpreter_dtypes([torch.float16, torch.bfloat16]))
+def test_odd_width_linear_backward_low_precision(bd, dtype):
+    """16-bit grad_out on odd widths (CUDA: the flat backward at VEC = 8): delta's and the mask's
+    gradients against the float32 reference of the same rounded inputs."""
+    backend, device = bd
+    x, d, m = torch.rand(17, 3, 7, 5), torch.randn(3, 31, 29), torch.rand(31, 29)
+    x, d, m = (t.to(dtype).float() for t in (x, d, m))
+    kw = dict(activation="sigmoid", mean=IN_MEAN, std=IN_STD)
+    g = torch.randn(17, 3, 31, 29).to(dtype)
+    dl, ml = (t.to(dtype).to(device).requires_grad_() for t in (d, m))
+    masked_perturb(x.to(dtype).to(device), dl, ml, backend=backend, **kw).backward(g.to(device))
+    d32, m32 = d.clone().requires_grad_(), m.clone().requires_grad_()
+    masked_perturb(x, d32, m32, backend="reference", **kw).backward(g.float())
+    torch.testing.assert_close(dl.grad.float().cpu(), d32.grad, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ml.grad.float().cpu(), m32.grad, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.parametrize("bd", FUSED)
 def test_uint8_input(bd):
     backend, device = bd

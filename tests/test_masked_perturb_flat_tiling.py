@@ -2,7 +2,8 @@
 thread and pass -> sample and plane positions), executed on the host by tests/cpp/masked_perturb_flat_tiling.cpp:
 every output element of a launch written exactly once, each group's window slots inside its block's
 window and its first element 16-byte aligned, for VEC 4 and 8 over planes and batches at and around
-the block edges (Elsayed's 3 x 223 x 225 included)."""
+the block edges (Elsayed's 3 x 223 x 225 included); and the flat backward's tiling
+(flat_backward_tiling.h) by tests/cpp/masked_perturb_flat_backward_tiling.cpp."""
 from __future__ import annotations
 
 import shutil
@@ -15,3 +16,12 @@ from cpp_host import build_and_run
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
 def test_flat_forward_tiling_on_the_host(tmp_path):
     build_and_run(tmp_path, "masked_perturb_flat_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_flat_backward_tiling_on_the_host(tmp_path):
+    """csrc/masked_perturb/flat_backward_tiling.h (the odd-width backward, cuda_flat_backward.cu): every
+    grad_out element read exactly once from 16-byte aligned groups inside its warp's slice, each lane's
+    positions fed the elements of those positions, each partial slot written once per block, every plane
+    position finished once with the batch sum of its elements (VEC 4 and 8, Elsayed's 3 x 223 x 225 included)."""
+    build_and_run(tmp_path, "masked_perturb_flat_backward_tiling")

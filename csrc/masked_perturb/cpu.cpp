@@ -68,12 +68,12 @@ void accumulate_row(int64_t W, const T* __restrict x, acc_t* __restrict acc) {
   for (int64_t w = 0; w < W; ++w) acc[w] += static_cast<acc_t>(x[w]);
 }
 
-// out[w] = s * x[w] * y[w] * z[w] (z may be null).
+// out[w] = s * x[w] * y[w] * z[w] (z may be null): linear_gradient (math.h), the CUDA flat backward's too.
 template <typename acc_t>
 void store_scaled_product(int64_t W, acc_t s, const acc_t* __restrict x, const acc_t* __restrict y,
                           const acc_t* __restrict z, acc_t* __restrict out) {
 #pragma omp simd
-  for (int64_t w = 0; w < W; ++w) out[w] = s * x[w] * y[w] * (z ? z[w] : acc_t(1));
+  for (int64_t w = 0; w < W; ++w) out[w] = linear_gradient<acc_t>(s, x[w], y[w], z ? z[w] : acc_t(1));
 }
 
 // acc[w] += x[w] * y[w].

@@ -49,6 +49,7 @@
 
 #include "masked_perturb/args.h"
 #include "masked_perturb/cuda_cell_backward.h"
+#include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
 
@@ -1368,8 +1369,15 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
         continue;
       }
       const auto args = kernel_args<acc_t, int32_t>(A, offsets, dev_ptr, VEC, x, true);
+      // Rows not 16-byte aligned, linear case: the flat backward of cuda_flat_backward.cu (false: not served).
+      auto flat_backward = [&]() {
+        if constexpr (std::is_same_v<scalar_t, double>) return false;
+        else return masked_perturb_backward_flat_cuda<scalar_t>(A, go, d, mk, norm.const_data_ptr<acc_t>(), outs.delta, outs.mask, stream);
+      };
       if (backward_kernel && linear && vec) {
         launch(std::true_type{}, DynamicLayout<true>{}, args);
+      } else if (backward_kernel && linear && flat_backward()) {
+        // launched
       } else if (backward_kernel && vec) {
         launch(std::false_type{}, DynamicLayout<true>{}, args);
       } else if (backward_kernel) {

@@ -228,6 +228,15 @@ RX_HD ElementGrads<acc_t> perturb_element_backward(acc_t g, acc_t u, bool covere
   return r;
 }
 
+// The gradients of the linear case (blend add, no clamp, delta and mask shared by the batch, no input
+// gradient), from G = the batch sum of grad_out at a position: grad_delta = inv_std * G * m * act'(delta)
+// (y = m, z = act'(delta)), grad_mask = inv_std * G * act(delta) (y = act(delta), z = 1); inv_std = 1
+// without normalize="after". Left to right, the same products on every compiled backend's linear path.
+template <typename acc_t>
+RX_HD acc_t linear_gradient(acc_t inv_std, acc_t G, acc_t y, acc_t z) {
+  return inv_std * G * y * z;
+}
+
 // The canvas positions [begin, end) of mask index q along an axis of n canvas positions, mask_scale s:
 // the footprint of a mask cell is begin = q * s .. end = min(n, q * s + s) - 1 on each axis. A mask cell's
 // gradient is the sum of the element mask gradients over its footprint, in one fixed order on every
