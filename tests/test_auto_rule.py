@@ -23,7 +23,8 @@ from reprogram_ext.ops.vocab_map import backends as vocab_backends
 
 # The documented table (docs/backends.md): op -> class -> order on CUDA tensors.
 DOCUMENTED = {
-    "masked_perturb": (perturb_backends, {"vector": CUDA_FIRST, "bilinear": TRITON_FIRST, "odd_width": TRITON_FIRST}),
+    "masked_perturb": (perturb_backends, {"vector": CUDA_FIRST, "bilinear_fp32": CUDA_FIRST, "bilinear": TRITON_FIRST,
+                                         "odd_width": TRITON_FIRST}),
     "label_map": (label_map_backends, {"sparse": CUDA_FIRST, "dense": CUDA_FIRST}),
     "vocab_map": (vocab_backends, {"noise": TRITON_FIRST, "plain": CUDA_FIRST}),
     "tokens_to_canvas": (tokens_backends, {"any": CUDA_FIRST}),
@@ -65,7 +66,10 @@ def test_masked_perturb_input_classes_from_the_canonical_form():
     assert perturb_backends.auto_order(ilm_vp, "cuda") == CUDA_FIRST
     assert perturb_backends.auto_order(ilm_vp, "cpu") is None
     autovp = _perturb(torch.rand(2, 3, 32, 32), torch.randn(3, 224, 224), resize=192, resize_mode="bilinear")
-    assert perturb_backends.auto_order(autovp, "cuda") == TRITON_FIRST
+    assert perturb_backends.auto_order(autovp, "cuda") == CUDA_FIRST
+    autovp_half = _perturb(torch.rand(2, 3, 32, 32), torch.randn(3, 224, 224, dtype=torch.float16), resize=192,
+                           resize_mode="bilinear")
+    assert perturb_backends.auto_order(autovp_half, "cuda") == TRITON_FIRST
     nearest = _perturb(torch.rand(2, 3, 32, 32), torch.randn(3, 224, 224), resize=192, resize_mode="nearest")
     assert perturb_backends.auto_order(nearest, "cuda") == CUDA_FIRST
     elsayed = _perturb(torch.rand(2, 3, 31, 29), torch.randn(3, 223, 225))
@@ -74,7 +78,9 @@ def test_masked_perturb_input_classes_from_the_canonical_form():
     assert perturb_backends.input_class("none", 228, 4) == "vector"
     assert perturb_backends.input_class("none", 228, 2) == "odd_width"
     assert perturb_backends.input_class("none", 226, 8) == "vector"
-    assert perturb_backends.input_class("bilinear", 224, 4) == "bilinear"
+    assert perturb_backends.input_class("bilinear", 224, 4) == "bilinear_fp32"
+    assert perturb_backends.input_class("bilinear", 224, 2) == "bilinear"
+    assert perturb_backends.input_class("bilinear", 224, 8) == "bilinear"
 
 
 def test_bank_takes_masked_perturbs_rule():

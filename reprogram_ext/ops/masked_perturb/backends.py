@@ -46,25 +46,33 @@ def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
 # triton_masked_perturb.md:
 # - "vector" (no resize or nearest, canvas width a multiple of VEC = 16 / element size): the CUDA
 #   kernels' 128-bit layouts are predicted at the memory roofline (ILM-VP forward 17.3 / 12.1 us,
-#   backward 13.3 / 9.3 us) and Triton at or above it (forward 17-21 / 12-15 us, backward 15-20 /
-#   13-18 us): CUDA first.
-# - "bilinear": CUDA's fp32 upscale forward reads a three-column window (AutoVP 33.9, SMM 35.2
-#   instructions per output: memory-bound on an H100, 1.22x / 1.27x off the 9.3 us roofline on an
-#   H200); its 16-bit, downscale and small-upscale forwards and every bilinear backward keep the
-#   per-output taps (~75-100 per output, 1.9-3.3x off). The Triton program computes the taps once
-#   and reuses them over its batch chunk (SMM 31 instructions per 8 outputs): Triton first.
-# - "odd_width" (W % VEC != 0): CUDA's flat forward (Elsayed 32.6 per output, 1.3x off on an H200)
-#   serves only one unresized copy with blend add, no clamp, shared delta and mask; the rest and
-#   every odd-width backward take its dynamic scalar layout (~150 instructions per output, 3.6x /
-#   5x off). Triton keeps its flat-plane code with coalesced scalar accesses: Triton first.
-CUDA_ORDER = {"vector": CUDA_FIRST, "bilinear": TRITON_FIRST, "odd_width": TRITON_FIRST}
+#   backward 13.3 / 9.3 us); Triton's forward too, its backward at 13.3-14.5 / 9.3-10.5 us: CUDA
+#   first (the tie goes to the kernels with the fixed summation order of the CPU's tests).
+# - "bilinear_fp32" (bilinear resize, 4-byte elements): CUDA's upscale forward reads a three-column
+#   window (AutoVP 24.3, SMM 33.7 instructions per output: AutoVP at the memory roofline on both,
+#   SMM memory-bound on an H100 and 1.21x off on an H200); the backward of AutoVP (delta only) is the
+#   linear backward at the roofline, SMM's is one kernel reading grad_out once (13.5 / 9.4 us against
+#   13.4 / 9.3). Triton: AutoVP within 1.13x, SMM's forward 1.23-1.34x on an H200 and its backward
+#   ~3.1x (the mask gradient at canvas resolution): CUDA first.
+# - "bilinear" (other element sizes): CUDA's 16-bit window needs a ~7x upscale (AutoVP's 6x keeps
+#   the per-output taps, ~75 per output) and its SMM 16-bit forward is 1.9x off on an H200; Triton
+#   computes the taps once per program and reuses them over its batch chunk: Triton first.
+# - "odd_width" (W % VEC != 0): for Elsayed's case (223x225, B = 17, fp32) CUDA's flat forward
+#   (22.9 per output) is at the H200 roofline by issue and its flat backward 1.0-1.15x / 1.3-1.5x
+#   (one load in flight per step); Triton's forward is 1.4x off on an H200 (per-program set-up),
+#   its backward within 1.13x: a tie on the pair. CUDA's flat kernels serve only one unresized copy
+#   with blend add, no clamp, shared delta and mask (and, backward, no input gradient); every other
+#   odd-width call takes CUDA's dynamic scalar layout (~150 per output, 3.6x / 5x off), where Triton
+#   keeps its coalesced flat-plane code: Triton first.
+CUDA_ORDER = {"vector": CUDA_FIRST, "bilinear_fp32": CUDA_FIRST, "bilinear": TRITON_FIRST, "odd_width": TRITON_FIRST}
 
 
 def input_class(resize_mode: str, width: int, element_size: int) -> str:
-    """The class of an input for the auto rule: "bilinear", else "odd_width" when the canvas width is
-    not a multiple of VEC = 16 / element_size (the CUDA kernels' 128-bit groups), else "vector"."""
+    """The class of an input for the auto rule: "bilinear_fp32" / "bilinear" (4-byte / other elements)
+    under a bilinear resize, else "odd_width" when the canvas width is not a multiple of
+    VEC = 16 / element_size (the CUDA kernels' 128-bit groups), else "vector"."""
     if resize_mode == "bilinear":
-        return "bilinear"
+        return "bilinear_fp32" if element_size == 4 else "bilinear"
     return "vector" if width % max(1, 16 // element_size) == 0 else "odd_width"
 
 
