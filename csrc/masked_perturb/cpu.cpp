@@ -4,13 +4,13 @@
 // and the mask are computed once and reused for every sample of the chunk; the placed input is
 // gathered into a row buffer; the output row is then one branch-free, vectorisable loop.
 // Forward: one read of x (+ delta, mask), one write of the output (streaming stores when it is
-// large, common/streaming_store.h: no read of the output's lines before they are written). Backward: one read of the
-// output gradient; the batch sum of the delta/mask gradient runs in a fixed order per position
-// over the chunks of reduction_chunks() (a function of the shape only), then the chunk partials
-// are summed: deterministic (CUDA sums its own chunks, cuda.cu). A per-sample mask's gradient is
-// summed into its cells at mask resolution inside the task, which then holds the s footprint rows
-// of one mask row (s = mask_scale). Math, normalisation and accumulation in acc_t (float32; float64
-// for float64 tensors, whose gradients are float64 too).
+// large, common/streaming_store.h: no read of the output's lines before they are written).
+// Backward: one read of the output gradient; the batch sum of the delta/mask gradient runs in a
+// fixed order per position over the chunks of reduction_chunks() (a function of the shape only),
+// then the chunk partials are summed: deterministic (CUDA sums its own chunks, cuda.cu). A
+// per-sample mask's gradient is summed into its cells at mask resolution inside the task, which
+// then holds the s footprint rows of one mask row (s = mask_scale). Math, normalisation and
+// accumulation in acc_t (float32; float64 for float64 tensors, whose gradients are float64 too).
 //
 // Prompt bank (V programs delta[v], bank=True): a task's placed input row of sample b is gathered
 // once and used for all V programs (output row v * B + b); the V activated program rows are computed
