@@ -828,3 +828,40 @@ def test_bank_bad_input_errors(name, args, exc, word):
     a, kw = args
     with pytest.raises(exc, match=word):
         masked_perturb(a["x"], a["delta"], a["mask"], **kw)
+
+
+# The C++ CPU forward writes outputs of at least this many bytes with streaming stores, regular stores for
+# the partial 64-byte lines at each row's ends (kStreamingMinBytes, csrc/common/streaming_store.h).
+STREAMING_MIN_BYTES = 16 << 20
+
+# name -> (dtype, canvas (H, W), programs V of a bank or 0, batch): each output just above that size;
+# W = 225 rows start and end inside cache lines (the partial-line stores at both ends of every row).
+LARGE_OUTPUT_CASES = {
+    "float32_aligned_rows": (torch.float32, (224, 224), 0, 28),
+    "float32_odd_width": (torch.float32, (223, 225), 0, 28),
+    "float32_bank": (torch.float32, (224, 224), 4, 8),
+    "bfloat16_odd_width": (torch.bfloat16, (223, 225), 0, 56),
+    "float64_odd_width": (torch.float64, (223, 225), 0, 14),
+}
+
+
+@pytest.mark.parametrize("bd", [p for p in FUSED if not INTERPRET])
+@pytest.mark.parametrize("case", sorted(LARGE_OUTPUT_CASES))
+def test_large_output_equals_small_calls(bd, case):
+    """An output large enough for the CPU forward's streaming stores is bit-identical to the same samples
+    (and programs) computed in calls whose outputs are small: every row, its unaligned ends included."""
+    backend, device = bd
+    dtype, (H, W), V, B = LARGE_OUTPUT_CASES[case]
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, 3, 32, 31, generator=g).to(device, dtype)
+    delta = torch.randn(*((V,) if V else ()), 3, H, W, generator=g).to(device, dtype)
+    mask = (torch.rand(H, W, generator=g) > 0.3).to(device, dtype)
+    kwargs = dict(activation="sigmoid", normalize="after", mean=IN_MEAN, std=IN_STD)
+    out = masked_perturb(x, delta, mask, backend=backend, bank=V > 0, **kwargs)
+    assert out.numel() * out.element_size() >= STREAMING_MIN_BYTES
+    if V:
+        small = torch.stack([masked_perturb(x, delta[v], mask, backend=backend, **kwargs) for v in range(V)])
+    else:
+        small = torch.cat([masked_perturb(x[b:b + 1], delta, mask, backend=backend, **kwargs) for b in range(B)])
+    assert small[0].numel() * small.element_size() < STREAMING_MIN_BYTES
+    assert out.dtype == dtype and torch.equal(out, small)

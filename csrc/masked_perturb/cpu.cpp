@@ -3,13 +3,14 @@
 // Work is split into rows (c, h) of the canvas, times batch chunks. Per row the activated delta
 // and the mask are computed once and reused for every sample of the chunk; the placed input is
 // gathered into a row buffer; the output row is then one branch-free, vectorisable loop.
-// Forward: one read of x (+ delta, mask), one write of the output. Backward: one read of the
-// output gradient; the batch sum of the delta/mask gradient runs in a fixed order per position
-// over the chunks of reduction_chunks() (a function of the shape only), then the chunk partials
-// are summed: deterministic (CUDA sums its own chunks, cuda.cu). A per-sample mask's gradient is
-// summed into its cells at mask resolution inside the task, which then holds the s footprint rows
-// of one mask row (s = mask_scale). Math, normalisation and accumulation in acc_t (float32; float64
-// for float64 tensors, whose gradients are float64 too).
+// Forward: one read of x (+ delta, mask), one write of the output (streaming stores when it is
+// large, common/streaming_store.h: no read of the output's lines before they are written).
+// Backward: one read of the output gradient; the batch sum of the delta/mask gradient runs in a
+// fixed order per position over the chunks of reduction_chunks() (a function of the shape only),
+// then the chunk partials are summed: deterministic (CUDA sums its own chunks, cuda.cu). A
+// per-sample mask's gradient is summed into its cells at mask resolution inside the task, which
+// then holds the s footprint rows of one mask row (s = mask_scale). Math, normalisation and
+// accumulation in acc_t (float32; float64 for float64 tensors, whose gradients are float64 too).
 //
 // Prompt bank (V programs delta[v], bank=True): a task's placed input row of sample b is gathered
 // once and used for all V programs (output row v * B + b); the V activated program rows are computed
@@ -28,6 +29,7 @@
 #include "masked_perturb/cpu_rows.h"
 #include "masked_perturb/specialize.h"
 #include "common/cpu_clones.h"
+#include "common/streaming_store.h"
 #include "runtime/cpu_block_cache.h"
 
 namespace reprogram_ext {
@@ -170,6 +172,7 @@ struct ForwardData {
   PerturbInputs<scalar_t, x_t> in;
   scalar_t* out;
   int64_t chunks;
+  bool stream;  // output rows go through a row buffer and streaming stores (a large output: streaming_store.h)
 };
 
 // Forward tasks [begin, end): task = (batch chunk j, row (c, h)); every program v of a bank in each.
@@ -179,6 +182,7 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
   const int64_t rows = A.C * A.H, W = A.W, V = A.V;
   std::vector<acc_t> a_rows(V * W), m_row(W), u_row(W);  // a_rows: program v's activated row at v * W
   std::vector<uint8_t> cov(W);
+  std::vector<scalar_t> o_row(d.stream ? W : 0);
   const auto col_taps = bilinear_column_taps<acc_t>(A);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t j = task / rows, c = (task % rows) / A.H, h = task % A.H;
@@ -193,12 +197,16 @@ void forward_tasks(const MaskedPerturbArgs& A, const ForwardData<scalar_t, x_t>&
       fill_placed_row<acc_t>(A, d.in.x + A.sx.at(b, c, 0, 0), h, u_row.data(), cov.data(),
                              col_taps.empty() ? nullptr : col_taps.data());
       dispatch_pointwise(A.pw, [&](auto p) {
-        for (int64_t v = 0; v < V; ++v)
+        for (int64_t v = 0; v < V; ++v) {
+          scalar_t* o = d.out + (((v * A.B + b) * A.C + c) * A.H + h) * W;
           perturb_row<decltype(p), acc_t>(W, u_row.data(), cov.data(), a_rows.data() + v * W, m_row.data(), k,
-                                          d.out + (((v * A.B + b) * A.C + c) * A.H + h) * W);
+                                          d.stream ? o_row.data() : o);
+          if (d.stream) store_row_streaming(o_row.data(), o, W);
+        }
       });
     }
   }
+  if (d.stream) streaming_fence();
 }
 
 RX_CPU_CLONES void forward_tasks_f32(const MaskedPerturbArgs& A, const ForwardData<float, float>& d, int64_t begin,
@@ -210,6 +218,7 @@ template <typename scalar_t, typename x_t>
 void forward_cpu(const MaskedPerturbArgs& A, ForwardData<scalar_t, x_t> d) {
   const int64_t rows = A.C * A.H;
   d.chunks = forward_chunks(A.B, rows);
+  d.stream = static_cast<size_t>(A.V * A.B * rows * A.W) * sizeof(scalar_t) >= kStreamingMinBytes;
   const int64_t grain = task_grain(A.V * A.W * ((A.B + d.chunks - 1) / d.chunks));
   at::parallel_for(0, d.chunks * rows, grain, [&](int64_t begin, int64_t end) {
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<x_t, float>) {
@@ -383,7 +392,7 @@ Tensor masked_perturb_forward_cpu(const Tensor& x, const Tensor& delta, const st
   dispatch_masked_perturb_types(x, delta, [&](auto s, auto xv) {
     using scalar_t = decltype(s);
     using x_t = decltype(xv);
-    forward_cpu<scalar_t, x_t>(A, {{A, x, delta, mask, norm}, out.mutable_data_ptr<scalar_t>(), 1});
+    forward_cpu<scalar_t, x_t>(A, {{A, x, delta, mask, norm}, out.mutable_data_ptr<scalar_t>(), 1, false});
   });
   return out;
 }

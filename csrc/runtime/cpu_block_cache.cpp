@@ -1,9 +1,11 @@
 #include "runtime/cpu_block_cache.h"
 
 #include <ATen/EmptyTensor.h>
+#include <ATen/Parallel.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -96,6 +98,28 @@ void release_block(void* ctx) {
   delete b;
 }
 
+// Fresh blocks of at least this size are faulted in before the kernel writes them (prefault).
+constexpr size_t kPrefaultBytes = size_t(16) << 20;
+
+// Faults in every page of a fresh block [p, p + len), the threads of at::parallel_for taking
+// contiguous parts of whole 2 MiB. The kernels write a large output in an order of their own (the
+// masked_perturb forward: every thread writes a row of each sample, so all threads reach the same
+// 2 MiB page at about the same time and their faults collide on it); the kernel's zeroing of the
+// pages is then done once per page, by all threads at once. MADV_POPULATE_WRITE (Linux 5.14) faults a
+// range in without touching it; where it is refused, one byte per 4 KiB page is written instead.
+void prefault(void* p, size_t len) {
+  char* base = static_cast<char*>(p);
+  const int64_t parts = static_cast<int64_t>((len + kHugePageBytes - 1) / kHugePageBytes);
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    char* lo = base + begin * kHugePageBytes;
+    char* hi = std::min(base + len, base + end * kHugePageBytes);
+#if defined(__linux__) && defined(MADV_POPULATE_WRITE)
+    if (madvise(lo, hi - lo, MADV_POPULATE_WRITE) == 0) return;
+#endif
+    for (char* q = lo; q < hi; q += kPageBytes) *q = 0;
+  });
+}
+
 // Requests of at least kCachedBytes are rounded up to whole 4 KiB pages and reused through the
 // block cache; those of at least kHugePageBytes are also 2 MiB-aligned and advised MADV_HUGEPAGE
 // (the kernel backs each whole 2 MiB of the block with a huge page, the tail with 4 KiB pages: no
@@ -112,6 +136,7 @@ struct HugePageAllocator final : at::Allocator {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
       if (huge) madvise(p, len, MADV_HUGEPAGE);  // advice only: ignored where THP is off
 #endif
+      if (len >= kPrefaultBytes) prefault(p, len);
     }
     g_live_bytes += len;
     report(p, static_cast<int64_t>(len));

@@ -9,7 +9,8 @@
 // Python: reprogram_ext.runtime.set_cpu_cache_limit, or REPROGRAM_EXT_CPU_CACHE_MB at import). glibc
 // returns freed 64 KiB-2 MiB chunks at the top of its heap to the kernel and faults them in again on
 // the next step (measured: ~72 faults, ~150 us, per 1 MB label-mapping gradient). Handed-out blocks are
-// reported to torch.profiler's memory profiling like c10's allocations. Tensors made here are
+// reported to torch.profiler's memory profiling like c10's allocations. Fresh blocks of 16 MiB or more
+// are faulted in by all threads at once before they are handed out (prefault, cpu_block_cache.cpp). Tensors made here are
 // ordinary resizable CPU tensors.
 #pragma once
 
