@@ -175,6 +175,19 @@ def test_low_precision_within_twice_the_torch_error(bd, dtype):
     assert (out.cpu().double() - exact).abs().max() <= 2 * err_pt + 1e-3
 
 
+def _table_grad(tokens, table, base, g, grid, backend, threads):
+    """table's gradient of tokens_to_canvas(...).backward(g) with torch's thread count set to ``threads``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        table.grad = None
+        tokens_to_canvas(tokens, table, grid=grid, base=base, patch_weight=0.2, clamp=(0, 1), mean=IN_MEAN,
+                         std=IN_STD, backend=backend).backward(g)
+        return table.grad.clone()
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("bd", FUSED)
 def test_table_gradient_is_deterministic_across_runs_and_threads(bd):
     """Each table row is a fixed-order sum over its cells: bitwise equal across runs and thread counts."""
@@ -183,20 +196,9 @@ def test_table_gradient_is_deterministic_across_runs_and_threads(bd):
     table = torch.randn(3, 3, 8, 8, device=device, requires_grad=True)
     base = torch.rand(3, 40, 32, device=device)
     g = torch.randn(16, 3, 40, 32, device=device)
-
-    def grad(threads):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            table.grad = None
-            tokens_to_canvas(tokens, table, grid=(5, 4), base=base, patch_weight=0.2, clamp=(0, 1), mean=IN_MEAN,
-                             std=IN_STD, backend=backend).backward(g)
-            return table.grad.clone()
-        finally:
-            torch.set_num_threads(before)
-
-    first = grad(2)
-    assert torch.equal(first, grad(2)) and torch.equal(first, grad(1))
+    first = _table_grad(tokens, table, base, g, (5, 4), backend, 2)
+    assert torch.equal(first, _table_grad(tokens, table, base, g, (5, 4), backend, 2))
+    assert torch.equal(first, _table_grad(tokens, table, base, g, (5, 4), backend, 1))
 
 
 @pytest.mark.parametrize("bd", FUSED_NON_TRITON)  # the interpreter takes minutes at this size
@@ -210,21 +212,10 @@ def test_large_table_gradient_is_deterministic_and_equals_the_reference(bd):
     table = torch.randn(V, 3, 16, 16, generator=gen).to(device).requires_grad_(True)
     base = torch.rand(3, 64, 64, generator=gen).to(device)
     g = torch.randn(4, 3, 64, 64, generator=gen).to(device)
-
-    def grad(threads, which=backend):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            table.grad = None
-            tokens_to_canvas(tokens, table, grid=4, base=base, patch_weight=0.2, clamp=(0, 1), mean=IN_MEAN,
-                             std=IN_STD, backend=which).backward(g)
-            return table.grad.clone()
-        finally:
-            torch.set_num_threads(before)
-
-    first = grad(2)
-    assert torch.equal(first, grad(2)) and torch.equal(first, grad(1))
-    torch.testing.assert_close(first, grad(1, "reference"), rtol=1e-5, atol=1e-6)
+    first = _table_grad(tokens, table, base, g, 4, backend, 2)
+    assert torch.equal(first, _table_grad(tokens, table, base, g, 4, backend, 2))
+    assert torch.equal(first, _table_grad(tokens, table, base, g, 4, backend, 1))
+    torch.testing.assert_close(first, _table_grad(tokens, table, base, g, 4, "reference", 1), rtol=1e-5, atol=1e-6)
     assert first[1:125].abs().sum() == 0  # unused ids
 
 
