@@ -25,3 +25,11 @@ def test_flat_backward_tiling_on_the_host(tmp_path):
     positions fed the elements of those positions, each partial slot written once per block, every plane
     position finished once with the batch sum of its elements (VEC 4 and 8, Elsayed's 3 x 223 x 225 included)."""
     build_and_run(tmp_path, "masked_perturb_flat_backward_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_batch_shared_forward_batch_tiling_on_the_host(tmp_path):
+    """csrc/masked_perturb/batch_tiling.h (the batch-shared CUDA forward's S samples per thread, e.g.
+    AutoVP's window gather with S = 2): every sample stored exactly once, every read inside the batch
+    (VEC 4 and 8, S 1 and 2, B 1 .. 70)."""
+    build_and_run(tmp_path, "masked_perturb_batch_tiling")

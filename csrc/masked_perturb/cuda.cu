@@ -48,6 +48,7 @@
 #include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/batch_tiling.h"
 #include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
@@ -639,9 +640,10 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
     if constexpr (kMask) am_s[r][1][at] = static_cast<acc_t>(mask[c * p.sm[1] + h * p.sm[2] + (w0 + static_cast<index_t>(s))]);
   }
   __syncthreads();
-  // Samples b_j = blockIdx.y * S * VEC + j * VEC + s; past the batch: sample b_0's reads, no store.
+  // Samples b_j = blockIdx.y * S * VEC + j * VEC + s (batch_tiling.h); past the batch: sample b_0's
+  // reads, no store.
   constexpr int S = kSamplesPerThread<L, kAct>;
-  const index_t b0 = static_cast<index_t>(blockIdx.y * (S * VEC) + s);
+  const index_t b0 = batch_tiling::sample<index_t>(blockIdx.y, S, VEC, static_cast<int>(s), 0);
   if (g >= p.groups || b0 >= p.B) return;
   const auto k = constants_of<P, acc_t>(p, norm, c);
   const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
@@ -649,8 +651,8 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
   bool ok[S];
 #pragma unroll
   for (int j = 0; j < S; ++j) {
-    const index_t b = b0 + j * VEC;
-    ok[j] = j == 0 || b < p.B;
+    const index_t b = batch_tiling::sample<index_t>(blockIdx.y, S, VEC, static_cast<int>(s), j);
+    ok[j] = batch_tiling::stores<index_t>(j, b, p.B);
     const index_t bj = ok[j] ? b : b0;
     x_bc[j] = bj * p.sx[0] + c * p.sx[1];
     o_b[j] = bj * p.plane + c * p.H * p.W + w0;
@@ -1212,8 +1214,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
           const int64_t plane_groups = A.C * hg * ((A.W + VEC - 1) / VEC);
           args.groups = static_cast<index_t>(plane_groups);
           if constexpr (kRows > 1) args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
-          constexpr int64_t kS = kSamplesPerThread<L, kAct> * VEC;  // samples per block
-          grid = dim3(blocks_for(plane_groups * VEC), static_cast<unsigned>((A.B + kS - 1) / kS));
+          grid = dim3(blocks_for(plane_groups * VEC),
+                      static_cast<unsigned>(batch_tiling::blocks_y(A.B, kSamplesPerThread<L, kAct>, VEC)));
         } else if constexpr (kRowsPerThread<L, kAct> > 1) {  // kRows canvas rows per thread (int32 layouts)
           constexpr int64_t kRows = kRowsPerThread<L, kAct>;
           const int64_t hg = (A.H + kRows - 1) / kRows;
