@@ -1,4 +1,4 @@
-// Non-temporal ("streaming") stores of float rows for the CPU kernels' large outputs.
+// Non-temporal ("streaming") stores of rows (any element type) for the CPU kernels' large outputs.
 //
 // A regular store to a line that is not in the cache first reads the line (read for ownership),
 // so writing a cold output moves its bytes twice: read, then write back. A streaming store
