@@ -18,8 +18,9 @@ and ``BLOCK_S``; a stale entry is dropped. Eight entries, least recently used ou
 (uncached, with the same traceable torch ops) for inference tensors (no version counter), for tensors
 that are not plain tensors (torch.compile's fake / functional tensors while it traces the op's body)
 and while the CUDA stream is being captured into a graph (the map's memory would belong to the graph's
-pool). A use on a CUDA stream other than the building one waits on the build's event and marks the
-tensors as used on that stream.
+pool); under torch.compile on CUDA the op's body is traced, so a compiled backward builds the map (sorts)
+on every call. A use on a CUDA stream other than the building one waits on the build's event and marks
+the tensors as used on that stream.
 """
 from __future__ import annotations
 
