@@ -15,27 +15,38 @@ from .args import CanonicalPerturb
 
 # The Triton kernels index within one spatial plane in 32 bits.
 TRITON_PLANE_LIMIT = 2**31
+# The Triton forward's grid is (blocks, channels, bank entries x batch chunks); CUDA grids allow at
+# most 65535 along their second and third axes.
+TRITON_GRID_AXIS_LIMIT = 65535
 
 
 def _max_plane_offset(t: torch.Tensor) -> int:
     return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
 
 
-def triton_limits(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[str]:
-    """Why the Triton kernels cannot take these canonical tensors, or None."""
+def triton_limits(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor],
+                  bank: bool = False) -> Optional[str]:
+    """Why the Triton kernels cannot take these canonical tensors (bank: delta [V, Cd, H, W] is a prompt
+    bank), or None."""
     for name, t in (("x", x), ("delta", delta), ("mask", mask)):
         if t is not None and _max_plane_offset(t) >= TRITON_PLANE_LIMIT:
             return f"{name}'s spatial extent exceeds 2^31 elements (the Triton kernels index a plane in 32 bits)"
     H, W = delta.shape[-2:]
     if H * W >= TRITON_PLANE_LIMIT:
         return f"the canvas {H} x {W} exceeds 2^31 elements (the Triton kernels index a plane in 32 bits)"
+    channels = max(x.shape[1], delta.shape[1])
+    if channels > TRITON_GRID_AXIS_LIMIT:
+        return f"{channels} channels exceed {TRITON_GRID_AXIS_LIMIT} (one axis of the Triton forward's grid)"
+    if bank and delta.shape[0] > TRITON_GRID_AXIS_LIMIT:
+        return (f"a bank of {delta.shape[0]} entries exceeds {TRITON_GRID_AXIS_LIMIT} (one axis of the Triton "
+                "forward's grid)")
     return None
 
 
 def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
     """For the registry: backend name -> why it refuses these inputs (None: it takes them)."""
     def why(backend: str) -> Optional[str]:
-        limit = triton_limits(cp.x, cp.delta, cp.mask) if backend == "triton" else None
+        limit = triton_limits(cp.x, cp.delta, cp.mask, cp.options.bank) if backend == "triton" else None
         return limit or torch_func_refusal(backend, "masked_perturb")
 
     return why

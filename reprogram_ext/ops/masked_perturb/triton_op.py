@@ -25,7 +25,7 @@ import torch
 import triton
 
 from .autograd import accumulation_dtype, register
-from .backends import triton_limits
+from .backends import TRITON_GRID_AXIS_LIMIT, triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 
@@ -76,11 +76,15 @@ def _int32_chunks(B: int, chunks: int) -> int:
     return max(1, min(chunks, (2**31 - 1) // max(B, 1)))
 
 
-def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> int:
-    """Batch chunks of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS), each
-    reusing its activated delta, mask and placement indices for as many samples as possible."""
+def forward_chunks(B: int, programs_per_sample: int, device: torch.device, bank_entries: int = 1) -> tuple:
+    """(chunks, samples per chunk) of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS),
+    each reusing its activated delta, mask and placement indices for as many samples as possible. Chunk j
+    holds samples [j s, min((j + 1) s, B)), s = ceil(B / chunks), and no chunk is empty; bank_entries x chunks
+    stays within one grid axis (TRITON_GRID_AXIS_LIMIT)."""
     target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
-    return _int32_chunks(B, max(1, min(B, -(-target // max(programs_per_sample, 1)))))
+    chunks = max(1, min(B, -(-target // max(programs_per_sample, 1)), TRITON_GRID_AXIS_LIMIT // max(bank_entries, 1)))
+    per_chunk = -(-B // chunks) if B > 0 else 1
+    return max(1, -(-B // per_chunk)), per_chunk
 
 
 def backward_chunks(B: int, positions: int, programs_per_sample: int, device: torch.device,
@@ -175,17 +179,19 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
     _check(o.activation in ACTIVATIONS, f"activation must be one of {tuple(ACTIVATIONS)}, got {o.activation!r}")
     _check(o.blend in BLENDS, f"blend must be one of {BLENDS}, got {o.blend!r}")
     _check(o.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {o.normalize!r}")
-    limit = triton_limits(x, delta, mask)
+    limit = triton_limits(x, delta, mask, o.bank)
     _check(limit is None, str(limit))
     return B, C, H, W
 
 
 class Launch(NamedTuple):
-    """One kernel launch: number of programs, every kernel argument by name, warps per program."""
+    """One kernel launch: number of programs, every kernel argument by name, warps per program, and the
+    grid when it is not 1-D (programs,)."""
 
     programs: int
     args: dict
     num_warps: int = NUM_WARPS
+    grid: Optional[tuple] = None
 
 
 def _shared_arguments(x, delta, mask, *op_args) -> dict:
@@ -242,9 +248,12 @@ def plan_forward(x, delta, mask, *op_args) -> tuple:
     out = torch.empty((args["V"] * args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
     if out.numel() == 0:
         return out, None
-    chunks = forward_chunks(args["B"], _programs_per_sample(args), delta.device)
-    args.update(out_ptr=out)
-    return out, _launch(args, chunks)
+    V = args.pop("V")
+    _check(args["B"] < 2**30, f"the batch ({args['B']}) must be below 2^30 (the forward finds a chunk's samples in int32)")
+    chunks, per_chunk = forward_chunks(args["B"], _programs_per_sample(args), delta.device, V)
+    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk)
+    grid = (triton.cdiv(args["H"] * args["W"], args["BLOCK"]), args["C"], V * chunks)
+    return out, Launch(grid[0] * grid[1] * grid[2], args, NUM_WARPS, grid)
 
 
 def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
@@ -283,7 +292,8 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
 
 
 def _run(kernel, launch: Launch) -> None:
-    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=launch.num_warps)
+    grid = launch.grid or (launch.programs,)
+    torch.library.wrap_triton(kernel)[grid](**launch.args, num_warps=launch.num_warps)
 
 
 def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets,
