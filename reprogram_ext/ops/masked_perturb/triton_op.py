@@ -32,8 +32,12 @@ from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forwa
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
 BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
 NUM_WARPS = 4
-# Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
-FORWARD_TARGET_PROGRAMS = 1024
+# Programs the forward aims for when it splits the batch into chunks: 6 per SM of a 132-SM GPU (24 warps
+# per SM). Each program pays its set-up (copy taps, activated delta, mask: ~370 SASS instructions at
+# Elsayed's 223 x 225 with tanh) once for its chunk, so fewer programs amortise it over more samples;
+# 6 per SM still keep, for ILM-VP (4 x loads of 512 B in flight per warp, unrolled), ~50 KB of loads in
+# flight per SM, twice what an H200 needs (bench/notes/triton_masked_perturb.md).
+FORWARD_TARGET_PROGRAMS = 6 * 132
 # The backward on a GPU runs one-warp programs of BACKWARD_VECTORS_PER_THREAD x 16 bytes of positions per thread
 # (fp32: 128 positions, one 128-bit grad_out load per sample) and unrolls its batch loop by BACKWARD_UNROLL, so
 # each thread keeps BACKWARD_UNROLL 128-bit loads in flight. It aims for BACKWARD_TARGET_WARPS warps: 8 per SM
