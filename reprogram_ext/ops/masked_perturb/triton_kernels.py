@@ -198,6 +198,21 @@ def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
 
 
 @triton.jit
+def _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
+                        GROUP: tl.constexpr, ACC: tl.constexpr):
+    """_mask_value for the forward's block when each aligned group of GROUP consecutive positions lies in one
+    mask cell (the launcher's MASK_GROUP: W and mask_scale multiples of GROUP, so a group never crosses a row
+    or a cell edge, and lies wholly inside or outside the plane): one load per group, broadcast to its
+    positions. GROUP = a thread's positions, so the broadcast stays in registers."""
+    base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
+    first = tl.program_id(0) * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
+    h = first // W
+    w = first - h * W
+    cell = tl.load(base + ((h // mask_scale) * smh + (w // mask_scale) * smw), mask=first < H * W, other=0).to(ACC)
+    return tl.reshape(tl.broadcast_to(cell[:, None], (BLOCK // GROUP, GROUP)), (BLOCK,))
+
+
+@triton.jit
 def _delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT: tl.constexpr, ACC: tl.constexpr):
     """delta[b?, c?, h, w] (strides 0 on broadcast dims) as ACC."""
     base = delta_ptr + (tl.cast(b, tl.int64) * sdb + c.to(tl.int64) * sdc)
@@ -360,9 +375,11 @@ def masked_perturb_forward_kernel(
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
     DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr,
+    MASK_GROUP: tl.constexpr,
 ):
     """out[b, c, h, w] (row v * B + b of a bank's program v) of the module formula for the positions and
-    batch chunk of this program; grid (blocks of H*W, C, V * chunks), see _forward_coordinates."""
+    batch chunk of this program; grid (blocks of H*W, C, V * chunks), see _forward_coordinates. MASK_GROUP > 1:
+    a per-sample mask is read once per group of MASK_GROUP positions (_grouped_mask_value)."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
     coords = _forward_coordinates(H, W, B, chunks, samples_per_chunk, BLOCK, BANK)
     consts, taps, a, m = _program_operands(
@@ -373,8 +390,10 @@ def masked_perturb_forward_kernel(
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
-                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
-                                 MASK_FLAT, ACC)
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE and MASK_GROUP == 1, ACTIVATION,
+                                 DELTA_FLAT, MASK_FLAT, ACC)
+        if MASK_PER_SAMPLE and MASK_GROUP > 1:
+            m = _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)

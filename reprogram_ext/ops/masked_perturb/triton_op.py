@@ -255,7 +255,12 @@ def plan_forward(x, delta, mask, *op_args) -> tuple:
     V = args.pop("V")
     _check(args["B"] < 2**30, f"the batch ({args['B']}) must be below 2^30 (the forward finds a chunk's samples in int32)")
     chunks, per_chunk = forward_chunks(args["B"], _programs_per_sample(args), delta.device, V)
-    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk)
+    # MASK_GROUP: consecutive positions that share a mask cell (W and mask_scale multiples of it), a thread's
+    # positions on GPUs (block_size): a per-sample mask is read once per group in the batch loop
+    group = 16 // delta.dtype.itemsize
+    if not args["MASK_PER_SAMPLE"] or args["W"] % group or args["mask_scale"] % group or args["BLOCK"] % group:
+        group = 1
+    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, MASK_GROUP=group)
     grid = (triton.cdiv(args["H"] * args["W"], args["BLOCK"]), args["C"], V * chunks)
     return out, Launch(grid[0] * grid[1] * grid[2], args, NUM_WARPS, grid)
 
