@@ -151,3 +151,22 @@ if not INTERPRET:
         bank = torch.empty(65536, 1, 2, 2, device="meta")
         assert "bank of 65536" in triton_limits(bank[:1], bank, None, bank=True)
         assert triton_limits(bank[:1], bank, None) is None  # not a bank: 65536 per-sample deltas are rows, not programs
+
+    @pytest.mark.parametrize("width, mask_scale, dtype, group", [(224, 8, torch.float32, 4), (44, 8, torch.float32, 4),
+                                                                 (224, 8, torch.bfloat16, 8), (224, 4, torch.bfloat16, 1),
+                                                                 (30, 4, torch.float32, 1), (224, 2, torch.float32, 1),
+                                                                 (44, 8, torch.float64, 2)])
+    def test_forward_reads_a_per_sample_mask_once_per_group(width, mask_scale, dtype, group):
+        """MASK_GROUP: a thread's positions (16 bytes) when W and mask_scale are multiples of it (each aligned
+        group then lies in one mask cell), else 1; test_smm (W = 44, mask_scale 8) runs the grouped path."""
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+
+        meta = dict(device="meta")
+        cells = -(-width // mask_scale)
+        x, delta = torch.empty(4, 3, 8, 8, dtype=dtype, **meta), torch.empty(1, 3, 16, width, dtype=dtype, **meta)
+        norm = torch.empty(2, 3, dtype=torch.float64 if dtype == torch.float64 else torch.float32, **meta)
+        for mask, want in ((torch.empty(4, 1, -(-16 // mask_scale), cells, dtype=dtype, **meta), group),
+                           (torch.empty(1, 1, -(-16 // mask_scale), cells, dtype=dtype, **meta), 1)):
+            _, launch = tk.plan_forward(x, delta, mask, [0, 0], norm, [16, width], "bilinear", "none", "add",
+                                        "before", None, mask_scale, False)
+            assert launch.args["MASK_GROUP"] == want
