@@ -18,12 +18,13 @@
 //   warp's row of shared memory (16-byte stores; lane 0 stores them twice, at group 0's and group 32's
 //   place; a block barrier) and reads its VEC positions back at the offset r. Every warp runs
 //   max_chunk(B, J) batch steps (a step past its chunk reads nothing), so the barriers are uniform.
-// - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
-//   bits, converted to float when staged), the fetch of step n + 2 issued before step n's barriers: two
-//   16-byte loads per thread in flight while a step is summed. The sums take the steps in order.
 //   (Warp shuffles, or __syncwarp, compile to a convergence check whose divergent fallback jumps back
 //   into the loop from the end of the function: .ci/check_gpu_code.py then measures the whole epilogue
 //   as the loop body.)
+// - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
+//   bits, converted to float when staged), the fetch of step n + 2 (none past the last step) issued
+//   before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
+//   take the steps in order, so the result is that of fetching each step when it is summed.
 // - Batch chunks: J = 2^log2J warps per slice (flat_backward_tiling::log2_chunks: the smallest power of
 //   two <= 32 giving 4 waves of threads on 132 SMs, but at least 4 samples per chunk); warp j sums the
 //   samples chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order (float32), the J partials meet
