@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "masked_perturb/activation.h"
 #include "masked_perturb/cell_tiling.h"
@@ -42,6 +43,29 @@ C10_HOST_DEVICE inline void load16(const T* p, T (&v)[N]) {
 #endif
 }
 
+// v[0..VEC) = the 16-byte group at p (16-byte aligned) as acc_t. bfloat16 from the raw words: element
+// 2 k is the low half of word k, so its float bits are word << 16, and element 2 k + 1's are the high
+// half in place (word & 0xffff0000) -- exactly c10::BFloat16's conversion, one instruction per element
+// (c10's per-element form compiles to two or three per pair more).
+template <typename scalar_t, int VEC>
+C10_HOST_DEVICE inline void load16_as_acc(const scalar_t* p, acc_type_t<scalar_t> (&v)[VEC]) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    uint32_t w[4];
+    load16(reinterpret_cast<const uint32_t*>(p), w);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t lo = w[k] << 16, hi = w[k] & 0xffff0000u;
+      memcpy(&v[2 * k], &lo, 4);
+      memcpy(&v[2 * k + 1], &hi, 4);
+    }
+  } else {
+    scalar_t e[VEC];
+    load16(p, e);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) v[i] = static_cast<acc_type_t<scalar_t>>(e[i]);
+  }
+}
+
 // The state a thread carries from its prologue through the row pass.
 template <typename acc_t, int S>
 struct CellThread {
@@ -53,8 +77,9 @@ struct CellThread {
 };
 
 // Prologue of thread (tx, j) of block (bx, by, bz): its footprint row, the channel constants and
-// act(delta) of the row (one 16-byte load per group).
-template <typename scalar_t, Activation kAct, int S>
+// act(delta) of the row (one 16-byte load per group). kNormAfter: p.pw.normalize_after (a compile-time
+// constant, so that without it the per-element g * after_inv_std, a multiplication by 1, compiles away).
+template <typename scalar_t, Activation kAct, int S, bool kNormAfter>
 C10_HOST_DEVICE inline void cell_thread_begin(const CellBackwardArgs<acc_type_t<scalar_t>>& p, const scalar_t* delta,
                                               const acc_type_t<scalar_t>* norm, int32_t bx, int32_t by, int32_t bz,
                                               int tx, int j, CellThread<acc_type_t<scalar_t>, S>& th) {
@@ -67,6 +92,7 @@ C10_HOST_DEVICE inline void cell_thread_begin(const CellBackwardArgs<acc_type_t<
   // -inf / +inf, the values channel_constants gives, as compile-time constants.
   th.k = channel_constants<acc_t>(p.pw, norm, p.g.C, th.blk.c);
   th.k.lo = -static_cast<acc_t>(INFINITY), th.k.hi = static_cast<acc_t>(INFINITY), th.k.replace = 0;
+  if (!kNormAfter) th.k.after_inv_std = 1;  // channel_constants' value without normalize="after"
 #pragma unroll
   for (int gi = 0; gi < S / VEC; ++gi) {
     scalar_t v[VEC];
@@ -92,18 +118,18 @@ C10_HOST_DEVICE inline void cell_thread_rows(const CellBackwardArgs<acc_type_t<s
   const int32_t m_row = th.blk.c * p.sm_c + th.blk.q * p.sm_h + th.t.r * p.sm_w;
   row_pass<S>(p.g, th.blk, th.t, th.j, [&](int32_t b, int32_t off, int32_t slot) {
     const acc_t m = static_cast<acc_t>(mask[b * p.sm_b + m_row]);
-    scalar_t gv[S];
+    acc_t gv[S];
 #pragma unroll
     for (int gi = 0; gi < S / VEC; ++gi) {
-      scalar_t v[VEC];
-      load16(grad_out + (off + gi * VEC), v);
+      acc_t v[VEC];
+      load16_as_acc<scalar_t, VEC>(grad_out + (off + gi * VEC), v);
 #pragma unroll
       for (int i = 0; i < VEC; ++i) gv[gi * VEC + i] = v[i];
     }
     acc_t row = 0;
 #pragma unroll
     for (int i = 0; i < S; ++i) {
-      const auto e = perturb_element_backward<acc_t>(static_cast<acc_t>(gv[i]), acc_t(0), false, th.a[i], m, th.k);
+      const auto e = perturb_element_backward<acc_t>(gv[i], acc_t(0), false, th.a[i], m, th.k);
       row += e.gm;
       th.sum_d[i] += e.ga;
     }

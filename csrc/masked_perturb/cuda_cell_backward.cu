@@ -9,7 +9,9 @@
 // store_cell_row_sums: same values in the same order); the delta gradient sums the samples of each of
 // cell_tiling::kChunks batch chunks in order, then the chunk partials in order (CUDA's own order, as
 // the other CUDA backward kernels; it differs from the CPU's by float rounding only). One writer per
-// output element, no atomics: the same bits every run.
+// output element, no atomics: the same bits every run. Template parameters: the activation, S and
+// kNormAfter (pw.normalize_after: without it after_inv_std is the constant 1 and the per-element
+// g * after_inv_std compiles away; SMM normalises before), all dispatched once on the host.
 //
 // Tiling (block = whole footprints of a 32-column strip, all samples; the passes): cell_tiling.h; a
 // thread's code between the barrier: cell_backward_thread.h. Both are __host__ __device__ and run on
@@ -39,7 +41,7 @@ using ct::CellBackwardArgs;
 template <int kS>
 constexpr int kMinBlocksPerSm = kS <= 8 ? 5 : 3;
 
-template <typename scalar_t, Activation kAct, int kS>
+template <typename scalar_t, Activation kAct, int kS, bool kNormAfter>
 __global__ void __launch_bounds__(cell_tiling::kThreads, kMinBlocksPerSm<kS>)
     masked_perturb_cell_backward_kernel(const CellBackwardArgs<acc_type_t<scalar_t>> p,
                                         const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ delta,
@@ -53,7 +55,7 @@ __global__ void __launch_bounds__(cell_tiling::kThreads, kMinBlocksPerSm<kS>)
   acc_t* rows = reinterpret_cast<acc_t*>(smem_bytes);  // [B][kS][R] footprint row sums
   acc_t* parts = rows + ct::row_slots<kS>(p.g.B);      // [kChunks][kS][32] delta partials
   ct::CellThread<acc_t, kS> th;
-  ct::cell_thread_begin<scalar_t, kAct, kS>(p, delta, norm, static_cast<int32_t>(blockIdx.x),
+  ct::cell_thread_begin<scalar_t, kAct, kS, kNormAfter>(p, delta, norm, static_cast<int32_t>(blockIdx.x),
                                             static_cast<int32_t>(blockIdx.y), static_cast<int32_t>(blockIdx.z),
                                             static_cast<int>(threadIdx.x), static_cast<int>(threadIdx.y), th);
   ct::cell_thread_rows<scalar_t, kS>(p, grad_out, mask, grad_delta != nullptr, th, rows, parts);
@@ -66,7 +68,7 @@ constexpr int64_t kMaxSharedBytes = 48 * 1024;
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
-template <typename scalar_t, Activation kAct, int kS>
+template <typename scalar_t, Activation kAct, int kS, bool kNormAfter>
 void launch(const MaskedPerturbArgs& A, const CellBackwardCall& call, int64_t smem, cudaStream_t stream) {
   using acc_t = acc_type_t<scalar_t>;
   CellBackwardArgs<acc_t> p{};
@@ -79,7 +81,7 @@ void launch(const MaskedPerturbArgs& A, const CellBackwardCall& call, int64_t sm
   p.pw = A.pw;
   const dim3 grid(static_cast<unsigned>(ct::strips<kS>(p.g.Wm)), static_cast<unsigned>(Hm), static_cast<unsigned>(A.C));
   const dim3 block(ct::kRowThreads, ct::kChunks);
-  masked_perturb_cell_backward_kernel<scalar_t, kAct, kS><<<grid, block, static_cast<size_t>(smem), stream>>>(
+  masked_perturb_cell_backward_kernel<scalar_t, kAct, kS, kNormAfter><<<grid, block, static_cast<size_t>(smem), stream>>>(
       p, static_cast<const scalar_t*>(call.grad_out), static_cast<const scalar_t*>(call.delta),
       static_cast<const scalar_t*>(call.mask), static_cast<const acc_t*>(call.norm),
       static_cast<acc_t*>(call.grad_delta), static_cast<acc_t*>(call.grad_mask));
@@ -95,8 +97,13 @@ bool launch_typed(const MaskedPerturbArgs& A, const CellBackwardCall& call, cuda
   if (smem > kMaxSharedBytes) return false;
   dispatch(A.pw.activation, [&](auto act) {
     constexpr Activation kAct = decltype(act)::value;
-    if (s == VEC) launch<scalar_t, kAct, VEC>(A, call, smem, stream);
-    else launch<scalar_t, kAct, 2 * VEC>(A, call, smem, stream);
+    if (A.pw.normalize_after) {
+      if (s == VEC) launch<scalar_t, kAct, VEC, true>(A, call, smem, stream);
+      else launch<scalar_t, kAct, 2 * VEC, true>(A, call, smem, stream);
+    } else {  // SMM: normalize before (or none)
+      if (s == VEC) launch<scalar_t, kAct, VEC, false>(A, call, smem, stream);
+      else launch<scalar_t, kAct, 2 * VEC, false>(A, call, smem, stream);
+    }
   });
   return true;
 }

@@ -10,15 +10,21 @@
 // flat_backward_tiling.h (host-tested by tests/cpp/masked_perturb_flat_backward_tiling.cpp):
 // - a warp sums a slice of 32 * VEC plane positions over one batch chunk; lane l owns the positions
 //   S + VEC * l + m. For sample b the aligned groups start r = (b * plane + S) % VEC before S; lane k
-//   reads group k (lane 31 also group 32), its elements inside the slice and the plane: one 128-bit load
-//   for a whole group, scalar loads for the (at most two) cut groups of the slice. Every element is read
-//   once. Lane l's positions take elements m + r of its own group and, for m + r >= VEC, elements
-//   m + r - VEC of lane l + 1's: each lane stages its group in the warp's row of shared memory
-//   (16-byte stores, a block barrier) and reads its VEC positions back at the offset r. Every warp runs
+//   reads group k, lane 0 group 0 from S on and, in the places of group 0's r elements before S, the
+//   first r of group 32 (the slice's last r positions), only elements inside the plane: one 128-bit load
+//   for a whole group, scalar loads for lane 0's wrapped group (r > 0) and at the plane's end. Every
+//   element is read once. Lane l's positions take elements m + r of its own group and, for m + r >= VEC,
+//   elements m + r - VEC of lane l + 1's (group 32: lane 0's): each lane stages its elements in the
+//   warp's row of shared memory (16-byte stores; lane 0 stores them twice, at group 0's and group 32's
+//   place; a block barrier) and reads its VEC positions back at the offset r. Every warp runs
 //   max_chunk(B, J) batch steps (a step past its chunk reads nothing), so the barriers are uniform.
 //   (Warp shuffles, or __syncwarp, compile to a convergence check whose divergent fallback jumps back
 //   into the loop from the end of the function: .ci/check_gpu_code.py then measures the whole epilogue
 //   as the loop body.)
+// - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
+//   bits, converted to float when staged), the fetch of step n + 2 (none past the last step) issued
+//   before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
+//   take the steps in order, so the result is that of fetching each step when it is summed.
 // - Batch chunks: J = 2^log2J warps per slice (flat_backward_tiling::log2_chunks: the smallest power of
 //   two <= 32 giving 4 waves of threads on 132 SMs, but at least 4 samples per chunk); warp j sums the
 //   samples chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order (float32), the J partials meet
@@ -54,19 +60,20 @@ struct FlatBackwardArgs {
   bool normalize_after;                         // inv_std = norm[C + c], else 1
 };
 
-// v[i] = group elements [lo, hi) of g as float, 0 elsewhere: one 128-bit load when the group is whole.
+// The raw bits of one grad_out element (float, half or bfloat16): a fetched group stays in these until it
+// is staged, so that its loads are still in flight across the barriers of the steps before.
+template <typename scalar_t>
+using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>;
+
+// p[0 .. VEC) = the VEC elements in bits as float, in 16-byte shared-memory stores (p 16-byte aligned).
 template <typename scalar_t, int VEC>
-__device__ __forceinline__ void load_cut_group(const scalar_t* __restrict__ g, int lo, int hi, float (&v)[VEC]) {
-  if (lo == 0 && hi == VEC) {
-    const uint4 bits = __ldg(reinterpret_cast<const uint4*>(g));
-    scalar_t s[VEC];
-    memcpy(s, &bits, sizeof(bits));
+__device__ __forceinline__ void store_floats(float* p, const uint4& bits) {
+  scalar_t e[VEC];
+  memcpy(e, &bits, sizeof(bits));
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) v[i] = static_cast<float>(s[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) v[i] = i >= lo && i < hi ? static_cast<float>(g[i]) : 0.0f;
-  }
+  for (int i = 0; i < VEC / 4; ++i)
+    reinterpret_cast<float4*>(p)[i] = make_float4(static_cast<float>(e[4 * i]), static_cast<float>(e[4 * i + 1]),
+                                                  static_cast<float>(e[4 * i + 2]), static_cast<float>(e[4 * i + 3]));
 }
 
 // p[0 .. VEC) = v in 16-byte shared-memory stores (p 16-byte aligned).
@@ -75,6 +82,42 @@ __device__ __forceinline__ void store_floats(float* p, const float (&v)[VEC]) {
 #pragma unroll
   for (int i = 0; i < VEC / 4; ++i)
     reinterpret_cast<float4*>(p)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
+}
+
+// One batch step's grad_out elements held by a lane (flat_backward_tiling.h: group `lane`'s, and for
+// lane 0 group 32's first r in the places of group 0's before the slice) as raw bits, 0 where nothing is
+// read, and the sample's shift r.
+struct StepGroups {
+  uint4 bits;
+  int r;
+};
+
+// Fetches sample b's elements of the slice at S for `lane` (nothing when b >= b1, past the chunk): one
+// 128-bit load for a whole group, else a scalar load per element in the plane.
+template <typename scalar_t, int VEC>
+__device__ __forceinline__ StepGroups fetch_groups(const FlatBackwardArgs& a, const scalar_t* __restrict__ grad_out,
+                                                   int32_t S, int32_t b, int32_t b1, int lane) {
+  StepGroups f;
+  const bool in_chunk = b < b1;
+  f.r = fbt::shift<VEC>(b, a.plane, S);
+  const int32_t pos = fbt::group_position<VEC>(S, f.r, lane);
+  const scalar_t* __restrict__ g = grad_out + (b * a.plane + pos);  // >= 0: r <= b * plane + S
+  if (in_chunk && fbt::whole_group<VEC>(lane, f.r, pos, a.plane)) {
+    f.bits = __ldg(reinterpret_cast<const uint4*>(g));
+  } else {
+    const int32_t left = in_chunk ? a.plane - pos : 0;  // elements of the plane from pos on
+    const bits_t<scalar_t>* __restrict__ p = reinterpret_cast<const bits_t<scalar_t>*>(g);
+    bits_t<scalar_t> e[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {  // element i at p + element_offset: i, or kSlice + i when wrapped
+      const bool w = fbt::wrapped(lane, i, f.r);
+      const bits_t<scalar_t> own = !w && i < left ? p[i] : bits_t<scalar_t>(0);
+      const bits_t<scalar_t> g32 = w && fbt::kSlice<VEC> + i < left ? p[fbt::kSlice<VEC> + i] : bits_t<scalar_t>(0);
+      e[i] = own | g32;  // one of them is 0
+    }
+    memcpy(&f.bits, e, sizeof(f.bits));
+  }
+  return f;
 }
 
 // Block = slices_per_block slices x J warps (flat_backward_tiling.h); dynamic shared memory: a staging row
@@ -99,25 +142,26 @@ __global__ void masked_perturb_backward_flat_kernel(const FlatBackwardArgs a, co
   for (int m = 0; m < VEC; ++m) sum[m] = 0.0f;
   float* stage = part + warp * fbt::kStage<VEC>;  // this warp's staging row
   const int32_t b0 = fbt::chunk_begin<int32_t>(a.B, j, log2J);
-  for (int32_t n = 0; n < a.steps; ++n) {  // the same count in every warp: block barriers below
-    const int32_t b = b0 + n;
-    const bool in_chunk = b < b1;  // else nothing is read and zeros are added
-    const int r = fbt::shift<VEC>(b, a.plane, S);
-    const int32_t pos = fbt::group_position<VEC>(S, r, lane);
-    const scalar_t* __restrict__ g = grad_out + (b * a.plane + pos);  // >= 0: r <= b * plane + S
-    float own[VEC], extra[VEC];
-    load_cut_group<scalar_t, VEC>(g, fbt::group_lo(lane, r), in_chunk ? fbt::group_hi<VEC>(lane, r, pos, a.plane) : 0, own);
-    // group 32 (its first r elements), read by lane 31
-    const int hi32 = in_chunk && lane == fbt::kLanes - 1 ? fbt::group_hi<VEC>(fbt::kLanes, r, pos + VEC, a.plane) : 0;
+  // Step n's groups in buffer n % kDepth, fetched kDepth steps ahead (flat_backward_tiling.h).
+  StepGroups f[fbt::kDepth];
 #pragma unroll
-    for (int i = 0; i < VEC - 1; ++i) extra[i] = i < hi32 ? static_cast<float>(g[VEC + i]) : 0.0f;
-    extra[VEC - 1] = 0.0f;  // hi32 <= r <= VEC - 1
-    store_floats<VEC>(stage + lane * VEC, own);
-    if (lane == fbt::kLanes - 1) store_floats<VEC>(stage + fbt::kLanes * VEC, extra);
-    __syncthreads();
+  for (int d = 0; d < fbt::kDepth; ++d)
+    if (d < a.steps) f[d] = fetch_groups<scalar_t, VEC>(a, grad_out, S, b0 + d, b1, lane);
+  for (int32_t n0 = 0; n0 < a.steps; n0 += fbt::kDepth) {  // the same count in every warp: block barriers below
 #pragma unroll
-    for (int m = 0; m < VEC; ++m) sum[m] += stage[fbt::staged_index<VEC>(lane, m, r)];
-    __syncthreads();  // the staged values are read before the next step stores
+    for (int d = 0; d < fbt::kDepth; ++d) {  // step n = n0 + d, buffer d = buffer_of(n)
+      const int32_t n = n0 + d;
+      if (d > 0 && n >= a.steps) break;  // uniform
+      const int r = f[d].r;
+      store_floats<scalar_t, VEC>(stage + lane * VEC, f[d].bits);  // element i at stage_slot(lane, i, r)
+      if (lane == 0) store_floats<scalar_t, VEC>(stage + fbt::kSlice<VEC>, f[d].bits);
+      if (fbt::fetch_step(n) < a.steps)  // uniform; in flight across the barriers below
+        f[d] = fetch_groups<scalar_t, VEC>(a, grad_out, S, b0 + fbt::fetch_step(n), b1, lane);
+      __syncthreads();
+#pragma unroll
+      for (int m = 0; m < VEC; ++m) sum[m] += stage[fbt::staged_index<VEC>(lane, m, r)];
+      __syncthreads();  // the staged values are read before the next step stores
+    }
   }
   // partial_slot(warp >> log2J, j, lane * VEC + m) = warp * kSlice + lane * VEC + m, in the staging rows' place
   store_floats<VEC>(part + warp * kSlice + lane * VEC, sum);
@@ -154,7 +198,7 @@ bool masked_perturb_backward_flat_cuda(const MaskedPerturbArgs& A, const scalar_
                       (!A.has_mask || (A.Bm == 1 && A.pw.mask_scale == 1));
   if (!linear || (!grad_delta && !grad_mask) || plane == 0 || A.B == 0 ||
       reinterpret_cast<std::uintptr_t>(grad_out) % 16 != 0 ||
-      (A.B + 1) * plane + 2 * fbt::kSlice<VEC> >= INT32_MAX || A.C * A.sd.c + A.H * A.sd.h + A.W * A.sd.w >= INT32_MAX ||
+      !fbt::offsets_fit_int32<VEC>(A.B, plane) || A.C * A.sd.c + A.H * A.sd.h + A.W * A.sd.w >= INT32_MAX ||
       (A.has_mask && A.C * A.sm.c + A.H * A.sm.h + A.W * A.sm.w >= INT32_MAX))
     return false;
   const int64_t slices = fbt::slices<VEC>(plane);

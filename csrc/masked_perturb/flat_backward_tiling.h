@@ -9,20 +9,29 @@
 // sums one slice over one chunk of the batch. Lane l owns positions S + VEC * l + m, m < VEC (S = the
 // slice's first position). For sample b the flat grad_out index of S is e = b * plane + S, and with
 // r = e % VEC the aligned groups that cover the slice start at e - r + VEC * k, k = 0 .. 32: group k
-// holds the positions S - r + VEC * k + i, i < VEC. Lane k reads group k (lane 31 also group 32), only
-// its elements inside the slice and the plane: one 128-bit load when that is the whole group, else one
-// scalar load per element, so each element is read once, by the warp whose slice holds its position.
-// Lane l's position S + VEC * l + m is element m + r of group l when m + r < VEC, else element
-// m + r - VEC of group l + 1 (lane 31 reads group 32 itself); the lanes exchange them through a per-warp
-// staging row of shared memory (staged_index).
+// holds the positions S - r + VEC * k + i, i < VEC. Lane k reads group k's elements, lane 0 those of
+// group 0 from S on and, in the places of the r before S, group 32's first r (element_offset), each only
+// inside the plane: one 128-bit load when that is group k whole, else one scalar load per element, so
+// each element is read once, by the warp whose slice holds its position. Lane l's position S + VEC * l + m
+// is element m + r of group l when m + r < VEC, else element m + r - VEC of group l + 1 (group 32: held by
+// lane 0); the lanes exchange them through a per-warp staging row of shared memory (stage_slot,
+// staged_index).
 //
 // A block is J warps per slice (J = 2^log2_chunks(B, slices), a power of two: warp w of the slice sums the samples
 // chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order, j = w % J) times slices_per_block slices;
 // the J partial sums of each position go to shared memory (partial_slot) and one thread per position adds
 // them for j = 0 .. J - 1 (epilogue_position). A function of the shape only: the same bits every run.
+//
+// Loads in flight: a warp's batch steps n = 0 .. max_chunk - 1 run in rounds of kDepth; step n's groups
+// (sample chunk_begin(j) + n) are held in register buffer n % kDepth, fetched kDepth steps ahead: the
+// prologue fetches steps 0 .. kDepth - 1, and step n, once its values are staged, fetches step
+// n + kDepth (if < max_chunk) into the buffer it frees (fetch_step), before its barriers. So kDepth
+// 16-byte loads per thread are in flight while a step is summed; a fetch past the chunk's end reads
+// nothing. The sums still take the steps in increasing order.
 #pragma once
 
 #include <cstdint>
+#include <climits>
 #include <type_traits>
 
 #include <c10/macros/Macros.h>
@@ -42,8 +51,27 @@ constexpr int kSlice = kLanes * VEC;  // plane positions per slice
 template <int VEC>
 C10_HOST_DEVICE inline int64_t slices(int64_t plane) { return (plane + kSlice<VEC> - 1) / kSlice<VEC>; }
 
-// Samples per chunk at least (when B allows): a warp's fixed work (its index set-up, the chunk sum and
-// the epilogue, ~140 instructions) is then spread over >= 4 batch steps of ~57 instructions each.
+// Batch steps fetched ahead (register buffers per thread): step n's buffer n % kDepth is refilled with
+// step fetch_step(n) = n + kDepth when that is < max_chunk (the prologue fetches the steps d < kDepth
+// that are < max_chunk).
+constexpr int kDepth = 2;
+C10_HOST_DEVICE constexpr int buffer_of(int n) { return n % kDepth; }
+template <typename index_t>
+C10_HOST_DEVICE constexpr index_t fetch_step(index_t n) { return n + static_cast<index_t>(kDepth); }
+
+// offset_bound: above every grad_out offset the kernel forms; it must fit int32. A warp fetches the steps
+// n < max_chunk only, samples up to chunk_begin(j) + max_chunk - 1 <= B - 1 (a fetch past the chunk reads
+// nothing but forms its offsets b * plane + group position + element offset); its slice starts before
+// plane + (slices_per_block - 1) * kSlice (a block's last slices may lie past the plane), and lane 0's
+// wrapped elements lie within kSlice + VEC of the slice's start.
+template <int VEC>
+C10_HOST_DEVICE inline int64_t offset_bound(int64_t B, int64_t plane) { return B * plane + (kMinWarps + 1) * kSlice<VEC>; }
+template <int VEC>
+C10_HOST_DEVICE inline bool offsets_fit_int32(int64_t B, int64_t plane) { return offset_bound<VEC>(B, plane) < INT32_MAX; }
+
+// Samples per chunk at least (when B allows): a warp's fixed work (its index set-up and first kDepth
+// fetches, the chunk sum and the epilogue, ~240 instructions) is then spread over >= 4 batch steps of
+// ~72 instructions each.
 constexpr int64_t kMinSteps = 4;
 
 // log2 of the batch chunks J: the smallest power of two <= 32 that gives kTargetThreads threads, but no
@@ -94,27 +122,27 @@ C10_HOST_DEVICE inline index_t group_position(index_t S, int r, int k) {
   return S - static_cast<index_t>(r) + static_cast<index_t>(VEC * k);
 }
 
-// Group k's elements read by its lane: [group_lo, group_hi), those inside the slice and the plane
-// (none when group_hi <= group_lo). pos = group_position(S, r, k).
-C10_HOST_DEVICE inline int group_lo(int k, int r) { return k == 0 ? r : 0; }
+// Lane k's element i (i < VEC) lies element_offset(k, i, r) past group k's position pos =
+// group_position(S, r, k): element i of group k, but for lane 0's first r elements (group 0's, before S)
+// element i of group 32 (the slice's last r positions). Lane k reads those of its elements that lie in the
+// plane (offset < plane - pos; all lie in the slice): one 128-bit load when they are group k whole
+// (whole_group), else one scalar load each.
+C10_HOST_DEVICE constexpr bool wrapped(int k, int i, int r) { return k == 0 && i < r; }
+template <int VEC>
+C10_HOST_DEVICE constexpr int element_offset(int k, int i, int r) { return wrapped(k, i, r) ? kSlice<VEC> + i : i; }
 template <int VEC, typename index_t>
-C10_HOST_DEVICE inline int group_hi(int k, int r, index_t pos, index_t plane) {
-  const int hi = k == kLanes ? r : VEC;
-  const index_t left = plane - pos;  // elements of the plane from pos on
-  return left <= 0 ? 0 : left < static_cast<index_t>(hi) ? static_cast<int>(left) : hi;
+C10_HOST_DEVICE inline bool whole_group(int k, int r, index_t pos, index_t plane) {
+  return (k != 0 || r == 0) && plane - pos >= static_cast<index_t>(VEC);
 }
 
-// Lane l's position S + VEC * l + m: element source_element(m, r) of group l + source_group(m, r).
-template <int VEC>
-C10_HOST_DEVICE constexpr int source_group(int m, int r) { return m + r < VEC ? 0 : 1; }
-template <int VEC>
-C10_HOST_DEVICE constexpr int source_element(int m, int r) { return m + r < VEC ? m + r : m + r - VEC; }
-
-// The kernel hands group k's elements to the lanes through a per-warp staging row of kStage floats:
-// element i of group k at k * VEC + i, so lane l's position m (element source_element of group
-// l + source_group) is at staged_index(l, m, r) = l * VEC + m + r.
+// The kernel hands the elements to the lanes through a per-warp staging row of kStage floats: lane k
+// stores its VEC elements at k * VEC (lane 0 also at kSlice, for its wrapped ones), so its element i
+// lands at stage_slot(k, i, r) = element_offset(k, i, r) + k * VEC (its position - S + r), and lane l's
+// position S + l * VEC + m is read back at staged_index(l, m, r) = l * VEC + m + r.
 template <int VEC>
 constexpr int kStage = (kLanes + 1) * VEC;
+template <int VEC>
+C10_HOST_DEVICE constexpr int stage_slot(int k, int i, int r) { return element_offset<VEC>(k, i, r) + k * VEC; }
 template <int VEC>
 C10_HOST_DEVICE constexpr int staged_index(int l, int m, int r) { return l * VEC + m + r; }
 

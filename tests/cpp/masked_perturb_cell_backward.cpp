@@ -12,6 +12,7 @@
 // without a delta gradient (the delta output is then untouched).
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "expect.h"
@@ -68,7 +69,10 @@ void check(const Case& cs) {
         for (int j = 0; j < kChunks; ++j)
           for (int tx = 0; tx < kRowThreads; ++tx) {
             CellThread<float, S>& t = th[j * kRowThreads + tx];
-            cell_thread_begin<float, kAct, S>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
+            if (cs.normalize_after)  // the kernel's kNormAfter = pw.normalize_after
+              cell_thread_begin<float, kAct, S, true>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
+            else
+              cell_thread_begin<float, kAct, S, false>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
             cell_thread_rows<float, S>(p, grad_out.data(), mask.data(), cs.with_delta, t, rows.data(), parts.data());
           }
         for (const auto& t : th) {  // after the barrier
@@ -118,7 +122,28 @@ void check(const Case& cs) {
   }
 }
 
+// load16_as_acc: bfloat16 from the raw words equals c10::BFloat16's conversion, element by element, in
+// order (and half / float the plain conversion), for values of both signs, subnormal, inf and NaN.
+void check_load16_as_acc() {
+  alignas(16) c10::BFloat16 b[8];
+  alignas(16) c10::Half h[8];
+  const float vals[] = {0.0f, -0.0f, 1.0f, -3.140625f, 1e-40f, -INFINITY, 6.5e4f, 2.5e38f, NAN, -1e-3f, 7.0f, 0.1f};
+  const int n = static_cast<int>(sizeof(vals) / sizeof(vals[0]));
+  for (int start = 0; start + 8 <= n; ++start) {
+    for (int i = 0; i < 8; ++i) b[i] = c10::BFloat16(vals[start + i]), h[i] = c10::Half(vals[start + i]);
+    float vb[8], vh[8];
+    load16_as_acc<c10::BFloat16, 8>(b, vb);
+    load16_as_acc<c10::Half, 8>(h, vh);
+    for (int i = 0; i < 8; ++i) {
+      const float wb = static_cast<float>(b[i]), wh = static_cast<float>(h[i]);
+      EXPECT(memcmp(&vb[i], &wb, 4) == 0, "bfloat16 element %d of %d: %g, want %g", i, start, vb[i], wb);
+      EXPECT(memcmp(&vh[i], &wh, 4) == 0, "half element %d of %d: %g, want %g", i, start, vh[i], wh);
+    }
+  }
+}
+
 int main() {
+  check_load16_as_acc();
   // SMM's layout at a small size (one mask channel, normalize before, no activation, mask_scale 8),
   // then the other options around the edges (9 samples over 8 chunks, H ending inside a footprint,
   // partial strips).

@@ -1,9 +1,11 @@
 // The CUDA flat backward's tiling (csrc/masked_perturb/flat_backward_tiling.h), executed on the host: for
 // every block, warp, lane and sample of a launch, as masked_perturb_backward_flat_kernel walks them,
-// - each group read starts 16-byte aligned in grad_out, its elements lie in the warp's slice and the plane,
-//   and every grad_out element (b, q) is read exactly once;
-// - lane l's position S + VEC * l + m takes the element of that position (group l or l + 1 by the shuffle
-//   rule, at its staging slot), one that was read, or nothing past the plane's end;
+// - each 128-bit group read starts 16-byte aligned in grad_out, every element read lies in the warp's slice
+//   and the plane, every offset formed lies below offset_bound, and every grad_out element (b, q) is read
+//   exactly once (the fetches kDepth steps ahead included: past the chunk they read nothing);
+// - step n is summed from buffer buffer_of(n), fetched for step n; lane l's position S + VEC * l + m takes
+//   the element of that position from the staging row (stage_slot, staged_index: group l or l + 1,
+//   group 32 staged by lane 0), one that was read, or nothing past the plane's end;
 // - the chunks of each slice cover the batch once, in increasing order; each shared-memory partial slot
 //   is written once per block; every plane position is finished exactly once, from the J partials of its
 //   own slice and offset, and its total equals the batch sum of the values placed at it.
@@ -38,37 +40,85 @@ void check_launch(int32_t plane, int32_t B) {
       EXPECT(b0 <= b1 && (j > 0 || b0 == 0) && (j < J - 1 || b1 == B), "chunk %d: %d .. %d of %d", j, b0, b1, B);
       EXPECT(b1 - b0 <= max_chunk<int32_t>(B, log2J), "chunk %d: %d samples, max_chunk %d", j, b1 - b0,
              max_chunk<int32_t>(B, log2J));
-      int64_t sums[kLanes][VEC] = {};
-      for (int32_t b = b0; b < b1; ++b) {
-        const int r = shift<VEC>(b, plane, S);
-        // the values each group's lane holds (0 where it reads nothing), groups 0 .. kLanes
-        int64_t held[kLanes + 1][VEC] = {};
-        for (int k = 0; k <= kLanes; ++k) {
-          const int32_t pos = group_position<VEC>(S, r, k);
-          const int64_t flat = static_cast<int64_t>(b) * plane + pos;
-          const int lo = group_lo(k, r), hi = group_hi<VEC>(k, r, pos, plane);
-          if (hi > lo) EXPECT(flat >= 0 && flat % VEC == 0, "VEC %d plane %d b %d k %d: group at %lld", VEC, plane, b,
-                              k, static_cast<long long>(flat));
-          for (int i = lo; i < hi; ++i) {
-            const int32_t q = pos + i;
+      const int32_t steps = max_chunk<int32_t>(B, log2J);
+      // One fetched batch step of the warp, as the kernel's register buffers hold it: lane k's VEC values
+      // (0 where it reads nothing).
+      struct Fetched {
+        int32_t step;
+        int r;
+        int64_t v[kLanes][VEC];
+      };
+      // fetch_groups: sample b0 + n's elements of the slice for every lane, counting the reads
+      auto fetch = [&](int32_t n) {
+        Fetched f{n, 0, {}};
+        const int32_t b = b0 + n;
+        const bool in_chunk = b < b1;
+        f.r = shift<VEC>(b, plane, S);
+        for (int k = 0; k < kLanes; ++k) {
+          const int32_t pos = group_position<VEC>(S, f.r, k);
+          const int64_t flat = static_cast<int64_t>(b) * plane + pos;  // the kernel's int32 offset of group k
+          for (int i = 0; i < VEC; ++i)
+            EXPECT(flat >= 0 && flat + element_offset<VEC>(k, i, f.r) < offset_bound<VEC>(B, plane),
+                   "VEC %d plane %d B %d b %d k %d i %d: offset %lld + %d outside [0, %lld)", VEC, plane, B, b, k, i,
+                   static_cast<long long>(flat), element_offset<VEC>(k, i, f.r),
+                   static_cast<long long>(offset_bound<VEC>(B, plane)));
+          const bool whole = in_chunk && whole_group<VEC>(k, f.r, pos, plane);
+          if (whole) EXPECT(flat % VEC == 0, "VEC %d plane %d b %d k %d: 128-bit group at %lld", VEC, plane, b, k,
+                            static_cast<long long>(flat));
+          const int32_t left = in_chunk ? plane - pos : 0;
+          for (int i = 0; i < VEC; ++i) {
+            const int o = element_offset<VEC>(k, i, f.r);
+            if (whole) EXPECT(o == i, "VEC %d k %d i %d r %d: whole group with offset %d", VEC, k, i, f.r, o);
+            if (!whole && o >= left) continue;  // not read: 0
+            const int32_t q = pos + o;
             EXPECT(q >= S && q < S + kSlice<VEC> && q >= 0 && q < plane, "VEC %d plane %d b %d k %d i %d: q %d", VEC,
                    plane, b, k, i, q);
             if (q >= 0 && q < plane) ++reads[static_cast<size_t>(b) * plane + q];
-            held[k][i] = flat + i + 1;
+            f.v[k][i] = flat + o + 1;
           }
         }
-        for (int l = 0; l < kLanes; ++l) {
-          for (int m = 0; m < VEC; ++m) {
-            const int g = l + source_group<VEC>(m, r), e = source_element<VEC>(m, r);
-            const int32_t q = S + VEC * l + m;
-            EXPECT(group_position<VEC>(S, r, g) + e == q, "VEC %d b %d l %d m %d r %d: source", VEC, b, l, m, r);
-            EXPECT(staged_index<VEC>(l, m, r) == g * VEC + e && staged_index<VEC>(l, m, r) < kStage<VEC>,
-                   "VEC %d l %d m %d r %d: staged at %d", VEC, l, m, r, staged_index<VEC>(l, m, r));
-            const int64_t want = q < plane ? static_cast<int64_t>(b) * plane + q + 1 : 0;
-            EXPECT(held[g][e] == want, "VEC %d plane %d b %d l %d m %d: holds %lld, want %lld", VEC, plane, b, l, m,
-                   static_cast<long long>(held[g][e]), static_cast<long long>(want));
-            sums[l][m] += held[g][e];
+        return f;
+      };
+      int64_t sums[kLanes][VEC] = {};
+      // the kernel's loop: buffers d = 0 .. kDepth - 1 fetched ahead, steps in rounds of kDepth
+      std::vector<Fetched> buf;
+      for (int d = 0; d < kDepth; ++d) buf.push_back(d < steps ? fetch(d) : Fetched{-1, 0, {}});
+      for (int32_t n0 = 0; n0 < steps; n0 += kDepth) {
+        for (int d = 0; d < kDepth; ++d) {
+          const int32_t n = n0 + d;
+          if (d > 0 && n >= steps) break;
+          EXPECT(buffer_of(n) == d && buf[d].step == n, "step %d in buffer %d holds step %d", n, d, buf[d].step);
+          const int32_t b = b0 + n;
+          const int r = buf[d].r;
+          EXPECT(r == shift<VEC>(b, plane, S), "step %d: shift", n);
+          // staging: lane k's values at k * VEC, lane 0's also at kSlice
+          std::vector<int64_t> stage(kStage<VEC>, -1);
+          for (int k = 0; k < kLanes; ++k)
+            for (int i = 0; i < VEC; ++i) {
+              stage[k * VEC + i] = buf[d].v[k][i];
+              const int slot = stage_slot<VEC>(k, i, r);
+              EXPECT(slot == k * VEC + i || (k == 0 && slot == kSlice<VEC> + i), "VEC %d k %d i %d r %d: slot %d", VEC,
+                     k, i, r, slot);
+            }
+          for (int i = 0; i < VEC; ++i) stage[kSlice<VEC> + i] = buf[d].v[0][i];
+          for (int k = 0; k < kLanes; ++k)  // each element at its stage_slot
+            for (int i = 0; i < VEC; ++i) {
+              const int slot = stage_slot<VEC>(k, i, r);
+              if (slot >= kSlice<VEC> + r || slot < r) continue;  // lane 0's copies nobody reads
+              EXPECT(stage[slot] == buf[d].v[k][i], "VEC %d k %d i %d r %d: slot %d holds another", VEC, k, i, r, slot);
+            }
+          for (int l = 0; l < kLanes; ++l) {
+            for (int m = 0; m < VEC; ++m) {
+              const int32_t q = S + VEC * l + m;
+              const int idx = staged_index<VEC>(l, m, r);
+              EXPECT(idx >= 0 && idx < kStage<VEC>, "VEC %d l %d m %d r %d: staged at %d", VEC, l, m, r, idx);
+              const int64_t want = b < b1 && q < plane ? static_cast<int64_t>(b) * plane + q + 1 : 0;
+              EXPECT(stage[idx] == want, "VEC %d plane %d b %d l %d m %d: holds %lld, want %lld", VEC, plane, b, l, m,
+                     static_cast<long long>(stage[idx]), static_cast<long long>(want));
+              sums[l][m] += stage[idx];
+            }
           }
+          if (fetch_step(n) < steps) buf[d] = fetch(fetch_step(n));  // reads nothing past the chunk
         }
       }
       for (int l = 0; l < kLanes; ++l) {
