@@ -33,3 +33,13 @@ def test_batch_shared_forward_batch_tiling_on_the_host(tmp_path):
     AutoVP's window gather with S = 2): every sample stored exactly once, every read inside the batch
     (VEC 4 and 8, S 1 and 2, B 1 .. 70)."""
     build_and_run(tmp_path, "masked_perturb_batch_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_window_forward_mask_cell_on_the_host(tmp_path):
+    """csrc/masked_perturb/window_tiling.h (the bilinear window forward's 4 rows x VEC columns per
+    thread, SMM's per-sample mask read once per thread): when one_mask_cell(s, VEC) holds, every
+    position of every thread's footprint lies in the thread's mask cell, and it holds for exactly
+    the scales s where no footprint crosses a cell edge (VEC 4 and 8, s 1 .. 40, SMM's 224 x 224 at
+    s = 8 included)."""
+    build_and_run(tmp_path, "masked_perturb_window_tiling")

@@ -53,6 +53,7 @@
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
+#include "masked_perturb/window_tiling.h"
 
 namespace reprogram_ext {
 namespace {
@@ -262,16 +263,6 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
         m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + (w0 + i) * p.sm[3]])
                                            : static_cast<acc_t>(0);
     }
-  } else if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled) && L::kResize == kBilinearRuns) {
-    // The kBilinearRuns scaled-mask layout runs only with mask_scale >= VEC (dispatch_fast_forward): the group's
-    // VEC columns meet at most two mask columns, q and (when the group crosses into it) q + 1.
-    const index_t s = p.mask_scale;
-    const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
-    const index_t q = divide<index_t>(w0, s, p.div_s), r = w0 - q * s;
-    const acc_t m0 = static_cast<acc_t>(mask[row_off + q * p.sm[3]]);
-    const acc_t m1 = r + VEC > s ? static_cast<acc_t>(mask[row_off + (q + 1) * p.sm[3]]) : m0;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) m[i] = r + i < s ? m0 : m1;
   } else {
     const index_t s = p.mask_scale;
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
@@ -487,7 +478,7 @@ constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != s
 // C * ceil(H / rows) * gpr position groups (batch-shared) and passes FastDivmod(ceil(H / rows)) as
 // div_h.
 template <class L, Activation kAct>
-constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
+constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? window_tiling::kRows : 1;
 
 // Samples per thread of the batch-shared kBilinearRuns layout (forward_batch_shared_rows): thread
 // (group, s) of block y writes samples y * S * VEC + j * VEC + s, j < S, sharing its column taps, row
@@ -534,10 +525,18 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   } else {  // kBilinearRuns layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
     const index_t hg = static_cast<index_t>(p.div_h.d);  // ceil(H / kRows)
     const index_t bc = divide<index_t>(row, hg, p.div_h);
-    const index_t h0 = (row - bc * hg) * kRows;
+    const index_t h0 = window_tiling::first_row<index_t>(row - bc * hg);
     const index_t b = divide<index_t>(bc, p.C, p.div_c);
     const index_t c = bc - b * p.C;
     const auto k = constants_of<P, acc_t>(p, norm, c);
+    // A scaled mask (SMM): the thread's kRows x VEC positions lie in one mask cell (h0 / s, w0 / s)
+    // (window_tiling::one_mask_cell, checked by dispatch_fast_forward): one load for all of them.
+    acc_t m_cell = static_cast<acc_t>(1);
+    if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
+      const index_t s = p.mask_scale;
+      m_cell = static_cast<acc_t>(mask[b * p.sm[0] + c * p.sm[1] + divide<index_t>(h0, s, p.div_s) * p.sm[2] +
+                                       divide<index_t>(w0, s, p.div_s) * p.sm[3]]);
+    }
     const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
     const index_t x_bc[1] = {b * p.sx[0] + c * p.sx[1]};
     uint32_t cm[VEC];
@@ -550,7 +549,12 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
       if (r > 0 && h >= p.H) break;
       acc_t a[VEC], m[VEC];
       gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);
-      gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+      if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) m[i] = m_cell;
+      } else {
+        gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+      }
       scalar_t* const o[1] = {out + ((bc * p.H + h) * p.W + w0)};
       window_row<P, VEC, 1, scalar_t>(p, x, xc, cols, cm, h, a, m, k, o, ok);
     }
@@ -1113,7 +1117,8 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 // batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
 // bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
-// kBilinearRuns layouts' window gather; its scaled-mask layout also needs mask_scale >= VEC).
+// kBilinearRuns layouts' window gather; its scaled-mask layout also needs every thread's rows in one
+// mask cell: window_tiling::one_mask_cell, mask_scale a multiple of VEC and of the 4 rows).
 bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, int64_t vec_len, F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
   const bool shared = !costly_activation(A.pw.activation) ||
@@ -1139,7 +1144,7 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, boo
   }
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
   if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) {
-    if (bil_runs && A.pw.mask_scale >= vec_len) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
+    if (bil_runs && window_tiling::one_mask_cell(A.pw.mask_scale, static_cast<int>(vec_len))) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
     return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
   }
   // Voice2Series (several copies of a 1-D series, mask outside them)
