@@ -322,35 +322,51 @@ __device__ __forceinline__ float keep_bits(float v, uint32_t c, uint32_t r) {
   return __uint_as_float(bits);
 }
 
-// Canvas row h of the group for S samples: the row tap once, then per sample the six window loads
-// (bilinear_run_values' columns, blend_rows / blend_run of specialize.h) and the VEC outputs
-// perturb_value<P>(cov ? v : 0, cov, a, m, k), computed as perturb_from_term(placed_term(v) kept
-// where covered) -- the same bits, with the coverage as a bit mask (column bits cm, row bits) instead
-// of a select per output. Branch-free: a row off the copy reads a valid row (y clamped), masked out.
-// Stores sample j's outputs at o[j] when ok[j].
+// The row tap of canvas row h in the kBilinearRuns layouts and its coverage bits rm (~0 when the row
+// lies inside the copy, else 0). Branch-free: a row off the copy reads a valid row (y clamped,
+// window_tiling::clamped_row), masked out.
+template <typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ Tap<acc_t, index_t> window_row_tap(const AR& p, index_t h, uint32_t& rm) {
+  using uindex_t = std::make_unsigned_t<index_t>;
+  const index_t y = h - p.oy[0];
+  rm = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
+  return linear_tap_trunc<acc_t, index_t>(window_tiling::clamped_row<index_t>(y, p.Hr), p.Hin, p.lin_scale_h);
+}
+
+// The VEC outputs of one canvas row and sample from its window columns c0, c1, c2 blended vertically
+// (blend_run of specialize.h, then perturb_value<P>(cov ? v : 0, cov, a, m, k), computed as
+// perturb_from_term(placed_term(v) kept where covered) -- the same bits, with the coverage as a bit
+// mask (column bits cm, row bits rm) instead of a select per output); stored at o when ok.
+template <class P, int VEC, typename scalar_t, typename acc_t, typename index_t>
+__device__ __forceinline__ void window_outputs(acc_t c0, acc_t c1, acc_t c2, const BilinearColumns<VEC, acc_t, index_t>& bc,
+                                               const uint32_t (&cm)[VEC], uint32_t rm, const acc_t (&a)[VEC],
+                                               const acc_t (&m)[VEC], const ChannelConstants<acc_t>& k, scalar_t* o, bool ok) {
+  acc_t v[VEC];
+  blend_run<VEC, acc_t>(c0, c1, c2, bc.run, v);
+  scalar_t vals[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i)
+    vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(keep_bits(placed_term<P, acc_t>(v[i], k), cm[i], rm), a[i], m[i], k));
+  if (ok) store_vec(o, vals);
+}
+
+// Canvas row h of the group for S samples (the batch-shared layout): the row tap once, then per
+// sample the six window loads (bilinear_run_values' columns, blend_rows of specialize.h) and the VEC
+// outputs (window_outputs). Stores sample j's outputs at o[j] when ok[j].
 template <class P, int VEC, int S, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
 __device__ __forceinline__ void window_row(const AR& p, const x_t* __restrict__ x, const index_t (&xc)[S][3], const BilinearColumns<VEC, acc_t, index_t>& bc,
                                            const uint32_t (&cm)[VEC], index_t h, const acc_t (&a)[VEC], const acc_t (&m)[VEC],
                                            const ChannelConstants<acc_t>& k, scalar_t* const (&o)[S], const bool (&ok)[S]) {
   static_assert(std::is_same_v<acc_t, float>, "window gather: float accumulation");
-  using uindex_t = std::make_unsigned_t<index_t>;
-  const index_t y = h - p.oy[0];
-  const uint32_t rm = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
-  const index_t yc = y < 0 ? 0 : y < p.Hr - 1 ? y : p.Hr - 1;
-  const auto ty = linear_tap_trunc<acc_t, index_t>(yc, p.Hin, p.lin_scale_h);
+  uint32_t rm;
+  const auto ty = window_row_tap<acc_t>(p, h, rm);
   const index_t o0 = ty.i0 * p.sx[2], o1 = ty.i1 * p.sx[2];
 #pragma unroll
   for (int j = 0; j < S; ++j) {
     const acc_t c0 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][0] + o0), 0), load_input<acc_t>(x + (xc[j][0] + o1), 0), ty);
     const acc_t c1 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][1] + o0), 0), load_input<acc_t>(x + (xc[j][1] + o1), 0), ty);
     const acc_t c2 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][2] + o0), 0), load_input<acc_t>(x + (xc[j][2] + o1), 0), ty);
-    acc_t v[VEC];
-    blend_run<VEC, acc_t>(c0, c1, c2, bc.run, v);
-    scalar_t vals[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; ++i)
-      vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(keep_bits(placed_term<P, acc_t>(v[i], k), cm[i], rm), a[i], m[i], k));
-    if (ok[j]) store_vec(o[j], vals);
+    window_outputs<P, VEC>(c0, c1, c2, bc, cm, rm, a, m, k, o[j], ok[j]);
   }
 }
 
@@ -542,11 +558,33 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
     uint32_t cm[VEC];
     index_t xc[1][3];
     window_columns<VEC, 1>(p, x_bc, cols, cm, xc);
-    const bool ok[1] = {true};
+    // The thread's rows read the source rows rbase, rbase + 1, rbase + 2 (window_column: clamped):
+    // their row taps are a run of kRows resized rows from y0 = h0 - oy (bilinear_columns, as the
+    // group's columns; exact for the rows inside the copy, the others are masked out by rm), rbase =
+    // i0 of row y0 (bilinear_window_fits for runs of kRows rows, checked by the dispatch). The 3 x 3
+    // window xw[t][j] (window row t, column j) is loaded once; each row takes its taps' rows
+    // i0, i1 = window rows slot, slot + 1 (slot = rows.hi[r]: window_tiling::window_rows).
+    ColumnRun<kRows, acc_t> rows;
+    const index_t y0 = h0 - p.oy[0];
+    const index_t rbase = window_tiling::window_rows<kRows, acc_t, index_t>(y0, p.Hin, p.lin_scale_h, rows);
+    acc_t xw[3][3];
+#pragma unroll
+    for (int t = 0; t < 3; ++t) {
+      const index_t ro = window_column<index_t>(rbase, t, p.Hin) * p.sx[2];
+#pragma unroll
+      for (int j = 0; j < 3; ++j) xw[t][j] = load_input<acc_t>(x + (xc[0][j] + ro), 0);
+    }
+    using uindex_t = std::make_unsigned_t<index_t>;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const index_t h = h0 + r;
       if (r > 0 && h >= p.H) break;
+      const uint32_t rm = static_cast<uindex_t>(y0 + r) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
+      const Tap<acc_t, index_t> ty{0, 0, rows.l0[r], rows.l1[r]};  // blend_rows reads l0, l1
+      const bool hi = rows.hi[r];
+      acc_t cw[3];
+#pragma unroll
+      for (int j = 0; j < 3; ++j) cw[j] = blend_rows<acc_t, index_t>(hi ? xw[1][j] : xw[0][j], hi ? xw[2][j] : xw[1][j], ty);
       acc_t a[VEC], m[VEC];
       gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);
       if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
@@ -555,8 +593,7 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
       } else {
         gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
       }
-      scalar_t* const o[1] = {out + ((bc * p.H + h) * p.W + w0)};
-      window_row<P, VEC, 1, scalar_t>(p, x, xc, cols, cm, h, a, m, k, o, ok);
+      window_outputs<P, VEC>(cw[0], cw[1], cw[2], cols, cm, rm, a, m, k, out + ((bc * p.H + h) * p.W + w0), true);
     }
   }
 }
@@ -1119,7 +1156,10 @@ template <typename F>
 // bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
 // kBilinearRuns layouts' window gather; its scaled-mask layout also needs every thread's rows in one
 // mask cell: window_tiling::one_mask_cell, mask_scale a multiple of VEC and of the 4 rows).
-bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, int64_t vec_len, F&& f) {
+// bil_rows: bilinear_window_fits for runs of window_tiling::kRows canvas rows (the per-thread window
+// forward's three-row window: SMM, and AutoVP without a costly activation).
+bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, bool bil_rows, int64_t vec_len,
+                           F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
   const bool shared = !costly_activation(A.pw.activation) ||
                       (A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535);
@@ -1139,12 +1179,12 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, boo
   if (shared && x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
   // AutoVP (bilinear resize, then the same)
   if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) {
-    if (bil_runs) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
+    if (bil_runs && (costly_activation(A.pw.activation) || bil_rows)) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
     return f(After{}, Layout<kBil, false, kFull, true>{}), true;
   }
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
   if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) {
-    if (bil_runs && window_tiling::one_mask_cell(A.pw.mask_scale, static_cast<int>(vec_len))) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
+    if (bil_runs && bil_rows && window_tiling::one_mask_cell(A.pw.mask_scale, static_cast<int>(vec_len))) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
     return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
   }
   // Voice2Series (several copies of a 1-D series, mask outside them)
@@ -1240,7 +1280,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       if constexpr (!std::is_same_v<scalar_t, double>) {
         const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 && A.pl.Hr > 0 &&
                               bilinear_window_fits<float>(A.pl.Win, A.pl.Wr, VEC);
-        if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
+        const bool bil_rows = bilinear_window_fits<float>(A.pl.Hin, A.pl.Hr, window_tiling::kRows);
+        if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, bil_rows, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
       }
       if (vec) {
         launch(DynamicPointwise{}, DynamicLayout<true>{}, args);

@@ -3,14 +3,17 @@
 // w0 .. w0 + VEC - 1 (w0 = VEC * column group), and -- for SMM's per-sample mask at 1 / s of the canvas
 // resolution -- reads that mask once: when s is a multiple of both VEC and kRows (one_mask_cell), the
 // kRows x VEC footprint lies in the single mask cell (h0 / s, w0 / s), since no multiple of s falls
-// strictly inside [h0, h0 + kRows) or [w0, w0 + VEC). __host__ __device__, so that
-// tests/cpp/masked_perturb_window_tiling.cpp runs it on the host and checks that every position of
-// every footprint maps to the thread's cell.
+// strictly inside [h0, h0 + kRows) or [w0, w0 + VEC); and it reads its rows' source rows from a
+// window of three (window_rows). __host__ __device__, so that tests/cpp/masked_perturb_window_tiling.cpp
+// runs it on the host and checks that every position of every footprint maps to the thread's cell and
+// every row's taps are the window rows it picks.
 #pragma once
 
 #include <cstdint>
 
 #include <c10/macros/Macros.h>
+
+#include "masked_perturb/specialize.h"
 
 namespace reprogram_ext {
 namespace window_tiling {
@@ -25,6 +28,23 @@ template <typename index_t>
 C10_HOST_DEVICE inline index_t first_row(index_t row_group) { return row_group * kRows; }
 template <typename index_t>
 C10_HOST_DEVICE inline index_t first_column(index_t column_group, int vec) { return column_group * vec; }
+
+// The resized row a canvas row reads in the batch-shared window forward, y = h - oy clamped to
+// [0, Hr - 1] (a row off the copy reads a valid row, its outputs masked out).
+template <typename index_t>
+C10_HOST_DEVICE inline index_t clamped_row(index_t y, index_t Hr) { return y < 0 ? 0 : y < Hr - 1 ? y : Hr - 1; }
+
+// The per-thread window forward reads its rows' source rows from a window of three, rbase .. rbase + 2
+// (window_column of specialize.h: clamped to the last row): the row taps of the N resized rows
+// y0 .. y0 + N - 1 are bilinear_columns' (unclamped y: linear_tap's values for the rows 0 <= y < Hr,
+// any values for the others, whose outputs are masked out), rbase = their first i0 clamped to Hin - 1.
+// When bilinear_window_fits(Hin, Hr, N) holds, a row y inside [0, Hr) has taps (i0, i1) = window rows
+// (rows.hi, rows.hi + 1); a row outside reads window rows 0 .. 2 all the same.
+template <int N, typename acc_t, typename index_t>
+C10_HOST_DEVICE inline index_t window_rows(index_t y0, index_t Hin, acc_t scale, ColumnRun<N, acc_t>& rows) {
+  const index_t base = bilinear_columns<N, acc_t, index_t>(y0, scale, rows);
+  return base < Hin - 1 ? base : Hin - 1;
+}
 
 }  // namespace window_tiling
 }  // namespace reprogram_ext

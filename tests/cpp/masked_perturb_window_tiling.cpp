@@ -2,14 +2,19 @@
 // host as forward_per_thread walks it: for every thread (row group, column group) of a canvas, when
 // one_mask_cell(s, VEC) holds, every canvas position the thread writes (kRows rows x VEC columns,
 // those < H) has the mask cell (h / s, w / s) of the thread's first position, the one cell the kernel
-// reads; and one_mask_cell is false for every s where some footprint crosses a cell edge.
+// reads; and one_mask_cell is false for every s where some footprint crosses a cell edge. And the
+// three-row window: for every upscale with bilinear_window_fits(Hin, Hr, kRows) and copy row offsets
+// around the canvas, each row inside the copy has window_rows' weights equal to linear_tap's and its
+// taps' rows in the window rows (hi, hi + 1) it picks -- checked to fail for sizes that do not fit.
 #include <cstdio>
 #include <initializer_list>
 
 #include "expect.h"
 
+#include "masked_perturb/specialize.h"
 #include "masked_perturb/window_tiling.h"
 
+using namespace reprogram_ext;
 using namespace reprogram_ext::window_tiling;
 
 // Whether every footprint of an H x W canvas lies in one cell; EXPECTs it when one_mask_cell says so.
@@ -35,7 +40,50 @@ bool check_canvas(int32_t H, int32_t W, int32_t s, int VEC) {
   return all_one;
 }
 
+// Whether every thread's rows of an H-row canvas (copy row offset oy, Hin -> Hr rows) inside the copy
+// have window_rows' taps equal to linear_tap's and those taps' rows in the window rows they pick;
+// EXPECTs it when `expect`.
+bool check_rows(int32_t Hin, int32_t Hr, int32_t H, int32_t oy, bool expect) {
+  const float scale = static_cast<float>(Hin) / static_cast<float>(Hr);
+  bool all = true;
+  for (int32_t h0 = first_row<int32_t>(0); h0 < H; h0 += kRows) {
+    ColumnRun<kRows, float> rows;
+    const int32_t y0 = h0 - oy;
+    const int32_t rbase = window_rows<kRows, float, int32_t>(y0, Hin, scale, rows);
+    EXPECT(rbase >= 0 && rbase < Hin, "Hin %d Hr %d: window base %d", Hin, Hr, rbase);
+    for (int r = 0; r < kRows && h0 + r < H; ++r) {
+      const int32_t y = y0 + r;
+      if (y < 0 || y >= Hr) continue;  // masked out (rm = 0): any window row
+      const auto ref = linear_tap<float, int32_t>(y, Hin, scale);
+      const int slot = rows.hi[r] ? 1 : 0;
+      const bool ok = rows.l0[r] == ref.l0 && rows.l1[r] == ref.l1 && window_column<int32_t>(rbase, slot, Hin) == ref.i0 &&
+                      window_column<int32_t>(rbase, slot + 1, Hin) == ref.i1;
+      all = all && ok;
+      if (expect)
+        EXPECT(ok, "Hin %d Hr %d H %d oy %d: row %d (y %d) taps %d, %d (%g, %g); window base %d slot %d (%g, %g)", Hin, Hr, H,
+               oy, h0 + r, y, ref.i0, ref.i1, ref.l0, ref.l1, rbase, slot, rows.l0[r], rows.l1[r]);
+    }
+  }
+  return all;
+}
+
 int main() {
+  int fitting = 0, not_fitting_caught = 0;
+  for (int32_t Hin = 1; Hin <= 24; ++Hin) {
+    for (int32_t Hr : {Hin + 1, Hin + 2, 2 * Hin, 3 * Hin, 3 * Hin + 1, 4 * Hin - 1, 4 * Hin, 5 * Hin + 3, 7 * Hin, 224}) {
+      if (Hr <= Hin) continue;
+      const bool fits = bilinear_window_fits<float>(Hin, Hr, kRows);
+      bool all = true;
+      for (int32_t oy : {0, 1, 3, -1, -2, -5})
+        for (int32_t H : {Hr, Hr + 3, Hr + 8}) all = check_rows(Hin, Hr, H, oy, fits) && all;
+      fitting += fits;
+      not_fitting_caught += !fits && !all;
+    }
+  }
+  EXPECT(check_rows(32, 224, 224, 0, true), "SMM's 32 -> 224 rows");
+  EXPECT(fitting > 50 && not_fitting_caught > 20, "%d fitting sizes, %d non-fitting ones caught", fitting,
+         not_fitting_caught);
+
   for (int VEC : {4, 8}) {
     for (int32_t s = 1; s <= 40; ++s) {
       bool crosses = false;  // some canvas has a footprint over a cell edge
