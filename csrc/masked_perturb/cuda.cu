@@ -139,6 +139,29 @@ __device__ __forceinline__ void load_vec(const T* p, T (&v)[N]) {
   memcpy(v, &bits, sizeof(B));
 }
 
+// out[i] = acc_t(p[i]) from one load of N elements (p aligned to it). bfloat16 to float is exactly the
+// bits shifted up by 16: per 32-bit word, the low element w << 16 and the high one w & 0xffff0000, one
+// instruction each (nvcc's conversion of the high element was a PRMT and a shift).
+template <typename acc_t, typename T, int N>
+__device__ __forceinline__ void load_vec_as(const T* p, acc_t (&out)[N]) {
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<acc_t, float> && N % 2 == 0) {
+    using B = typename Bits<N * sizeof(T)>::type;
+    const B bits = __ldg(reinterpret_cast<const B*>(p));
+    uint32_t w[N / 2];
+    memcpy(w, &bits, sizeof(B));
+#pragma unroll
+    for (int k = 0; k < N / 2; ++k) {
+      out[2 * k] = __uint_as_float(w[k] << 16);
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+  } else {
+    T v[N];
+    load_vec(p, v);
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = static_cast<acc_t>(v[i]);
+  }
+}
+
 // bits = *p when `load` (one predicated ld.global.nc), else 0. Inline PTX: with a C++ branch, nvcc
 // 13.0 selected the 16-bit lanes of the result one by one (PRMTs) instead of the loaded registers.
 __device__ __forceinline__ void ldg_or_zero(const uint4* p, bool load, uint4& bits) {
@@ -230,10 +253,10 @@ __device__ __forceinline__ void gather_delta(const AR& p, const scalar_t* __rest
                                              index_t h, index_t w0, acc_t (&a)[VEC]) {
   const index_t row_off = b * p.sd[0] + c * p.sd[1] + h * p.sd[2];  // one address per thread
   if constexpr (L::kVec) {
-    scalar_t v[VEC];
-    load_vec(delta + (row_off + w0), v);
+    acc_t v[VEC];
+    load_vec_as(delta + (row_off + w0), v);
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(static_cast<acc_t>(v[i]));
+    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(v[i]);
   } else {
 #pragma unroll
     for (int i = 0; i < VEC; ++i)
@@ -253,10 +276,7 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
   } else if (kind == MaskKind::kFull) {
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + h * p.sm[2];
     if constexpr (L::kVec) {
-      scalar_t v[VEC];
-      load_vec(mask + (row_off + w0), v);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) m[i] = static_cast<acc_t>(v[i]);
+      load_vec_as(mask + (row_off + w0), m);
     } else {
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
@@ -489,12 +509,15 @@ template <class L, Activation kAct>
 constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
                               costly_activation(kAct);
 
-// Canvas rows per thread: 4 for the kBilinearRuns layouts (the column taps are computed once for
-// all of them), else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
+// Canvas rows per thread of the kBilinearRuns layouts (the column taps are computed once for all of
+// them): 4 in the batch-shared kernel, VEC in the per-thread one (window_tiling::kRows: a VEC x VEC
+// tile); else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
 // C * ceil(H / rows) * gpr position groups (batch-shared) and passes FastDivmod(ceil(H / rows)) as
 // div_h.
-template <class L, Activation kAct>
-constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? window_tiling::kRows : 1;
+constexpr int kBatchSharedRows = 4;
+template <class L, Activation kAct, int VEC>
+constexpr int kRowsPerThread =
+    L::kResize != kBilinearRuns ? 1 : kBatchShared<L, kAct> ? kBatchSharedRows : window_tiling::kRows<VEC>;
 
 // Samples per thread of the batch-shared kBilinearRuns layout (forward_batch_shared_rows): thread
 // (group, s) of block y writes samples y * S * VEC + j * VEC + s, j < S, sharing its column taps, row
@@ -526,7 +549,7 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   constexpr int VEC = 16 / sizeof(scalar_t);
   const index_t gid = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
   if (gid >= p.groups) return;
-  constexpr int kRows = kRowsPerThread<L, kAct>;
+  constexpr int kRows = kRowsPerThread<L, kAct, VEC>;
   const index_t row = divide<index_t>(gid, p.gpr, p.div_gpr);  // (b, c, h / kRows)
   const index_t w0 = (gid - row * p.gpr) * VEC;
   if constexpr (kRows == 1) {  // row = (b, c, h) of the contiguous output
@@ -541,11 +564,11 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   } else {  // kBilinearRuns layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
     const index_t hg = static_cast<index_t>(p.div_h.d);  // ceil(H / kRows)
     const index_t bc = divide<index_t>(row, hg, p.div_h);
-    const index_t h0 = window_tiling::first_row<index_t>(row - bc * hg);
+    const index_t h0 = window_tiling::first_row<VEC, index_t>(row - bc * hg);
     const index_t b = divide<index_t>(bc, p.C, p.div_c);
     const index_t c = bc - b * p.C;
     const auto k = constants_of<P, acc_t>(p, norm, c);
-    // A scaled mask (SMM): the thread's kRows x VEC positions lie in one mask cell (h0 / s, w0 / s)
+    // A scaled mask (SMM): the thread's VEC x VEC positions lie in one mask cell (h0 / s, w0 / s)
     // (window_tiling::one_mask_cell, checked by dispatch_fast_forward): one load for all of them.
     acc_t m_cell = static_cast<acc_t>(1);
     if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
@@ -662,7 +685,7 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
   static_assert(std::is_same_v<acc_t, float>, "batch-shared layouts are compiled for float accumulation only");
   constexpr int VEC = 16 / sizeof(scalar_t);
   constexpr unsigned G = kThreadsPerBlock / VEC;
-  constexpr int kRows = kRowsPerThread<L, kAct>;
+  constexpr int kRows = kRowsPerThread<L, kAct, VEC>;
   constexpr bool kMask = L::kMask == static_cast<int>(MaskKind::kFull);
   __shared__ __align__(16) float am_s[kRows][kMask ? 2 : 1][kThreadsPerBlock];
   const unsigned gl = threadIdx.x % G, s = threadIdx.x / G;
@@ -729,7 +752,7 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
                                               const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                               const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                               scalar_t* __restrict__ out) {
-  if constexpr (kBatchShared<L, kAct> && kRowsPerThread<L, kAct> > 1) {
+  if constexpr (kBatchShared<L, kAct> && L::kResize == kBilinearRuns) {
     forward_batch_shared_rows<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   } else if constexpr (kBatchShared<L, kAct>) {
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
@@ -1155,8 +1178,8 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 template <typename F>
 // bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
 // kBilinearRuns layouts' window gather; its scaled-mask layout also needs every thread's rows in one
-// mask cell: window_tiling::one_mask_cell, mask_scale a multiple of VEC and of the 4 rows).
-// bil_rows: bilinear_window_fits for runs of window_tiling::kRows canvas rows (the per-thread window
+// mask cell: window_tiling::one_mask_cell, mask_scale a multiple of VEC).
+// bil_rows: bilinear_window_fits for runs of window_tiling::kRows<VEC> canvas rows (the per-thread window
 // forward's three-row window: SMM, and AutoVP without a costly activation).
 bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, bool bil_rows, int64_t vec_len,
                            F&& f) {
@@ -1254,15 +1277,15 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
         using index_t = std::remove_cv_t<decltype(args.B)>;
         dim3 grid(blocks_for(threads));
         if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
-          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+          constexpr int64_t kRows = kRowsPerThread<L, kAct, VEC>;
           const int64_t hg = (A.H + kRows - 1) / kRows;
           const int64_t plane_groups = A.C * hg * ((A.W + VEC - 1) / VEC);
           args.groups = static_cast<index_t>(plane_groups);
           if constexpr (kRows > 1) args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
           grid = dim3(blocks_for(plane_groups * VEC),
                       static_cast<unsigned>(batch_tiling::blocks_y(A.B, kSamplesPerThread<L, kAct>, VEC)));
-        } else if constexpr (kRowsPerThread<L, kAct> > 1) {  // kRows canvas rows per thread (int32 layouts)
-          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+        } else if constexpr (kRowsPerThread<L, kAct, VEC> > 1) {  // kRows canvas rows per thread (int32 layouts)
+          constexpr int64_t kRows = kRowsPerThread<L, kAct, VEC>;
           const int64_t hg = (A.H + kRows - 1) / kRows;
           args.groups = static_cast<index_t>(A.B * A.C * hg * ((A.W + VEC - 1) / VEC));
           args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
@@ -1280,7 +1303,7 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       if constexpr (!std::is_same_v<scalar_t, double>) {
         const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 && A.pl.Hr > 0 &&
                               bilinear_window_fits<float>(A.pl.Win, A.pl.Wr, VEC);
-        const bool bil_rows = bilinear_window_fits<float>(A.pl.Hin, A.pl.Hr, window_tiling::kRows);
+        const bool bil_rows = bilinear_window_fits<float>(A.pl.Hin, A.pl.Hr, window_tiling::kRows<VEC>);
         if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, bil_rows, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
       }
       if (vec) {
