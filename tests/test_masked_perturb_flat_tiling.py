@@ -33,3 +33,15 @@ def test_batch_shared_forward_batch_tiling_on_the_host(tmp_path):
     AutoVP's window gather with S = 2): every sample stored exactly once, every read inside the batch
     (VEC 4 and 8, S 1 and 2, B 1 .. 70)."""
     build_and_run(tmp_path, "masked_perturb_batch_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_window_forward_mask_cell_on_the_host(tmp_path):
+    """csrc/masked_perturb/window_tiling.h (the per-thread bilinear window forward's VEC x VEC tile,
+    SMM's per-sample mask read once per thread, the rows' three-row source window): when
+    one_mask_cell(s, VEC) holds, every position of every tile lies in the thread's mask cell, and it
+    holds for exactly the scales s where no tile crosses a cell edge (s 1 .. 40); every row inside the
+    copy has window_rows' weights equal to linear_tap's and its taps in the window rows it picks, for
+    every upscale that bilinear_window_fits for VEC rows, failing for sizes that do not fit (VEC 4
+    and 8; SMM's 32 -> 224 and 224 x 224 at s = 8 included)."""
+    build_and_run(tmp_path, "masked_perturb_window_tiling")

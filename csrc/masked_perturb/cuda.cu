@@ -53,6 +53,7 @@
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/specialize.h"
+#include "masked_perturb/window_tiling.h"
 
 namespace reprogram_ext {
 namespace {
@@ -136,6 +137,29 @@ __device__ __forceinline__ void load_vec(const T* p, T (&v)[N]) {
   using B = typename Bits<N * sizeof(T)>::type;
   const B bits = __ldg(reinterpret_cast<const B*>(p));
   memcpy(v, &bits, sizeof(B));
+}
+
+// out[i] = acc_t(p[i]) from one load of N elements (p aligned to it). bfloat16 to float is exactly the
+// bits shifted up by 16: per 32-bit word, the low element w << 16 and the high one w & 0xffff0000, one
+// instruction each (nvcc's conversion of the high element was a PRMT and a shift).
+template <typename acc_t, typename T, int N>
+__device__ __forceinline__ void load_vec_as(const T* p, acc_t (&out)[N]) {
+  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<acc_t, float> && N % 2 == 0) {
+    using B = typename Bits<N * sizeof(T)>::type;
+    const B bits = __ldg(reinterpret_cast<const B*>(p));
+    uint32_t w[N / 2];
+    memcpy(w, &bits, sizeof(B));
+#pragma unroll
+    for (int k = 0; k < N / 2; ++k) {
+      out[2 * k] = __uint_as_float(w[k] << 16);
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    }
+  } else {
+    T v[N];
+    load_vec(p, v);
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = static_cast<acc_t>(v[i]);
+  }
 }
 
 // bits = *p when `load` (one predicated ld.global.nc), else 0. Inline PTX: with a C++ branch, nvcc
@@ -229,10 +253,10 @@ __device__ __forceinline__ void gather_delta(const AR& p, const scalar_t* __rest
                                              index_t h, index_t w0, acc_t (&a)[VEC]) {
   const index_t row_off = b * p.sd[0] + c * p.sd[1] + h * p.sd[2];  // one address per thread
   if constexpr (L::kVec) {
-    scalar_t v[VEC];
-    load_vec(delta + (row_off + w0), v);
+    acc_t v[VEC];
+    load_vec_as(delta + (row_off + w0), v);
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(static_cast<acc_t>(v[i]));
+    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(v[i]);
   } else {
 #pragma unroll
     for (int i = 0; i < VEC; ++i)
@@ -252,26 +276,13 @@ __device__ __forceinline__ void gather_mask(const AR& p, const scalar_t* __restr
   } else if (kind == MaskKind::kFull) {
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + h * p.sm[2];
     if constexpr (L::kVec) {
-      scalar_t v[VEC];
-      load_vec(mask + (row_off + w0), v);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) m[i] = static_cast<acc_t>(v[i]);
+      load_vec_as(mask + (row_off + w0), m);
     } else {
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
         m[i] = on_canvas<L, VEC>(p, w0, i) ? static_cast<acc_t>(mask[row_off + (w0 + i) * p.sm[3]])
                                            : static_cast<acc_t>(0);
     }
-  } else if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled) && L::kResize == kBilinearRuns) {
-    // The kBilinearRuns scaled-mask layout runs only with mask_scale >= VEC (dispatch_fast_forward): the group's
-    // VEC columns meet at most two mask columns, q and (when the group crosses into it) q + 1.
-    const index_t s = p.mask_scale;
-    const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
-    const index_t q = divide<index_t>(w0, s, p.div_s), r = w0 - q * s;
-    const acc_t m0 = static_cast<acc_t>(mask[row_off + q * p.sm[3]]);
-    const acc_t m1 = r + VEC > s ? static_cast<acc_t>(mask[row_off + (q + 1) * p.sm[3]]) : m0;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) m[i] = r + i < s ? m0 : m1;
   } else {
     const index_t s = p.mask_scale;
     const index_t row_off = b * p.sm[0] + c * p.sm[1] + divide<index_t>(h, s, p.div_s) * p.sm[2];
@@ -331,35 +342,51 @@ __device__ __forceinline__ float keep_bits(float v, uint32_t c, uint32_t r) {
   return __uint_as_float(bits);
 }
 
-// Canvas row h of the group for S samples: the row tap once, then per sample the six window loads
-// (bilinear_run_values' columns, blend_rows / blend_run of specialize.h) and the VEC outputs
-// perturb_value<P>(cov ? v : 0, cov, a, m, k), computed as perturb_from_term(placed_term(v) kept
-// where covered) -- the same bits, with the coverage as a bit mask (column bits cm, row bits) instead
-// of a select per output. Branch-free: a row off the copy reads a valid row (y clamped), masked out.
-// Stores sample j's outputs at o[j] when ok[j].
+// The row tap of canvas row h in the kBilinearRuns layouts and its coverage bits rm (~0 when the row
+// lies inside the copy, else 0). Branch-free: a row off the copy reads a valid row (y clamped,
+// window_tiling::clamped_row), masked out.
+template <typename acc_t, typename AR, typename index_t>
+__device__ __forceinline__ Tap<acc_t, index_t> window_row_tap(const AR& p, index_t h, uint32_t& rm) {
+  using uindex_t = std::make_unsigned_t<index_t>;
+  const index_t y = h - p.oy[0];
+  rm = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
+  return linear_tap_trunc<acc_t, index_t>(window_tiling::clamped_row<index_t>(y, p.Hr), p.Hin, p.lin_scale_h);
+}
+
+// The VEC outputs of one canvas row and sample from its window columns c0, c1, c2 blended vertically
+// (blend_run of specialize.h, then perturb_value<P>(cov ? v : 0, cov, a, m, k), computed as
+// perturb_from_term(placed_term(v) kept where covered) -- the same bits, with the coverage as a bit
+// mask (column bits cm, row bits rm) instead of a select per output); stored at o when ok.
+template <class P, int VEC, typename scalar_t, typename acc_t, typename index_t>
+__device__ __forceinline__ void window_outputs(acc_t c0, acc_t c1, acc_t c2, const BilinearColumns<VEC, acc_t, index_t>& bc,
+                                               const uint32_t (&cm)[VEC], uint32_t rm, const acc_t (&a)[VEC],
+                                               const acc_t (&m)[VEC], const ChannelConstants<acc_t>& k, scalar_t* o, bool ok) {
+  acc_t v[VEC];
+  blend_run<VEC, acc_t>(c0, c1, c2, bc.run, v);
+  scalar_t vals[VEC];
+#pragma unroll
+  for (int i = 0; i < VEC; ++i)
+    vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(keep_bits(placed_term<P, acc_t>(v[i], k), cm[i], rm), a[i], m[i], k));
+  if (ok) store_vec(o, vals);
+}
+
+// Canvas row h of the group for S samples (the batch-shared layout): the row tap once, then per
+// sample the six window loads (bilinear_run_values' columns, blend_rows of specialize.h) and the VEC
+// outputs (window_outputs). Stores sample j's outputs at o[j] when ok[j].
 template <class P, int VEC, int S, typename scalar_t, typename x_t, typename acc_t, typename AR, typename index_t>
 __device__ __forceinline__ void window_row(const AR& p, const x_t* __restrict__ x, const index_t (&xc)[S][3], const BilinearColumns<VEC, acc_t, index_t>& bc,
                                            const uint32_t (&cm)[VEC], index_t h, const acc_t (&a)[VEC], const acc_t (&m)[VEC],
                                            const ChannelConstants<acc_t>& k, scalar_t* const (&o)[S], const bool (&ok)[S]) {
   static_assert(std::is_same_v<acc_t, float>, "window gather: float accumulation");
-  using uindex_t = std::make_unsigned_t<index_t>;
-  const index_t y = h - p.oy[0];
-  const uint32_t rm = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
-  const index_t yc = y < 0 ? 0 : y < p.Hr - 1 ? y : p.Hr - 1;
-  const auto ty = linear_tap_trunc<acc_t, index_t>(yc, p.Hin, p.lin_scale_h);
+  uint32_t rm;
+  const auto ty = window_row_tap<acc_t>(p, h, rm);
   const index_t o0 = ty.i0 * p.sx[2], o1 = ty.i1 * p.sx[2];
 #pragma unroll
   for (int j = 0; j < S; ++j) {
     const acc_t c0 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][0] + o0), 0), load_input<acc_t>(x + (xc[j][0] + o1), 0), ty);
     const acc_t c1 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][1] + o0), 0), load_input<acc_t>(x + (xc[j][1] + o1), 0), ty);
     const acc_t c2 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][2] + o0), 0), load_input<acc_t>(x + (xc[j][2] + o1), 0), ty);
-    acc_t v[VEC];
-    blend_run<VEC, acc_t>(c0, c1, c2, bc.run, v);
-    scalar_t vals[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; ++i)
-      vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(keep_bits(placed_term<P, acc_t>(v[i], k), cm[i], rm), a[i], m[i], k));
-    if (ok[j]) store_vec(o[j], vals);
+    window_outputs<P, VEC>(c0, c1, c2, bc, cm, rm, a, m, k, o[j], ok[j]);
   }
 }
 
@@ -482,12 +509,15 @@ template <class L, Activation kAct>
 constexpr bool kBatchShared = L::kVec && L::kResize != kDynamic && L::kMask != static_cast<int>(MaskKind::kScaled) &&
                               costly_activation(kAct);
 
-// Canvas rows per thread: 4 for the kBilinearRuns layouts (the column taps are computed once for
-// all of them), else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
+// Canvas rows per thread of the kBilinearRuns layouts (the column taps are computed once for all of
+// them): 4 in the batch-shared kernel, VEC in the per-thread one (window_tiling::kRows: a VEC x VEC
+// tile); else 1. The host launches B * C * ceil(H / rows) * gpr threads (per-thread kernel) or
 // C * ceil(H / rows) * gpr position groups (batch-shared) and passes FastDivmod(ceil(H / rows)) as
 // div_h.
-template <class L, Activation kAct>
-constexpr int kRowsPerThread = L::kResize == kBilinearRuns ? 4 : 1;
+constexpr int kBatchSharedRows = 4;
+template <class L, Activation kAct, int VEC>
+constexpr int kRowsPerThread =
+    L::kResize != kBilinearRuns ? 1 : kBatchShared<L, kAct> ? kBatchSharedRows : window_tiling::kRows<VEC>;
 
 // Samples per thread of the batch-shared kBilinearRuns layout (forward_batch_shared_rows): thread
 // (group, s) of block y writes samples y * S * VEC + j * VEC + s, j < S, sharing its column taps, row
@@ -519,7 +549,7 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   constexpr int VEC = 16 / sizeof(scalar_t);
   const index_t gid = static_cast<index_t>(blockIdx.x) * kThreadsPerBlock + static_cast<index_t>(threadIdx.x);
   if (gid >= p.groups) return;
-  constexpr int kRows = kRowsPerThread<L, kAct>;
+  constexpr int kRows = kRowsPerThread<L, kAct, VEC>;
   const index_t row = divide<index_t>(gid, p.gpr, p.div_gpr);  // (b, c, h / kRows)
   const index_t w0 = (gid - row * p.gpr) * VEC;
   if constexpr (kRows == 1) {  // row = (b, c, h) of the contiguous output
@@ -534,25 +564,59 @@ __device__ __forceinline__ void forward_per_thread(const KernelArgs<acc_type_t<s
   } else {  // kBilinearRuns layout, rows h0 .. h0 + kRows - 1 (those < H) with one set of column taps
     const index_t hg = static_cast<index_t>(p.div_h.d);  // ceil(H / kRows)
     const index_t bc = divide<index_t>(row, hg, p.div_h);
-    const index_t h0 = (row - bc * hg) * kRows;
+    const index_t h0 = window_tiling::first_row<VEC, index_t>(row - bc * hg);
     const index_t b = divide<index_t>(bc, p.C, p.div_c);
     const index_t c = bc - b * p.C;
     const auto k = constants_of<P, acc_t>(p, norm, c);
+    // A scaled mask (SMM): the thread's VEC x VEC positions lie in one mask cell (h0 / s, w0 / s)
+    // (window_tiling::one_mask_cell, checked by dispatch_fast_forward): one load for all of them.
+    acc_t m_cell = static_cast<acc_t>(1);
+    if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
+      const index_t s = p.mask_scale;
+      m_cell = static_cast<acc_t>(mask[b * p.sm[0] + c * p.sm[1] + divide<index_t>(h0, s, p.div_s) * p.sm[2] +
+                                       divide<index_t>(w0, s, p.div_s) * p.sm[3]]);
+    }
     const auto cols = bilinear_group_columns<VEC, acc_t>(p, w0);
     const index_t x_bc[1] = {b * p.sx[0] + c * p.sx[1]};
     uint32_t cm[VEC];
     index_t xc[1][3];
     window_columns<VEC, 1>(p, x_bc, cols, cm, xc);
-    const bool ok[1] = {true};
+    // The thread's rows read the source rows rbase, rbase + 1, rbase + 2 (window_column: clamped):
+    // their row taps are a run of kRows resized rows from y0 = h0 - oy (bilinear_columns, as the
+    // group's columns; exact for the rows inside the copy, the others are masked out by rm), rbase =
+    // i0 of row y0 (bilinear_window_fits for runs of kRows rows, checked by the dispatch). The 3 x 3
+    // window xw[t][j] (window row t, column j) is loaded once; each row takes its taps' rows
+    // i0, i1 = window rows slot, slot + 1 (slot = rows.hi[r]: window_tiling::window_rows).
+    ColumnRun<kRows, acc_t> rows;
+    const index_t y0 = h0 - p.oy[0];
+    const index_t rbase = window_tiling::window_rows<kRows, acc_t, index_t>(y0, p.Hin, p.lin_scale_h, rows);
+    acc_t xw[3][3];
+#pragma unroll
+    for (int t = 0; t < 3; ++t) {
+      const index_t ro = window_column<index_t>(rbase, t, p.Hin) * p.sx[2];
+#pragma unroll
+      for (int j = 0; j < 3; ++j) xw[t][j] = load_input<acc_t>(x + (xc[0][j] + ro), 0);
+    }
+    using uindex_t = std::make_unsigned_t<index_t>;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const index_t h = h0 + r;
       if (r > 0 && h >= p.H) break;
+      const uint32_t rm = static_cast<uindex_t>(y0 + r) < static_cast<uindex_t>(p.Hr) ? ~0u : 0u;
+      const Tap<acc_t, index_t> ty{0, 0, rows.l0[r], rows.l1[r]};  // blend_rows reads l0, l1
+      const bool hi = rows.hi[r];
+      acc_t cw[3];
+#pragma unroll
+      for (int j = 0; j < 3; ++j) cw[j] = blend_rows<acc_t, index_t>(hi ? xw[1][j] : xw[0][j], hi ? xw[2][j] : xw[1][j], ty);
       acc_t a[VEC], m[VEC];
       gather_delta<L, kAct, VEC>(p, delta, b, c, h, w0, a);
-      gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
-      scalar_t* const o[1] = {out + ((bc * p.H + h) * p.W + w0)};
-      window_row<P, VEC, 1, scalar_t>(p, x, xc, cols, cm, h, a, m, k, o, ok);
+      if constexpr (L::kMask == static_cast<int>(MaskKind::kScaled)) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) m[i] = m_cell;
+      } else {
+        gather_mask<L, VEC>(p, mask, b, c, h, w0, m);
+      }
+      window_outputs<P, VEC>(cw[0], cw[1], cw[2], cols, cm, rm, a, m, k, out + ((bc * p.H + h) * p.W + w0), true);
     }
   }
 }
@@ -621,7 +685,7 @@ __device__ __forceinline__ void forward_batch_shared_rows(const KernelArgs<acc_t
   static_assert(std::is_same_v<acc_t, float>, "batch-shared layouts are compiled for float accumulation only");
   constexpr int VEC = 16 / sizeof(scalar_t);
   constexpr unsigned G = kThreadsPerBlock / VEC;
-  constexpr int kRows = kRowsPerThread<L, kAct>;
+  constexpr int kRows = kRowsPerThread<L, kAct, VEC>;
   constexpr bool kMask = L::kMask == static_cast<int>(MaskKind::kFull);
   __shared__ __align__(16) float am_s[kRows][kMask ? 2 : 1][kThreadsPerBlock];
   const unsigned gl = threadIdx.x % G, s = threadIdx.x / G;
@@ -688,7 +752,7 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
                                               const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                               const scalar_t* __restrict__ mask, const acc_type_t<scalar_t>* __restrict__ norm,
                                               scalar_t* __restrict__ out) {
-  if constexpr (kBatchShared<L, kAct> && kRowsPerThread<L, kAct> > 1) {
+  if constexpr (kBatchShared<L, kAct> && L::kResize == kBilinearRuns) {
     forward_batch_shared_rows<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
   } else if constexpr (kBatchShared<L, kAct>) {
     forward_batch_shared<scalar_t, x_t, kAct, P, L, index_t>(p, x, delta, mask, norm, out);
@@ -1113,8 +1177,12 @@ Tensor offsets_on_device(at::IntArrayRef offsets, const at::Device& device) {
 // batch and at most 65535 blocks of VEC samples (gridDim.y).
 template <typename F>
 // bil_runs: unit x column stride and bilinear_window_fits for runs of VEC columns (the
-// kBilinearRuns layouts' window gather; its scaled-mask layout also needs mask_scale >= VEC).
-bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, int64_t vec_len, F&& f) {
+// kBilinearRuns layouts' window gather; its scaled-mask layout also needs every thread's rows in one
+// mask cell: window_tiling::one_mask_cell, mask_scale a multiple of VEC).
+// bil_rows: bilinear_window_fits for runs of window_tiling::kRows<VEC> canvas rows (the per-thread window
+// forward's three-row window: SMM, and AutoVP without a costly activation).
+bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, bool bil_runs, bool bil_rows, int64_t vec_len,
+                           F&& f) {
   if (!vec || A.pw.blend != Blend::kAdd || A.pw.has_clamp) return false;
   const bool shared = !costly_activation(A.pw.activation) ||
                       (A.Bd == 1 && (!A.has_mask || A.Bm == 1) && (A.B + vec_len - 1) / vec_len <= 65535);
@@ -1134,12 +1202,12 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, boo
   if (shared && x_whole && after && one && r == ResizeMode::kNone && mk == MaskKind::kFull) return f(After{}, Layout<kNone, false, kFull, true>{}), true;
   // AutoVP (bilinear resize, then the same)
   if (shared && after && one && r == ResizeMode::kBilinear && mk == MaskKind::kFull) {
-    if (bil_runs) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
+    if (bil_runs && (costly_activation(A.pw.activation) || bil_rows)) return f(After{}, Layout<kBilinearRuns, false, kFull, true>{}), true;
     return f(After{}, Layout<kBil, false, kFull, true>{}), true;
   }
   // SMM (bilinear resize, normalise before, per-sample mask at 1 / mask_scale resolution)
   if (before && one && r == ResizeMode::kBilinear && mk == MaskKind::kScaled) {
-    if (bil_runs && A.pw.mask_scale >= vec_len) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
+    if (bil_runs && bil_rows && window_tiling::one_mask_cell(A.pw.mask_scale, static_cast<int>(vec_len))) return f(Before{}, Layout<kBilinearRuns, false, kScaled, true>{}), true;
     return f(Before{}, Layout<kBil, false, kScaled, true>{}), true;
   }
   // Voice2Series (several copies of a 1-D series, mask outside them)
@@ -1209,15 +1277,15 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
         using index_t = std::remove_cv_t<decltype(args.B)>;
         dim3 grid(blocks_for(threads));
         if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
-          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+          constexpr int64_t kRows = kRowsPerThread<L, kAct, VEC>;
           const int64_t hg = (A.H + kRows - 1) / kRows;
           const int64_t plane_groups = A.C * hg * ((A.W + VEC - 1) / VEC);
           args.groups = static_cast<index_t>(plane_groups);
           if constexpr (kRows > 1) args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
           grid = dim3(blocks_for(plane_groups * VEC),
                       static_cast<unsigned>(batch_tiling::blocks_y(A.B, kSamplesPerThread<L, kAct>, VEC)));
-        } else if constexpr (kRowsPerThread<L, kAct> > 1) {  // kRows canvas rows per thread (int32 layouts)
-          constexpr int64_t kRows = kRowsPerThread<L, kAct>;
+        } else if constexpr (kRowsPerThread<L, kAct, VEC> > 1) {  // kRows canvas rows per thread (int32 layouts)
+          constexpr int64_t kRows = kRowsPerThread<L, kAct, VEC>;
           const int64_t hg = (A.H + kRows - 1) / kRows;
           args.groups = static_cast<index_t>(A.B * A.C * hg * ((A.W + VEC - 1) / VEC));
           args.div_h = FastDivmod(static_cast<uint32_t>(std::max<int64_t>(hg, 1)));
@@ -1235,7 +1303,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
       if constexpr (!std::is_same_v<scalar_t, double>) {
         const bool bil_runs = A.pl.resize_mode == ResizeMode::kBilinear && A.sx.w == 1 && A.pl.Hr > 0 &&
                               bilinear_window_fits<float>(A.pl.Win, A.pl.Wr, VEC);
-        if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
+        const bool bil_rows = bilinear_window_fits<float>(A.pl.Hin, A.pl.Hr, window_tiling::kRows<VEC>);
+        if (dispatch_fast_forward(A, vec, args.x_vec, bil_runs, bil_rows, VEC, [&](auto p_, auto l_) { launch(p_, l_, args); })) continue;
       }
       if (vec) {
         launch(DynamicPointwise{}, DynamicLayout<true>{}, args);
