@@ -2,8 +2,10 @@
 ``refusal`` callback that ``resolve_backend`` asks before choosing a backend. Imports no Triton,
 so that ``backend="auto"`` knows the Triton limits without loading it.
 
-- triton: the gradient scatter sorts the T*K index entries and scans them in one block of
-  next_pow2(T*K) lanes, so it takes at most ``MAX_SORTED_ENTRIES`` entries.
+- triton: at most ``MAX_SORTED_ENTRIES`` index entries T*K (the limit of its first version, whose
+  gradient scatter scanned the sorted entries in one block; the cached source map of
+  triton_source_map.py that replaced it has no such bound, but the limit stays until a GPU run
+  has checked larger indexes).
 - cuda, cpu: no input limit.
 - cuda, cpu, triton: refused while a torch.func grad/jvp transform runs (ops/transforms.py).
 - reference: no limit.
@@ -43,9 +45,9 @@ def refusal(c: CanonicalLabelMap, op: str = "label_map") -> Callable[[str], Opti
 # Predictions (H200, fp32, not measured on GPU) in bench/notes/label_map.md: the CUDA kernels take
 # one pass per row and one launch per backward (no sort: the index's CSR is built once and cached);
 # label_map fwd / bwd at 32k 1.07-1.3x the roofline, the CE gradient writer 1.06-1.2x, and 1 launch
-# each at the small sizes (~4-8 us, launch-bound). The Triton backward sorts the T*K entries per call
-# and scatters after a dense fill (dense_fill + scatter_sorted, several launches), so it is predicted
-# slower at every size: CUDA first for both classes. "dense" (index=None: aten's GEMM on every
+# each at the small sizes (~4-8 us, launch-bound). The Triton backward also builds the index's source
+# map once and caches it (triton_source_map.py), but keeps a coefficient launch before its gradient
+# writer (2 launches; 1.11-1.25x at 32k) and compiles on first use: CUDA first for both classes. "dense" (index=None: aten's GEMM on every
 # backend) and empty batches run the same code whatever the order.
 CUDA_ORDER = {"sparse": CUDA_FIRST, "dense": CUDA_FIRST}
 
