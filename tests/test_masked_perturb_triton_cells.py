@@ -163,3 +163,21 @@ if TRITON:
         assert _planned_launch(device, x, d.detach(), m.detach(), kwargs)[1].kernel is masked_perturb_cell_backward_kernel
         assert torch.autograd.gradcheck(lambda d, m: masked_perturb(x, d, m, backend="triton", **kwargs), (d, m),
                                         atol=1e-10, rtol=1e-7, fast_mode=True)
+
+    @pytest.mark.parametrize("bd", TRITON)
+    def test_footprints_above_the_limit_take_the_general_kernel(bd):
+        """mask_scale 70 > MAX_FOOTPRINT (one cell per sample on a 70 x 70 canvas): the general kernel's canvas
+        partials, summed per footprint by the op, give the same mask-resolution gradient as the reference's."""
+        from reprogram_ext.ops.masked_perturb.triton_cell_backward import MAX_FOOTPRINT
+
+        _, device = bd
+        kwargs = dict(resize=(70, 70), offset=(0, 0), activation="sigmoid", mean=MEAN, std=STD, mask_scale=70)
+        assert kwargs["mask_scale"] > MAX_FOOTPRINT
+        gen = torch.Generator().manual_seed(3)
+        x, delta, mask = torch.rand(2, 3, 5, 5, generator=gen), torch.randn(3, 70, 70, generator=gen), torch.rand(
+            2, 1, 1, 1, generator=gen)
+        assert _planned_launch(device, x, delta, mask, kwargs)[1].kernel is None
+        gd, gm, g = _grads("triton", device, x, delta, mask, kwargs)
+        want_d, want_m, _ = _grads("reference", "cpu", x, delta, mask, kwargs, g)
+        torch.testing.assert_close(gd, want_d, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gm, want_m, rtol=1e-5, atol=1e-5)

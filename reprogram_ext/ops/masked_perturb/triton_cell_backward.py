@@ -35,6 +35,9 @@ from .triton_kernels import _activate, _activation_derivative
 MAX_STEP_ELEMENTS_PER_THREAD = 32
 MAX_UNROLL = 8
 MAX_WARPS = 4
+# Footprints of at most 64 x 64 positions (s <= 64): 32 per thread at MAX_WARPS warps and one sample per step.
+# Coarser masks (one cell for a whole canvas) take the general kernel.
+MAX_FOOTPRINT = 64
 # The interpreter runs programs one after another in Python: fewer, larger programs (same per-element code).
 INTERPRETER_TILE_ELEMENTS = 2048
 INTERPRETER_UNROLL = 4
@@ -43,8 +46,8 @@ INTERPRETER_UNROLL = 4
 def cell_backward_applies(args: dict, needs, mask) -> bool:
     """Whether this kernel serves a backward call (args: the launch arguments triton_op builds): a mask coarser
     than the canvas whose gradient is asked for, blend add, no clamp, no input gradient, delta shared by the
-    batch, no prompt bank."""
-    return (mask is not None and bool(needs[1]) and not bool(needs[2]) and args["mask_scale"] > 1
+    batch, no prompt bank, footprints of at most MAX_FOOTPRINT x MAX_FOOTPRINT positions."""
+    return (mask is not None and bool(needs[1]) and not bool(needs[2]) and 1 < args["mask_scale"] <= MAX_FOOTPRINT
             and not args["REPLACE"] and not args["HAS_CLAMP"] and not args["DELTA_PER_SAMPLE"] and not args["BANK"])
 
 
