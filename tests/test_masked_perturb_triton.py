@@ -2,7 +2,8 @@
 every backend in test_masked_perturb.py): the chunked batch reduction order of the backward, float64
 arithmetic, the accuracy of the kernels' own tanh, and the op's guard against CPU tensors without
 the interpreter. Triton cases run where backend_params generates them (the interpreter process,
-or a GPU); the guard runs in the normal process.
+or a GPU); the guard, the forward's launch plan (batch chunks, grid) and the grid-axis refusals run in the
+normal process.
 """
 from __future__ import annotations
 
@@ -113,3 +114,59 @@ if not INTERPRET:
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
             tk.forward_op()(torch.rand(1, 3, 4, 4), torch.rand(1, 3, 6, 6), None, [1, 1], _norm_identity(3, "cpu"),
                             [4, 4], "none", "none", "add", "none", None, 1)
+
+    @pytest.mark.parametrize("batch, per_sample, bank", [(1, 294, 1), (17, 294, 1), (64, 294, 1), (256, 32, 1),
+                                                         (100000, 1, 1), (64, 1, 40000)])
+    def test_forward_chunks_cover_the_batch_without_empty_chunks(batch, per_sample, bank):
+        """The forward's chunks of s samples: chunk j holds [j s, min((j + 1) s, B)), so chunks x s >= B and
+        the last chunk is not empty; bank entries x chunks fit one grid axis; the GPU gets enough programs."""
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+        from reprogram_ext.ops.masked_perturb.backends import TRITON_GRID_AXIS_LIMIT
+
+        chunks, per_chunk = tk.forward_chunks(batch, per_sample, torch.device("meta"), bank)
+        assert chunks * per_chunk >= batch > (chunks - 1) * per_chunk
+        assert 1 <= bank * chunks <= TRITON_GRID_AXIS_LIMIT
+        if bank == 1:  # enough programs: at least half the target where the batch has the samples
+            assert chunks * per_sample >= min(batch * per_sample, tk.FORWARD_TARGET_PROGRAMS) // 2
+
+    def test_forward_grid_is_blocks_channels_chunks():
+        """The planned forward launch (meta tensors, the GPU plan): grid (blocks of H*W, C, V * chunks)."""
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+
+        meta = dict(device="meta")
+        x, delta, norm = torch.empty(17, 3, 31, 29, **meta), torch.empty(4, 3, 223, 225, **meta), torch.empty(2, 3, **meta)
+        _, launch = tk.plan_forward(x, delta, None, [96, 98], norm, [31, 29], "none", "tanh", "add", "after", None, 1,
+                                    True)
+        blocks = -(-223 * 225 // launch.args["BLOCK"])
+        assert launch.grid == (blocks, 3, 4 * launch.args["chunks"])
+        assert launch.programs == blocks * 3 * 4 * launch.args["chunks"]
+
+    def test_triton_refuses_more_channels_or_bank_entries_than_a_grid_axis():
+        """Channels and bank entries are axes of the Triton forward's grid (at most 65535 each)."""
+        from reprogram_ext.ops.masked_perturb.backends import triton_limits
+
+        wide = torch.empty(1, 65536, 2, 2, device="meta")
+        assert "65536 channels" in triton_limits(wide[:, :1], wide, None)
+        assert triton_limits(wide[:, :1], wide[:, :65535], None) is None
+        bank = torch.empty(65536, 1, 2, 2, device="meta")
+        assert "bank of 65536" in triton_limits(bank[:1], bank, None, bank=True)
+        assert triton_limits(bank[:1], bank, None) is None  # not a bank: 65536 per-sample deltas are rows, not programs
+
+    @pytest.mark.parametrize("width, mask_scale, dtype, group", [(224, 8, torch.float32, 4), (44, 8, torch.float32, 4),
+                                                                 (224, 8, torch.bfloat16, 8), (224, 4, torch.bfloat16, 1),
+                                                                 (30, 4, torch.float32, 1), (224, 2, torch.float32, 1),
+                                                                 (44, 8, torch.float64, 2)])
+    def test_forward_reads_a_per_sample_mask_once_per_group(width, mask_scale, dtype, group):
+        """MASK_GROUP: a thread's positions (16 bytes) when W and mask_scale are multiples of it (each aligned
+        group then lies in one mask cell), else 1; test_smm (W = 44, mask_scale 8) runs the grouped path."""
+        from reprogram_ext.ops.masked_perturb import triton_op as tk
+
+        meta = dict(device="meta")
+        cells = -(-width // mask_scale)
+        x, delta = torch.empty(4, 3, 8, 8, dtype=dtype, **meta), torch.empty(1, 3, 16, width, dtype=dtype, **meta)
+        norm = torch.empty(2, 3, dtype=torch.float64 if dtype == torch.float64 else torch.float32, **meta)
+        for mask, want in ((torch.empty(4, 1, -(-16 // mask_scale), cells, dtype=dtype, **meta), group),
+                           (torch.empty(1, 1, -(-16 // mask_scale), cells, dtype=dtype, **meta), 1)):
+            _, launch = tk.plan_forward(x, delta, mask, [0, 0], norm, [16, width], "bilinear", "none", "add",
+                                        "before", None, mask_scale, False)
+            assert launch.args["MASK_GROUP"] == want

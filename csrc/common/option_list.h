@@ -9,6 +9,7 @@
 //                         every allowed name and what was given);
 //   dispatch(Enum, f)     calls f(std::integral_constant<Enum, value>{}): the value as a
 //                         compile-time constant, the one switch every kernel family uses.
+// dispatch_bool(flag, f) does the same for a run-time bool: f(std::bool_constant<flag>{}).
 // Adding a value to an option is one list entry plus the formula that uses it.
 #pragma once
 
@@ -45,3 +46,9 @@
     switch (v) { LIST(RX_OPTION_DISPATCH_CASE, Enum) }                                            \
     TORCH_CHECK(false, OP ": invalid " ARG " value ", static_cast<int>(v));                       \
   }
+
+template <typename F>
+decltype(auto) dispatch_bool(bool flag, F&& f) {
+  if (flag) return f(std::true_type{});
+  return f(std::false_type{});
+}

@@ -553,12 +553,9 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     dispatch(p.reduce, [&](auto R) {
-      constexpr Reduce r = decltype(R)::value;
-      if (capture) {
-        launch(label_map_forward_kernel<r, scalar_t, true>);
-      } else {
-        launch(label_map_forward_kernel<r, scalar_t, false>);
-      }
+      dispatch_bool(capture, [&](auto C) {
+        launch(label_map_forward_kernel<decltype(R)::value, scalar_t, decltype(C)::value>);
+      });
     });
   });
   return {out, stats};
@@ -593,12 +590,9 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
       dispatch(p.reduce, [&](auto R) {
-        constexpr Reduce r = decltype(R)::value;
-        if (staged) {
-          launch(label_map_backward_kernel<r, scalar_t, true>);
-        } else {
-          launch(label_map_backward_kernel<r, scalar_t, false>);
-        }
+        dispatch_bool(staged, [&](auto S) {
+          launch(label_map_backward_kernel<decltype(R)::value, scalar_t, decltype(S)::value>);
+        });
       });
     });
   }
@@ -682,11 +676,7 @@ std::tuple<Tensor, Tensor> mapped_cross_entropy_backward_cuda(const Tensor& grad
             p.T * p.K, log_p);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       };
-      if (has_dense) {
-        launch(mapped_ce_grad_kernel<scalar_t, true>);
-      } else {
-        launch(mapped_ce_grad_kernel<scalar_t, false>);
-      }
+      dispatch_bool(has_dense, [&](auto D) { launch(mapped_ce_grad_kernel<scalar_t, decltype(D)::value>); });
     });
   }
   const bool need_w = need_weight_grad && p.weighted;

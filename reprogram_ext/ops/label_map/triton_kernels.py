@@ -5,10 +5,10 @@ SELECT_TOP, which keeps only each target's topk largest entries of the tile vali
 
 A row program holds a [BLOCK_T, BLOCK_K] tile of the mapping at a time: the sources
 ``index[t, k]`` (-1 = padding), their weights and gathered logits ``x[n, index[t, k]]``; each
-target's reduction is a reduction over the tile's K axis. The gradient scatter into duplicated
-sources is deterministic without atomics: the index entries are sorted by source once per call
-(torch.sort, stable), and a segmented scan over that order sums each source's entries; the last
-entry of each segment adds the sum to the gradient row, which no other lane touches.
+target's reduction is a reduction over the tile's K axis. The gradient row is written once per
+element by gradient_row_kernel, duplicated sources included, deterministically and without atomics:
+each element adds its source's entries, in (t, k) order, from the source -> entries map of the
+index (triton_source_map.py: built once per index tensor and cached).
 """
 from __future__ import annotations
 
@@ -215,12 +215,13 @@ def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S
 
 
 @triton.jit
-def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, stats_ptr, a_ptr, gw_ptr, S, T, K,
-                                  topk, REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
+def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, stats_ptr, a_ptr, gw_ptr, dense_ptr, S,
+                                  T, K, topk, REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr,
                                   SELECT_TOP: tl.constexpr, WEIGHT_GRAD: tl.constexpr, BLOCK_T: tl.constexpr,
                                   BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """One row of label_map's backward: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax) and the
-    per-row weight-gradient terms gw[n, t, k] = g_t * d out_t / d w_k."""
+    """One row of label_map's backward: a[n, t, k] = g_t * c_tk (* p_{s_k} for softmax), the
+    per-row weight-gradient terms gw[n, t, k] = g_t * d out_t / d w_k, and for PRE != "none" the
+    gradient writer's row constants dense[n] = (max, log_sum, D = sum_{t,k} a[n, t, k])."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
     row_max = 0.0
@@ -228,6 +229,7 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
     if PRE != "none":
         row_max = tl.load(stats_ptr + 2 * n)
         log_sum = tl.load(stats_ptr + 2 * n + 1)
+    D = tl.zeros([1], ACC)
     for t0 in range(0, T, BLOCK_T):
         t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
                                                   BLOCK_T, BLOCK_K, ACC)
@@ -238,9 +240,22 @@ def label_map_coefficients_kernel(grad_out_ptr, x_ptr, index_ptr, weight_ptr, st
         if PRE == "softmax":
             a = a * v
         tl.store(a_ptr + n * T * K + flat, a, mask=inb)
+        if PRE != "none":
+            D += tl.sum(tl.sum(tl.where(inb, a, 0.0), 1), 0)
         if WEIGHT_GRAD:
             gw = g[:, None] * _value_weight_derivative(v, out, wsum, arg, k, valid, REDUCE)
             tl.store(gw_ptr + n * T * K + flat, gw, mask=inb)
+    if PRE != "none":
+        _store_dense(dense_ptr, n, row_max, log_sum, D, ACC)
+
+
+@triton.jit
+def _store_dense(dense_ptr, n, row_max, log_sum, D, ACC: tl.constexpr):
+    """dense[n] = (max, log_sum, D): the row constants of gradient_row_kernel's dense term."""
+    one = tl.arange(0, 1)
+    tl.store(dense_ptr + 3 * n + one, tl.zeros([1], ACC) + row_max)
+    tl.store(dense_ptr + 3 * n + 1 + one, tl.zeros([1], ACC) + log_sum)
+    tl.store(dense_ptr + 3 * n + 2 + one, D)
 
 
 @triton.jit
@@ -317,53 +332,43 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
         one = tl.arange(0, 1)
         tl.store(loss_ptr + n + one, loss)
         if NEED_LSE:
-            tl.store(dense_ptr + 3 * n + one, tl.zeros([1], ACC) + row_max)
-            tl.store(dense_ptr + 3 * n + 1 + one, tl.zeros([1], ACC) + log_sum)
-            tl.store(dense_ptr + 3 * n + 2 + one, D)
+            _store_dense(dense_ptr, n, row_max, log_sum, D, ACC)
 
 
 @triton.jit
-def dense_fill_kernel(x_ptr, stats_ptr, coef_ptr, grad_ptr, S, STATS_STRIDE, DENSE: tl.constexpr,
-                      BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """grad[n, j] = -coef[n] * softmax(x[n])_j (DENSE) or 0, for one block of a row."""
+def gradient_row_kernel(x_ptr, dense_ptr, a_ptr, scale_ptr, has_ptr, ptr_ptr, ent_ptr, block_max_ptr, grad_ptr, S, TK,
+                        DENSE: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """One block j = b BLOCK_S .. of gradient row n, written once:
+
+        grad[n, j] = scale[n] * (-D_n softmax(x[n])_j [DENSE] + sum_{e in ent[ptr[j] : ptr[j + 1]]} a[n, e])
+
+(the entries added one at a time to the dense value)
+    with (max, log_sum, D) = dense[n] and scale 1 without HAS_SCALE. The sources' entries come from
+    the cached map of triton_source_map.py (ascending e: the (t, k) order of the CPU and CUDA
+    kernels); the entry loop runs block_max[b] trips over the block's lanes, each lane loading only
+    while it has entries left, and is skipped by blocks whose sources have none. No atomics, no
+    read-modify-write: deterministic."""
     n = tl.program_id(0).to(tl.int64)
-    j = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    b = tl.program_id(1)
+    j = b * BLOCK_S + tl.arange(0, BLOCK_S)
     inb = j < S
     if DENSE:
-        row_max = tl.load(stats_ptr + STATS_STRIDE * n)
-        log_sum = tl.load(stats_ptr + STATS_STRIDE * n + 1)
-        c = tl.load(coef_ptr + n)
+        row_max = tl.load(dense_ptr + 3 * n)
+        log_sum = tl.load(dense_ptr + 3 * n + 1)
+        D = tl.load(dense_ptr + 3 * n + 2)
         x = tl.load(x_ptr + n * S + j, mask=inb, other=0.0).to(ACC)
-        g = -c * tl.exp((x - row_max) - log_sum)
+        g = -D * tl.exp((x - row_max) - log_sum)
     else:
         g = tl.zeros([BLOCK_S], ACC)
-    tl.store(grad_ptr + n * S + j, g.to(grad_ptr.dtype.element_ty), mask=inb)
-
-
-@triton.jit
-def _segment_add(v1, h1, v2, h2):
-    return tl.where(h2 != 0, v2, v1 + v2), h1 | h2
-
-
-@triton.jit
-def scatter_sorted_kernel(a_ptr, scale_ptr, sorted_src_ptr, perm_ptr, grad_ptr, S, TK, HAS_SCALE: tl.constexpr,
-                          BLOCK_E: tl.constexpr, ACC: tl.constexpr):
-    """grad[n, s] += scale[n] * sum of a[n, e] over the entries e with index e == s: a segmented
-    scan over the entries sorted by source; each segment's last lane adds its sum (no atomics)."""
-    n = tl.program_id(0).to(tl.int64)
-    i = tl.arange(0, BLOCK_E)
-    inb = i < TK
-    src = tl.load(sorted_src_ptr + i, mask=inb, other=-1)
-    prev = tl.load(sorted_src_ptr + i - 1, mask=inb & (i > 0), other=-2)
-    nxt = tl.load(sorted_src_ptr + i + 1, mask=(i + 1) < TK, other=-2)
-    e = tl.load(perm_ptr + i, mask=inb, other=0)
-    in_range = inb & (src >= 0) & (src < S)  # never an out-of-bounds store (see _tile)
-    v = tl.load(a_ptr + n * TK + e, mask=in_range, other=0.0).to(ACC)
-    head = (src != prev).to(tl.int32)
-    total, _ = tl.associative_scan((v, head), 0, _segment_add)
+    trips = tl.load(block_max_ptr + b)
+    if trips > 0:
+        has = tl.load(has_ptr + j, mask=inb, other=0) != 0
+        lo = tl.load(ptr_ptr + j, mask=has, other=0)
+        hi = tl.load(ptr_ptr + j + 1, mask=has, other=0)
+        for i in range(0, trips):
+            live = lo + i < hi
+            e = tl.load(ent_ptr + lo + i, mask=live, other=0)
+            g += tl.load(a_ptr + n * TK + e, mask=live, other=0.0).to(ACC)
     if HAS_SCALE:
-        total = total * tl.load(scale_ptr + n).to(ACC)
-    tail = in_range & (src != nxt)
-    dst = grad_ptr + n * S + tl.where(tail, src, 0)
-    g = tl.load(dst, mask=tail, other=0.0).to(ACC)
-    tl.store(dst, (g + total).to(grad_ptr.dtype.element_ty), mask=tail)
+        g = g * tl.load(scale_ptr + n).to(ACC)
+    tl.store(grad_ptr + n * S + j, g.to(grad_ptr.dtype.element_ty), mask=inb)

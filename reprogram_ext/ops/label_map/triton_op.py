@@ -8,10 +8,12 @@ Imported lazily on the first ``backend="triton"`` call (TRITON_INTERPRET must be
 triton is imported). On CUDA tensors the kernels run on the current stream; on CPU tensors under
 the Triton interpreter.
 
-Launch plan: one program per row for the per-target math (forward, gradient coefficients); the
-backward fills the gradient row (zero or -D * softmax) in [row, block] programs, then a per-row
-program adds each source's summed coefficients (segmented scan over the entries sorted by
-source: deterministic, no atomics). The sorted order needs one block of next_pow2(T*K) lanes.
+Launch plan: one program per row for the per-target math (forward, gradient coefficients, the
+latter also writing each row's D = sum of its coefficients); the backward then writes each gradient
+element once in [row, block] programs: the dense term (-D softmax, or 0) plus its source's summed
+coefficients, from the index's source -> entries map (triton_source_map.py: sorted once per index
+tensor and cached; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
+(plus the map's sort on the first call with an index, and aten's sum of the weight-gradient rows).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from . import triton_kernels as kernels
 from .args import accumulation_dtype as _acc_torch
 from .backends import MAX_SORTED_ENTRIES, triton_limit
 from .options import PRES, REDUCES, TOPK_REDUCES, ce_needs_lse, map_needs_lse
+from .triton_source_map import source_map
 
 
 def _acc(dtype: torch.dtype):
@@ -43,12 +46,6 @@ def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict
     block_t = max(1, min(triton.next_power_of_2(T), tile // block_k))
     block_s = 1024 if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
-
-
-def scatter_warps(block_e: int) -> int:
-    """Warps of a scatter program: 4, and more for blocks over 512 entries (at most 4 entries per thread up to
-    2048): at 8 entries per thread (BLOCK_E 1024, 4 warps) the segmented scan spills on sm_90."""
-    return max(4, min(16, block_e // 128))
 
 
 def _reduce_launch(reduce: str, topk: int) -> dict:
@@ -74,31 +71,20 @@ def _check(index: Tensor, reduce: str, pre: str, topk: int = 0) -> None:
     torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
 
 
-def _sorted_entries(index: Tensor) -> Tuple[Tensor, Tensor]:
-    """The flat index entries sorted by source (stable: ties keep (t, k) order), and their positions."""
-    sorted_src, perm = torch.sort(index.reshape(-1), stable=True)
-    return sorted_src.contiguous(), perm.contiguous()
-
-
-def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, stats: Optional[Tensor],
-                    dense_coef: Optional[Tensor], scale: Optional[Tensor]) -> Tensor:
-    """grad[n] = -dense_coef[n] * softmax(x[n]) (or 0) + scale[n] * scatter of coefficients[n]."""
+def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
+                    scale: Optional[Tensor]) -> Tensor:
+    """grad[n] = scale[n] * (-D_n softmax(x[n]) [dense = (max, log_sum, D) rows] + sum of coefficients[n]
+    over each source's entries), one launch of [row, block] programs (kernels.gradient_row_kernel)."""
     N, S = logits.shape
-    TK = index.numel()
     grad = torch.empty_like(logits)
     if N == 0:
         return grad
-    acc = _acc(logits.dtype)
     block_s = _blocks(S, 1, 1, logits.device)["BLOCK_S"]
-    dense = dense_coef is not None
-    wrap_triton(kernels.dense_fill_kernel)[(N, triton.cdiv(S, block_s))](
-        logits, stats if dense else logits, dense_coef if dense else logits, grad, S,
-        stats.shape[1] if dense else 0, DENSE=dense, BLOCK_S=block_s, ACC=acc)
-    sorted_src, perm = _sorted_entries(index)
-    wrap_triton(kernels.scatter_sorted_kernel)[(N,)](
-        coefficients, scale if scale is not None else coefficients, sorted_src, perm, grad, S, TK,
-        HAS_SCALE=scale is not None, BLOCK_E=triton.next_power_of_2(TK), ACC=acc,
-        num_warps=scatter_warps(triton.next_power_of_2(TK)))
+    m = source_map(index, S, block_s)
+    wrap_triton(kernels.gradient_row_kernel)[(N, triton.cdiv(S, block_s))](
+        logits, dense if dense is not None else logits, coefficients, scale if scale is not None else logits,
+        m.has, m.ptr, m.ent, m.block_max, grad, S, index.numel(), DENSE=dense is not None,
+        HAS_SCALE=scale is not None, BLOCK_S=block_s, ACC=_acc(logits.dtype))
     return grad
 
 
@@ -127,15 +113,15 @@ def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, w
     need_w = need_weight_grad and weight is not None
     a = logits.new_empty((N, T, K), dtype=acc)
     gw_rows = logits.new_empty((N, T, K) if need_w else (0,), dtype=acc)
+    dense = logits.new_empty((N, 3), dtype=acc) if map_needs_lse(pre) else None  # (max, log_sum, D) per row
     if N > 0:
         wrap_triton(kernels.label_map_coefficients_kernel)[(N,)](
             grad_out.contiguous(), logits, index, weight if weight is not None else logits,
-            row_lse if map_needs_lse(pre) else logits, a, gw_rows if need_w else a, S, T, K, topk,
-            PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
+            row_lse if map_needs_lse(pre) else logits, a, gw_rows if need_w else a, dense if dense is not None else a,
+            S, T, K, topk, PRE=pre, HAS_W=weight is not None, WEIGHT_GRAD=need_w, ACC=_acc(logits.dtype),
             **_reduce_launch(reduce, topk), BLOCK_T=_blocks(S, T, K, logits.device, topk)["BLOCK_T"],
             BLOCK_K=triton.next_power_of_2(K))
-    dense_coef = a.sum(dim=(1, 2)) if map_needs_lse(pre) else None  # D = sum of the row's coefficients
-    grad = _write_gradient(logits, index, a, row_lse if map_needs_lse(pre) else None, dense_coef, None)
+    grad = _write_gradient(logits, index, a, dense, None)
     gw = gw_rows.sum(0) if need_w else gw_rows
     return grad, gw
 
@@ -178,8 +164,7 @@ def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, targ
     need_w = need_weight_grad and weight is not None
     has_dense = ce_needs_lse(pre, reduce, weight is not None)
     grad_loss = grad_loss.contiguous()
-    dense_coef = grad_loss * dense[:, 2] if has_dense else None
-    grad = _write_gradient(logits, index, unit_grad.contiguous(), dense if has_dense else None, dense_coef, grad_loss)
+    grad = _write_gradient(logits, index, unit_grad.contiguous(), dense if has_dense else None, grad_loss)
     gw_rows = logits.new_empty((N, T, K) if need_w else (0,), dtype=_acc_torch(logits.dtype))
     if need_w:
         _ce_launch(logits, target, index, weight, grad_loss, dense if has_dense else grad_loss, grad_loss, gw_rows,

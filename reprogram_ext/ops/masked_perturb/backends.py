@@ -15,27 +15,38 @@ from .args import CanonicalPerturb
 
 # The Triton kernels index within one spatial plane in 32 bits.
 TRITON_PLANE_LIMIT = 2**31
+# The Triton forward's grid is (blocks, channels, bank entries x batch chunks); CUDA grids allow at
+# most 65535 along their second and third axes.
+TRITON_GRID_AXIS_LIMIT = 65535
 
 
 def _max_plane_offset(t: torch.Tensor) -> int:
     return sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:]))
 
 
-def triton_limits(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor]) -> Optional[str]:
-    """Why the Triton kernels cannot take these canonical tensors, or None."""
+def triton_limits(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor],
+                  bank: bool = False) -> Optional[str]:
+    """Why the Triton kernels cannot take these canonical tensors (bank: delta [V, Cd, H, W] is a prompt
+    bank), or None."""
     for name, t in (("x", x), ("delta", delta), ("mask", mask)):
         if t is not None and _max_plane_offset(t) >= TRITON_PLANE_LIMIT:
             return f"{name}'s spatial extent exceeds 2^31 elements (the Triton kernels index a plane in 32 bits)"
     H, W = delta.shape[-2:]
     if H * W >= TRITON_PLANE_LIMIT:
         return f"the canvas {H} x {W} exceeds 2^31 elements (the Triton kernels index a plane in 32 bits)"
+    channels = max(x.shape[1], delta.shape[1])
+    if channels > TRITON_GRID_AXIS_LIMIT:
+        return f"{channels} channels exceed {TRITON_GRID_AXIS_LIMIT} (one axis of the Triton forward's grid)"
+    if bank and delta.shape[0] > TRITON_GRID_AXIS_LIMIT:
+        return (f"a bank of {delta.shape[0]} entries exceeds {TRITON_GRID_AXIS_LIMIT} (one axis of the Triton "
+                "forward's grid)")
     return None
 
 
 def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
     """For the registry: backend name -> why it refuses these inputs (None: it takes them)."""
     def why(backend: str) -> Optional[str]:
-        limit = triton_limits(cp.x, cp.delta, cp.mask) if backend == "triton" else None
+        limit = triton_limits(cp.x, cp.delta, cp.mask, cp.options.bank) if backend == "triton" else None
         return limit or torch_func_refusal(backend, "masked_perturb")
 
     return why
@@ -52,14 +63,14 @@ def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
 #   window (AutoVP 24.3, SMM 33.7 instructions per output: AutoVP at the memory roofline on both,
 #   SMM memory-bound on an H100 and 1.21x off on an H200); the backward of AutoVP (delta only) is the
 #   linear backward at the roofline, SMM's is one kernel reading grad_out once (13.5 / 9.4 us against
-#   13.4 / 9.3). Triton: AutoVP within 1.13x, SMM's forward 1.23-1.34x on an H200 and its backward
+#   13.4 / 9.3). Triton: AutoVP within 1.07x, SMM's forward 1.0-1.12x on an H200 and its backward
 #   ~3.1x (the mask gradient at canvas resolution): CUDA first.
 # - "bilinear" (other element sizes): CUDA's 16-bit window needs a ~7x upscale (AutoVP's 6x keeps
 #   the per-output taps, ~75 per output) and its SMM 16-bit forward is 1.9x off on an H200; Triton
 #   computes the taps once per program and reuses them over its batch chunk: Triton first.
 # - "odd_width" (W % VEC != 0): for Elsayed's case (223x225, B = 17, fp32) CUDA's flat forward
 #   (22.9 per output) is at the H200 roofline by issue and its flat backward 1.0-1.15x / 1.3-1.5x
-#   (one load in flight per step); Triton's forward is 1.4x off on an H200 (per-program set-up),
+#   (one load in flight per step); Triton's forward 1.0-1.1x on an H200 (was 1.4x: per-program set-up),
 #   its backward within 1.13x: a tie on the pair. CUDA's flat kernels serve only one unresized copy
 #   with blend add, no clamp, shared delta and mask (and, backward, no input gradient); every other
 #   odd-width call takes CUDA's dynamic scalar layout (~150 per output, 3.6x / 5x off), where Triton

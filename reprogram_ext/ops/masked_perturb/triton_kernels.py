@@ -198,6 +198,21 @@ def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
 
 
 @triton.jit
+def _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
+                        GROUP: tl.constexpr, ACC: tl.constexpr):
+    """_mask_value for the forward's block when each aligned group of GROUP consecutive positions lies in one
+    mask cell (the launcher's MASK_GROUP: W and mask_scale multiples of GROUP, so a group never crosses a row
+    or a cell edge, and lies wholly inside or outside the plane): one load per group, broadcast to its
+    positions. GROUP = a thread's positions, so the broadcast stays in registers."""
+    base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
+    first = tl.program_id(0) * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
+    h = first // W
+    w = first - h * W
+    cell = tl.load(base + ((h // mask_scale) * smh + (w // mask_scale) * smw), mask=first < H * W, other=0).to(ACC)
+    return tl.reshape(tl.broadcast_to(cell[:, None], (BLOCK // GROUP, GROUP)), (BLOCK,))
+
+
+@triton.jit
 def _delta_value(delta_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, DELTA_FLAT: tl.constexpr, ACC: tl.constexpr):
     """delta[b?, c?, h, w] (strides 0 on broadcast dims) as ACC."""
     base = delta_ptr + (tl.cast(b, tl.int64) * sdb + c.to(tl.int64) * sdc)
@@ -261,6 +276,28 @@ def _normalized_input(u, covered, before_mean, before_inv, NORM_BEFORE: tl.const
 # Kernels
 # ----------------------------------------------------------------------------------------------
 @triton.jit
+def _bank_entry(row, chunks, BANK: tl.constexpr):
+    """(chunk j, bank entry v) of chunk row v * chunks + j of a bank; (row, 0) without a bank."""
+    if BANK:
+        v = row // chunks
+        return row - v * chunks, v
+    else:
+        return row, 0
+
+
+@triton.jit
+def _block_positions(t, H, W, BLOCK: tl.constexpr):
+    """(p, valid, h, w) of block t: positions p = t * BLOCK + [0, BLOCK) = h * W + w of the H x W plane.
+    (An unsigned h = p // W saves the sign fix-ups of 4 divisions but costs ILM-VP's batch loop 24
+    instructions of 64-bit x addressing: signed.)"""
+    p = t * BLOCK + tl.arange(0, BLOCK)
+    valid = p < H * W
+    h = p // W
+    w = p - h * W
+    return p, valid, h, w
+
+
+@triton.jit
 def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr, BANK: tl.constexpr):
     """Program -> (channel c, chunk j, samples [b0, b1), positions p = h*W + w of its block, valid,
     bank entry v). Programs are ordered (bank entry, chunk, channel, block) with the block fastest;
@@ -269,18 +306,24 @@ def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr, BANK: tl.const
     pid = tl.program_id(0)
     t = pid % tiles
     c = (pid // tiles) % C
-    j = pid // (tiles * C)
-    if BANK:
-        v = j // chunks
-        j = j - v * chunks
-    else:
-        v = 0
-    p = t * BLOCK + tl.arange(0, BLOCK)
-    valid = p < H * W
-    h = p // W
-    w = p - h * W
+    j, v = _bank_entry(pid // (tiles * C), chunks, BANK)
+    p, valid, h, w = _block_positions(t, H, W, BLOCK)
     b0 = (B * j) // chunks  # int32: the launcher keeps B * chunks < 2^31
     b1 = (B * (j + 1)) // chunks
+    return c, j, b0, b1, p, h, w, valid, v
+
+
+@triton.jit
+def _forward_coordinates(H, W, B, chunks, samples_per_chunk, BLOCK: tl.constexpr, BANK: tl.constexpr):
+    """_program_coordinates of the forward's 3-D grid (blocks of H*W, channels, bank entries x chunks), which
+    needs no division by a run-time value (the program's block, channel and chunk are its grid coordinates):
+    chunk j holds samples [j * samples_per_chunk, min((j + 1) * samples_per_chunk, B)) (int32: the launcher
+    keeps B + samples_per_chunk < 2^31); a bank's chunk row (axis 2) is v * chunks + j."""
+    c = tl.program_id(1)
+    j, v = _bank_entry(tl.program_id(2), chunks, BANK)
+    p, valid, h, w = _block_positions(tl.program_id(0), H, W, BLOCK)
+    b0 = j * samples_per_chunk
+    b1 = tl.minimum(b0 + samples_per_chunk, B)
     return c, j, b0, b1, p, h, w, valid, v
 
 
@@ -290,11 +333,26 @@ def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, 
                    ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr,
                    DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr, DELTA_PER_SAMPLE: tl.constexpr,
                    MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr, ACC: tl.constexpr):
-    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid, v),
-    its constants (mean/inv_std before, mean/inv_std after, clamp lo, hi), the taps of copy 0, and
-    (a, m) when delta / mask are shared by the batch (zeros otherwise: loaded per sample); a bank's
-    delta is program v's."""
-    c, j, b0, b1, p, h, w, valid, v = _program_coordinates(C, H, W, B, chunks, BLOCK, BANK)
+    """What a program computes once, before its batch loop: its coordinates (c, j, b0, b1, p, h, w, valid, v)
+    and the operands of _program_operands."""
+    coords = _program_coordinates(C, H, W, B, chunks, BLOCK, BANK)
+    consts, taps, a, m = _program_operands(
+        coords, delta_ptr, mask_ptr, norm_ptr, C, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw, Hin, Win, Hr, Wr,
+        scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACC)
+    return coords, consts, taps, a, m
+
+
+@triton.jit
+def _program_operands(coords, delta_ptr, mask_ptr, norm_ptr, C, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
+                      Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi,
+                      RESIZE: tl.constexpr, ACTIVATION: tl.constexpr, NORM_BEFORE: tl.constexpr,
+                      NORM_AFTER: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
+                      DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, ACC: tl.constexpr):
+    """What a program at coords (c, j, b0, b1, p, h, w, valid, v) computes once, before its batch loop: its
+    constants (mean/inv_std before, mean/inv_std after, clamp lo, hi), the taps of copy 0, and (a, m) when
+    delta / mask are shared by the batch (zeros otherwise: loaded per sample); a bank's delta is program v's."""
+    c, j, b0, b1, p, h, w, valid, v = coords
     before_mean, before_inv, after_mean, after_inv = _channel_constants(norm_ptr, C, c, NORM_BEFORE, NORM_AFTER, ACC)
     taps = _copy_taps(h, w, valid, oy0, ox0, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw, RESIZE, ACC)
     zero = tl.zeros(h.shape, ACC)
@@ -303,13 +361,13 @@ def _program_setup(delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, 
     _, m = _refresh_operands(zero, zero, delta_ptr, mask_ptr, b0, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                              smw, mask_scale, False, not MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT, MASK_FLAT, ACC)
     consts = (before_mean, before_inv, after_mean, after_inv, _as_acc(clamp_lo, ACC), _as_acc(clamp_hi, ACC))
-    return (c, j, b0, b1, p, h, w, valid, v), consts, taps, a, m
+    return consts, taps, a, m
 
 
 @triton.jit
 def masked_perturb_forward_kernel(
     x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
-    B, C, H, W, chunks,
+    B, C, H, W, chunks, samples_per_chunk,
     sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
     Hin, Win, Hr, Wr, scale_h: tl.float64, scale_w: tl.float64, oy0, ox0, num_copies, mask_scale,
     clamp_lo: tl.float64, clamp_hi: tl.float64,
@@ -317,20 +375,25 @@ def masked_perturb_forward_kernel(
     NORM_BEFORE: tl.constexpr, NORM_AFTER: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ONE_COPY: tl.constexpr, X_FLAT: tl.constexpr, DELTA_FLAT: tl.constexpr, MASK_FLAT: tl.constexpr,
     DELTA_PER_SAMPLE: tl.constexpr, MASK_PER_SAMPLE: tl.constexpr, BLOCK: tl.constexpr, BANK: tl.constexpr,
+    MASK_GROUP: tl.constexpr,
 ):
     """out[b, c, h, w] (row v * B + b of a bank's program v) of the module formula for the positions and
-    batch chunk of this program."""
+    batch chunk of this program; grid (blocks of H*W, C, V * chunks), see _forward_coordinates. MASK_GROUP > 1:
+    a per-sample mask is read once per group of MASK_GROUP positions (_grouped_mask_value)."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    coords, consts, taps, a, m = _program_setup(
-        delta_ptr, mask_ptr, norm_ptr, B, C, H, W, chunks, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
-        Hin, Win, Hr, Wr, scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
-        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, BLOCK, BANK, ACC)
+    coords = _forward_coordinates(H, W, B, chunks, samples_per_chunk, BLOCK, BANK)
+    consts, taps, a, m = _program_operands(
+        coords, delta_ptr, mask_ptr, norm_ptr, C, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw, Hin, Win, Hr, Wr,
+        scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
+        DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACC)
     c, j, b0, b1, p, h, w, valid, v = coords
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
-                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACTIVATION, DELTA_FLAT,
-                                 MASK_FLAT, ACC)
+                                 smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE and MASK_GROUP == 1, ACTIVATION,
+                                 DELTA_FLAT, MASK_FLAT, ACC)
+        if MASK_PER_SAMPLE and MASK_GROUP > 1:
+            m = _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)

@@ -27,7 +27,7 @@ import torch
 import triton
 
 from .autograd import accumulation_dtype, mask_cell_sums, register
-from .backends import triton_limits
+from .backends import TRITON_GRID_AXIS_LIMIT, triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_cell_backward import (cell_backward_applies, cell_programs_per_sample, cell_tile,
                                    masked_perturb_cell_backward_kernel)
@@ -36,8 +36,12 @@ from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forwa
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
 BACKWARD_NAME = "reprogram_ext::masked_perturb_backward_triton"
 NUM_WARPS = 4
-# Programs the forward aims for (a few per SM of a large GPU) when it splits the batch into chunks.
-FORWARD_TARGET_PROGRAMS = 1024
+# Programs the forward aims for when it splits the batch into chunks: 6 per SM of a 132-SM GPU (24 warps
+# per SM). Each program pays its set-up (copy taps, activated delta, mask: ~370 SASS instructions at
+# Elsayed's 223 x 225 with tanh) once for its chunk, so fewer programs amortise it over more samples;
+# 6 per SM still keep, for ILM-VP (4 x loads of 512 B in flight per warp, unrolled), ~50 KB of loads in
+# flight per SM, twice what an H200 needs (bench/notes/triton_masked_perturb.md).
+FORWARD_TARGET_PROGRAMS = 6 * 132
 # The backward on a GPU runs one-warp programs of BACKWARD_VECTORS_PER_THREAD x 16 bytes of positions per thread
 # (fp32: 128 positions, one 128-bit grad_out load per sample) and unrolls its batch loop by BACKWARD_UNROLL, so
 # each thread keeps BACKWARD_UNROLL 128-bit loads in flight. It aims for BACKWARD_TARGET_WARPS warps: 8 per SM
@@ -80,11 +84,15 @@ def _int32_chunks(B: int, chunks: int) -> int:
     return max(1, min(chunks, (2**31 - 1) // max(B, 1)))
 
 
-def forward_chunks(B: int, programs_per_sample: int, device: torch.device) -> int:
-    """Batch chunks of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS), each
-    reusing its activated delta, mask and placement indices for as many samples as possible."""
+def forward_chunks(B: int, programs_per_sample: int, device: torch.device, bank_entries: int = 1) -> tuple:
+    """(chunks, samples per chunk) of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS),
+    each reusing its activated delta, mask and placement indices for as many samples as possible. Chunk j
+    holds samples [j s, min((j + 1) s, B)), s = ceil(B / chunks), and no chunk is empty; bank_entries x chunks
+    stays within one grid axis (TRITON_GRID_AXIS_LIMIT)."""
     target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
-    return _int32_chunks(B, max(1, min(B, -(-target // max(programs_per_sample, 1)))))
+    chunks = max(1, min(B, -(-target // max(programs_per_sample, 1)), TRITON_GRID_AXIS_LIMIT // max(bank_entries, 1)))
+    per_chunk = -(-B // chunks) if B > 0 else 1
+    return max(1, -(-B // per_chunk)), per_chunk
 
 
 def backward_chunks(B: int, positions: int, programs_per_sample: int, device: torch.device,
@@ -179,18 +187,20 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
     _check(o.activation in ACTIVATIONS, f"activation must be one of {tuple(ACTIVATIONS)}, got {o.activation!r}")
     _check(o.blend in BLENDS, f"blend must be one of {BLENDS}, got {o.blend!r}")
     _check(o.normalize in NORMALIZE, f"normalize must be one of {NORMALIZE}, got {o.normalize!r}")
-    limit = triton_limits(x, delta, mask)
+    limit = triton_limits(x, delta, mask, o.bank)
     _check(limit is None, str(limit))
     return B, C, H, W
 
 
 class Launch(NamedTuple):
-    """One kernel launch: number of programs, every kernel argument by name, warps per program, and the kernel
-    when it is not the op's default one (the backward's mask-cell kernel, triton_cell_backward.py)."""
+    """One kernel launch: number of programs, every kernel argument by name, warps per program, the grid when
+    it is not 1-D (programs,), and the kernel when it is not the op's default one (the backward's mask-cell
+    kernel, triton_cell_backward.py)."""
 
     programs: int
     args: dict
     num_warps: int = NUM_WARPS
+    grid: Optional[tuple] = None
     kernel: object = None
 
 
@@ -248,9 +258,17 @@ def plan_forward(x, delta, mask, *op_args) -> tuple:
     out = torch.empty((args["V"] * args["B"], args["C"], args["H"], args["W"]), dtype=delta.dtype, device=delta.device)
     if out.numel() == 0:
         return out, None
-    chunks = forward_chunks(args["B"], _programs_per_sample(args), delta.device)
-    args.update(out_ptr=out)
-    return out, _launch(args, chunks)
+    V = args.pop("V")
+    _check(args["B"] < 2**30, f"the batch ({args['B']}) must be below 2^30 (the forward finds a chunk's samples in int32)")
+    chunks, per_chunk = forward_chunks(args["B"], _programs_per_sample(args), delta.device, V)
+    # MASK_GROUP: consecutive positions that share a mask cell (W and mask_scale multiples of it), a thread's
+    # positions on GPUs (block_size): a per-sample mask is read once per group in the batch loop
+    group = 16 // delta.dtype.itemsize
+    if not args["MASK_PER_SAMPLE"] or args["W"] % group or args["mask_scale"] % group or args["BLOCK"] % group:
+        group = 1
+    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, MASK_GROUP=group)
+    grid = (triton.cdiv(args["H"] * args["W"], args["BLOCK"]), args["C"], V * chunks)
+    return out, Launch(grid[0] * grid[1] * grid[2], args, NUM_WARPS, grid)
 
 
 def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
@@ -308,11 +326,12 @@ def _plan_cell_backward(grad_out, delta, mask, args: dict, needs) -> tuple:
         **{k: args[k] for k in ("sdc", "sdh", "sdw", "smb", "smc", "smh", "smw", "ACTIVATION", "NORM_AFTER",
                                 "MASK_PER_SAMPLE")},
         S=s, SP=SP, CELLS=cells, UNROLL=unroll)
-    return (gd, gm, None), Launch(chunks * per_sample, kernel_args, warps, masked_perturb_cell_backward_kernel)
+    return (gd, gm, None), Launch(chunks * per_sample, kernel_args, warps, kernel=masked_perturb_cell_backward_kernel)
 
 
 def _run(kernel, launch: Launch) -> None:
-    torch.library.wrap_triton(kernel)[(launch.programs,)](**launch.args, num_warps=launch.num_warps)
+    grid = launch.grid or (launch.programs,)
+    torch.library.wrap_triton(kernel)[grid](**launch.args, num_warps=launch.num_warps)
 
 
 def masked_perturb_forward_triton(x: torch.Tensor, delta: torch.Tensor, mask: Optional[torch.Tensor], offsets,

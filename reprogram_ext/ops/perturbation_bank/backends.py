@@ -18,7 +18,7 @@ def refusal(cb: CanonicalBank) -> Callable[[str], Optional[str]]:
 
     def why(backend: str) -> Optional[str]:
         if backend == "triton":
-            return triton_limits(cp.x, cp.delta, cp.mask)
+            return triton_limits(cp.x, cp.delta, cp.mask, bank=True)
         return None
 
     return why
