@@ -7,11 +7,10 @@ reductions below exist once in Python (Triton) and once in C++ (compiled ops).
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
 returns canvas-resolution partials in the accumulation dtype (float64 for float64 tensors, else
 float32; a prompt bank's summed over the V programs where the input is shared by them), except the
-compiled op's mask gradient, which is at mask resolution ``[Bm, C, ceil(H/s), ceil(W/s)]`` (each cell
-already the sum over its s x s footprint). Plain aten ops reduce them to each input's shape:
+mask gradient, which is at mask resolution ``[Bm, C, ceil(H/s), ceil(W/s)]`` (each cell already the sum
+over its s x s footprint) from both ops. Plain aten ops reduce them to each input's shape:
   grad_delta: summed over channels when delta has one channel;
-  grad_mask : summed over channels when the mask has one, over each s x s patch (mask_scale s; the
-              Triton op's canvas-resolution partials only), and over broadcast spatial dims;
+  grad_mask : summed over channels when the mask has one, and over broadcast spatial dims;
   grad_x    : the placed-input gradient cropped back from each copy (adjoint of F.pad) and added,
               summed over channels for grey input, then through the adjoint of the resize.
 """
@@ -56,10 +55,10 @@ def _fake_backward_compiled(*args, **kwargs):
     return _fake_backward(*args, **kwargs, mask_at_mask_resolution=True)
 
 
-def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor, mask_scale: int) -> torch.Tensor:
-    """[Bm, C, H, W] canvas-resolution mask gradient -> mask's own shape [Bm, Cm, Hm, Wm]: the s x s patch
-    sums first (one pass over the canvas-size partials; zero padding only when s does not divide the canvas),
-    then the channel sum and the broadcast dims on the mask-size result."""
+def mask_cell_sums(gm: torch.Tensor, mask_scale: int) -> torch.Tensor:
+    """[Bm, C, H, W] canvas-resolution mask gradient -> mask resolution [Bm, C, ceil(H / s), ceil(W / s)]: the sum
+    over each cell's s x s footprint (one pass over the canvas-size partials; zero padding only when s does not
+    divide the canvas)."""
     s = mask_scale
     if s > 1:
         H, W = gm.shape[-2:]
@@ -67,6 +66,12 @@ def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor, mask_scale: int) -> t
         if (Hm * s, Wm * s) != (H, W):
             gm = F.pad(gm, [0, Wm * s - W, 0, Hm * s - H])
         gm = gm.reshape(*gm.shape[:2], Hm, s, Wm, s).sum((3, 5))
+    return gm
+
+
+def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mask-resolution mask gradient [Bm, C, Hm, Wm] (the backward ops' output) -> mask's own shape
+    [Bm, Cm, Hm?, Wm?]: the channel sum and the broadcast dims."""
     if mask.shape[1] == 1 and gm.shape[1] != 1:
         gm = gm.sum(1, keepdim=True)
     if mask.shape[2] == 1 and gm.shape[2] != 1:
@@ -120,7 +125,7 @@ def make_backward(backward_op):
         if needs[0]:
             grad_delta = (gd.sum(1, keepdim=True) if delta.shape[1] == 1 and gd.shape[1] != 1 else gd).to(delta.dtype)
         if needs[1]:
-            grad_mask = reduce_mask_grad(gm, mask, options.mask_scale).to(mask.dtype)
+            grad_mask = reduce_mask_grad(gm, mask).to(mask.dtype)
         if needs[2]:
             grad_x = reduce_input_grad(gp, x, options).to(x.dtype)
         return (grad_x, grad_delta, grad_mask) + (None,) * ctx.num_op_args
@@ -135,8 +140,9 @@ def register_fakes(forward_name: str, backward_name: str, mask_at_mask_resolutio
 
 
 def register(forward_name: str, backward_name: str) -> None:
-    """Register fake kernels and autograd for a (forward, backward) pair of masked_perturb ops (Triton)."""
-    register_fakes(forward_name, backward_name)
+    """Register fake kernels and autograd for a (forward, backward) pair of masked_perturb ops (Triton; its
+    backward returns the mask gradient at mask resolution, as the compiled op's)."""
+    register_fakes(forward_name, backward_name, mask_at_mask_resolution=True)
     backward_op = getattr(torch.ops.reprogram_ext, backward_name.split("::")[1])
     torch.library.register_autograd(forward_name, make_backward(backward_op), setup_context=_setup_context)
 

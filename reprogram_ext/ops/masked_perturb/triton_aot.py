@@ -7,6 +7,7 @@ import torch
 
 from ...aot import AotKernel
 from .args import canonicalize
+from .triton_cell_backward import masked_perturb_cell_backward_kernel
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 from .triton_op import plan_backward, plan_forward
 
@@ -55,7 +56,34 @@ def aot_kernels() -> list:
         vector_io = delta.dtype != torch.float64
         entries.append(AotKernel(f"backward_{name}", masked_perturb_backward_kernel, launch.args, vector_io,
                                  launch.num_warps))
-    return entries + benchmark_kernels()
+    return entries + cell_backward_kernels() + benchmark_kernels()
+
+
+def cell_backward_kernels() -> list:
+    """Launches of the mask-cell backward (triton_cell_backward.py; delta and mask gradients, blend add): SMM's
+    per-sample mask [64, 1, 28, 28] at mask_scale 8 on 224 x 224 in fp32 and bf16, and a shared 3-channel mask
+    at mask_scale 4 in fp16 ("cell_backward_<case>")."""
+    def t(*shape, dtype=torch.float32):
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    def smm(dtype):
+        return (t(64, 3, 32, 32, dtype=dtype), t(1, 3, 224, 224, dtype=dtype), t(64, 1, 28, 28, dtype=dtype), [0, 0],
+                t(2, 3), [224, 224], "bilinear", "none", "add", "before", None, 8, False)
+
+    shared_fp16 = (t(32, 3, 224, 224, dtype=torch.float16), t(1, 3, 224, 224, dtype=torch.float16),
+                   t(1, 3, 56, 56, dtype=torch.float16), [0, 0], t(2, 3), [224, 224], "none", "sigmoid", "add",
+                   "after", None, 4, False)
+    entries = []
+    for name, case in (("smm_fp32", smm(torch.float32)), ("smm_bf16", smm(torch.bfloat16)),
+                       ("shared_mask_s4_fp16", shared_fp16)):
+        delta = case[1]
+        grad_out = t(case[0].shape[0], 3, *delta.shape[2:], dtype=delta.dtype)
+        _, launch = plan_backward(grad_out, *case[:-1], [True, True, False], case[-1])
+        assert launch.kernel is masked_perturb_cell_backward_kernel, name
+        # 128-bit loads and stores: footprint rows of 8 x 4 bytes (fp32) or 8 x 2 (bf16); s = 4 in fp16: 8 bytes
+        entries.append(AotKernel(f"cell_backward_{name}", launch.kernel, launch.args, name.startswith("smm"),
+                                 launch.num_warps))
+    return entries
 
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -113,6 +141,6 @@ def benchmark_kernels() -> list:
     for name in BENCHMARK_CASES:
         forward, backward = benchmark_launches(name)
         entries.append(AotKernel(f"bench_{name}_fwd", masked_perturb_forward_kernel, forward.args, False, forward.num_warps))
-        entries.append(AotKernel(f"bench_{name}_bwd", masked_perturb_backward_kernel, backward.args, False,
-                                 backward.num_warps))
+        entries.append(AotKernel(f"bench_{name}_bwd", backward.kernel or masked_perturb_backward_kernel, backward.args,
+                                 False, backward.num_warps))
     return entries

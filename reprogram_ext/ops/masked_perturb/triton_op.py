@@ -4,8 +4,10 @@
 [B, C, H, W] layout, stride-aware x / delta / mask with size-1 broadcast dims, (oy, ox) offsets of
 copies that add, norm [2, C] = (mean, 1 / std) in the accumulation dtype (float32; float64 for float64
 tensors), prompt banks (bank: delta [V, Cd, H, W], output [V * B, C, H, W]). The backward returns
-canvas-resolution partials in the accumulation dtype (grad_delta [Bd, C, H, W], grad_mask [Bm, C, H, W],
-grad_placed [B, C, H, W], a bank's mask / input gradients summed over V);
+canvas-resolution partials in the accumulation dtype (grad_delta [Bd, C, H, W], grad_placed [B, C, H, W], a bank's
+mask / input gradients summed over V) and the mask gradient at mask resolution [Bm, C, ceil(H / s), ceil(W / s)]
+(the compiled op's contract: from masked_perturb_cell_backward_kernel, triton_cell_backward.py, where it applies,
+else the footprint sums of the general kernel's canvas-resolution partials);
 its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
 rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
 Kernels and formula: ``triton_kernels.py``.
@@ -24,9 +26,11 @@ import numpy as np
 import torch
 import triton
 
-from .autograd import accumulation_dtype, register
+from .autograd import accumulation_dtype, mask_cell_sums, register
 from .backends import TRITON_GRID_AXIS_LIMIT, triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
+from .triton_cell_backward import (cell_backward_applies, cell_programs_per_sample, cell_tile,
+                                   masked_perturb_cell_backward_kernel)
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
@@ -189,13 +193,15 @@ def _check_arguments(x, delta, mask, norm, o: PerturbOptions):
 
 
 class Launch(NamedTuple):
-    """One kernel launch: number of programs, every kernel argument by name, warps per program, and the
-    grid when it is not 1-D (programs,)."""
+    """One kernel launch: number of programs, every kernel argument by name, warps per program, the grid when
+    it is not 1-D (programs,), and the kernel when it is not the op's default one (the backward's mask-cell
+    kernel, triton_cell_backward.py)."""
 
     programs: int
     args: dict
     num_warps: int = NUM_WARPS
     grid: Optional[tuple] = None
+    kernel: object = None
 
 
 def _shared_arguments(x, delta, mask, *op_args) -> dict:
@@ -282,6 +288,8 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
                 UNROLL=BACKWARD_UNROLL_STORING if stores_per_sample else BACKWARD_UNROLL)
     chunks = backward_chunks(B, C * H * W, _programs_per_sample(args), delta.device, delta.dtype.itemsize)
     acc = accumulation_dtype(delta.dtype)
+    if B > 0 and V > 0 and cell_backward_applies(args, needs, mask):
+        return _plan_cell_backward(grad_out, delta, mask, args, needs)
 
     if B == 0 or V == 0:  # zero gradients of delta's / mask's / x's batch size
         grads = (delta.new_zeros((delta.shape[0], C, H, W), dtype=acc) if needs[0] else None,
@@ -298,6 +306,27 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
     args.update(grad_ptr=grad_out.contiguous(), grad_delta_ptr=grads[0], grad_mask_ptr=grads[1],
                 grad_placed_ptr=grads[2])
     return grads, _launch(args, chunks, BACKWARD_NUM_WARPS)
+
+
+def _plan_cell_backward(grad_out, delta, mask, args: dict, needs) -> tuple:
+    """plan_backward's launch of masked_perturb_cell_backward_kernel: grad_delta [chunks, C, H, W] and grad_mask
+    at mask resolution [B or chunks, C, Hm, Wm] (per-sample / shared mask); the batch chunks as backward_chunks()
+    gives them for the kernel's programs (reduction_chunks() under the interpreter)."""
+    B, C, H, W, s = args["B"], args["C"], args["H"], args["W"], args["mask_scale"]
+    Hm, Wm = -(-H // s), -(-W // s)
+    cells, SP, unroll, warps = cell_tile(s, Wm, delta.dtype.itemsize, _on_gpu(delta.device))
+    per_sample = cell_programs_per_sample(C, Hm, Wm, cells)
+    chunks = backward_chunks(B, C * H * W, per_sample * warps, delta.device, delta.dtype.itemsize)
+    acc = accumulation_dtype(delta.dtype)
+    gd = delta.new_empty((chunks, C, H, W), dtype=acc) if needs[0] else None
+    gm = mask.new_empty((B if args["MASK_PER_SAMPLE"] else chunks, C, Hm, Wm), dtype=acc)
+    kernel_args = dict(
+        grad_ptr=grad_out.contiguous(), delta_ptr=delta, mask_ptr=mask, norm_ptr=args["norm_ptr"], grad_delta_ptr=gd,
+        grad_mask_ptr=gm, B=B, C=C, H=H, W=W, Hm=Hm, Wm=Wm, chunks=chunks,
+        **{k: args[k] for k in ("sdc", "sdh", "sdw", "smb", "smc", "smh", "smw", "ACTIVATION", "NORM_AFTER",
+                                "MASK_PER_SAMPLE")},
+        S=s, SP=SP, CELLS=cells, UNROLL=unroll)
+    return (gd, gm, None), Launch(chunks * per_sample, kernel_args, warps, kernel=masked_perturb_cell_backward_kernel)
 
 
 def _run(kernel, launch: Launch) -> None:
@@ -322,14 +351,15 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
                                    resize_mode: str, activation: str, blend: str, normalize: str, clamp,
                                    mask_scale: int, needs, bank: bool = False) -> tuple:
     """The backward op (options.BACKWARD_SCHEMA): in the accumulation dtype (grad_delta [Bd, C, H, W],
-    grad_mask [Bm, C, H, W], grad_placed [B, C, H, W]); an output not asked for by needs is an empty tensor."""
+    grad_mask at mask resolution [Bm, C, ceil(H / s), ceil(W / s)] as the compiled op's, grad_placed [B, C, H, W]);
+    an output not asked for by needs is an empty tensor."""
     grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
                                   normalize, clamp, mask_scale, needs, bank)
     gd, gm, gp = grads
     if launch is not None:
-        _run(masked_perturb_backward_kernel, launch)
+        _run(launch.kernel or masked_perturb_backward_kernel, launch)
         V = delta.shape[0] if bank else 1  # bank entries
-        if gd is not None and gd.shape[0] > V and not launch.args["DELTA_PER_SAMPLE"]:
+        if gd is not None and gd.shape[0] > V and not launch.args.get("DELTA_PER_SAMPLE", False):
             # chunk rows -> the batch sum (of each bank entry)
             gd = gd.sum(0, keepdim=True) if V == 1 else gd.view(V, -1, *gd.shape[1:]).sum(1)
         if gm is not None:
@@ -339,6 +369,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
                 gm = gm.sum(0, keepdim=True)
         if gp is not None and V > 1:  # so is x
             gp = gp.view(V, -1, *gp.shape[1:]).sum(0)
+    if gm is not None and mask_scale > 1 and (launch is None or launch.kernel is None):
+        gm = mask_cell_sums(gm, mask_scale)  # the canvas-resolution partials of the general kernel
     acc = accumulation_dtype(delta.dtype)  # each output not asked for: its own empty tensor (outputs never alias)
     return tuple(delta.new_empty((0,), dtype=acc) if g is None else g for g in (gd, gm, gp))
 
