@@ -60,17 +60,18 @@ def refusal(cp: CanonicalPerturb) -> Callable[[str], Optional[str]]:
 #   backward 13.3 / 9.3 us); Triton's forward too, its backward at 13.3-14.5 / 9.3-10.5 us: CUDA
 #   first (the tie goes to the kernels with the fixed summation order of the CPU's tests).
 # - "bilinear_fp32" (bilinear resize, 4-byte elements): CUDA's upscale forward reads a three-column
-#   window (AutoVP 24.3, SMM 33.7 instructions per output: AutoVP at the memory roofline on both,
-#   SMM memory-bound on an H100 and 1.21x off on an H200); the backward of AutoVP (delta only) is the
-#   linear backward at the roofline, SMM's is one kernel reading grad_out once (13.5 / 9.4 us against
-#   13.4 / 9.3). Triton: AutoVP within 1.07x, SMM's forward 1.0-1.12x on an H200 and its backward
-#   ~3.1x (the mask gradient at canvas resolution): CUDA first.
+#   window (AutoVP 24.3, SMM 24.9 instructions per output: both at the memory roofline on both
+#   GPUs); the backward of AutoVP (delta only) is the linear backward at the roofline, SMM's is one
+#   kernel reading grad_out once (13.5 / 9.4 us against 13.4 / 9.3). Triton: AutoVP within 1.07x,
+#   SMM's forward 1.0-1.12x on an H200, its backward's cell kernel 1.0-1.13x (13.5-15 / 9.4-10.5 us;
+#   both backends then sum a one-channel mask's cells in a separate launch): CUDA first.
 # - "bilinear" (other element sizes): CUDA's 16-bit window needs a ~7x upscale (AutoVP's 6x keeps
-#   the per-output taps, ~75 per output) and its SMM 16-bit forward is 1.9x off on an H200; Triton
-#   computes the taps once per program and reuses them over its batch chunk: Triton first.
+#   the per-output taps, ~75 per output); its SMM 16-bit forward (an 8 x 8 tile per thread, 16.5 per
+#   output) is 1.18x off on an H200. Triton computes the taps once per program and reuses them over
+#   its batch chunk, whatever the upscale: Triton first.
 # - "odd_width" (W % VEC != 0): for Elsayed's case (223x225, B = 17, fp32) CUDA's flat forward
-#   (22.9 per output) is at the H200 roofline by issue and its flat backward 1.0-1.15x / 1.3-1.5x
-#   (one load in flight per step); Triton's forward 1.0-1.1x on an H200 (was 1.4x: per-program set-up),
+#   (22.9 per output) is at the H200 roofline by issue and its flat backward 1.0-1.1x / 1.05-1.2x
+#   (two loads in flight per thread); Triton's forward 1.0-1.1x on an H200 (was 1.4x: per-program set-up),
 #   its backward within 1.13x: a tie on the pair. CUDA's flat kernels serve only one unresized copy
 #   with blend add, no clamp, shared delta and mask (and, backward, no input gradient); every other
 #   odd-width call takes CUDA's dynamic scalar layout (~150 per output, 3.6x / 5x off), where Triton
