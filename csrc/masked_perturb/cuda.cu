@@ -61,7 +61,6 @@ namespace reprogram_ext {
 namespace {
 
 using at::Tensor;
-using namespace gathers;  // KernelArgs, layouts, loads and gathers (kernel_gathers.h), CellGrid
 
 // Threads per block. No __launch_bounds__: with it, ptxas (CUDA 13.0) capped some kernels' registers
 // and spilled.

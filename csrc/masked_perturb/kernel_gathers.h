@@ -21,7 +21,6 @@
 #endif
 
 namespace reprogram_ext {
-namespace gathers {
 
 // Copies whose offsets travel in the kernel arguments; more take the dynamic layout's device array.
 constexpr int kMaxArgCopies = 16;
@@ -313,5 +312,4 @@ RX_GPU_HD ChannelConstants<acc_t> constants_of(const AR& p, const acc_t* __restr
   }
 }
 
-}  // namespace gathers
 }  // namespace reprogram_ext

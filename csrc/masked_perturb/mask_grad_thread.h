@@ -17,7 +17,6 @@
 #include "masked_perturb/kernel_gathers.h"
 
 namespace reprogram_ext {
-namespace gathers {
 
 // Mask-resolution grid of the per-sample mask gradient: [B, C, Hm, Wm] cells (int32: FastDivmod).
 template <typename index_t>
@@ -73,5 +72,4 @@ RX_GPU_HD acc_type_t<scalar_t> mask_grad_cell(const KernelArgs<acc_type_t<scalar
   return total;
 }
 
-}  // namespace gathers
 }  // namespace reprogram_ext

@@ -21,7 +21,6 @@
 #include "masked_perturb/mask_grad_thread.h"
 
 using namespace reprogram_ext;
-using namespace reprogram_ext::gathers;
 
 static uint32_t rng = 2468;
 static float uniform() {  // in [-1, 1)
