@@ -3,7 +3,7 @@ body of masked_perturb_mask_grad_kernel, and the gathers of kernel_gathers.h it 
 host by tests/cpp/masked_perturb_mask_grad.cpp for every cell of small problems: each cell bit for bit
 equal to the CPU kernel's sum of the element mask gradients over its footprint, in the CPU's order
 (rows left to right from 0, then top to bottom), over mask_scale 1 .. 9 with H, W not multiples of it,
-the 128-bit and scalar layouts, int32 and int64 index math, float / double / half / bfloat16, clamp,
+the 128-bit and scalar layouts, int32 and int64 index math, float / double / half / bfloat16 (x also uint8), clamp,
 blend replace, per-sample / per-channel / shared delta, and nearest / bilinear / several copies."""
 from __future__ import annotations
 

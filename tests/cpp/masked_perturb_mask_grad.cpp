@@ -5,7 +5,7 @@
 // footprint, each footprint row left to right from 0, the rows top to bottom with the first assigned
 // (store_cell_row_sums, cpu.cpp), with u / covered summed over the copies in order from 0 as
 // fill_placed_row (cpu_rows.h) does: bilinear with linear_tap_trunc rows and linear_tap columns.
-// Over float / double / half / bfloat16, int32 (FastDivmod) and int64 index math, the 128-bit layout
+// Over float / double / half / bfloat16 (x of the same dtype or uint8), int32 (FastDivmod) and int64 index math, the 128-bit layout
 // (s % VEC == 0, W % VEC == 0) and the scalar one, mask_scale 1 .. 9 with H, W not multiples of s,
 // C 1 and 3, a mask per channel or broadcast, a delta per sample / per channel / shared, blend add and
 // replace, clamp, normalize before / after, activations, resize none / nearest / bilinear, copies
@@ -41,7 +41,7 @@ struct Case {
   bool offsets_array;            // read from the array (the dynamic layout's device array), not oy / ox
 };
 
-template <typename scalar_t, typename index_t, bool kVec, Activation kAct>
+template <typename scalar_t, typename index_t, bool kVec, Activation kAct, typename x_t = scalar_t>
 void check(const Case& cs) {
   using acc_t = acc_type_t<scalar_t>;
   using L = DynamicLayout<kVec>;
@@ -54,11 +54,15 @@ void check(const Case& cs) {
   const int32_t Cm = cs.mask_per_channel ? C : 1, Bd = cs.delta_kind == 2 ? B : 1, Cd = cs.delta_kind ? C : 1;
   const int n_copies = static_cast<int>(cs.offsets.size() / 2);
   const bool need_u = cs.blend == Blend::kReplace || cs.clamp;
-  std::vector<scalar_t> grad_out(static_cast<size_t>(B) * C * H * W), x(static_cast<size_t>(B) * C * cs.Hin * cs.Win),
-      delta(static_cast<size_t>(Bd) * Cd * H * W), mask(static_cast<size_t>(B) * Cm * Hm * Wm);
+  std::vector<x_t> x(static_cast<size_t>(B) * C * cs.Hin * cs.Win);
+  std::vector<scalar_t> grad_out(static_cast<size_t>(B) * C * H * W), delta(static_cast<size_t>(Bd) * Cd * H * W), mask(static_cast<size_t>(B) * Cm * Hm * Wm);
   std::vector<acc_t> norm(2 * C);
   for (auto& v : grad_out) v = static_cast<scalar_t>(uniform());
-  for (auto& v : x) v = static_cast<scalar_t>(0.5f * (uniform() + 1.0f));
+  for (auto& v : x) {
+    const float f = uniform();
+    if constexpr (std::is_same_v<x_t, uint8_t>) v = static_cast<uint8_t>(rng >> 24);  // 0 .. 255
+    else v = static_cast<x_t>(0.5f * (f + 1.0f));
+  }
   for (auto& v : delta) v = static_cast<scalar_t>(0.5f * uniform());
   for (auto& v : mask) v = static_cast<scalar_t>(0.5f * (uniform() + 1.0f));
   for (int32_t c = 0; c < C; ++c) norm[c] = 0.4f + 0.1f * c, norm[C + c] = 1.0f / (0.2f + 0.05f * c);
@@ -98,7 +102,7 @@ void check(const Case& cs) {
   // u, covered of canvas position (b, c, h, w) as fill_placed_row: the copies in order, from 0.
   auto placed = [&](int32_t b, int32_t c, int32_t h, int32_t w, acc_t& u, bool& cov) {
     u = 0, cov = false;
-    const scalar_t* xb = x.data() + b * sx[0] + c * sx[1];
+    const x_t* xb = x.data() + b * sx[0] + c * sx[1];
     for (int k = 0; k < n_copies; ++k) {
       const int32_t y = h - cs.offsets[2 * k], xw = w - cs.offsets[2 * k + 1];
       if (y < 0 || y >= cs.Hr || xw < 0 || xw >= cs.Wr) continue;
@@ -123,7 +127,7 @@ void check(const Case& cs) {
       for (int32_t q = 0; q < Hm; ++q)
         for (int32_t r = 0; r < Wm; ++r) {
           const index_t cell = ((b * C + c) * Hm + q) * Wm + r;
-          const acc_t got = mask_grad_cell<scalar_t, scalar_t, kAct, L, index_t>(
+          const acc_t got = mask_grad_cell<scalar_t, x_t, kAct, L, index_t>(
               p, cg, cell, grad_out.data(), x.data(), delta.data(), mask.data(), norm.data(), need_u);
           const acc_t m = static_cast<acc_t>(mask[b * sm[0] + c * sm[1] + q * Wm + r]);
           acc_t cpu = 0;
@@ -140,8 +144,8 @@ void check(const Case& cs) {
             cpu = h == q * s ? t : cpu + t;
           }
           EXPECT(std::memcmp(&got, &cpu, sizeof(acc_t)) == 0,
-                 "%zu-byte VEC %d kVec %d int%zu act %d B %d C %d H %d W %d s %d: cell %lld = %.17g, CPU order %.17g",
-                 sizeof(scalar_t), VEC, kVec, 8 * sizeof(index_t), static_cast<int>(kAct), B, C, H, W, s,
+                 "%zu-byte x %zu-byte VEC %d kVec %d int%zu act %d B %d C %d H %d W %d s %d: cell %lld = %.17g, CPU order %.17g",
+                 sizeof(scalar_t), sizeof(x_t), VEC, kVec, 8 * sizeof(index_t), static_cast<int>(kAct), B, C, H, W, s,
                  static_cast<long long>(cell), static_cast<double>(got), static_cast<double>(cpu));
           ++checked;
         }
@@ -187,5 +191,9 @@ int main() {
   check<c10::BFloat16, int32_t, true, A::kSigmoid>({2, 3, 9, 24, 8, true, 1, rep, false, before, rnone, 9, 16, 9, 16, {0, 8}, false});
   check<c10::BFloat16, int32_t, false, A::kTanh>({3, 3, 11, 13, 5, false, 2, add, true, none, nearest, 6, 6, 11, 13, {0, 0}, false});
   check<c10::Half, int64_t, false, A::kNone>({2, 1, 10, 11, 7, true, 0, rep, false, none, rnone, 8, 9, 8, 9, {1, 1}, false});
+  // uint8 input (load_input: x / 255): 128-bit layout with x_vec, scalar layout with nearest resize.
+  check<float, int32_t, true, A::kNone, uint8_t>({2, 3, 11, 16, 4, false, 2, rep, true, before, rnone, 8, 12, 8, 12, {1, 4}, false});
+  check<c10::Half, int32_t, false, A::kTanh, uint8_t>({2, 3, 10, 13, 3, true, 0, rep, false, none, nearest, 5, 6, 9, 11, {0, 1}, false});
+  check<double, int64_t, false, A::kSigmoid, uint8_t>({2, 1, 9, 10, 4, false, 1, add, true, after, rnone, 9, 10, 9, 10, {0, 0}, false});
   return report();
 }
