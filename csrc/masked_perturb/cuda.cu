@@ -76,7 +76,9 @@ constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 // per-output taps for the other bilinear sizes).
 constexpr int kBilinearRuns = 3;
 
-// ---- vector access -------------------------------------------------------------------------
+// ---- vector stores, device-only gathers --------------------------------------------------------
+// The kernel arguments, layouts, vector loads and the gathers that host tests run (load_group,
+// gather_delta, gather_placed, constants_of) are in kernel_gathers.h.
 
 // p[0..N) = v[0..N) in 16-byte (or one smaller) st.global.wb stores. __stwb is an inline-PTX store:
 // a plain uint4 assignment was split back into scalar stores by the optimiser (nvcc 13.0).
