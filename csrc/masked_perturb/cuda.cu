@@ -52,6 +52,8 @@
 #include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
+#include "masked_perturb/kernel_gathers.h"
+#include "masked_perturb/mask_grad_thread.h"
 #include "masked_perturb/specialize.h"
 #include "masked_perturb/window_tiling.h"
 
@@ -63,130 +65,20 @@ using at::Tensor;
 // Threads per block. No __launch_bounds__: with it, ptxas (CUDA 13.0) capped some kernels' registers
 // and spilled.
 constexpr int kThreadsPerBlock = 256;
-// Copies whose offsets travel in the kernel arguments; more take the dynamic layout's device array.
-constexpr int kMaxArgCopies = 16;
 // Backward: the batch is split into up to kMaxChunks chunks, until the grid has kTargetBlocks
 // blocks of 256 threads: 4 waves of 8 resident blocks (<= 32 registers, the linear kernel) on the
 // 132 SMs of an H100.
 constexpr int64_t kMaxChunks = 32;
 constexpr int64_t kTargetBlocks = 4 * 8 * 132;
 
-enum class MaskKind : int { kNone, kFull, kScaled };
-constexpr int kDynamic = -1;
 // Layout resize code past ResizeMode's values: bilinear, gathered from a three-column window with 4
 // canvas rows per thread (bilinear_window_fits; the fixed Layout<kBilinear, ...> layouts keep the
 // per-output taps for the other bilinear sizes).
 constexpr int kBilinearRuns = 3;
 
-// Layout of a forward / backward call: resize mode, several copies or one, mask kind (kDynamic: read
-// at run time), and whether every canvas stream is 16-byte aligned for 128-bit access.
-template <int kResize_, bool kMulti_, int kMask_, bool kVec_>
-struct Layout {
-  static constexpr int kResize = kResize_;
-  static constexpr bool kMulti = kMulti_;
-  static constexpr int kMask = kMask_;
-  static constexpr bool kVec = kVec_;
-};
-template <bool kVec>
-using DynamicLayout = Layout<kDynamic, true, kDynamic, kVec>;
-
-// Everything a kernel needs besides the tensors, by value (int32 or int64 index_t).
-template <typename acc_t, typename index_t>
-struct KernelArgs {
-  index_t B, C, H, W;
-  index_t Cd, Bd, Bm;      // delta's batch, mask's batch (1 = shared)
-  index_t gpr;             // groups of VEC outputs per canvas row: ceil(W / VEC)
-  index_t groups;          // B * C * H * gpr (forward) or C * H * gpr (backward, batch-shared forward)
-  index_t plane;           // C * H * W
-  FastDivmod div_gpr, div_h, div_c, div_s, div_j;  // int32 only
-  index_t sx[4], sd[4], sm[4];  // element strides, 0 on broadcast dimensions
-  index_t Hin, Win, Hr, Wr;
-  acc_t lin_scale_h, lin_scale_w;    // bilinear: in / out
-  float near_scale_h, near_scale_w;  // nearest: in / out (float, as torch)
-  ResizeMode resize;
-  MaskKind mask_kind;
-  index_t mask_scale;
-  bool x_vec;  // x rows 16-byte aligned in VEC pieces where a copy covers a whole group
-  int num_copies;
-  index_t oy[kMaxArgCopies], ox[kMaxArgCopies];
-  const int64_t* offsets;  // device (oy, ox) pairs when num_copies > kMaxArgCopies
-  Pointwise pw;
-  index_t chunks;  // backward: batch chunks J
-};
-
-template <typename index_t>
-__device__ __forceinline__ index_t divide(index_t n, index_t d, const FastDivmod& f) {
-  if constexpr (std::is_same_v<index_t, int32_t>) {
-    return static_cast<index_t>(f.div(static_cast<uint32_t>(n)));
-  } else {
-    return n / d;
-  }
-}
-
-// ---- vector access -------------------------------------------------------------------------
-
-template <int kBytes> struct Bits;
-template <> struct Bits<16> { using type = uint4; };
-template <> struct Bits<8> { using type = uint2; };
-template <> struct Bits<4> { using type = unsigned int; };
-template <> struct Bits<2> { using type = unsigned short; };
-
-// v[0..N) = p[0..N) in one load of N * sizeof(T) bytes (p aligned to it).
-template <typename T, int N>
-__device__ __forceinline__ void load_vec(const T* p, T (&v)[N]) {
-  using B = typename Bits<N * sizeof(T)>::type;
-  const B bits = __ldg(reinterpret_cast<const B*>(p));
-  memcpy(v, &bits, sizeof(B));
-}
-
-// out[i] = acc_t(p[i]) from one load of N elements (p aligned to it). bfloat16 to float is exactly the
-// bits shifted up by 16: per 32-bit word, the low element w << 16 and the high one w & 0xffff0000, one
-// instruction each (nvcc's conversion of the high element was a PRMT and a shift).
-template <typename acc_t, typename T, int N>
-__device__ __forceinline__ void load_vec_as(const T* p, acc_t (&out)[N]) {
-  if constexpr (std::is_same_v<T, c10::BFloat16> && std::is_same_v<acc_t, float> && N % 2 == 0) {
-    using B = typename Bits<N * sizeof(T)>::type;
-    const B bits = __ldg(reinterpret_cast<const B*>(p));
-    uint32_t w[N / 2];
-    memcpy(w, &bits, sizeof(B));
-#pragma unroll
-    for (int k = 0; k < N / 2; ++k) {
-      out[2 * k] = __uint_as_float(w[k] << 16);
-      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    }
-  } else {
-    T v[N];
-    load_vec(p, v);
-#pragma unroll
-    for (int i = 0; i < N; ++i) out[i] = static_cast<acc_t>(v[i]);
-  }
-}
-
-// bits = *p when `load` (one predicated ld.global.nc), else 0. Inline PTX: with a C++ branch, nvcc
-// 13.0 selected the 16-bit lanes of the result one by one (PRMTs) instead of the loaded registers.
-__device__ __forceinline__ void ldg_or_zero(const uint4* p, bool load, uint4& bits) {
-  asm("{\n .reg .pred q;\n setp.ne.b32 q, %5, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n"
-      " mov.b32 %3, 0;\n @q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n}"
-      : "=r"(bits.x), "=r"(bits.y), "=r"(bits.z), "=r"(bits.w) : "l"(p), "r"(static_cast<int>(load)));
-}
-__device__ __forceinline__ void ldg_or_zero(const uint2* p, bool load, uint2& bits) {
-  asm("{\n .reg .pred q;\n setp.ne.b32 q, %3, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n"
-      " @q ld.global.nc.v2.u32 {%0, %1}, [%2];\n}"
-      : "=r"(bits.x), "=r"(bits.y) : "l"(p), "r"(static_cast<int>(load)));
-}
-__device__ __forceinline__ void ldg_or_zero(const unsigned int* p, bool load, unsigned int& bits) {
-  asm("{\n .reg .pred q;\n setp.ne.b32 q, %2, 0;\n mov.b32 %0, 0;\n @q ld.global.nc.u32 %0, [%1];\n}"
-      : "=r"(bits) : "l"(p), "r"(static_cast<int>(load)));
-}
-
-// v[0..N) = p[0..N) when `load`, else zero bits (p aligned to N * sizeof(T) bytes when `load`).
-template <typename T, int N>
-__device__ __forceinline__ void load_vec_or_zero(const T* p, bool load, T (&v)[N]) {
-  using B = typename Bits<N * sizeof(T)>::type;
-  B bits;
-  ldg_or_zero(reinterpret_cast<const B*>(p), load, bits);
-  memcpy(v, &bits, sizeof(B));
-}
+// ---- vector stores, device-only gathers --------------------------------------------------------
+// The kernel arguments, layouts, vector loads and the gathers that host tests run (load_group,
+// gather_delta, gather_placed, constants_of) are in kernel_gathers.h.
 
 // p[0..N) = v[0..N) in 16-byte (or one smaller) st.global.wb stores. __stwb is an inline-PTX store:
 // a plain uint4 assignment was split back into scalar stores by the optimiser (nvcc 13.0).
@@ -220,48 +112,6 @@ __device__ __forceinline__ void store_group(const AR& pa, T* __restrict__ p, dec
     for (int i = 0; i < VEC; ++i) {
       if (w0 + i < pa.W) p[i] = v[i];
     }
-  }
-}
-
-// out[i] = src[i] as acc_t for the group's VEC positions: one vector load on 128-bit layouts, else
-// element by element, 0 off the canvas.
-template <class L, typename acc_t, typename T, int VEC, typename AR>
-__device__ __forceinline__ void load_group(const AR& pa, const T* __restrict__ src, decltype(AR::W) w0,
-                                           acc_t (&out)[VEC]) {
-  if constexpr (L::kVec) {
-    T v[VEC];
-    load_vec(src, v);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) out[i] = static_cast<acc_t>(v[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) out[i] = w0 + i < pa.W ? static_cast<acc_t>(src[i]) : static_cast<acc_t>(0);
-  }
-}
-
-// ---- per-thread gathers (VEC consecutive canvas positions w0 .. w0 + VEC of row (b, c, h)) -------
-
-// True for position i of the group when it lies on the canvas (always with 128-bit layouts).
-template <class L, int VEC, typename AR>
-__device__ __forceinline__ bool on_canvas(const AR& p, decltype(AR::W) w0, int i) {
-  return L::kVec || w0 + i < p.W;
-}
-
-// a[i] = act(delta[b, c, h, w0 + i]) (b = 0 when delta is shared) and, when dact, its derivative.
-template <class L, Activation kAct, int VEC, typename acc_t, typename scalar_t, typename AR, typename index_t>
-__device__ __forceinline__ void gather_delta(const AR& p, const scalar_t* __restrict__ delta, index_t b, index_t c,
-                                             index_t h, index_t w0, acc_t (&a)[VEC]) {
-  const index_t row_off = b * p.sd[0] + c * p.sd[1] + h * p.sd[2];  // one address per thread
-  if constexpr (L::kVec) {
-    acc_t v[VEC];
-    load_vec_as(delta + (row_off + w0), v);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) a[i] = activate<kAct>(v[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i)
-      a[i] = on_canvas<L, VEC>(p, w0, i) ? activate<kAct>(static_cast<acc_t>(delta[row_off + (w0 + i) * p.sd[3]]))
-                                         : static_cast<acc_t>(0);
   }
 }
 
@@ -387,112 +237,6 @@ __device__ __forceinline__ void window_row(const AR& p, const x_t* __restrict__ 
     const acc_t c1 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][1] + o0), 0), load_input<acc_t>(x + (xc[j][1] + o1), 0), ty);
     const acc_t c2 = blend_rows<acc_t, index_t>(load_input<acc_t>(x + (xc[j][2] + o0), 0), load_input<acc_t>(x + (xc[j][2] + o1), 0), ty);
     window_outputs<P, VEC>(c0, c1, c2, bc, cm, rm, a, m, k, o[j], ok[j]);
-  }
-}
-
-// u[i] = sum over the copies covering (h, w0 + i) of the resized input there, cov[i] = covered;
-// x_bc = b * sx[0] + c * sx[1] (an element offset). Copies are added in order, as on the CPU.
-template <class L, int VEC, typename acc_t, typename x_t, typename AR, typename index_t>
-__device__ __forceinline__ void gather_placed(const AR& p, const x_t* __restrict__ x, index_t x_bc, index_t h,
-                                              index_t w0, acc_t (&u)[VEC], bool (&cov)[VEC]) {
-  if constexpr (L::kResize == static_cast<int>(ResizeMode::kNone) && !L::kMulti) {
-    // One copy, no resize, a group wholly inside or outside it (x_vec, Wr % VEC == 0 and the
-    // copy's column offset a multiple of VEC): xw0 is a multiple of VEC, so "inside" is
-    // 0 <= y < Hr and 0 <= xw0 < Wr. Outside, the zero bits of v read as u = 0.
-    using uindex_t = std::make_unsigned_t<index_t>;
-    const index_t y = h - p.oy[0], xw0 = w0 - p.ox[0];
-    const bool inside = static_cast<uindex_t>(y) < static_cast<uindex_t>(p.Hr) &&
-                        static_cast<uindex_t>(xw0) < static_cast<uindex_t>(p.Wr);
-    x_t v[VEC];
-    load_vec_or_zero(x + (x_bc + y * p.sx[2] + xw0), inside, v);
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      u[i] = load_input<acc_t>(v, i);
-      cov[i] = inside;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      u[i] = static_cast<acc_t>(0);
-      cov[i] = false;
-    }
-    const ResizeMode resize = L::kResize == kDynamic ? p.resize : static_cast<ResizeMode>(L::kResize);
-    const int n = L::kMulti ? p.num_copies : 1;
-    for (int k = 0; k < n; ++k) {
-      index_t oy, ox;
-      if (L::kResize == kDynamic && p.offsets != nullptr) {
-        oy = static_cast<index_t>(p.offsets[2 * k]);
-        ox = static_cast<index_t>(p.offsets[2 * k + 1]);
-      } else {
-        oy = p.oy[k];
-        ox = p.ox[k];
-      }
-      const index_t y = h - oy, xw0 = w0 - ox;
-      if (y < 0 || y >= p.Hr || xw0 + VEC <= 0 || xw0 >= p.Wr) continue;
-      if (resize == ResizeMode::kNone) {
-        const index_t xr = x_bc + y * p.sx[2];
-        // A fixed layout is only chosen with x_vec and Wr % VEC == 0: a group lies wholly inside or
-        // wholly outside each copy, and the single copy's value is assigned (no 0 + v).
-        if (L::kResize != kDynamic || (p.x_vec && xw0 >= 0 && xw0 + VEC <= p.Wr)) {
-          x_t v[VEC];
-          load_vec(x + (xr + xw0), v);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) {
-            u[i] = L::kMulti ? u[i] + load_input<acc_t>(v, i) : load_input<acc_t>(v, i);
-            cov[i] = true;
-          }
-        } else {
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) {
-            const index_t xw = xw0 + i;
-            if (xw >= 0 && xw < p.Wr) {
-              u[i] += load_input<acc_t>(x, xr + xw * p.sx[3]);
-              cov[i] = true;
-            }
-          }
-        }
-      } else if (resize == ResizeMode::kNearest) {
-        const index_t xr = x_bc + nearest_source<index_t>(y, p.Hin, p.Hr, p.near_scale_h) * p.sx[2];
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          const index_t xw = xw0 + i;
-          if (xw >= 0 && xw < p.Wr) {
-            u[i] += load_input<acc_t>(x, xr + nearest_source<index_t>(xw, p.Win, p.Wr, p.near_scale_w) * p.sx[3]);
-            cov[i] = true;
-          }
-        }
-      } else {
-        const auto ty = linear_tap<acc_t, index_t>(y, p.Hin, p.lin_scale_h);
-        const x_t* r0 = x + (x_bc + ty.i0 * p.sx[2]);
-        const x_t* r1 = x + (x_bc + ty.i1 * p.sx[2]);
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          const index_t xw = xw0 + i;
-          if (xw >= 0 && xw < p.Wr) {
-            u[i] += bilinear_value<acc_t>(r0, r1, p.sx[3], ty, linear_tap<acc_t, index_t>(xw, p.Win, p.lin_scale_w));
-            cov[i] = true;
-          }
-        }
-      }
-    }
-  }
-}
-
-// Per-channel constants: only those P reads are loaded.
-template <class P, typename acc_t, typename AR, typename index_t>
-__device__ __forceinline__ ChannelConstants<acc_t> constants_of(const AR& p, const acc_t* __restrict__ norm, index_t c) {
-  if constexpr (P::kDynamic) {
-    return channel_constants<acc_t>(p.pw, norm, p.C, c);
-  } else {
-    ChannelConstants<acc_t> k{};
-    if constexpr (P::kNormalize == Normalize::kBefore) {
-      k.before_mean = norm[c];
-      k.before_inv_std = norm[p.C + c];
-    } else if constexpr (P::kNormalize == Normalize::kAfter) {
-      k.after_mean = norm[c];
-      k.after_inv_std = norm[p.C + c];
-    }
-    return k;
   }
 }
 
@@ -1015,64 +759,18 @@ __global__ void masked_perturb_backward_kernel(const KernelArgs<acc_type_t<scala
 // 1176 of the 1188 slots of an H100 / H200: one wave instead of 1.1.
 constexpr int kCellThreadsPerBlock = 128;
 
-// Mask-resolution grid of the per-sample mask gradient: [B, C, Hm, Wm] cells (int32: FastDivmod).
-template <typename index_t>
-struct CellGrid {
-  index_t Hm, Wm, cells;
-  FastDivmod div_hm, div_wm;
-};
-
 // A per-sample mask's gradient at mask resolution (Bm > 1, mask_scale s > 1): one thread per mask cell
-// (b, c, q, r) of [B, C, Hm, Wm] sums the element mask gradients (perturb_element_backward) of its
-// canvas footprint (mask_footprint, math.h) in the CPU kernel's order: each footprint row left to right
-// from 0, the row sums top to bottom from 0. One writer per cell: deterministic, no atomics. The
-// footprint row is read in groups of VEC (128-bit with L::kVec, which needs s % VEC == 0 so that the
-// groups fill each footprint row); the mask value is one load per thread.
+// (b, c, q, r) of [B, C, Hm, Wm], its footprint summed in the CPU kernel's order (mask_grad_cell,
+// mask_grad_thread.h, which host tests run). One writer per cell: deterministic, no atomics.
 template <typename scalar_t, typename x_t, Activation kAct, class L, typename index_t>
 __global__ void masked_perturb_mask_grad_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p, const CellGrid<index_t> cg,
                                                 const scalar_t* __restrict__ grad_out, const x_t* __restrict__ x,
                                                 const scalar_t* __restrict__ delta, const scalar_t* __restrict__ mask,
                                                 const acc_type_t<scalar_t>* __restrict__ norm,
                                                 acc_type_t<scalar_t>* __restrict__ grad_mask, bool need_u) {
-  using acc_t = acc_type_t<scalar_t>;
-  constexpr int VEC = 16 / sizeof(scalar_t);
   const index_t cell = static_cast<index_t>(blockIdx.x) * kCellThreadsPerBlock + static_cast<index_t>(threadIdx.x);
   if (cell >= cg.cells) return;
-  const index_t bcq = divide<index_t>(cell, cg.Wm, cg.div_wm);
-  const index_t r = cell - bcq * cg.Wm;
-  const index_t bc = divide<index_t>(bcq, cg.Hm, cg.div_hm);
-  const index_t q = bcq - bc * cg.Hm;
-  const index_t b = divide<index_t>(bc, p.C, p.div_c);
-  const index_t c = bc - b * p.C;
-  const auto k = constants_of<DynamicPointwise, acc_t>(p, norm, c);
-  const acc_t m = static_cast<acc_t>(mask[b * p.sm[0] + c * p.sm[1] + q * p.sm[2] + r * p.sm[3]]);
-  const auto fh = mask_footprint<index_t>(q, p.mask_scale, p.H);
-  const auto fw = mask_footprint<index_t>(r, p.mask_scale, p.W);
-  const index_t bd = p.Bd > 1 ? b : index_t(0);
-  acc_t total = 0;
-  for (index_t h = fh.begin; h < fh.end; ++h) {
-    const scalar_t* go = grad_out + (b * p.plane + (c * p.H + h) * p.W);
-    acc_t row = 0;
-    for (index_t w0 = fw.begin; w0 < fw.end; w0 += VEC) {
-      acc_t gv[VEC], a[VEC], u[VEC];
-      bool cov[VEC];
-      load_group<L>(p, go + w0, w0, gv);
-      gather_delta<L, kAct, VEC>(p, delta, bd, c, h, w0, a);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        u[i] = static_cast<acc_t>(0);
-        cov[i] = false;
-      }
-      if (need_u) gather_placed<L, VEC>(p, x, b * p.sx[0] + c * p.sx[1], h, w0, u, cov);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        const acc_t e = perturb_element_backward<acc_t>(gv[i], u[i], cov[i], a[i], m, k).gm;
-        if (L::kVec || w0 + i < fw.end) row += e;
-      }
-    }
-    total += row;
-  }
-  grad_mask[cell] = total;
+  grad_mask[cell] = mask_grad_cell<scalar_t, x_t, kAct, L, index_t>(p, cg, cell, grad_out, x, delta, mask, norm, need_u);
 }
 
 // ---- host side -------------------------------------------------------------------------------
