@@ -505,19 +505,32 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
   }
 }
 
-// o[i] = element i of the 16-byte group `bits` (8 elements of a 2-byte T) for first <= i < end: the
-// 16-bit flat forward's groups that cross a plane's end. A rolled loop shifting the group down by one
-// element per step: fewer instructions than 8 unrolled stores and their lane extractions, no local
-// memory.
-template <typename T, int VEC>
-__device__ __forceinline__ void store_clipped(T* o, uint4 bits, int first, int end) {
+// o[j * stride + i] = element i of the 16-byte group bits[j] (8 elements of a 2-byte T) for
+// first <= i < end and j < n: the 16-bit flat forward's groups that cross a plane's end, of all its
+// passes at once (the passes share the positions, so first and end; pass j's output is stride =
+// VEC * plane elements after pass j - 1's). A rolled loop shifting the groups down by one element per
+// step: fewer instructions than unrolled stores and their lane extractions, no local memory.
+template <typename T, int VEC, int J, typename index_t>
+__device__ __forceinline__ void store_clipped(T* o, index_t stride, uint4 (&bits)[J], int n, int first, int end) {
   static_assert(VEC == 8 && sizeof(T) == 2, "store_clipped: 16-byte groups of 2-byte elements");
 #pragma unroll 1
   for (int i = 0; i < end; ++i) {
-    if (i >= first) *reinterpret_cast<unsigned short*>(o + i) = static_cast<unsigned short>(bits.x);
-    bits.x = __funnelshift_r(bits.x, bits.y, 16), bits.y = __funnelshift_r(bits.y, bits.z, 16);
-    bits.z = __funnelshift_r(bits.z, bits.w, 16), bits.w >>= 16;
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      if (j >= n) break;
+      if (i >= first) *reinterpret_cast<unsigned short*>(o + (j * stride + i)) = static_cast<unsigned short>(bits[j].x);
+      bits[j].x = __funnelshift_r(bits[j].x, bits[j].y, 16), bits[j].y = __funnelshift_r(bits[j].y, bits[j].z, 16);
+      bits[j].z = __funnelshift_r(bits[j].z, bits[j].w, 16), bits[j].w >>= 16;
+    }
   }
+}
+
+// v with its bits ANDed with c (0 or ~0): v where c = ~0, +0 where c = 0. Inline PTX, so that nvcc keeps
+// the mask in a register and does not turn it back into a compare and a select.
+__device__ __forceinline__ float and_bits(float v, uint32_t c) {
+  uint32_t bits;
+  asm("and.b32 %0, %1, %2;" : "=r"(bits) : "r"(__float_as_uint(v)), "r"(c));
+  return __uint_as_float(bits);
 }
 
 // Rows that are not 16-byte aligned (W % VEC != 0, the odd widths of Elsayed et al.): one copy, no
@@ -533,10 +546,15 @@ __device__ __forceinline__ void store_clipped(T* o, uint4 bits, int first, int e
 // q0 = Q + VEC + VEC * gl - sh, sh = (b * plane) % VEC, so that b * plane + q0 is a multiple of VEC
 // (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
 // ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
-// plane's ends stores its positions inside it one by one. p.gpr = W and p.div_gpr = FastDivmod(W)
-// for this kernel (int32 only). The index arithmetic is flat_tiling.h (host-tested).
+// plane's ends stores its positions inside it one by one (16-bit: all passes' such groups after the
+// passes, store_clipped). Positions off the copy load the sample's first x element and mask its term
+// to +0 (and_bits): no predicated loads. p.gpr = W and p.div_gpr = FastDivmod(W) for this kernel
+// (int32 only). The index arithmetic is flat_tiling.h (host-tested).
+// kFlatBlocksPerSm: at most 80 registers (256 threads), 3 blocks per SM (without the bound ptxas
+// took 94 for the 16-bit kernels with their clipped groups in registers: 2 blocks per SM).
+constexpr int kFlatBlocksPerSm = 3;
 template <typename scalar_t, typename x_t, Activation kAct, class P, bool kMask, typename index_t>
-__global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
+__global__ void __launch_bounds__(kThreadsPerBlock, kFlatBlocksPerSm) masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<scalar_t>, index_t> p,
                                                    const x_t* __restrict__ x, const scalar_t* __restrict__ delta,
                                                    const scalar_t* __restrict__ mask,
                                                    const acc_type_t<scalar_t>* __restrict__ norm,
@@ -549,6 +567,11 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   static_assert(flat_tiling::kThreads == kThreadsPerBlock, "flat layout: one window slot per thread");
   __shared__ float4 amk_s[kThreadsPerBlock];  // act(delta), mask, mean, 1 / std
   __shared__ index_t xo_s[kThreadsPerBlock];
+  // 16-bit: pass j's group of thread t when it crosses a plane's end, stored after the passes
+  // (store_clipped); each thread uses only its own slots (no barrier). Not in registers: 16 more
+  // registers live over the passes.
+  constexpr int kKept = sizeof(scalar_t) == 2 ? kThreadsPerBlock : 1;
+  __shared__ uint4 kept_s[flat_tiling::kPasses<VEC>][kKept];
   const int t = static_cast<int>(threadIdx.x);
   const index_t Q = flat_tiling::window_start<VEC>(static_cast<index_t>(blockIdx.x));
   {
@@ -573,42 +596,58 @@ __global__ void masked_perturb_forward_flat_kernel(const KernelArgs<acc_type_t<s
   __syncthreads();
   const int gl = t % G, s = t / G;
   if (gl == G - 1) return;
+  const int nj = flat_tiling::passes<VEC>(static_cast<index_t>(blockIdx.y), s, p.B);
+  if (nj == 0) return;
   const index_t b0 = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), 0, s);
-  if (b0 >= p.B) return;
   // The group's window slots, read once: pass j's sample b0 + j * VEC has the same shift, as
-  // (b0 + j * VEC) * plane = b0 * plane (mod VEC), so the same t0.
+  // (b0 + j * VEC) * plane = b0 * plane (mod VEC), so the same t0, the same positions q0 .. q0 + VEC - 1.
   const int t0 = flat_tiling::group_slot<VEC>(gl, b0, p.plane);  // in [1, 256 - VEC]
   const index_t q0 = Q + t0;
+  const bool whole = q0 >= 0 && q0 + VEC <= p.plane;  // the group lies inside the plane (every pass)
+  // Off the copy (slot offset -1) the load reads the sample's first element and the coverage mask
+  // cm = 0 turns its term into +0: the value of perturb_value(0, false, ...) (u = 0 off the copies).
   index_t xo[VEC];
+  uint32_t cm[VEC];
   float4 amk[VEC];
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) xo[i] = xo_s[t0 + i], amk[i] = amk_s[t0 + i];
+  for (int i = 0; i < VEC; ++i) {
+    const index_t off = xo_s[t0 + i];
+    cm[i] = off >= 0 ? ~0u : 0u;
+    xo[i] = off >= 0 ? off : 0;
+    amk[i] = amk_s[t0 + i];
+  }
 #pragma unroll
   for (int j = 0; j < flat_tiling::kPasses<VEC>; ++j) {
+    if (j >= nj) break;
     const index_t b = flat_tiling::sample<VEC>(static_cast<index_t>(blockIdx.y), j, s);
-    if (b >= p.B) return;
     const index_t xb = b * p.sx[0];  // x + (xb + xo): one 32-bit add and one wide multiply-add per load
     scalar_t vals[VEC];
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      const bool cov = xo[i] >= 0;
-      const acc_t u = cov ? load_input<acc_t>(x + (xb + xo[i]), 0) : static_cast<acc_t>(0);
+      const acc_t u = load_input<acc_t>(x + (xb + xo[i]), 0);
       ChannelConstants<acc_t> k{};
       if constexpr (P::kNormalize == Normalize::kBefore) k.before_mean = amk[i].z, k.before_inv_std = amk[i].w;
       if constexpr (P::kNormalize == Normalize::kAfter) k.after_mean = amk[i].z, k.after_inv_std = amk[i].w;
-      vals[i] = static_cast<scalar_t>(perturb_value<P, acc_t>(u, cov, amk[i].x, amk[i].y, k));
+      vals[i] = static_cast<scalar_t>(perturb_from_term<P, acc_t>(and_bits(placed_term<P, acc_t>(u, k), cm[i]), amk[i].x, amk[i].y, k));
     }
     scalar_t* o = out + (b * p.plane + q0);
-    if (q0 >= 0 && q0 + VEC <= p.plane) {
+    if (whole) {
       store_vec(o, vals);
     } else if constexpr (sizeof(scalar_t) == 4) {
 #pragma unroll
       for (int i = 0; i < VEC; ++i)
         if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
     } else {
-      uint4 bits;
-      memcpy(&bits, vals, sizeof(bits));
-      store_clipped<scalar_t, VEC>(o, bits, q0 < 0 ? static_cast<int>(-q0) : 0,
+      memcpy(&kept_s[j][t], vals, sizeof(uint4));
+    }
+  }
+  if constexpr (sizeof(scalar_t) == 2) {
+    if (!whole) {
+      uint4 kept[flat_tiling::kPasses<VEC>];
+#pragma unroll
+      for (int j = 0; j < flat_tiling::kPasses<VEC>; ++j)
+        if (j < nj) kept[j] = kept_s[j][t];
+      store_clipped<scalar_t, VEC>(out + (b0 * p.plane + q0), static_cast<index_t>(VEC) * p.plane, kept, nj, q0 < 0 ? static_cast<int>(-q0) : 0,
                                    p.plane - q0 < VEC ? static_cast<int>(p.plane - q0) : VEC);
     }
   }
@@ -917,10 +956,11 @@ bool dispatch_fast_forward(const MaskedPerturbArgs& A, bool vec, bool x_vec, boo
 
 // The flat forward for rows that are not 16-byte aligned (masked_perturb_forward_flat_kernel): one
 // copy, no resize, blend add, no clamp, delta and mask (none, or at canvas resolution) shared by the
-// batch, an aligned output, at most 65535 blocks of VEC samples. Calls f(P{}, bool_constant<mask>{}).
+// batch, an aligned output, at most 65535 blocks of VEC samples, a non-empty x (the kernel reads a
+// sample's first element off the copy). Calls f(P{}, bool_constant<mask>{}).
 template <typename F>
 bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t vec_len, F&& f) {
-  if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 ||
+  if (!out_aligned || A.pw.blend != Blend::kAdd || A.pw.has_clamp || A.pl.num_copies != 1 || A.pl.Hin == 0 || A.pl.Win == 0 ||
       A.pl.resize_mode != ResizeMode::kNone || A.Bd != 1 || (A.has_mask && (A.Bm != 1 || A.pw.mask_scale != 1)) ||
       (A.B + flat_tiling::kPasses<4> * vec_len - 1) / (flat_tiling::kPasses<4> * vec_len) > 65535)
     return false;

@@ -68,12 +68,24 @@ using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>;
 // p[0 .. VEC) = the VEC elements in bits as float, in 16-byte shared-memory stores (p 16-byte aligned).
 template <typename scalar_t, int VEC>
 __device__ __forceinline__ void store_floats(float* p, const uint4& bits) {
-  scalar_t e[VEC];
-  memcpy(e, &bits, sizeof(bits));
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    // bfloat16 -> float is the 16 bits shifted up: per 32-bit word the low element w << 16, the high one
+    // w & 0xffff0000 (exact; from the element type nvcc extracts the high one with a PRMT and shifts it).
+    static_assert(VEC == 8, "store_floats: 8 bfloat16 per 16-byte group");
+    const uint32_t w[4] = {bits.x, bits.y, bits.z, bits.w};
 #pragma unroll
-  for (int i = 0; i < VEC / 4; ++i)
-    reinterpret_cast<float4*>(p)[i] = make_float4(static_cast<float>(e[4 * i]), static_cast<float>(e[4 * i + 1]),
-                                                  static_cast<float>(e[4 * i + 2]), static_cast<float>(e[4 * i + 3]));
+    for (int i = 0; i < 2; ++i)
+      reinterpret_cast<float4*>(p)[i] =
+          make_float4(__uint_as_float(w[2 * i] << 16), __uint_as_float(w[2 * i] & 0xffff0000u),
+                      __uint_as_float(w[2 * i + 1] << 16), __uint_as_float(w[2 * i + 1] & 0xffff0000u));
+  } else {
+    scalar_t e[VEC];
+    memcpy(e, &bits, sizeof(bits));
+#pragma unroll
+    for (int i = 0; i < VEC / 4; ++i)
+      reinterpret_cast<float4*>(p)[i] = make_float4(static_cast<float>(e[4 * i]), static_cast<float>(e[4 * i + 1]),
+                                                    static_cast<float>(e[4 * i + 2]), static_cast<float>(e[4 * i + 3]));
+  }
 }
 
 // p[0 .. VEC) = v in 16-byte shared-memory stores (p 16-byte aligned).

@@ -46,6 +46,16 @@ C10_HOST_DEVICE inline index_t window_start(index_t bx) { return bx * static_cas
 template <int VEC, typename index_t>
 C10_HOST_DEVICE inline index_t sample(index_t by, int j, int s) { return by * (kPasses<VEC> * VEC) + j * VEC + s; }
 
+// The passes of thread row s in block by that hold a sample (b < B): the kernel runs passes
+// j = 0 .. passes - 1 (0 when the row's first sample is past the batch).
+template <int VEC, typename index_t>
+C10_HOST_DEVICE inline int passes(index_t by, int s, index_t B) {
+  const index_t left = B - sample<VEC>(by, 0, s);  // samples from the row's first on
+  if (left <= 0) return 0;
+  const index_t n = (left + VEC - 1) / VEC;  // pass j holds a sample when j * VEC < left
+  return n < kPasses<VEC> ? static_cast<int>(n) : kPasses<VEC>;
+}
+
 // t0: the window slot of the first position of group gl of sample b (in [1, kThreads - VEC]).
 template <int VEC, typename index_t>
 C10_HOST_DEVICE inline int group_slot(int gl, index_t b, index_t plane) {

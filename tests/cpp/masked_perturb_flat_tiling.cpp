@@ -23,9 +23,11 @@ void check_launch(int32_t plane, int32_t B) {
       for (int t = 0; t < kThreads; ++t) {
         const int gl = t % G, s = t / G;
         if (gl == G - 1) continue;  // the idle group slot
+        const int nj = passes<VEC>(by, s, B);  // the kernel's passes
         for (int j = 0; j < kPasses<VEC>; ++j) {
           const int32_t b = sample<VEC>(by, j, s);
-          if (b >= B) break;  // the kernel returns
+          EXPECT((j < nj) == (b < B), "VEC %d B %d by %d s %d: pass %d of %d for sample %d", VEC, B, by, s, j, nj, b);
+          if (j >= nj) break;
           const int t0 = group_slot<VEC>(gl, b, plane);
           // The kernel reads its window slots once, from pass 0's slot.
           EXPECT(t0 == group_slot<VEC>(gl, sample<VEC>(by, 0, s), plane), "VEC %d plane %d b %d gl %d: slot %d differs from pass 0's",
