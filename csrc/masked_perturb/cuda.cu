@@ -969,8 +969,7 @@ bool dispatch_flat_forward(const MaskedPerturbArgs& A, bool out_aligned, int64_t
     if constexpr (P::kDynamic) {
       return false;
     } else {
-      if (A.has_mask) f(p_, std::true_type{});
-      else f(p_, std::false_type{});
+      dispatch_bool(A.has_mask, [&](auto M) { f(p_, M); });
       return true;
     }
   });
