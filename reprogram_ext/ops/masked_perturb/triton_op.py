@@ -5,9 +5,10 @@
 copies that add, norm [2, C] = (mean, 1 / std) in the accumulation dtype (float32; float64 for float64
 tensors), prompt banks (bank: delta [V, Cd, H, W], output [V * B, C, H, W]). The backward returns
 canvas-resolution partials in the accumulation dtype (grad_delta [Bd, C, H, W], grad_placed [B, C, H, W], a bank's
-mask / input gradients summed over V) and the mask gradient at mask resolution [Bm, C, ceil(H / s), ceil(W / s)]
-(the compiled op's contract: from masked_perturb_cell_backward_kernel, triton_cell_backward.py, where it applies,
-else the footprint sums of the general kernel's canvas-resolution partials);
+mask / input gradients summed over V) and the mask gradient at mask resolution with the mask's channels
+[Bm, Cm, ceil(H / s), ceil(W / s)] (the compiled op's contract: from masked_perturb_cell_backward_kernel,
+triton_cell_backward.py, where it applies, else the footprint sums of the general kernel's canvas-resolution
+partials; a one-channel mask's summed over the canvas channels in channel order, autograd.sum_mask_channels);
 its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
 rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
 Kernels and formula: ``triton_kernels.py``.
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import triton
 
-from .autograd import accumulation_dtype, mask_cell_sums, register
+from .autograd import accumulation_dtype, mask_cell_sums, register, sum_mask_channels
 from .backends import TRITON_GRID_AXIS_LIMIT, triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_cell_backward import (cell_backward_applies, cell_programs_per_sample, cell_tile,
@@ -351,7 +352,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
                                    resize_mode: str, activation: str, blend: str, normalize: str, clamp,
                                    mask_scale: int, needs, bank: bool = False) -> tuple:
     """The backward op (options.BACKWARD_SCHEMA): in the accumulation dtype (grad_delta [Bd, C, H, W],
-    grad_mask at mask resolution [Bm, C, ceil(H / s), ceil(W / s)] as the compiled op's, grad_placed [B, C, H, W]);
+    grad_mask at mask resolution with the mask's channels [Bm, Cm, ceil(H / s), ceil(W / s)] as the compiled op's,
+    grad_placed [B, C, H, W]);
     an output not asked for by needs is an empty tensor."""
     grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
                                   normalize, clamp, mask_scale, needs, bank)
@@ -371,6 +373,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
             gp = gp.view(V, -1, *gp.shape[1:]).sum(0)
     if gm is not None and mask_scale > 1 and (launch is None or launch.kernel is None):
         gm = mask_cell_sums(gm, mask_scale)  # the canvas-resolution partials of the general kernel
+    if gm is not None:
+        gm = sum_mask_channels(gm, mask)  # the mask's channels (the cell kernel's C, summed here)
     acc = accumulation_dtype(delta.dtype)  # each output not asked for: its own empty tensor (outputs never alias)
     return tuple(delta.new_empty((0,), dtype=acc) if g is None else g for g in (gd, gm, gp))
 
