@@ -128,3 +128,22 @@ def test_gradcheck_mask_through_the_op(bd, case, mask_channels):
     m = mask.to(device).requires_grad_()
     assert torch.autograd.gradcheck(lambda d, m: masked_perturb(x, d, m, backend=backend, **kwargs), (d, m),
                                     atol=1e-10, rtol=1e-7, fast_mode=INTERPRET and backend == "triton")
+
+
+TRITON = [p for p in FUSED if p.values[0][0] == "triton"]
+
+
+@pytest.mark.parametrize("bd", TRITON)
+@pytest.mark.parametrize("case", ["cells_per_sample_s4", "cells_shared_s3"])
+def test_triton_cell_kernel_sums_the_channels_itself(bd, case):
+    """The Triton cell kernel serves a one-channel mask with programs of all C channels (CH = C: the channel sum
+    in the kernel, its grad_mask buffer already [.., 1, Hm, Wm]) and a per-channel mask with CH = 1."""
+    from reprogram_ext.ops.masked_perturb import triton_op as tk
+    from reprogram_ext.ops.masked_perturb.triton_cell_backward import masked_perturb_cell_backward_kernel
+
+    _, device = bd
+    for mask_channels, ch in ((1, 3), (3, 1)):
+        x, delta, mask, kwargs = _inputs(case, mask_channels)
+        (gd, gm, _), launch = tk.plan_backward(*_op_args(device, x, delta, mask, kwargs))
+        assert launch.kernel is masked_perturb_cell_backward_kernel
+        assert launch.args["CH"] == ch and gm.shape[1] == mask_channels
