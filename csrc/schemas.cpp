@@ -27,8 +27,9 @@ TORCH_LIBRARY(reprogram_ext, m) {
       "bool bank=False) -> Tensor");
   // Returns, in the accumulation dtype,
   //         (grad_delta [Bd, C, H, W] summed over the batch when Bd == 1 or bank (Bd = V),
-  //          grad_mask  [Bm, C, H, W] at canvas resolution, summed over the batch when Bm == 1 (and
-  //                     over the V programs of a bank),
+  //          grad_mask  [Bm, Cm, ceil(H / s), ceil(W / s)] at mask resolution with the mask's channels
+  //                     (Cm = 1: summed over the C canvas channels in order), summed over the batch when
+  //                     Bm == 1 (and over the V programs of a bank),
   //          grad_placed [B, C, H, W]: gradient w.r.t. the raw placed input u, summed over V);
   // an output not asked for by needs = [delta, mask, input] is an empty tensor.
   m.def(

@@ -18,6 +18,7 @@ struct MaskedPerturbArgs {
   int64_t B, C, H, W;  // canvas (B samples; the output has V * B rows)
   int64_t Cx;          // input channels (1 = grey, repeated over C)
   int64_t Bd, Bm;      // delta / mask batch size (1 = shared by the batch; Bd = V for a prompt bank)
+  int64_t Cm;          // mask channels (1 = one mask for every channel, or C; 1 without a mask)
   int64_t V;           // programs of a prompt bank (1 without one): output row v * B + b
   bool delta_per_sample;  // delta [B, Cd, H, W], one program per sample (Bd > 1 and no bank)
   bool has_mask;
@@ -65,6 +66,7 @@ inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at:
   a.sd = broadcast_strides(delta);
   a.has_mask = mask.has_value();
   a.Bm = 1;
+  a.Cm = 1;
   a.sm = Strides4{0, 0, 0, 0};
   if (a.has_mask) {
     const at::Tensor& mk = *mask;
@@ -77,6 +79,7 @@ inline MaskedPerturbArgs make_masked_perturb_args(const at::Tensor& x, const at:
                 "masked_perturb: mask ", mk.sizes(), " does not broadcast to [", a.B, ", ", a.C, ", ", Hm, ", ", Wm,
                 "]");
     a.Bm = mk.size(0);
+    a.Cm = mk.size(1);
     a.sm = broadcast_strides(mk);
   }
   const at::ScalarType acc = masked_perturb_acc_type(delta.scalar_type());
@@ -136,7 +139,9 @@ void dispatch_masked_perturb_types(const at::Tensor& x, const at::Tensor& delta,
 //          over each footprint (mask_patch_sums)
 //   placed [B, C, H, W]                    gradient w.r.t. the raw placed input u, summed over V
 // An output not asked for is an empty tensor (and its pointer for the kernel is null). The op returns
-// the mask gradient at mask resolution, [Bm, C, Hm, Wm].
+// the mask gradient at mask resolution with the mask's channels, [Bm, Cm, Hm, Wm]: a one-channel mask's
+// (Cm = 1 < C) summed over the canvas channels in order (sum_mask_channels; CUDA's fused cell kernel
+// writes that sum itself, in the same order).
 struct MaskedPerturbGrads {
   at::Tensor delta, mask, placed;
   int64_t chunks;  // reduction_chunks(B, C * H * W): batch chunks of the delta / mask sums
@@ -164,6 +169,23 @@ inline at::Tensor mask_patch_sums(at::Tensor gm, int64_t s) {
   return gm.reshape({gm.size(0), gm.size(1), Hm, s, Wm, s}).sum({3, 5});
 }
 
+// Whether the mask gradient is summed over the canvas channels: a one-channel mask on a canvas of C > 1.
+inline bool mask_channel_sum(const MaskedPerturbArgs& A) { return A.has_mask && A.Cm == 1 && A.C > 1; }
+
+// [N, C, ...] -> [N, 1, ...]: g[:, 0] + g[:, 1] + ... + g[:, C - 1], added in channel order from channel 0
+// (the order masked_perturb_cell_backward_kernel uses: the same bits). Deterministic.
+inline at::Tensor sum_channels_in_order(const at::Tensor& g) {
+  at::Tensor total = g.narrow(1, 0, 1);
+  for (int64_t c = 1; c < g.size(1); ++c) total = total + g.narrow(1, c, 1);
+  return total.contiguous();
+}
+
+// The op's mask gradient with the mask's channels: sum_channels_in_order when mask_channel_sum(A) and g
+// still has the canvas's C channels (empty / already summed: unchanged).
+inline at::Tensor sum_mask_channels(const MaskedPerturbArgs& A, at::Tensor g) {
+  return mask_channel_sum(A) && g.dim() == 4 && g.size(1) == A.C ? sum_channels_in_order(g) : g;
+}
+
 // Checks grad_out against the canvas and allocates the gradients the kernels write (zeros of the
 // final shape when the batch or the bank is empty: masked_perturb_grads_empty, no kernel runs).
 inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs& A, const at::Tensor& grad_out,
@@ -189,7 +211,7 @@ inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs&
   g.placed = needs[2] ? at::empty({A.B, A.C, A.H, A.W}, f32) : at::empty({0}, f32);
   if (masked_perturb_grads_empty(A)) {
     if (needs[0]) g.delta = at::zeros({A.Bd, A.C, A.H, A.W}, f32);
-    if (need_mask) g.mask = at::zeros({A.Bm, A.C, Hm, Wm}, f32);
+    if (need_mask) g.mask = at::zeros({A.Bm, A.Cm, Hm, Wm}, f32);
     if (needs[2]) g.placed = at::zeros({A.B, A.C, A.H, A.W}, f32);
   }
   return g;
@@ -197,7 +219,8 @@ inline MaskedPerturbGrads allocate_masked_perturb_grads(const MaskedPerturbArgs&
 
 // After the kernel: sums the batch-chunk partials of a shared (batch-1) delta / mask gradient
 // in a fixed order (deterministic), giving [1, C, H, W] ([V, C, H, W] for a prompt bank), and takes
-// a shared mask's gradient to mask resolution [1, C, Hm, Wm] (mask_patch_sums).
+// a shared mask's gradient to mask resolution [1, C, Hm, Wm] (mask_patch_sums); a one-channel mask's
+// then summed over the channels (sum_mask_channels): [Bm, Cm, Hm, Wm].
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grads(const MaskedPerturbArgs& A,
                                                                                   MaskedPerturbGrads g) {
   if (masked_perturb_grads_empty(A)) return {g.delta, g.mask, g.placed};
@@ -207,7 +230,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish_masked_perturb_grad
     if (g.mask.numel() && A.Bm == 1) g.mask = g.mask.sum(0, /*keepdim=*/true);
   }
   if (g.mask.dim() == 4 && A.Bm == 1) g.mask = mask_patch_sums(g.mask, A.pw.mask_scale);  // not asked for: 1-D
-  return {g.delta, g.mask, g.placed};
+  return {g.delta, sum_mask_channels(A, g.mask), g.placed};
 }
 
 }  // namespace reprogram_ext

@@ -6,9 +6,9 @@
 // mask resolution (float32; float64 for float64 tensors; a prompt bank's x / mask partials summed over
 // its V programs), and reduces them with plain aten ops to each input's shape and dtype:
 //   grad_delta: summed over channels when delta has one channel;
-//   grad_mask : [Bm, C, ceil(H / s), ceil(W / s)], each cell already the sum over its s x s footprint
-//               (mask_scale s; the Triton op's is at canvas resolution): summed over channels when the
-//               mask has one, and over broadcast spatial dims;
+//   grad_mask : [Bm, Cm, ceil(H / s), ceil(W / s)], each cell already the sum over its s x s footprint
+//               (mask_scale s) and, for a one-channel mask (Cm = 1), over the canvas channels (inside the
+//               op, in channel order): summed here over broadcast spatial dims only;
 //   grad_x    : the placed-input gradient cropped back from each copy (the adjoint of placing it,
 //               a constant pad with the opposite amounts) and added, summed over channels for grey
 //               input, then through the adjoint of the resize (upsample backward).
@@ -50,9 +50,9 @@ constexpr const char* kNoDoubleBackward =
 // backward() returns one gradient per argument of forward() after ctx: x, delta, mask, norm, options.
 constexpr int64_t kNumInputs = 5;
 
-// [Bm, C, Hm, Wm] mask-resolution mask gradient -> the mask's own shape [Bm, Cm, Hm | 1, Wm | 1].
+// [Bm, Cm, Hm, Wm] mask-resolution mask gradient (the op's, already with the mask's channels) -> the
+// mask's own shape [Bm, Cm, Hm | 1, Wm | 1]: the sums over the broadcast spatial dims.
 Tensor reduce_mask_grad(Tensor gm, const Tensor& mask) {
-  if (mask.size(1) == 1 && gm.size(1) != 1) gm = gm.sum(1, /*keepdim=*/true);
   if (mask.size(2) == 1 && gm.size(2) != 1) gm = gm.sum(2, /*keepdim=*/true);
   if (mask.size(3) == 1 && gm.size(3) != 1) gm = gm.sum(3, /*keepdim=*/true);
   return gm;

@@ -8,7 +8,8 @@
 // input), W % S == 0: for each element (ga, gm) = perturb_element_backward(g, 0, uncovered, a, m, k),
 // a = act(delta), m the cell's mask value; the cell's gradient is the sum of gm over its footprint
 // (rows left to right from 0, then top to bottom: the CPU's order) and delta's the batch sum of ga
-// times act'(delta).
+// times act'(delta). Channel-summed launch (one-channel mask): the cell's gradient is those footprint
+// sums of the C channels added in channel order from channel 0 (the CPU op's sum_channels_in_order).
 #pragma once
 
 #include <cmath>
@@ -107,8 +108,8 @@ C10_HOST_DEVICE inline void cell_thread_begin(const CellBackwardArgs<acc_type_t<
 
 // 1. Row pass: per sample of the thread's chunk, the footprint row's mask-gradient sum (left to right
 // from 0) into its row slot of `rows` and the delta-gradient partials; then (with a delta gradient)
-// the S partials into their slots of `parts`.
-template <typename scalar_t, int S>
+// the S partials into their slots of `parts`. kUnroll: row_pass's samples per trip.
+template <typename scalar_t, int S, int kUnroll = 2>
 C10_HOST_DEVICE inline void cell_thread_rows(const CellBackwardArgs<acc_type_t<scalar_t>>& p, const scalar_t* grad_out,
                                              const scalar_t* mask, bool with_delta,
                                              CellThread<acc_type_t<scalar_t>, S>& th, acc_type_t<scalar_t>* rows,
@@ -116,7 +117,7 @@ C10_HOST_DEVICE inline void cell_thread_rows(const CellBackwardArgs<acc_type_t<s
   using acc_t = acc_type_t<scalar_t>;
   constexpr int VEC = 16 / sizeof(scalar_t);
   const int32_t m_row = th.blk.c * p.sm_c + th.blk.q * p.sm_h + th.t.r * p.sm_w;
-  row_pass<S>(p.g, th.blk, th.t, th.j, [&](int32_t b, int32_t off, int32_t slot) {
+  row_pass<S, kUnroll>(p.g, th.blk, th.t, th.j, [&](int32_t b, int32_t off, int32_t slot) {
     const acc_t m = static_cast<acc_t>(mask[b * p.sm_b + m_row]);
     acc_t gv[S];
 #pragma unroll
@@ -141,14 +142,35 @@ C10_HOST_DEVICE inline void cell_thread_rows(const CellBackwardArgs<acc_type_t<s
   }
 }
 
-// 2. Cell pass (after the barrier): the footprint rows of each of the thread's cells, top to bottom,
-// the first assigned (the CPU's store_cell_row_sums order).
+// The footprint sum of one cell from its row slots (first, first + R, ...; n rows), top to bottom, the
+// first assigned (the CPU's store_cell_row_sums order).
+template <typename acc_t, int S>
+C10_HOST_DEVICE inline acc_t footprint_sum(const acc_t* rows, int32_t first, int32_t n) {
+  acc_t total = rows[first];
+  for (int32_t i = 1; i < n; ++i) total += rows[first + i * kCells<S>];
+  return total;
+}
+
+// 2. Cell pass (after the barrier): the footprint sum of each of the thread's cells, rows: the block's
+// row slots (of the thread's channel).
 template <typename acc_t, int S>
 C10_HOST_DEVICE inline void cell_thread_cells(const Geometry& g, const CellThread<acc_t, S>& th, const acc_t* rows,
                                               acc_t* grad_mask) {
-  cell_pass<S>(g, th.blk, th.tid, [&](int32_t, int32_t cell, int32_t first, int32_t n) {
-    acc_t total = rows[first];
-    for (int32_t i = 1; i < n; ++i) total += rows[first + i * kCells<S>];
+  cell_pass<S>(g, th.blk, th.tid, false, [&](int32_t, int32_t cell, int32_t first, int32_t n) {
+    grad_mask[cell] = footprint_sum<acc_t, S>(rows, first, n);
+  });
+}
+
+// 2, channel-summed launch (after the barrier): thread (c, j, tx) of the block's 256 C, c = th.blk.c, writes
+// its cells of the [B, 1, Hm, Wm] gradient: the footprint sums of channels 0, 1, ..., C - 1 (channel c's
+// row slots at rows + c row_slots(B)) added in that order, the first assigned.
+template <typename acc_t, int S>
+C10_HOST_DEVICE inline void cell_thread_summed_cells(const Geometry& g, const CellThread<acc_t, S>& th,
+                                                     const acc_t* rows, acc_t* grad_mask) {
+  const int32_t region = row_slots<S>(g.B);
+  cell_pass<S>(g, th.blk, th.blk.c * kThreads + th.tid, true, [&](int32_t, int32_t cell, int32_t first, int32_t n) {
+    acc_t total = footprint_sum<acc_t, S>(rows, first, n);
+    for (int32_t c = 1; c < g.C; ++c) total += footprint_sum<acc_t, S>(rows + c * region, first, n);
     grad_mask[cell] = total;
   });
 }

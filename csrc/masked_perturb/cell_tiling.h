@@ -19,6 +19,12 @@
 // 2. Cell pass: thread tid = 32 j + tx takes items tid, tid + 256, ... of the B R cells (b, rl) and sums
 //    the row slots of the cell's footprint rows top to bottom (the first one assigned): the CPU's order
 //    (store_cell_row_sums, cpu.cpp). One writer per cell.
+// Channel-summed launch (a one-channel mask on C > 1 channels, C <= kMaxSummedChannels): a block (strip x,
+// mask row q) holds all C channels, as C groups of the 256 threads above (threadIdx.z = channel c, each
+// group with its own row and partial slots, shared-memory region c); passes 1 and 3 are per channel as
+// above. Its cell pass gives the block's 256 C threads (thread c 256 + tid) items tid, tid + 256 C, ... of
+// the B R cells and writes each cell of the [B, 1, Hm, Wm] gradient once: its channel sums (each as
+// above) added in channel order from channel 0.
 // 3. Delta pass: thread tid takes positions tid, tid + 256, ... of the S x 32 block positions and adds
 //    the kChunks partials in order j = 0, 1, ...: one writer per delta position, no atomics.
 #pragma once
@@ -34,6 +40,7 @@ constexpr int kRowThreads = 32;                      // blockDim.x: S footprint 
 constexpr int kChunks = 8;                           // blockDim.y: batch chunks per block
 constexpr int kThreads = kRowThreads * kChunks;      // 256
 constexpr int kStripColumns = kRowThreads;           // canvas columns of a strip: R * S = 32
+constexpr int kMaxSummedChannels = 3;                // a channel-summed block: at most 3 x 256 threads
 
 template <int S>
 constexpr int kCells = kRowThreads / S;  // R: mask cells per strip
@@ -43,7 +50,7 @@ struct Geometry {
   int32_t B, C, H, W, Hm, Wm;
 };
 
-// The grid: x = strips, y = Hm, z = C.
+// The grid: x = strips, y = Hm, z = C (1 for a channel-summed launch).
 template <int S>
 C10_HOST_DEVICE inline int32_t strips(int32_t Wm) { return (Wm + kCells<S> - 1) / kCells<S>; }
 
@@ -53,13 +60,14 @@ C10_HOST_DEVICE inline int32_t row_slots(int32_t B) { return B * kRowThreads; }
 template <int S>
 C10_HOST_DEVICE inline int32_t partial_slots() { return kChunks * S * kStripColumns; }
 
-// The block's part of the mask gradient: channel c, mask row q, first cell r0 and first column w0.
+// The block's part of the mask gradient: channel c, mask row q, first cell r0 and first column w0 (c: the
+// block's z index, or on a channel-summed launch the thread's channel group threadIdx.z).
 struct Block {
   int32_t c, q, r0, w0;
 };
 template <int S>
-C10_HOST_DEVICE inline Block block(int32_t bx, int32_t by, int32_t bz) {
-  return Block{bz, by, bx * kCells<S>, bx * kStripColumns};
+C10_HOST_DEVICE inline Block block(int32_t bx, int32_t by, int32_t c) {
+  return Block{c, by, bx * kCells<S>, bx * kStripColumns};
 }
 
 // Thread tx's footprint row: cell r = r0 + rl, canvas row h = q S + hr, first column w = r S; ok when
@@ -93,14 +101,15 @@ C10_HOST_DEVICE inline int32_t partial_slot(int j, const RowThread& t, int i) {
 #pragma nv_exec_check_disable
 #endif
 // Row pass of thread (tx, j): f(b, grad_out offset of the row's first element, row slot) for each
-// sample b of chunk j in increasing order (nothing when the row is off the canvas).
-template <int S, class F>
+// sample b of chunk j in increasing order (nothing when the row is off the canvas). kUnroll: samples per
+// trip on the device (2; 4 on the channel-summed launch, one block of 768 threads per SM).
+template <int S, int kUnroll = 2, class F>
 C10_HOST_DEVICE inline void row_pass(const Geometry& g, const Block& k, const RowThread& t, int j, F&& f) {
   if (!t.ok) return;
   const int32_t b1 = chunk_first(g.B, j + 1);
   const int32_t row = (k.c * g.H + t.h) * g.W + t.w, plane = g.C * g.H * g.W;
 #if defined(__CUDA_ARCH__)
-#pragma unroll 2
+#pragma unroll kUnroll
 #endif
   for (int32_t b = chunk_first(g.B, j); b < b1; ++b) f(b, b * plane + row, (b * S + t.hr) * kCells<S> + t.rl);
 }
@@ -109,15 +118,18 @@ C10_HOST_DEVICE inline void row_pass(const Geometry& g, const Block& k, const Ro
 #pragma nv_exec_check_disable
 #endif
 // Cell pass of thread tid: f(b, cell index into [B, C, Hm, Wm], first row slot, rows) for its cells;
-// the footprint's row slots are first + i R for i < rows (rows = min(S, H - q S) >= 1).
+// the footprint's row slots are first + i R for i < rows (rows = min(S, H - q S) >= 1) in each channel's
+// region. Channel-summed (`summed`): tid = c 256 + j 32 + tx of the block's 256 C threads, and the cell
+// index is into [B, 1, Hm, Wm].
 template <int S, class F>
-C10_HOST_DEVICE inline void cell_pass(const Geometry& g, const Block& k, int tid, F&& f) {
+C10_HOST_DEVICE inline void cell_pass(const Geometry& g, const Block& k, int tid, bool summed, F&& f) {
   constexpr int R = kCells<S>;
   const int32_t rows = g.H - k.q * S < S ? g.H - k.q * S : S;
-  for (int32_t item = tid; item < g.B * R; item += kThreads) {
+  const int32_t threads = summed ? g.C * kThreads : kThreads, out_c = summed ? 0 : k.c, out_C = summed ? 1 : g.C;
+  for (int32_t item = tid; item < g.B * R; item += threads) {
     const int32_t b = item / R, rl = item % R, r = k.r0 + rl;
     if (r >= g.Wm) continue;
-    f(b, ((b * g.C + k.c) * g.Hm + k.q) * g.Wm + r, b * S * R + rl, rows);
+    f(b, ((b * out_C + out_c) * g.Hm + k.q) * g.Wm + r, b * S * R + rl, rows);
   }
 }
 

@@ -1089,13 +1089,18 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
   // cell (masked_perturb_mask_grad_kernel); with mask_scale 1 the cells are the canvas positions and
   // the backward kernel writes them itself.
   const bool cell_mask = grads.mask.numel() && A.Bm > 1 && A.pw.mask_scale > 1;
-  const int64_t mask_plane = cell_mask ? A.C * Hm * Wm : positions;  // elements of one mask-gradient row
+  // A one-channel mask's cells come out with one channel: from the cell kernel of cuda_cell_backward.cu
+  // summed in the kernel, else from masked_perturb_mask_grad_kernel's C channels (cell_scratch) summed
+  // after it (sum_channels_in_order: the same order, the same bits).
+  const bool cell_sum = cell_mask && mask_channel_sum(A);
+  const int64_t mask_plane = cell_mask ? (cell_sum ? 1 : A.C) * Hm * Wm : positions;  // elements of one mask-gradient row
+  Tensor cell_scratch;
   // The shared (batch-1) gradients come out of the kernel already summed: [1, C, H, W] per program
   // (a shared mask's at canvas resolution, summed over each footprint below).
   const auto acc_opts = delta.options().dtype(masked_perturb_acc_type(delta.scalar_type()));
   if (grads.delta.numel() && !A.delta_per_sample) grads.delta = at::empty({V, A.C, A.H, A.W}, acc_opts);
-  if (grads.mask.numel() && (A.Bm == 1 || V > 1)) {
-    grads.mask = A.Bm == 1 ? at::empty({V, A.C, A.H, A.W}, acc_opts) : at::empty({V * A.B, A.C, cell_mask ? Hm : A.H, cell_mask ? Wm : A.W}, acc_opts);
+  if (grads.mask.numel() && (A.Bm == 1 || V > 1 || cell_sum)) {
+    grads.mask = A.Bm == 1 ? at::empty({V, A.C, A.H, A.W}, acc_opts) : at::empty({V * A.B, cell_sum ? 1 : A.C, cell_mask ? Hm : A.H, cell_mask ? Wm : A.W}, acc_opts);
   }
   if (grads.placed.numel() && V > 1) grads.placed = at::empty({V * A.B, A.C, A.H, A.W}, acc_opts);
   grads.chunks = 1;
@@ -1138,6 +1143,10 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
       if (cell_mask && launch_cell_backward_cuda(A, delta.scalar_type(), need_u,
                                                  {go, d, mk, norm.const_data_ptr(), outs.delta, cell_out}, stream))
         continue;
+      if (cell_sum) {  // program v's cells per channel, summed into its rows of grads.mask by launch_cells
+        if (!cell_scratch.defined()) cell_scratch = at::empty({A.B, A.C, Hm, Wm}, acc_opts);
+        cell_out = cell_scratch.mutable_data_ptr<acc_t>();
+      }
       // 128-bit access: grad_out, delta and a canvas-resolution mask rows aligned, W a multiple of VEC.
       const bool vec = A.W % VEC == 0 && aligned16(go) && rows_vectorisable(d, A.sd, VEC) &&
                        (!A.has_mask || A.pw.mask_scale != 1 || rows_vectorisable(mk, A.sm, VEC));
@@ -1168,6 +1177,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
             <<<static_cast<unsigned>(cell_blocks), kCellThreadsPerBlock, 0, stream>>>(
                 args, cg, go, x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), cell_out, need_u);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (cell_sum) grads.mask.narrow(0, v * A.B, A.B).copy_(sum_channels_in_order(cell_scratch));
       };
       const bool backward_kernel = outs.delta || outs.mask || outs.placed;
       if (!fits_int32(A, x, delta, mask, A.B * groups)) {
@@ -1203,7 +1213,7 @@ std::tuple<Tensor, Tensor, Tensor> masked_perturb_backward_cuda(const Tensor& gr
   }
   if (V > 1 && grads.placed.numel()) grads.placed = grads.placed.view({V, A.B, A.C, A.H, A.W}).sum(0);
   if (grads.mask.numel() && A.Bm == 1) grads.mask = mask_patch_sums(grads.mask, A.pw.mask_scale);
-  return {grads.delta, grads.mask, grads.placed};
+  return {grads.delta, sum_mask_channels(A, grads.mask), grads.placed};
 }
 
 }  // namespace

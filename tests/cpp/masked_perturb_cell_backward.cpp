@@ -10,6 +10,9 @@
 // for mask_scale 4, 8 (SMM) and 16, a mask broadcast over channels or one per channel, a delta
 // broadcast over channels, activations none / sigmoid / tanh, normalize before / after, and with and
 // without a delta gradient (the delta output is then untouched).
+// And the channel-summed launch of a one-channel mask (the block's C channel groups, then
+// cell_thread_summed_cells): each [B, 1, Hm, Wm] cell bit for bit the CPU order's channel cells added in
+// channel order from channel 0 (sum_channels_in_order, args.h), and the formula summed over the channels.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +45,7 @@ static double dact_ref(Activation a, double y) {
 struct Case {
   int32_t B, C, H, W;
   bool mask_per_channel, delta_per_channel, normalize_after, with_delta;
+  bool summed = false;  // the channel-summed launch (a one-channel mask: mask_per_channel false)
 };
 
 template <Activation kAct, int S>
@@ -60,28 +64,40 @@ void check(const Case& cs) {
   p.sm_b = Cm * Hm * Wm, p.sm_c = cs.mask_per_channel ? Hm * Wm : 0, p.sm_h = Wm, p.sm_w = 1;
   p.pw = Pointwise{kAct, Blend::kAdd, !cs.normalize_after, cs.normalize_after, false, 0.0, 0.0, S};
   const float untouched = -12345.0f;
-  std::vector<float> grad_mask(static_cast<size_t>(B) * C * Hm * Wm, untouched), grad_delta(static_cast<size_t>(C) * H * W, untouched);
-  for (int32_t bz = 0; bz < C; ++bz)
+  EXPECT(!(cs.summed && cs.mask_per_channel), "a channel-summed case takes a one-channel mask");
+  const int32_t out_C = cs.summed ? 1 : C, grid_z = cs.summed ? 1 : C, block_c = cs.summed ? C : 1;
+  std::vector<float> grad_mask(static_cast<size_t>(B) * out_C * Hm * Wm, untouched), grad_delta(static_cast<size_t>(C) * H * W, untouched);
+  for (int32_t bz = 0; bz < grid_z; ++bz)
     for (int32_t by = 0; by < Hm; ++by)
       for (int32_t bx = 0; bx < strips<S>(Wm); ++bx) {
-        std::vector<float> rows(row_slots<S>(B), NAN), parts(partial_slots<S>(), NAN);
-        std::vector<CellThread<float, S>> th(kThreads);
-        for (int j = 0; j < kChunks; ++j)
-          for (int tx = 0; tx < kRowThreads; ++tx) {
-            CellThread<float, S>& t = th[j * kRowThreads + tx];
-            if (cs.normalize_after)  // the kernel's kNormAfter = pw.normalize_after
-              cell_thread_begin<float, kAct, S, true>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
-            else
-              cell_thread_begin<float, kAct, S, false>(p, delta.data(), norm.data(), bx, by, bz, tx, j, t);
-            cell_thread_rows<float, S>(p, grad_out.data(), mask.data(), cs.with_delta, t, rows.data(), parts.data());
-          }
+        // the kernel's shared memory: every channel group's row slots, then every group's partials
+        std::vector<float> rows(block_c * row_slots<S>(B), NAN), parts(block_c * partial_slots<S>(), NAN);
+        std::vector<CellThread<float, S>> th(block_c * kThreads);
+        for (int32_t cz = 0; cz < block_c; ++cz)
+          for (int j = 0; j < kChunks; ++j)
+            for (int tx = 0; tx < kRowThreads; ++tx) {
+              CellThread<float, S>& t = th[cz * kThreads + j * kRowThreads + tx];
+              const int32_t c = cs.summed ? cz : bz;
+              if (cs.normalize_after)  // the kernel's kNormAfter = pw.normalize_after
+                cell_thread_begin<float, kAct, S, true>(p, delta.data(), norm.data(), bx, by, c, tx, j, t);
+              else
+                cell_thread_begin<float, kAct, S, false>(p, delta.data(), norm.data(), bx, by, c, tx, j, t);
+              cell_thread_rows<float, S>(p, grad_out.data(), mask.data(), cs.with_delta, t,
+                                         rows.data() + cz * row_slots<S>(B), parts.data() + cz * partial_slots<S>());
+            }
         for (const auto& t : th) {  // after the barrier
-          cell_thread_cells<float, S>(p.g, t, rows.data(), grad_mask.data());
-          if (cs.with_delta) cell_thread_deltas<float, kAct, S>(p, delta.data(), t, parts.data(), grad_delta.data());
+          const int32_t cz = cs.summed ? t.blk.c : 0;
+          if (cs.summed) cell_thread_summed_cells<float, S>(p.g, t, rows.data(), grad_mask.data());
+          else cell_thread_cells<float, S>(p.g, t, rows.data(), grad_mask.data());
+          if (cs.with_delta)
+            cell_thread_deltas<float, kAct, S>(p, delta.data(), t, parts.data() + cz * partial_slots<S>(), grad_delta.data());
         }
       }
   // The CPU's order in float, and the formula in double.
   std::vector<double> ref_delta(grad_delta.size(), 0), scale_delta(grad_delta.size(), 0);
+  // summed: per cell of [B, 1, Hm, Wm] the CPU-order channel cells added in channel order, and the formula
+  std::vector<float> cpu_sum(grad_mask.size(), 0);
+  std::vector<double> ref_sum(grad_mask.size(), 0), scale_sum(grad_mask.size(), 0);
   for (int32_t b = 0; b < B; ++b)
     for (int32_t c = 0; c < C; ++c) {
       const auto k = channel_constants<float>(p.pw, norm.data(), C, c);
@@ -104,6 +120,12 @@ void check(const Case& cs) {
             }
             cpu = h == q * S ? t : cpu + t;
           }
+          if (cs.summed) {
+            const size_t cell = (static_cast<size_t>(b) * Hm + q) * Wm + r;
+            cpu_sum[cell] = c == 0 ? cpu : cpu_sum[cell] + cpu;
+            ref_sum[cell] += ref, scale_sum[cell] += scale;
+            continue;
+          }
           const size_t cell = ((static_cast<size_t>(b) * C + c) * Hm + q) * Wm + r;
           EXPECT(grad_mask[cell] == cpu, "S %d act %d B %d C %d H %d W %d: cell %zu = %.9g, CPU order %.9g", S,
                  static_cast<int>(kAct), B, C, H, W, cell, grad_mask[cell], cpu);
@@ -111,6 +133,12 @@ void check(const Case& cs) {
                  grad_mask[cell], ref);
         }
     }
+  for (size_t i = 0; cs.summed && i < grad_mask.size(); ++i) {
+    EXPECT(grad_mask[i] == cpu_sum[i], "S %d act %d B %d C %d H %d W %d: summed cell %zu = %.9g, CPU order %.9g", S,
+           static_cast<int>(kAct), B, C, H, W, i, grad_mask[i], cpu_sum[i]);
+    EXPECT(std::fabs(grad_mask[i] - ref_sum[i]) <= 1e-5 * scale_sum[i] + 1e-6, "S %d: summed cell %zu = %.9g, formula %.9g",
+           S, i, grad_mask[i], ref_sum[i]);
+  }
   for (size_t i = 0; i < grad_delta.size(); ++i) {
     if (!cs.with_delta) {
       EXPECT(grad_delta[i] == untouched, "S %d: delta %zu written without a delta gradient", S, i);
@@ -153,5 +181,11 @@ int main() {
   check<Activation::kTanh, 4>({3, 3, 13, 36, false, false, true, true});
   check<Activation::kNone, 4>({17, 1, 8, 32, true, true, false, false});
   check<Activation::kTanh, 16>({2, 3, 35, 48, true, true, true, true});
+  // the channel-summed launch (one-channel mask on 2 or 3 channels): SMM's layout, then the edges
+  check<Activation::kNone, 8>({64, 3, 32, 64, false, true, false, true, true});
+  check<Activation::kNone, 8>({9, 3, 20, 40, false, true, false, true, true});
+  check<Activation::kSigmoid, 4>({5, 2, 17, 36, false, false, true, true, true});
+  check<Activation::kTanh, 16>({3, 3, 35, 48, false, true, true, false, true});
+  check<Activation::kNone, 4>({40, 3, 8, 32, false, true, false, true, true});  // B R = 320 > 256 cells
   return report();
 }

@@ -9,6 +9,9 @@
 // - every mask cell and every delta position is written exactly once;
 // - the dataflow: with grad_out[e] = small integers (exact in double), the cells are the footprint sums
 //   (rows top to bottom) and the delta positions the batch sums.
+// Also the channel-summed launch (a one-channel mask: a block holds the C channels of its cells, each with
+// its own slots, and its 256 C threads write the [B, 1, Hm, Wm] cells, each the sum over the channels of
+// the footprint sums): every cell written once, reading every channel's row slots of that cell.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -23,23 +26,29 @@ using namespace reprogram_ext::cell_tiling;
 static double value_of(int64_t e) { return static_cast<double>((e * 7919) % 13) - 6.0; }
 
 template <int S>
-void check_launch(int32_t B, int32_t C, int32_t H, int32_t W) {
+void check_launch(int32_t B, int32_t C, int32_t H, int32_t W, bool summed = false) {
   constexpr int R = kCells<S>;
   const int32_t Hm = (H + S - 1) / S, Wm = (W + S - 1) / S;
   const Geometry g{B, C, H, W, Hm, Wm};
   const int64_t n = static_cast<int64_t>(B) * C * H * W;
-  std::vector<int> reads(n, 0), cell_writes(static_cast<size_t>(B) * C * Hm * Wm, 0);
+  const int32_t out_C = summed ? 1 : C;                      // channels of the mask gradient
+  const int32_t grid_z = summed ? 1 : C, block_c = summed ? C : 1;  // blocks along z, channels per block
+  std::vector<int> reads(n, 0), cell_writes(static_cast<size_t>(B) * out_C * Hm * Wm, 0);
   std::vector<int> delta_writes(static_cast<size_t>(C) * H * W, 0);
   std::vector<double> cells(cell_writes.size(), 0), delta(delta_writes.size(), 0);
   // who wrote each slot of the block: row slots -> (b, h, r); partial slots -> (h, w) of an on-canvas row
   struct RowSlot { int writes = 0; int32_t b = -1, h = -1, r = -1; double v = 0; };
   struct PartSlot { int writes = 0; bool ok = false; int32_t h = -1, w = -1; double v = 0; };
-  for (int32_t bz = 0; bz < C; ++bz) {
+  for (int32_t bz = 0; bz < grid_z; ++bz) {
     for (int32_t by = 0; by < Hm; ++by) {
       for (int32_t bx = 0; bx < strips<S>(Wm); ++bx) {
-        const Block blk = block<S>(bx, by, bz);
-        std::vector<RowSlot> rows(row_slots<S>(B));
-        std::vector<PartSlot> parts(partial_slots<S>());
+        // the block's channel groups (one, or C on a channel-summed launch), each with its own slots
+        std::vector<std::vector<RowSlot>> rows_of(block_c, std::vector<RowSlot>(row_slots<S>(B)));
+        std::vector<std::vector<PartSlot>> parts_of(block_c, std::vector<PartSlot>(partial_slots<S>()));
+        for (int32_t cz = 0; cz < block_c; ++cz) {
+        const Block blk = block<S>(bx, by, summed ? cz : bz);
+        std::vector<RowSlot>& rows = rows_of[cz];
+        std::vector<PartSlot>& parts = parts_of[cz];
         for (int j = 0; j < kChunks; ++j) {
           for (int tx = 0; tx < kRowThreads; ++tx) {
             const RowThread t = row_thread<S>(g, blk, tx);
@@ -73,23 +82,37 @@ void check_launch(int32_t B, int32_t C, int32_t H, int32_t W) {
           }
         }
         for (const PartSlot& ps : parts) EXPECT(ps.writes == 1, "S %d: partial slot written %d times", S, ps.writes);
+        }
+        // after the barrier: the cell pass of every thread of the block (c 256 + tid on a summed launch)
+        for (int32_t cz = 0; cz < block_c; ++cz)
         for (int tid = 0; tid < kThreads; ++tid) {
-          cell_pass<S>(g, blk, tid, [&](int32_t b, int32_t cell, int32_t first, int32_t nrows) {
+          const Block blk = block<S>(bx, by, summed ? cz : bz);
+          cell_pass<S>(g, blk, summed ? cz * kThreads + tid : tid, summed,
+                       [&](int32_t b, int32_t cell, int32_t first, int32_t nrows) {
             EXPECT(nrows >= 1 && nrows <= S && blk.q * S + nrows == (H < blk.q * S + S ? H : blk.q * S + S),
                    "S %d: %d footprint rows at q %d", S, nrows, blk.q);
             const int32_t r = cell % Wm;
-            EXPECT(cell / Wm == (b * C + blk.c) * Hm + blk.q, "S %d: cell %d of (b %d, c %d, q %d)", S, cell, b, blk.c, blk.q);
+            const int32_t want_c = summed ? 0 : blk.c;
+            EXPECT(cell / Wm == (b * out_C + want_c) * Hm + blk.q, "S %d: cell %d of (b %d, c %d, q %d)", S, cell, b,
+                   want_c, blk.q);
             double total = 0;
-            for (int32_t i = 0; i < nrows; ++i) {
-              const RowSlot& rs = rows[first + i * R];
-              EXPECT(rs.writes == 1 && rs.b == b && rs.h == blk.q * S + i && rs.r == r,
-                     "S %d: row slot %d (b %d h %d r %d, written %d) read for cell (b %d, row %d, r %d)", S,
-                     first + i * R, rs.b, rs.h, rs.r, rs.writes, b, blk.q * S + i, r);
-              total += rs.v;
+            for (int32_t c = 0; c < block_c; ++c) {  // a summed cell reads every channel group's slots
+              for (int32_t i = 0; i < nrows; ++i) {
+                const RowSlot& rs = rows_of[c][first + i * R];
+                EXPECT(rs.writes == 1 && rs.b == b && rs.h == blk.q * S + i && rs.r == r,
+                       "S %d: row slot %d (b %d h %d r %d, written %d) read for cell (b %d, row %d, r %d)", S,
+                       first + i * R, rs.b, rs.h, rs.r, rs.writes, b, blk.q * S + i, r);
+                total += rs.v;
+              }
             }
             ++cell_writes[cell];
             cells[cell] = total;
           });
+        }
+        for (int32_t cz = 0; cz < block_c; ++cz)
+        for (int tid = 0; tid < kThreads; ++tid) {
+          const Block blk = block<S>(bx, by, summed ? cz : bz);
+          const std::vector<PartSlot>& parts = parts_of[cz];
           delta_pass<S>(g, blk, tid, [&](int32_t h, int32_t w, int32_t pos, int32_t first) {
             EXPECT(pos == (blk.c * H + h) * W + w, "S %d: position %d of (%d, %d)", S, pos, h, w);
             double total = 0;
@@ -113,7 +136,7 @@ void check_launch(int32_t B, int32_t C, int32_t H, int32_t W) {
       for (int32_t h = 0; h < H; ++h)
         for (int32_t w = 0; w < W; ++w) {
           const int64_t e = ((static_cast<int64_t>(b) * C + c) * H + h) * W + w;
-          ref_cells[((b * C + c) * Hm + h / S) * Wm + w / S] += value_of(e);
+          ref_cells[((b * out_C + (summed ? 0 : c)) * Hm + h / S) * Wm + w / S] += value_of(e);
           ref_delta[(c * H + h) * W + w] += value_of(e);
         }
   for (size_t i = 0; i < cells.size(); ++i) {
@@ -138,6 +161,13 @@ int main() {
     check_launch<8>(B, 2, 24, 224);
     check_launch<16>(B, 1, 35, 48);
     check_launch<16>(B, 3, 16, 16);
+    check_launch<4>(B, 3, 13, 36, true);  // channel-summed launches (one-channel mask)
+    check_launch<8>(B, 2, 21, 40, true);
+    check_launch<16>(B, 3, 35, 48, true);
   }
+  check_launch<8>(64, 3, 224, 224, true);
+  // more cells than 256 (B R > 256): the cell pass reaches the threads of channel groups 1 and 2
+  check_launch<4>(40, 3, 13, 36, true);
+  check_launch<8>(100, 2, 16, 64, true);
   return report();
 }

@@ -7,10 +7,12 @@ reductions below exist once in Python (Triton) and once in C++ (compiled ops).
 The backward is made of registered ops only: ``masked_perturb_backward`` (or its Triton twin)
 returns canvas-resolution partials in the accumulation dtype (float64 for float64 tensors, else
 float32; a prompt bank's summed over the V programs where the input is shared by them), except the
-mask gradient, which is at mask resolution ``[Bm, C, ceil(H/s), ceil(W/s)]`` (each cell already the sum
-over its s x s footprint) from both ops. Plain aten ops reduce them to each input's shape:
+mask gradient, which is at mask resolution with the mask's channels, ``[Bm, Cm, ceil(H/s), ceil(W/s)]``
+(each cell already the sum over its s x s footprint; a one-channel mask's, Cm = 1, already summed over the
+canvas channels, in channel order from channel 0) from both ops. Plain aten ops reduce them to each input's
+shape:
   grad_delta: summed over channels when delta has one channel;
-  grad_mask : summed over channels when the mask has one, and over broadcast spatial dims;
+  grad_mask : summed over broadcast spatial dims (reduce_mask_grad);
   grad_x    : the placed-input gradient cropped back from each copy (adjoint of F.pad) and added,
               summed over channels for grey input, then through the adjoint of the resize.
 """
@@ -44,10 +46,28 @@ def _fake_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize
     acc = dict(dtype=accumulation_dtype(delta.dtype), device=grad_out.device)
     mask_hw = (-(-H // mask_scale), -(-W // mask_scale)) if mask_at_mask_resolution else (H, W)
     gd = grad_out.new_empty((delta.shape[0], C, H, W), **acc) if needs[0] else grad_out.new_empty((0,), **acc)
-    gm = (grad_out.new_empty((mask.shape[0], C, *mask_hw), **acc) if needs[1] and mask is not None
+    gm = (grad_out.new_empty((mask.shape[0], mask_channels(mask, C), *mask_hw), **acc)
+          if needs[1] and mask is not None
           else grad_out.new_empty((0,), **acc))
     gp = grad_out.new_empty((x.shape[0], C, H, W), **acc) if needs[2] else grad_out.new_empty((0,), **acc)
     return gd, gm, gp
+
+
+def mask_channels(mask: torch.Tensor, C: int) -> int:
+    """Channels of the backward ops' mask gradient: the mask's own (1, or the canvas's C)."""
+    return 1 if mask.shape[1] == 1 else C
+
+
+def sum_mask_channels(gm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[N, C, ...] mask gradient -> the mask's channels: for a one-channel mask, gm[:, 0] + gm[:, 1] + ... +
+    gm[:, C - 1] added in channel order from channel 0 (the order of the fused cell kernels and of the C++ ops'
+    sum_channels_in_order, args.h: the same bits); unchanged otherwise."""
+    if mask.shape[1] != 1 or gm.dim() != 4 or gm.shape[1] == 1:
+        return gm
+    total = gm[:, :1]
+    for c in range(1, gm.shape[1]):
+        total = total + gm[:, c:c + 1]
+    return total.contiguous()
 
 
 def _fake_backward_compiled(*args, **kwargs):
@@ -70,10 +90,8 @@ def mask_cell_sums(gm: torch.Tensor, mask_scale: int) -> torch.Tensor:
 
 
 def reduce_mask_grad(gm: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mask-resolution mask gradient [Bm, C, Hm, Wm] (the backward ops' output) -> mask's own shape
-    [Bm, Cm, Hm?, Wm?]: the channel sum and the broadcast dims."""
-    if mask.shape[1] == 1 and gm.shape[1] != 1:
-        gm = gm.sum(1, keepdim=True)
+    """Mask-resolution mask gradient [Bm, Cm, Hm, Wm] (the backward ops' output, already with the mask's
+    channels) -> mask's own shape [Bm, Cm, Hm?, Wm?]: the sums over the broadcast spatial dims."""
     if mask.shape[2] == 1 and gm.shape[2] != 1:
         gm = gm.sum(2, keepdim=True)
     if mask.shape[3] == 1 and gm.shape[3] != 1:

@@ -5,9 +5,10 @@
 copies that add, norm [2, C] = (mean, 1 / std) in the accumulation dtype (float32; float64 for float64
 tensors), prompt banks (bank: delta [V, Cd, H, W], output [V * B, C, H, W]). The backward returns
 canvas-resolution partials in the accumulation dtype (grad_delta [Bd, C, H, W], grad_placed [B, C, H, W], a bank's
-mask / input gradients summed over V) and the mask gradient at mask resolution [Bm, C, ceil(H / s), ceil(W / s)]
-(the compiled op's contract: from masked_perturb_cell_backward_kernel, triton_cell_backward.py, where it applies,
-else the footprint sums of the general kernel's canvas-resolution partials);
+mask / input gradients summed over V) and the mask gradient at mask resolution with the mask's channels
+[Bm, Cm, ceil(H / s), ceil(W / s)] (the compiled op's contract: from masked_perturb_cell_backward_kernel,
+triton_cell_backward.py, where it applies, else the footprint sums of the general kernel's canvas-resolution
+partials; a one-channel mask's summed over the canvas channels in channel order, autograd.sum_mask_channels);
 its batch sums run per position in sample order inside the chunks of ``reduction_chunks`` (the C++
 rule, a function of the shape only), then over the chunk rows: deterministic, no atomics.
 Kernels and formula: ``triton_kernels.py``.
@@ -26,11 +27,11 @@ import numpy as np
 import torch
 import triton
 
-from .autograd import accumulation_dtype, mask_cell_sums, register
+from .autograd import accumulation_dtype, mask_cell_sums, register, sum_mask_channels
 from .backends import TRITON_GRID_AXIS_LIMIT, triton_limits
 from .options import ACTIVATIONS, BACKWARD_SCHEMA, BLENDS, FORWARD_SCHEMA, NORMALIZE, RESIZE_MODES, PerturbOptions
 from .triton_cell_backward import (cell_backward_applies, cell_programs_per_sample, cell_tile,
-                                   masked_perturb_cell_backward_kernel)
+                                   masked_perturb_cell_backward_kernel, summed_channels)
 from .triton_kernels import masked_perturb_backward_kernel, masked_perturb_forward_kernel
 
 FORWARD_NAME = "reprogram_ext::masked_perturb_forward_triton"
@@ -310,22 +311,24 @@ def plan_backward(grad_out, x, delta, mask, *op_args_needs_bank) -> tuple:
 
 def _plan_cell_backward(grad_out, delta, mask, args: dict, needs) -> tuple:
     """plan_backward's launch of masked_perturb_cell_backward_kernel: grad_delta [chunks, C, H, W] and grad_mask
-    at mask resolution [B or chunks, C, Hm, Wm] (per-sample / shared mask); the batch chunks as backward_chunks()
-    gives them for the kernel's programs (reduction_chunks() under the interpreter)."""
+    at mask resolution with the mask's channels [B or chunks, Cm, Hm, Wm] (per-sample / shared mask; a one-channel
+    mask's summed over the C channels in the kernel); the batch chunks as backward_chunks() gives them for the
+    kernel's programs (reduction_chunks() under the interpreter)."""
     B, C, H, W, s = args["B"], args["C"], args["H"], args["W"], args["mask_scale"]
     Hm, Wm = -(-H // s), -(-W // s)
-    cells, SP, unroll, warps = cell_tile(s, Wm, delta.dtype.itemsize, _on_gpu(delta.device))
-    per_sample = cell_programs_per_sample(C, Hm, Wm, cells)
+    ch = summed_channels(C, mask)
+    cells, SP, unroll, warps = cell_tile(s, Wm, delta.dtype.itemsize, _on_gpu(delta.device), ch)
+    per_sample = cell_programs_per_sample(C, Hm, Wm, cells, ch)
     chunks = backward_chunks(B, C * H * W, per_sample * warps, delta.device, delta.dtype.itemsize)
     acc = accumulation_dtype(delta.dtype)
     gd = delta.new_empty((chunks, C, H, W), dtype=acc) if needs[0] else None
-    gm = mask.new_empty((B if args["MASK_PER_SAMPLE"] else chunks, C, Hm, Wm), dtype=acc)
+    gm = mask.new_empty((B if args["MASK_PER_SAMPLE"] else chunks, C // ch, Hm, Wm), dtype=acc)
     kernel_args = dict(
         grad_ptr=grad_out.contiguous(), delta_ptr=delta, mask_ptr=mask, norm_ptr=args["norm_ptr"], grad_delta_ptr=gd,
         grad_mask_ptr=gm, B=B, C=C, H=H, W=W, Hm=Hm, Wm=Wm, chunks=chunks,
         **{k: args[k] for k in ("sdc", "sdh", "sdw", "smb", "smc", "smh", "smw", "ACTIVATION", "NORM_AFTER",
                                 "MASK_PER_SAMPLE")},
-        S=s, SP=SP, CELLS=cells, UNROLL=unroll)
+        S=s, SP=SP, CELLS=cells, UNROLL=unroll, CH=ch, CP=triton.next_power_of_2(ch))
     return (gd, gm, None), Launch(chunks * per_sample, kernel_args, warps, kernel=masked_perturb_cell_backward_kernel)
 
 
@@ -351,7 +354,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
                                    resize_mode: str, activation: str, blend: str, normalize: str, clamp,
                                    mask_scale: int, needs, bank: bool = False) -> tuple:
     """The backward op (options.BACKWARD_SCHEMA): in the accumulation dtype (grad_delta [Bd, C, H, W],
-    grad_mask at mask resolution [Bm, C, ceil(H / s), ceil(W / s)] as the compiled op's, grad_placed [B, C, H, W]);
+    grad_mask at mask resolution with the mask's channels [Bm, Cm, ceil(H / s), ceil(W / s)] as the compiled op's,
+    grad_placed [B, C, H, W]);
     an output not asked for by needs is an empty tensor."""
     grads, launch = plan_backward(grad_out, x, delta, mask, offsets, norm, resized_size, resize_mode, activation, blend,
                                   normalize, clamp, mask_scale, needs, bank)
@@ -371,6 +375,8 @@ def masked_perturb_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, delt
             gp = gp.view(V, -1, *gp.shape[1:]).sum(0)
     if gm is not None and mask_scale > 1 and (launch is None or launch.kernel is None):
         gm = mask_cell_sums(gm, mask_scale)  # the canvas-resolution partials of the general kernel
+    if gm is not None:
+        gm = sum_mask_channels(gm, mask)  # the mask's channels (no-op where the kernel summed them)
     acc = accumulation_dtype(delta.dtype)  # each output not asked for: its own empty tensor (outputs never alias)
     return tuple(delta.new_empty((0,), dtype=acc) if g is None else g for g in (gd, gm, gp))
 
