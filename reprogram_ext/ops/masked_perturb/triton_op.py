@@ -266,8 +266,11 @@ def plan_forward(x, delta, mask, *op_args) -> tuple:
     group = 16 // delta.dtype.itemsize
     if not args["MASK_PER_SAMPLE"] or args["W"] % group or args["mask_scale"] % group or args["BLOCK"] % group:
         group = 1
-    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, MASK_GROUP=group)
-    grid = (triton.cdiv(args["H"] * args["W"], args["BLOCK"]), args["C"], V * chunks)
+    # grid axis 0 = block t * V + bank entry v (_block_and_entry): the V programs of one block of x side by side
+    tiles = triton.cdiv(args["H"] * args["W"], args["BLOCK"])
+    _check(tiles * V < 2**31, f"{tiles} blocks x {V} bank entries exceed 2^31 - 1 (axis 0 of the forward's grid)")
+    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, V=V, MASK_GROUP=group)
+    grid = (tiles * V, args["C"], chunks)
     return out, Launch(grid[0] * grid[1] * grid[2], args, NUM_WARPS, grid)
 
 
