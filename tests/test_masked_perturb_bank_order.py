@@ -8,7 +8,7 @@ single-program call's, bit for bit on the same backend, and match the reference.
 
 The cases: V in {1, 3, 8}, an odd batch that the Triton launcher splits into several chunks, a canvas of
 more than one block of positions (the interpreter's blocks are 2048 positions), one- and three-channel delta
-and mask, the mask shared by the batch or per sample, or none.
+and mask, the mask shared by the batch or per sample (at canvas resolution, or SMM's at 1 / 4), or none.
 """
 from __future__ import annotations
 
@@ -59,6 +59,25 @@ def test_bank_rows_are_the_single_program_calls(bd, V, channels, mask_kind):
     to = (lambda t: None if t is None else t.to(device))
     out = masked_perturb(to(x), to(delta), to(mask), bank=True, backend=backend, **kwargs).cpu()
     assert out.shape == (V, B, C, H, W)
+    for v in range(V):
+        single = masked_perturb(to(x), to(delta[v]), to(mask), backend=backend, **kwargs).cpu()
+        assert torch.equal(out[v], single), f"program {v}"
+        want = masked_perturb(x, delta[v], mask, backend="reference", **kwargs)
+        torch.testing.assert_close(out[v], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("V", [1, 3, 8])
+@pytest.mark.parametrize("channels", [1, C])
+def test_bank_per_sample_coarse_mask_rows_are_the_single_program_calls(bd, V, channels):
+    """SMM's per-sample mask at 1 / 4 resolution (the Triton forward reads it once per group of 4 positions
+    of its block, MASK_GROUP): every row the single-program call's, bit for bit, and the reference's."""
+    backend, device = bd
+    x, delta, _ = _inputs(V, channels, "none")
+    mask = torch.rand(B, channels, H // 4, W // 4, generator=torch.Generator().manual_seed(V + channels))
+    kwargs = dict(offset=(4, 4), normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=4)
+    to = (lambda t: t.to(device))
+    out = masked_perturb(to(x), to(delta), to(mask), bank=True, backend=backend, **kwargs).cpu()
     for v in range(V):
         single = masked_perturb(to(x), to(delta[v]), to(mask), backend=backend, **kwargs).cpu()
         assert torch.equal(out[v], single), f"program {v}"

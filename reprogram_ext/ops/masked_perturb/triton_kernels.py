@@ -199,14 +199,14 @@ def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
 
 
 @triton.jit
-def _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
+def _grouped_mask_value(mask_ptr, t, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
                         GROUP: tl.constexpr, ACC: tl.constexpr):
-    """_mask_value for the forward's block when each aligned group of GROUP consecutive positions lies in one
+    """_mask_value for the forward's block t when each aligned group of GROUP consecutive positions lies in one
     mask cell (the launcher's MASK_GROUP: W and mask_scale multiples of GROUP, so a group never crosses a row
     or a cell edge, and lies wholly inside or outside the plane): one load per group, broadcast to its
     positions. GROUP = a thread's positions, so the broadcast stays in registers."""
     base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
-    first = tl.program_id(0) * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
+    first = t * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
     h = first // W
     w = first - h * W
     cell = tl.load(base + ((h // mask_scale) * smh + (w // mask_scale) * smw), mask=first < H * W, other=0).to(ACC)
@@ -401,13 +401,14 @@ def masked_perturb_forward_kernel(
         scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
         DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACC)
     c, j, b0, b1, p, h, w, valid, v = coords
+    t, _ = _block_and_entry(tl.program_id(0), V, BANK)  # the block (the same division: compiled once)
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE and MASK_GROUP == 1, ACTIVATION,
                                  DELTA_FLAT, MASK_FLAT, ACC)
         if MASK_PER_SAMPLE and MASK_GROUP > 1:
-            m = _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
+            m = _grouped_mask_value(mask_ptr, t, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)

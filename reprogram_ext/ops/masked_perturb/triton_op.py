@@ -88,7 +88,8 @@ def forward_chunks(B: int, programs_per_sample: int, device: torch.device, bank_
     """(chunks, samples per chunk) of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS),
     each reusing its activated delta, mask and placement indices for as many samples as possible. Chunk j
     holds samples [j s, min((j + 1) s, B)), s = ceil(B / chunks), and no chunk is empty; bank_entries x chunks
-    stays within one grid axis (TRITON_GRID_AXIS_LIMIT)."""
+    stays within TRITON_GRID_AXIS_LIMIT (the chunks are the grid's axis 2; the bank entries, on axis 0 since
+    they moved next to the blocks, still count against it, so a bank keeps the chunk count it had)."""
     target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
     chunks = max(1, min(B, -(-target // max(programs_per_sample, 1)), TRITON_GRID_AXIS_LIMIT // max(bank_entries, 1)))
     per_chunk = -(-B // chunks) if B > 0 else 1
