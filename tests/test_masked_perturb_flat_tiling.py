@@ -45,3 +45,13 @@ def test_window_forward_mask_cell_on_the_host(tmp_path):
     every upscale that bilinear_window_fits for VEC rows, failing for sizes that do not fit (VEC 4
     and 8; SMM's 32 -> 224 and 224 x 224 at s = 8 included)."""
     build_and_run(tmp_path, "masked_perturb_window_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_bank_forward_tiling_on_the_host(tmp_path):
+    """csrc/masked_perturb/bank_tiling.h (the CUDA prompt-bank forward, cuda_bank_forward.cu: one launch for
+    all V programs, each thread reusing its sample's x for every program): every element of the
+    [V * B, C, H, W] output stored exactly once with the activation of its own program and position, every
+    x read inside the batch, the shared-memory slots of a group contiguous and 16-byte aligned (V 1 .. 17,
+    B 1 .. 64, VEC 4 and 8, one- and several-channel delta)."""
+    build_and_run(tmp_path, "masked_perturb_bank_tiling")

@@ -130,7 +130,8 @@ if not INTERPRET:
             assert chunks * per_sample >= min(batch * per_sample, tk.FORWARD_TARGET_PROGRAMS) // 2
 
     def test_forward_grid_is_blocks_channels_chunks():
-        """The planned forward launch (meta tensors, the GPU plan): grid (blocks of H*W, C, V * chunks)."""
+        """The planned forward launch (meta tensors, the GPU plan): grid (blocks of H*W x V, C, chunks), the bank
+        entry fastest on axis 0 (the V programs of one block of x side by side)."""
         from reprogram_ext.ops.masked_perturb import triton_op as tk
 
         meta = dict(device="meta")
@@ -138,7 +139,8 @@ if not INTERPRET:
         _, launch = tk.plan_forward(x, delta, None, [96, 98], norm, [31, 29], "none", "tanh", "add", "after", None, 1,
                                     True)
         blocks = -(-223 * 225 // launch.args["BLOCK"])
-        assert launch.grid == (blocks, 3, 4 * launch.args["chunks"])
+        assert launch.grid == (blocks * 4, 3, launch.args["chunks"])
+        assert launch.args["V"] == 4
         assert launch.programs == blocks * 3 * 4 * launch.args["chunks"]
 
     def test_triton_refuses_more_channels_or_bank_entries_than_a_grid_axis():

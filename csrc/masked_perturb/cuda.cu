@@ -48,7 +48,9 @@
 #include <type_traits>
 
 #include "masked_perturb/args.h"
+#include "masked_perturb/bank_tiling.h"
 #include "masked_perturb/batch_tiling.h"
+#include "masked_perturb/cuda_bank_forward.h"
 #include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/cuda_flat_backward.h"
 #include "masked_perturb/flat_tiling.h"
@@ -990,7 +992,8 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
   Tensor out = at::empty({bankA.V * bankA.B, bankA.C, bankA.H, bankA.W},
                          delta.options().memory_format(at::MemoryFormat::Contiguous));
   if (out.numel() == 0) return out;
-  // A prompt bank runs one launch per program (the kernels of a batch-shared delta).
+  // A prompt bank runs one launch per program (the kernels of a batch-shared delta), except on the layouts
+  // of cuda_bank_forward.cu (kBankForward): there one launch writes all V programs, reading x once.
   const auto A = bank_program(bankA);
   const Tensor dev_offsets = offsets_on_device(offsets, delta.device());
   const int64_t* dev_ptr = dev_offsets.defined() ? dev_offsets.const_data_ptr<int64_t>() : nullptr;
@@ -1003,7 +1006,13 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
     constexpr int VEC = 16 / sizeof(scalar_t);
     const int64_t threads = A.B * A.C * A.H * ((A.W + VEC - 1) / VEC);
     const scalar_t* mk = A.has_mask ? mask->const_data_ptr<scalar_t>() : nullptr;
-    for (int64_t v = 0; v < bankA.V; ++v) {
+    // One launch for the whole bank (launch_bank_forward, taken by the launch below for program 0): every
+    // program's delta rows as aligned as program 0's, int32 offsets for the whole bank.
+    const bool bank_one_launch = bankA.V > 1 && delta.stride(0) % VEC == 0 &&
+                                 bank_tiling::launch_fits(bankA.V, A.B, A.C * A.H * A.W, A.C * A.H * ((A.W + VEC - 1) / VEC),
+                                                          VEC, max_offset(delta), INT32_MAX - kThreadsPerBlock);
+    bool whole_bank = false;
+    for (int64_t v = 0; v < bankA.V && !whole_bank; ++v) {
       scalar_t* o = out.mutable_data_ptr<scalar_t>() + v * A.B * A.C * A.H * A.W;
       const scalar_t* d = delta.const_data_ptr<scalar_t>() + v * delta.stride(0);
       const bool vec = A.W % VEC == 0 && aligned16(o) && rows_vectorisable(d, A.sd, VEC) &&
@@ -1012,6 +1021,14 @@ Tensor masked_perturb_forward_cuda(const Tensor& x, const Tensor& delta, const s
         using P = decltype(p_);
         using L = decltype(l_);
         using index_t = std::remove_cv_t<decltype(args.B)>;
+        if constexpr (kBankForward<P, L, kAct> && std::is_same_v<index_t, int32_t> && !std::is_same_v<scalar_t, double>) {
+          if (bank_one_launch) {
+            launch_bank_forward<scalar_t, x_t, kAct, P, L>(args, static_cast<int32_t>(bankA.V), static_cast<int32_t>(delta.stride(0)),
+                                                           x.const_data_ptr<x_t>(), d, mk, norm.const_data_ptr<acc_t>(), o, stream);
+            whole_bank = true;
+            return;
+          }
+        }
         dim3 grid(blocks_for(threads));
         if constexpr (kBatchShared<L, kAct>) {  // blocks of 256 / VEC groups of one plane x VEC samples
           constexpr int64_t kRows = kRowsPerThread<L, kAct, VEC>;

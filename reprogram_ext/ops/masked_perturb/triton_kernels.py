@@ -14,8 +14,9 @@ Work split: one program owns BLOCK consecutive positions of one channel plane (h
 loops over a chunk of the batch; the activated delta, the mask and the placement index math of
 one copy are computed once per program and reused for every sample of the chunk. In the backward
 the batch sum of a position runs in sample order inside its chunk; the host sums the chunk rows.
-Prompt bank (BANK: delta [V, Cd, H, W]): the programs are also split over the V bank entries;
-program v's outputs are rows v * B + b, its delta-gradient partials rows v * chunks + j, and its mask /
+Prompt bank (BANK: delta [V, Cd, H, W]): the programs are also split over the V bank entries (in the
+forward the entry is the fastest grid coordinate, next to the block, so one block of x serves all V
+entries while it is in L2); program v's outputs are rows v * B + b, its delta-gradient partials rows v * chunks + j, and its mask /
 input gradient rows (v * B + b, or v * chunks + j for a shared mask), which the host sums over V.
 Math, normalisation and the gradient outputs in float32 (float64 for float64 tensors). Options arrive as their names (str constexprs: RESIZE, ACTIVATION). Optional tensors passed as None (mask,
 offsets, unneeded gradients) specialise the kernel: their code is not generated.
@@ -198,14 +199,14 @@ def _mask_value(mask_ptr, b, c, p, h, w, valid, smb, smc, smh, smw, mask_scale,
 
 
 @triton.jit
-def _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
+def _grouped_mask_value(mask_ptr, t, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK: tl.constexpr,
                         GROUP: tl.constexpr, ACC: tl.constexpr):
-    """_mask_value for the forward's block when each aligned group of GROUP consecutive positions lies in one
+    """_mask_value for the forward's block t when each aligned group of GROUP consecutive positions lies in one
     mask cell (the launcher's MASK_GROUP: W and mask_scale multiples of GROUP, so a group never crosses a row
     or a cell edge, and lies wholly inside or outside the plane): one load per group, broadcast to its
     positions. GROUP = a thread's positions, so the broadcast stays in registers."""
     base = mask_ptr + (tl.cast(b, tl.int64) * smb + c.to(tl.int64) * smc)
-    first = tl.program_id(0) * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
+    first = t * BLOCK + GROUP * tl.arange(0, BLOCK // GROUP)
     h = first // W
     w = first - h * W
     cell = tl.load(base + ((h // mask_scale) * smh + (w // mask_scale) * smw), mask=first < H * W, other=0).to(ACC)
@@ -314,14 +315,27 @@ def _program_coordinates(C, H, W, B, chunks, BLOCK: tl.constexpr, BANK: tl.const
 
 
 @triton.jit
-def _forward_coordinates(H, W, B, chunks, samples_per_chunk, BLOCK: tl.constexpr, BANK: tl.constexpr):
-    """_program_coordinates of the forward's 3-D grid (blocks of H*W, channels, bank entries x chunks), which
-    needs no division by a run-time value (the program's block, channel and chunk are its grid coordinates):
-    chunk j holds samples [j * samples_per_chunk, min((j + 1) * samples_per_chunk, B)) (int32: the launcher
-    keeps B + samples_per_chunk < 2^31); a bank's chunk row (axis 2) is v * chunks + j."""
+def _block_and_entry(pid0, V, BANK: tl.constexpr):
+    """(block t, bank entry v) of the forward's axis-0 coordinate pid0 = t * V + v of a bank (the entry
+    fastest: the V programs that read one block of x run side by side, so x comes from DRAM once and from L2
+    for the other V - 1 entries); (pid0, 0) without a bank."""
+    if BANK:
+        t = pid0 // V
+        return t, pid0 - t * V
+    else:
+        return pid0, 0
+
+
+@triton.jit
+def _forward_coordinates(H, W, B, V, samples_per_chunk, BLOCK: tl.constexpr, BANK: tl.constexpr):
+    """_program_coordinates of the forward's 3-D grid (blocks of H*W x bank entries, channels, chunks): the
+    program's channel and chunk are its grid coordinates, its block and bank entry one division by V
+    (_block_and_entry; none without a bank). Chunk j holds samples [j * samples_per_chunk,
+    min((j + 1) * samples_per_chunk, B)) (int32: the launcher keeps B + samples_per_chunk < 2^31)."""
     c = tl.program_id(1)
-    j, v = _bank_entry(tl.program_id(2), chunks, BANK)
-    p, valid, h, w = _block_positions(tl.program_id(0), H, W, BLOCK)
+    j = tl.program_id(2)
+    t, v = _block_and_entry(tl.program_id(0), V, BANK)
+    p, valid, h, w = _block_positions(t, H, W, BLOCK)
     b0 = j * samples_per_chunk
     b1 = tl.minimum(b0 + samples_per_chunk, B)
     return c, j, b0, b1, p, h, w, valid, v
@@ -367,7 +381,7 @@ def _program_operands(coords, delta_ptr, mask_ptr, norm_ptr, C, sxh, sxw, sdb, s
 @triton.jit
 def masked_perturb_forward_kernel(
     x_ptr, delta_ptr, mask_ptr, norm_ptr, offsets_ptr, out_ptr,
-    B, C, H, W, chunks, samples_per_chunk,
+    B, C, H, W, chunks, samples_per_chunk, V,
     sxb, sxc, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw,
     Hin, Win, Hr, Wr, scale_h: tl.float64, scale_w: tl.float64, oy0, ox0, num_copies, mask_scale,
     clamp_lo: tl.float64, clamp_hi: tl.float64,
@@ -378,22 +392,23 @@ def masked_perturb_forward_kernel(
     MASK_GROUP: tl.constexpr,
 ):
     """out[b, c, h, w] (row v * B + b of a bank's program v) of the module formula for the positions and
-    batch chunk of this program; grid (blocks of H*W, C, V * chunks), see _forward_coordinates. MASK_GROUP > 1:
+    batch chunk of this program; grid (blocks of H*W x V, C, chunks), see _forward_coordinates. MASK_GROUP > 1:
     a per-sample mask is read once per group of MASK_GROUP positions (_grouped_mask_value)."""
     ACC: tl.constexpr = tl.float64 if delta_ptr.dtype.element_ty == tl.float64 else tl.float32
-    coords = _forward_coordinates(H, W, B, chunks, samples_per_chunk, BLOCK, BANK)
+    coords = _forward_coordinates(H, W, B, V, samples_per_chunk, BLOCK, BANK)
     consts, taps, a, m = _program_operands(
         coords, delta_ptr, mask_ptr, norm_ptr, C, sxh, sxw, sdb, sdc, sdh, sdw, smb, smc, smh, smw, Hin, Win, Hr, Wr,
         scale_h, scale_w, oy0, ox0, mask_scale, clamp_lo, clamp_hi, RESIZE, ACTIVATION, NORM_BEFORE, NORM_AFTER,
         DELTA_FLAT, MASK_FLAT, DELTA_PER_SAMPLE, MASK_PER_SAMPLE, ACC)
     c, j, b0, b1, p, h, w, valid, v = coords
+    t, _ = _block_and_entry(tl.program_id(0), V, BANK)  # the block (the same division: compiled once)
     before_mean, before_inv, after_mean, after_inv, lo, hi = consts
     for b in range(b0, b1):
         a, m = _refresh_operands(a, m, delta_ptr, mask_ptr, b, c, p, h, w, valid, sdb, sdc, sdh, sdw, smb, smc, smh,
                                  smw, mask_scale, DELTA_PER_SAMPLE, MASK_PER_SAMPLE and MASK_GROUP == 1, ACTIVATION,
                                  DELTA_FLAT, MASK_FLAT, ACC)
         if MASK_PER_SAMPLE and MASK_GROUP > 1:
-            m = _grouped_mask_value(mask_ptr, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
+            m = _grouped_mask_value(mask_ptr, t, b, c, H, W, smb, smc, smh, smw, mask_scale, BLOCK, MASK_GROUP, ACC)
         x_bc = x_ptr + (tl.cast(b, tl.int64) * sxb + c.to(tl.int64) * sxc)
         u, covered = _placed_input(x_bc, taps, p, h, w, valid, offsets_ptr, num_copies, Hin, Win, Hr, Wr, scale_h, scale_w, sxh, sxw,
                                    ONE_COPY, X_FLAT, RESIZE, ACC)

@@ -89,7 +89,8 @@ def forward_chunks(B: int, programs_per_sample: int, device: torch.device, bank_
     """(chunks, samples per chunk) of the forward: enough programs to fill the GPU (~FORWARD_TARGET_PROGRAMS),
     each reusing its activated delta, mask and placement indices for as many samples as possible. Chunk j
     holds samples [j s, min((j + 1) s, B)), s = ceil(B / chunks), and no chunk is empty; bank_entries x chunks
-    stays within one grid axis (TRITON_GRID_AXIS_LIMIT)."""
+    stays within TRITON_GRID_AXIS_LIMIT (the chunks are the grid's axis 2; the bank entries, on axis 0 since
+    they moved next to the blocks, still count against it, so a bank keeps the chunk count it had)."""
     target = FORWARD_TARGET_PROGRAMS if _on_gpu(device) else INTERPRETER_FORWARD_TARGET_PROGRAMS
     chunks = max(1, min(B, -(-target // max(programs_per_sample, 1)), TRITON_GRID_AXIS_LIMIT // max(bank_entries, 1)))
     per_chunk = -(-B // chunks) if B > 0 else 1
@@ -267,8 +268,11 @@ def plan_forward(x, delta, mask, *op_args) -> tuple:
     group = 16 // delta.dtype.itemsize
     if not args["MASK_PER_SAMPLE"] or args["W"] % group or args["mask_scale"] % group or args["BLOCK"] % group:
         group = 1
-    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, MASK_GROUP=group)
-    grid = (triton.cdiv(args["H"] * args["W"], args["BLOCK"]), args["C"], V * chunks)
+    # grid axis 0 = block t * V + bank entry v (_block_and_entry): the V programs of one block of x side by side
+    tiles = triton.cdiv(args["H"] * args["W"], args["BLOCK"])
+    _check(tiles * V < 2**31, f"{tiles} blocks x {V} bank entries exceed 2^31 - 1 (axis 0 of the forward's grid)")
+    args.update(out_ptr=out, chunks=chunks, samples_per_chunk=per_chunk, V=V, MASK_GROUP=group)
+    grid = (tiles * V, args["C"], chunks)
     return out, Launch(grid[0] * grid[1] * grid[2], args, NUM_WARPS, grid)
 
 
