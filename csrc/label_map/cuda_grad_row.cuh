@@ -12,10 +12,28 @@
 namespace reprogram_ext {
 namespace label_map {
 
+// The product p * b rounded once to A: an FMA contraction of `v + c * (p * b)` would skip that
+// rounding (the staged backward rounds a[e] = b * p before it is added).
+template <typename A>
+RX_LM_HD A mul_rn(A p, A b) {
+#ifdef __CUDA_ARCH__
+  if constexpr (sizeof(A) == sizeof(float)) {
+    return __fmul_rn(p, b);
+  } else {
+    return __dmul_rn(p, b);
+  }
+#else
+  return p * b;
+#endif
+}
+
 // grad[j] = dense_j + c * sum over the entries e of source j of a[e], dense_j = -D softmax(x)_j
 // when `dense`, else 0; each element by one lane, 128-bit stores of the aligned body (its x loads
-// are 128-bit too when x and grad rows share their alignment).
-template <typename A, typename scalar_t, bool kMaybeDense = true>
+// are 128-bit too when x and grad rows share their alignment). kEntriesTimesP (the label_map
+// backward without staged logits, reduce sum / mean, pre softmax): a[e] holds g_t c_k without the
+// factor p_j = softmax(x)_j, and the writer adds c * (p_j * a[e]), p_j from the logit it streams:
+// the values (bits) of the staged kernel's a[e] = (g_t c_k) * p_j.
+template <typename A, typename scalar_t, bool kMaybeDense = true, bool kEntriesTimesP = false>
 struct GradRow {
   const scalar_t* xr;
   scalar_t* gr;
@@ -26,15 +44,30 @@ struct GradRow {
   bool dense;
 
   RX_LM_HD bool has_dense() const { return kMaybeDense && dense; }
-  RX_LM_HD A dense_value(A x) const { return has_dense() ? -D * exp_f(minus_lse(x, norm)) : static_cast<A>(0); }
-  // v plus c * a[e] for the entries e of source j, in ascending e.
-  RX_LM_HD A plus_entries(A v, int64_t j) const {
+  RX_LM_HD bool reads_x() const { return has_dense() || kEntriesTimesP; }
+  RX_LM_HD A softmax_of(A x) const { return exp_f(minus_lse(x, norm)); }
+  RX_LM_HD A dense_value(A x) const { return has_dense() ? -D * softmax_of(x) : static_cast<A>(0); }
+  // v plus c * a[e] (kEntriesTimesP: c * (p * a[e]), p = softmax(x)_j) for the entries e of source
+  // j, in ascending e.
+  RX_LM_HD A plus_entries(A v, int64_t j, A p = static_cast<A>(1)) const {
 RX_LM_NO_UNROLL
-    for (int32_t e = map.ptr[j]; e < map.ptr[j + 1]; ++e) v += c * a[map.ent[e]];
+    for (int32_t e = map.ptr[j]; e < map.ptr[j + 1]; ++e) {
+      if constexpr (kEntriesTimesP) {
+        v += c * mul_rn(p, a[map.ent[e]]);
+      } else {
+        v += c * a[map.ent[e]];
+      }
+    }
     return v;
   }
   RX_LM_HD A scalar_at(int64_t j) const {
-    return plus_entries(dense_value(has_dense() ? static_cast<A>(xr[j]) : static_cast<A>(0)), j);
+    const A x = reads_x() ? static_cast<A>(xr[j]) : static_cast<A>(0);
+    if constexpr (kEntriesTimesP) {
+      const A p = softmax_of(x);
+      return plus_entries(has_dense() ? -D * p : static_cast<A>(0), j, p);
+    } else {
+      return plus_entries(dense_value(x), j);
+    }
   }
 
   // Chunk ch's logits (the dense term's input; zeros without it), one 128-bit load when x_vec.
@@ -47,7 +80,7 @@ RX_LM_UNROLL
       for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
     } else {
 RX_LM_UNROLL
-      for (int i = 0; i < V; ++i) xs[i] = has_dense() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
+      for (int i = 0; i < V; ++i) xs[i] = reads_x() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
     }
   }
 
@@ -56,8 +89,16 @@ RX_LM_UNROLL
     constexpr int V = Vec16<scalar_t>::V;
     const int64_t j0 = h + ch * V;
     A out[V];
+    [[maybe_unused]] A p[V];
 RX_LM_UNROLL
-    for (int i = 0; i < V; ++i) out[i] = dense_value(xs[i]);
+    for (int i = 0; i < V; ++i) {
+      if constexpr (kEntriesTimesP) {
+        p[i] = softmax_of(xs[i]);
+        out[i] = has_dense() ? -D * p[i] : static_cast<A>(0);
+      } else {
+        out[i] = dense_value(xs[i]);
+      }
+    }
     // The chunk's sources with entries, one at a time (selects keep out[] in registers).
 RX_LM_NO_UNROLL
     for (uint32_t m = chunk_mask(map.bits, j0, V); m != 0; m &= m - 1) {
@@ -65,7 +106,14 @@ RX_LM_NO_UNROLL
       A v = out[0];
 RX_LM_UNROLL
       for (int k = 1; k < V; ++k) v = k == i ? out[k] : v;
-      v = plus_entries(v, j0 + i);
+      if constexpr (kEntriesTimesP) {
+        A pi = p[0];
+RX_LM_UNROLL
+        for (int k = 1; k < V; ++k) pi = k == i ? p[k] : pi;
+        v = plus_entries(v, j0 + i, pi);
+      } else {
+        v = plus_entries(v, j0 + i);
+      }
 RX_LM_UNROLL
       for (int k = 0; k < V; ++k) out[k] = k == i ? v : out[k];
     }
@@ -83,7 +131,7 @@ RX_LM_UNROLL
   RX_LM_HD void write(int64_t S, int lane, int log_p) const {
     constexpr int V = Vec16<scalar_t>::V;
     const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
-    const bool x_vec = has_dense() && aligned_head<scalar_t>(xr, S) == h;
+    const bool x_vec = reads_x() && aligned_head<scalar_t>(xr, S) == h;
     for (int64_t i_j = 0, n_j = lane_count(0, h, lane, log_p); i_j < n_j; ++i_j) {
       const int64_t j = lane + (i_j << log_p);
       gr[j] = static_cast<scalar_t>(scalar_at(j));
@@ -110,6 +158,31 @@ RX_LM_UNROLL
     }
   }
 };
+
+// The label_map backward without the mapped logits (reduce sum / mean, pre softmax): their
+// coefficients c_k = d out_t / d v_k (w_k, or w_k / sum_k w_k) do not depend on the values, so target
+// t's entries get b[k] = g_t c_k (0 for padding: the staged kernel's a[e] = (g_t c_k) * p_{s_k}
+// without its last factor, which GradRow<..., true> applies), and its part of the dense coefficient
+// D = sum_e a[e] = sum_t g_t sum_k c_k p_{s_k} is g_t out_t (out is homogeneous of degree one in the
+// values p: sum_k c_k p_{s_k} = out_t), 0 for a group without valid entries (mean's out_t is
+// 0 / 0 there, and the staged kernel adds nothing). out_t: the forward's output. wsum is summed over
+// the valid k in ascending order, as reduce_group sums it: the same c_k bits.
+template <Reduce R, typename A>
+RX_LM_HD A target_coefficients(const Group<A>& g, A go, A out_t, A* b) {
+  static_assert(Reducer<R>::kSumOfTerms, "sum and mean only: their coefficients do not depend on the values");
+  A wsum = 0;
+  bool any = false;
+  for (int64_t k = 0; k < g.K; ++k) {
+    if (g.valid(k)) {
+      wsum += g.weight(k);
+      any = true;
+    }
+  }
+  for (int64_t k = 0; k < g.K; ++k) {
+    b[k] = g.valid(k) ? go * Reducer<R>::coefficient(g.weight(k), wsum, false) : static_cast<A>(0);
+  }
+  return any ? go * out_t : static_cast<A>(0);
+}
 
 }  // namespace label_map
 }  // namespace reprogram_ext
