@@ -49,7 +49,7 @@ struct GradRow {
   RX_LM_HD A dense_value(A x) const { return has_dense() ? -D * softmax_of(x) : static_cast<A>(0); }
   // v plus c * a[e] (kEntriesTimesP: c * (p * a[e]), p = softmax(x)_j) for the entries e of source
   // j, in ascending e.
-  RX_LM_HD A plus_entries(A v, int64_t j, A p = static_cast<A>(1)) const {
+  RX_LM_HD A plus_entries(A v, int32_t j, A p = static_cast<A>(1)) const {
 RX_LM_NO_UNROLL
     for (int32_t e = map.ptr[j]; e < map.ptr[j + 1]; ++e) {
       if constexpr (kEntriesTimesP) {
@@ -60,7 +60,7 @@ RX_LM_NO_UNROLL
     }
     return v;
   }
-  RX_LM_HD A scalar_at(int64_t j) const {
+  RX_LM_HD A scalar_at(int32_t j) const {
     const A x = reads_x() ? static_cast<A>(xr[j]) : static_cast<A>(0);
     if constexpr (kEntriesTimesP) {
       const A p = softmax_of(x);
@@ -70,24 +70,27 @@ RX_LM_NO_UNROLL
     }
   }
 
-  // Chunk ch's logits (the dense term's input; zeros without it), one 128-bit load when x_vec.
-  RX_LM_HD void load_chunk(int64_t h, int64_t ch, bool x_vec, A (&xs)[Vec16<scalar_t>::V]) const {
+  // Chunk ch's logits (the dense term's input; zeros without it): one 128-bit load when kXVec (the
+  // x and grad rows share their alignment; xv: the row's aligned body, from element h), else scalars.
+  template <bool kXVec>
+  RX_LM_HD void load_chunk(const Vec16<scalar_t>* xv, int32_t h, int32_t ch, A (&xs)[Vec16<scalar_t>::V]) const {
     constexpr int V = Vec16<scalar_t>::V;
-    const int64_t j0 = h + ch * V;
-    if (x_vec) {
-      const Vec16<scalar_t> xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h)[ch];
+    if constexpr (kXVec) {
+      const Vec16<scalar_t> v = xv[ch];
 RX_LM_UNROLL
-      for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(xv.v[i]);
+      for (int i = 0; i < V; ++i) xs[i] = static_cast<A>(v.v[i]);
     } else {
+      const int32_t j0 = h + ch * V;
 RX_LM_UNROLL
       for (int i = 0; i < V; ++i) xs[i] = reads_x() ? static_cast<A>(xr[j0 + i]) : static_cast<A>(0);
     }
   }
 
   // Chunk ch's gradient from its logits xs: dense values, then its sources' entries; one 128-bit store.
-  RX_LM_HD void store_chunk(int64_t h, int64_t ch, const A (&xs)[Vec16<scalar_t>::V]) const {
+  // (gv: the gradient row's aligned body, from element h.)
+  RX_LM_HD void store_chunk(Vec16<scalar_t>* gv, int32_t h, int32_t ch, const A (&xs)[Vec16<scalar_t>::V]) const {
     constexpr int V = Vec16<scalar_t>::V;
-    const int64_t j0 = h + ch * V;
+    const int32_t j0 = h + ch * V;
     A out[V];
     [[maybe_unused]] A p[V];
 RX_LM_UNROLL
@@ -120,7 +123,7 @@ RX_LM_UNROLL
     Vec16<scalar_t> o;
 RX_LM_UNROLL
     for (int i = 0; i < V; ++i) o.v[i] = static_cast<scalar_t>(out[i]);
-    reinterpret_cast<Vec16<scalar_t>*>(gr + h)[ch] = o;
+    gv[ch] = o;
   }
 
   // The lane's elements of the row. With the dense term the body goes kChunks chunks per step, their
@@ -128,32 +131,52 @@ RX_LM_UNROLL
   // of rows still streams near the copy rate); every element's value and order of additions are the
   // same whatever the step.
   static constexpr int kChunks = kMaybeDense ? 2 : 1;
-  RX_LM_HD void write(int64_t S, int lane, int log_p) const {
+  // The lane's `left` chunks ch, ch + P, ..., kChunks per step, then one at a time.
+  template <bool kXVec>
+  RX_LM_HD void write_chunks(const Vec16<scalar_t>* xv, Vec16<scalar_t>* gv, int32_t h, int32_t left, int32_t ch,
+                             int32_t P) const {
     constexpr int V = Vec16<scalar_t>::V;
-    const int64_t h = aligned_head<scalar_t>(gr, S), nv = (S - h) / V;
-    const bool x_vec = reads_x() && aligned_head<scalar_t>(xr, S) == h;
-    for (int64_t i_j = 0, n_j = lane_count(0, h, lane, log_p); i_j < n_j; ++i_j) {
-      const int64_t j = lane + (i_j << log_p);
-      gr[j] = static_cast<scalar_t>(scalar_at(j));
-    }
-    const int64_t n_ch = lane_count(0, nv, lane, log_p);
-    int64_t i_ch = 0;
-    for (; i_ch + kChunks <= n_ch; i_ch += kChunks) {
+    for (; left >= kChunks; left -= kChunks, ch += kChunks * P) {
       A xs[kChunks][V];
 RX_LM_UNROLL
-      for (int u = 0; u < kChunks; ++u) load_chunk(h, lane + ((i_ch + u) << log_p), x_vec, xs[u]);
+      for (int u = 0; u < kChunks; ++u) load_chunk<kXVec>(xv, h, ch + u * P, xs[u]);
 RX_LM_UNROLL
-      for (int u = 0; u < kChunks; ++u) store_chunk(h, lane + ((i_ch + u) << log_p), xs[u]);
+      for (int u = 0; u < kChunks; ++u) store_chunk(gv, h, ch + u * P, xs[u]);
     }
     if constexpr (kChunks > 1) {
-      for (; i_ch < n_ch; ++i_ch) {
+      for (; left > 0; --left, ch += P) {
         A xs[V];
-        load_chunk(h, lane + (i_ch << log_p), x_vec, xs);
-        store_chunk(h, lane + (i_ch << log_p), xs);
+        load_chunk<kXVec>(xv, h, ch, xs);
+        store_chunk(gv, h, ch, xs);
       }
     }
-    for (int64_t i_j = 0, n_j = lane_count(h + nv * V, S, lane, log_p); i_j < n_j; ++i_j) {
-      const int64_t j = h + nv * V + lane + (i_j << log_p);
+  }
+
+  // Positions within the row are int32 (no 64-bit index arithmetic per chunk): every caller's row
+  // has S < 2^31 - 1 sources (build_source_map's bound), so h + ch V and the lanes' chunk indices fit.
+  RX_LM_HD void write(int64_t S, int lane, int log_p) const {
+    constexpr int V = Vec16<scalar_t>::V;
+    const int32_t s32 = static_cast<int32_t>(S);
+    const int32_t h = static_cast<int32_t>(aligned_head<scalar_t>(gr, S)), nv = (s32 - h) / V;
+    const bool x_vec = reads_x() && aligned_head<scalar_t>(xr, S) == h;
+    const int32_t P = 1 << log_p;
+    for (int32_t i = 0, n_j = static_cast<int32_t>(lane_count(0, h, lane, log_p)); i < n_j; ++i) {
+      const int32_t j = lane + (i << log_p);
+      gr[j] = static_cast<scalar_t>(scalar_at(j));
+    }
+    const Vec16<scalar_t>* xv = reinterpret_cast<const Vec16<scalar_t>*>(xr + h);
+    Vec16<scalar_t>* gv = reinterpret_cast<Vec16<scalar_t>*>(gr + h);
+    // The lane's chunks lane, lane + P, ... below nv; the body loop without the scalar-load path when
+    // the logits load as 128-bit chunks (the usual case), so that it holds no scalar row addressing.
+    const int32_t n_ch = static_cast<int32_t>(lane_count(0, nv, lane, log_p));
+    if (x_vec) {
+      write_chunks<true>(xv, gv, h, n_ch, lane, P);
+    } else {
+      write_chunks<false>(xv, gv, h, n_ch, lane, P);
+    }
+    const int32_t tail = h + nv * V;
+    for (int32_t i = 0, n_j = static_cast<int32_t>(lane_count(tail, s32, lane, log_p)); i < n_j; ++i) {
+      const int32_t j = tail + lane + (i << log_p);
       gr[j] = static_cast<scalar_t>(scalar_at(j));
     }
   }
