@@ -162,6 +162,7 @@ class KernelStats:
     loops: int
     max_loop_body: int
     load_loop_body: int = 0  # the body of the loop with the most global loads (the streaming loop)
+    vector_loop_body: int = 0  # the body of the loop with the most 128-bit global loads and stores
 
     @property
     def kernel_instructions(self) -> int:
@@ -179,7 +180,9 @@ def kernel_stats(instructions: Iterable[Instruction]) -> KernelStats:
     loads / stores: LDG / STG per access width; atomics: ATOM / ATOMG / RED (global);
     loops: branches of the kernel's code to a lower address; max_loop_body: the most instructions in
     one [target, branch] range; load_loop_body: the instructions of the range with the most LDGs (ties:
-    the larger one), the loop that streams the big tensor in a kernel with several loops.
+    the larger one), the loop that streams the big tensor in a kernel with several loops;
+    vector_loop_body: the same for the most 128-bit LDG + STG (a streaming loop beside a loop that
+    gathers more, narrower values).
     """
     body = []
     for ins in instructions:
@@ -218,8 +221,12 @@ def kernel_stats(instructions: Iterable[Instruction]) -> KernelStats:
               sum(1 for i in body if lo <= i.address <= hi)) for lo, hi in loop_ranges]
     max_loop_body = max((n for _, n in sizes), default=0)
     load_loop_body = max(sizes, default=(0, 0))[1]
+    vector_sizes = [(sum(1 for i in body if lo <= i.address <= hi and _base(i.opcode) in ("LDG", "STG")
+                         and access_width(i.opcode) == 128), n) for (lo, hi), (_, n) in zip(loop_ranges, sizes)]
+    vector_loop_body = max(vector_sizes, default=(0, 0))[1]
     return KernelStats(len(body), sum(in_subroutine), calls, local_loads, local_stores, local_store_bytes,
-                       dict(loads), dict(stores), atomics, len(loop_ranges), max_loop_body, load_loop_body)
+                       dict(loads), dict(stores), atomics, len(loop_ranges), max_loop_body, load_loop_body,
+                       vector_loop_body)
 
 
 def short_name(demangled: str) -> str:
@@ -285,16 +292,20 @@ def per_output(kernel: Kernel, outputs_per_thread: float, measure: str = "static
     loop-free thread executes at most these); "loop": its largest loop body (one iteration handles
     outputs_per_thread outputs); "load_loop": the body of its loop with the most global loads (one
     iteration handles outputs_per_thread outputs), for kernels whose streaming loop sits beside others
-    (a reduction over shared memory, a tail)."""
+    (a reduction over shared memory, a tail); "vector_loop": the body of its loop with the most 128-bit
+    global loads and stores, for a streaming loop beside a loop with more scalar loads."""
     s = kernel.stats
-    if measure in ("loop", "load_loop"):
+    if measure in ("loop", "load_loop", "vector_loop"):
         if not s.loops:
             return s.kernel_instructions / outputs_per_thread, "static, no loop found"
         if measure == "load_loop":
             return s.load_loop_body / outputs_per_thread, "streaming loop body"
+        if measure == "vector_loop":
+            return s.vector_loop_body / outputs_per_thread, "128-bit streaming loop body"
         return s.max_loop_body / outputs_per_thread, "loop body"
     if measure != "static":
-        raise ValueError(f"budget 'per_output' must be 'static', 'loop' or 'load_loop', got {measure!r}")
+        raise ValueError(f"budget 'per_output' must be 'static', 'loop', 'load_loop' or 'vector_loop', "
+                         f"got {measure!r}")
     return s.kernel_instructions / outputs_per_thread, "static"
 
 

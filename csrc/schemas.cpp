@@ -61,9 +61,11 @@ TORCH_LIBRARY(reprogram_ext, m) {
   m.def(
       "label_map_forward(Tensor logits, Tensor index, Tensor? weight, str reduce, str pre, int topk=0) "
       "-> (Tensor, Tensor)");
+  // forward_out: the forward's out (optional; the CUDA kernel of reduce sum / mean with pre softmax
+  // uses it instead of the mapped logits).
   m.def(
       "label_map_backward(Tensor grad_out, Tensor logits, Tensor index, Tensor? weight, Tensor row_lse, "
-      "str reduce, str pre, bool need_weight_grad, int topk=0) -> (Tensor, Tensor)");
+      "str reduce, str pre, bool need_weight_grad, int topk=0, Tensor? forward_out=None) -> (Tensor, Tensor)");
   // Per-row cross-entropy on the mapped logits. Forward returns (loss [N], 0 where target ==
   // ignore_index; unit_grad [N, T, K]: d loss_n / d x[n, index[t, k]] through entry (t, k) for a
   // unit upstream gradient; dense [N, 3] = (row max, row log-sum, D) with d loss_n / d x[n, j] including

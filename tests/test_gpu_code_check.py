@@ -187,17 +187,34 @@ def test_table_lists_every_kernel():
     assert len(table.splitlines()) == 2 + 2
 
 
-def test_load_loop_is_the_loop_that_streams():
-    """Two loops: a long one without global loads (a reduction in shared memory) and a short one with
-    two LDGs; "load_loop" measures the short one, "loop" the long one."""
-    lines = ["\tcode for sm_90", "\t\tFunction : _Z2k2v"]
-    ops = (["LDG.E.128 R4, desc[UR4][R2.64] ;", "LDG.E.128 R8, desc[UR4][R2.64+0x10] ;", "FADD R0, R4, R8 ;",
-            "@P0 BRA 0x0 ;"] + ["LDS R1, [R2] ;"] * 6 + ["FADD R0, R0, R1 ;", "@P1 BRA 0x40 ;", "EXIT ;"])
+def _stats_of(name, ops):
+    """kernel_stats of one sm_90 function whose instructions are `ops`, 16 bytes apart from 0x0."""
+    lines = ["\tcode for sm_90", f"\t\tFunction : {name}"]
     for i, op in enumerate(ops):
         lines.append(f"        /*{16 * i:04x}*/                   {op}   /* 0x0 */")
     (fn,) = check.parse_sass("\n".join(lines) + "\n")
-    stats = check.kernel_stats(fn.instructions)
+    return check.kernel_stats(fn.instructions)
+
+
+def test_load_loop_is_the_loop_that_streams():
+    """Two loops: a long one without global loads (a reduction in shared memory) and a short one with
+    two LDGs; "load_loop" measures the short one, "loop" the long one."""
+    stats = _stats_of("_Z2k2v", ["LDG.E.128 R4, desc[UR4][R2.64] ;", "LDG.E.128 R8, desc[UR4][R2.64+0x10] ;",
+                                 "FADD R0, R4, R8 ;", "@P0 BRA 0x0 ;"] + ["LDS R1, [R2] ;"] * 6
+                      + ["FADD R0, R0, R1 ;", "@P1 BRA 0x40 ;", "EXIT ;"])
     assert stats.loops == 2 and stats.load_loop_body == 4 and stats.max_loop_body == 8
     kernel = check.Kernel("cuda:k2", "sm_90", 32, 0, 0, stats)
     assert check.per_output(kernel, 2, "load_loop") == (2.0, "streaming loop body")
     assert check.per_output(kernel, 2, "loop") == (4.0, "loop body")
+
+
+def test_vector_loop_is_the_loop_with_128_bit_accesses():
+    """Two loops: one with four scalar LDGs (a gather) and one with a 128-bit LDG and STG (the
+    stream); "load_loop" measures the gather, "vector_loop" the stream."""
+    stats = _stats_of("_Z2k3v", ["LDG.E R4, desc[UR4][R2.64] ;"] * 4 + ["FADD R0, R4, R5 ;", "@P0 BRA 0x0 ;"]
+                      + ["LDG.E.128 R8, desc[UR4][R2.64] ;", "STG.E.128 desc[UR4][R6.64], R8 ;", "@P1 BRA 0x60 ;",
+                         "EXIT ;"])
+    assert stats.loops == 2 and stats.load_loop_body == 6 and stats.vector_loop_body == 3
+    kernel = check.Kernel("cuda:k3", "sm_90", 32, 0, 0, stats)
+    assert check.per_output(kernel, 4, "load_loop") == (1.5, "streaming loop body")
+    assert check.per_output(kernel, 3, "vector_loop") == (1.0, "128-bit streaming loop body")

@@ -547,3 +547,36 @@ def test_float64_computed_in_float64(bd, pre, reduce):
         assert_close_relative(got.cpu(), want, rtol=1e-12, floor=1e-14)
     fn = lambda x, w: rx.label_map(x, index, w, reduce=reduce, pre=pre, backend=backend)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, w), atol=1e-10, rtol=1e-7, fast_mode=INTERPRET)
+
+
+# The compiled backends (C++ CPU, CUDA): their backward op's optional forward_out.
+COMPILED = [p for p in KERNEL_BACKENDS if p.values[0][0] in ("cpu", "cuda")]
+
+
+@pytest.mark.parametrize("bd", COMPILED)
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backward_from_the_forward_output(bd, reduce, weighted):
+    """label_map_backward's forward_out (the forward's output; the CUDA kernel of pre softmax with
+    sum / mean reads it instead of the mapped logits, D = sum_t g_t out_t): the gradient it gives is
+    the one without it (CPU: the same bits, it only checks it; CUDA: the dense coefficient rounded
+    differently), through autograd too; a tensor of another shape is refused, naming the argument."""
+    backend, device = bd
+    logits, index, weight = _case("duplicate", weighted, S=53, T=7, K=3, lead=(6,))
+    logits, index = logits.to(device), index.to(device)
+    weight = weight.to(device) if weighted else None
+    forward, _ = forward_ops(backend)
+    backward = torch.ops.reprogram_ext.label_map_backward
+    out, row_lse = forward(logits, index, weight, reduce, "softmax")
+    grad_out = torch.randn(out.shape, generator=gen(3)).to(device)
+    plain, _ = backward(grad_out, logits, index, weight, row_lse, reduce, "softmax", False)
+    with_out, _ = backward(grad_out, logits, index, weight, row_lse, reduce, "softmax", False, 0, out)
+    if device == "cpu":
+        assert torch.equal(with_out, plain)
+    else:
+        assert_close_relative(with_out, plain, 1e-5)
+    x = logits.clone().requires_grad_(True)
+    rx.label_map(x, index, weight, reduce=reduce, pre="softmax", backend=backend).backward(grad_out)
+    assert_close_relative(x.grad, plain, 1e-5)
+    with pytest.raises(RuntimeError, match=r"forward_out must be the forward's contiguous \[6, 7\]"):
+        backward(grad_out, logits, index, weight, row_lse, reduce, "softmax", False, 0, out[:, :3])

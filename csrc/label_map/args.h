@@ -129,14 +129,29 @@ inline void check_mapped_ce_backward_args(const LabelMapArgs& p, at::ScalarType 
               "mapped_cross_entropy_backward: dense must be [", p.N, ", 3]");
 }
 
+// label_map_backward's optional forward_out: the forward's output [N, T] (logits' dtype, contiguous,
+// on logits' device), which the CUDA backward of reduce sum / mean with pre softmax uses in place
+// of the mapped logits (cuda.cu, label_map_backward_from_out_kernel); the other kernels ignore it.
+inline void check_forward_out(const LabelMapArgs& p, const at::Tensor& logits,
+                              const std::optional<at::Tensor>& forward_out) {
+  if (!forward_out.has_value() || !forward_out->defined()) return;
+  const at::Tensor& o = *forward_out;
+  TORCH_CHECK(o.sizes() == at::IntArrayRef({p.N, p.T}) && o.scalar_type() == logits.scalar_type() &&
+                  o.is_contiguous() && o.device() == logits.device(),
+              "label_map_backward: forward_out must be the forward's contiguous [", p.N, ", ", p.T, "] ",
+              logits.scalar_type(), " output on logits' device, got ", o.scalar_type(), " ", o.sizes());
+}
+
 // The checked arguments of each op, shared by the CPU and CUDA entry points (`reduce` and `pre`
 // are the schemas' strings; `op` of the backward ops is its public op's name).
 inline LabelMapArgs make_label_map_backward_args(const at::Tensor& grad_out, const at::Tensor& logits,
                                                  const at::Tensor& index, const std::optional<at::Tensor>& weight,
                                                  const at::Tensor& row_lse, c10::string_view reduce,
-                                                 c10::string_view pre, int64_t topk) {
+                                                 c10::string_view pre, int64_t topk,
+                                                 const std::optional<at::Tensor>& forward_out = std::nullopt) {
   const LabelMapArgs p = make_label_map_args("label_map", logits, index, weight, reduce, pre, topk);
   check_label_map_backward_args(p, logits, grad_out, row_lse);
+  check_forward_out(p, logits, forward_out);
   return p;
 }
 

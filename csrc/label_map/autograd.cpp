@@ -48,7 +48,12 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
     auto [out, row_lse] = op.call(logits, index, weight, reduce, pre, topk);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({row_lse});
-    ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse});
+    // The CUDA backward of reduce sum / mean with pre softmax (float32 / float64) reads the output
+    // instead of the mapped logits (label_map_backward's forward_out): saved only there, so that an
+    // in-place change of the output fails its backward only where that backward would read it.
+    const bool save_out = logits.is_cuda() && pre == "softmax" && (reduce == "sum" || reduce == "mean") &&
+                          (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble);
+    ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse, save_out ? out : Tensor()});
     ctx->saved_data["reduce"] = std::string(reduce);
     ctx->saved_data["pre"] = std::string(pre);
     ctx->saved_data["topk"] = topk;
@@ -60,7 +65,8 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
                          .findSchemaOrThrow("reprogram_ext::label_map_backward", "")
                          .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                            const std::optional<Tensor>&, const Tensor&,
-                                                           c10::string_view, c10::string_view, bool, int64_t)>();
+                                                           c10::string_view, c10::string_view, bool, int64_t,
+                                                           const std::optional<Tensor>&)>();
     if (!grads[0].defined()) return variable_list(6);
     TORCH_CHECK(!at::GradMode::is_enabled(), "label_map", kNoDoubleBackwardSuffix);
     const auto saved = ctx->get_saved_variables();
@@ -68,7 +74,7 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
     const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], weight, saved[3],
                               ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(), need_w,
-                              ctx->saved_data["topk"].toInt());
+                              ctx->saved_data["topk"].toInt(), optional_of(saved[4]));
     return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };

@@ -133,8 +133,11 @@ std::tuple<Tensor, Tensor> label_map_forward_cpu(const Tensor& logits, const Ten
 std::tuple<Tensor, Tensor> label_map_backward_cpu(const Tensor& grad_out_in, const Tensor& logits,
                                                   const Tensor& index, const std::optional<Tensor>& weight,
                                                   const Tensor& row_lse, c10::string_view reduce, c10::string_view pre,
-                                                  bool need_weight_grad, int64_t topk) {
-  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk);
+                                                  bool need_weight_grad, int64_t topk,
+                                                  const std::optional<Tensor>& forward_out) {
+  // forward_out (the forward's output) is checked and not used: the CPU kernel reads the mapped logits.
+  const LabelMapArgs p =
+      make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk, forward_out);
   const CompactSources cs = compact_sources(index.const_data_ptr<int64_t>(), p.T * p.K);
   const Tensor grad_out = grad_out_in.contiguous();
   BackwardOutputs o(p, logits, need_weight_grad);

@@ -237,6 +237,46 @@ __global__ void label_map_backward_kernel(const scalar_t* __restrict__ grad_out,
   row.write(S, g.lane, g.log_p);
 }
 
+// The label_map backward of reduce sum / mean with pre softmax, given the forward's output `out`
+// (bench/notes/label_map.md, session 9): one launch, no access to the row's mapped logits. The
+// staged kernel above gathers them (T*K random 32 B sectors per row, at a 32k vocabulary read again
+// by the row's stream long after L2 has dropped them) only to form a[e] = g_t c_k p_{s_k} and its sum
+// D before the first gradient element is written; here D = sum_t g_t out_t (target_coefficients,
+// cuda_grad_row.cuh), b[e] = g_t c_k is kept in shared memory (the launch passes
+// (kRowBlock >> log_p) * T*K values of dynamic shared memory), and the writer multiplies each entry
+// by the p_j it computes from the streamed logit (GradRow<..., true>): every entry adds the bits of
+// the staged kernel's a[e]; D differs from its sum of the a[e] by rounding.
+template <Reduce R, typename scalar_t>
+__global__ void label_map_backward_from_out_kernel(const scalar_t* __restrict__ grad_out,
+                                                   const scalar_t* __restrict__ x, const int64_t* __restrict__ index,
+                                                   const acc_t<scalar_t>* __restrict__ weight,
+                                                   const acc_t<scalar_t>* __restrict__ stats,
+                                                   const scalar_t* __restrict__ out, SourceMapView map,
+                                                   scalar_t* __restrict__ grad, int64_t N, int64_t S, int64_t T,
+                                                   int64_t K, int log_p) {
+  using A = acc_t<scalar_t>;
+  __shared__ A scratch[kRowBlock / 32];
+  const RowGroup g(log_p);
+  const bool active = g.n < N;
+  const int64_t n = active ? g.n : 0, TK = T * K;
+  extern __shared__ __align__(16) unsigned char stage_smem[];
+  A* b = reinterpret_cast<A*>(stage_smem) + (threadIdx.x >> log_p) * TK;  // [TK], this row's
+  A local_D = 0;
+  if (active) {
+    for (int64_t i_t = 0, n_t = g.count(0, T); i_t < n_t; ++i_t) {
+      const int64_t t = g.at(0, i_t);
+      local_D += target_coefficients<R, A>(group_at(index, weight, K, t, S, 0), static_cast<A>(grad_out[n * T + t]),
+                                           static_cast<A>(out[n * T + t]), b + t * K);
+    }
+  }
+  const A D = group_reduce<false>(local_D, log_p, scratch);
+  __syncthreads();  // the row's b[] (written by its other lanes) is read below
+  if (!active) return;
+  const RowNorm<A> norm{stats[2 * n], stats[2 * n + 1]};
+  const GradRow<A, scalar_t, true, true> row{x + n * S, grad + n * S, b, map, norm, D, static_cast<A>(1), true};
+  row.write(S, g.lane, g.log_p);
+}
+
 // ------------------------------------------------------------------------- mapped_cross_entropy
 
 // Forward (kWeightPass false, scale == nullptr): loss[n], unit-gradient coefficients out[n, t, k]
@@ -564,8 +604,10 @@ std::tuple<Tensor, Tensor> label_map_forward_cuda(const Tensor& logits, const Te
 std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, const Tensor& logits,
                                                    const Tensor& index, const std::optional<Tensor>& weight,
                                                    const Tensor& row_lse, c10::string_view reduce,
-                                                   c10::string_view pre, bool need_weight_grad, int64_t topk) {
-  const LabelMapArgs p = make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk);
+                                                   c10::string_view pre, bool need_weight_grad, int64_t topk,
+                                                   const std::optional<Tensor>& forward_out) {
+  const LabelMapArgs p =
+      make_label_map_backward_args(grad_out_in, logits, index, weight, row_lse, reduce, pre, topk, forward_out);
   const c10::cuda::CUDAGuard guard(logits.device());
   const Tensor grad_out = grad_out_in.contiguous();
   const bool need_w = need_weight_grad && p.weighted;
@@ -575,8 +617,34 @@ std::tuple<Tensor, Tensor> label_map_backward_cuda(const Tensor& grad_out_in, co
   if (p.N > 0) {
     const SourceMap source = source_map(index, p.S);
     const SourceMapView map = source.view();
-    Tensor a = empty_acc(logits, {p.N, p.T * p.K});
     const int log_p = row_threads_log2(p.S, p.T, /*row_pass=*/true);
+    // Reduce sum / mean with pre softmax and the forward's output at hand: no mapped logits needed
+    // (label_map_backward_from_out_kernel); float32 / float64 only, where out carries the
+    // accumulation dtype's bits (a 16-bit out would round D to 8-11 bits).
+    const int64_t b_bytes = (kRowBlock >> log_p) * p.T * p.K * static_cast<int64_t>(at::elementSize(
+                                acc_scalar_type(logits.scalar_type())));
+    const bool from_out = forward_out.has_value() && forward_out->defined() && p.pre == Pre::kSoftmax &&
+                          (p.reduce == Reduce::kSum || p.reduce == Reduce::kMean) && !need_w &&
+                          acc_scalar_type(logits.scalar_type()) == logits.scalar_type() && p.T * p.K > 0 &&
+                          b_bytes <= kStageMaxBytes;
+    if (from_out) {
+      AT_DISPATCH_FLOATING_TYPES(logits.scalar_type(), "label_map_backward_from_out_cuda", [&] {
+        auto launch = [&](auto kernel) {
+          kernel<<<row_grid(p.N, log_p), kRowBlock, static_cast<size_t>(b_bytes), c10::cuda::getCurrentCUDAStream()>>>(
+              grad_out.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
+              weight_ptr<scalar_t>(weight), row_lse.const_data_ptr<scalar_t>(), forward_out->const_data_ptr<scalar_t>(),
+              map, grad.mutable_data_ptr<scalar_t>(), p.N, p.S, p.T, p.K, log_p);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        };
+        if (p.reduce == Reduce::kSum) {
+          launch(label_map_backward_from_out_kernel<Reduce::kSum, scalar_t>);
+        } else {
+          launch(label_map_backward_from_out_kernel<Reduce::kMean, scalar_t>);
+        }
+      });
+      return {grad, gw_rows};
+    }
+    Tensor a = empty_acc(logits, {p.N, p.T * p.K});
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "label_map_backward_cuda", [&] {
       using A = acc_t<scalar_t>;
       const bool staged = stage_fits<A>(p.T * p.K, log_p);

@@ -118,7 +118,9 @@ struct alignas(16) Vec16 {
 // Bits [j0, j0 + V) of the source mask (bit s set: source s has index entries); `bits` has one
 // spare zero word past the last, so that a V-element chunk may straddle two words: both words are
 // read (L1 hits) and joined by one 64-bit (funnel) shift, no branch. V <= 8.
-C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, int64_t j0, int V) {
+// (I: int64_t, or int32_t for the gradient writer's row positions.)
+template <typename I>
+C10_HOST_DEVICE inline uint32_t chunk_mask(const uint32_t* bits, I j0, int V) {
   const uint32_t* w = bits + (j0 >> 5);
   const uint64_t two = (static_cast<uint64_t>(w[1]) << 32) | w[0];
   return static_cast<uint32_t>(two >> (j0 & 31)) & ((1u << V) - 1u);

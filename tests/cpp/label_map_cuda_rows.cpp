@@ -194,6 +194,70 @@ static void check_capture(int64_t S, int T, int K, int off, int log_p, unsigned 
   }
 }
 
+// The label_map backward without staged logits (session 9: label_map_backward_from_out_kernel, reduce
+// sum / mean, pre softmax): target_coefficients gives b[e] = g_t c_k and g_t out_t, and
+// GradRow<..., true, true> on b writes, for every element, the bits that GradRow<...> writes on the
+// staged kernel's a[e] = (g_t c_k) * softmax(x)_{s_k} (computed here as that kernel computes it, from
+// group_value on the row) with the same D; the D of the new kernel (sum_t g_t out_t) is that of the
+// staged one (sum_e a[e]) up to rounding. Several alignments of x and grad, lane counts, shared
+// sources, padding, a -inf logit, weighted and not.
+template <Reduce R>
+static void check_from_out(int64_t S, int T, int K, int xoff, int goff, int log_p, bool weighted, unsigned seed) {
+  std::mt19937 gen(seed); std::normal_distribution<float> nd(0.f, 3.f);
+  const int TK = T * K;
+  std::vector<float> xs(S + 8), w(TK), go(T);
+  float* x = xs.data() + xoff;
+  for (int64_t j = 0; j < S; ++j) x[j] = nd(gen);
+  if (S > 3) x[3] = -INFINITY;
+  for (auto& v : w) v = 0.25f + std::abs(nd(gen));
+  for (auto& v : go) v = nd(gen);
+  std::vector<int64_t> index(TK);
+  std::uniform_int_distribution<int64_t> pick(0, S - 1);
+  for (auto& v : index) v = pick(gen);
+  for (int t = 0; t < T; t += 3) if (K > 1) index[t * K + K - 1] = -1;  // padding (each group keeps a source)
+  if (TK > 9) index[9] = index[0];                                      // a source shared by two entries
+  if (S > 3 && TK > 2) index[2] = 3;                                   // the -inf logit
+  const HostMap map(index, S);
+  double m = -INFINITY; for (int64_t j = 0; j < S; ++j) m = std::max(m, double(x[j]));
+  double se = 0; for (int64_t j = 0; j < S; ++j) se += std::exp(double(x[j]) - m);
+  const RowNorm<float> norm{float(m), float(std::log(se))};
+  std::vector<float> a(TK), b(TK, NAN);
+  float D_staged = 0, D_out = 0, D_abs = 0;
+  for (int t = 0; t < T; ++t) {
+    const Group<float> g{index.data() + t * K, weighted ? w.data() + t * K : nullptr, K, S, 0};
+    const GroupValue<float> gv = group_value<R, float>(x, g, Pre::kSoftmax, norm);  // the forward's out_t
+    for (int k = 0; k < K; ++k) {  // the staged kernel's coefficient loop
+      a[t * K + k] = 0;
+      if (!g.valid(k)) continue;
+      const float key = x[g.src[k]];
+      const float v = pre_value(key, Pre::kSoftmax, norm);
+      a[t * K + k] = go[t] * value_coefficient<R>(g, gv, k, key) * v;
+      D_staged += a[t * K + k];
+      D_abs += std::abs(a[t * K + k]);
+    }
+    D_out += target_coefficients<R, float>(g, go[t], gv.out, b.data() + t * K);
+    for (int k = 0; k < K; ++k) if (!g.valid(k)) CHECK(b[t * K + k] == 0.f);
+  }
+  CHECK(std::abs(D_out - D_staged) <= 1e-5f * (D_abs + 1e-30f));
+  std::vector<float> g1s(S + 8, NAN), g2s(S + 8, NAN);
+  float* g1 = g1s.data() + goff; float* g2 = g2s.data() + goff;
+  const GradRow<float, float> staged{x, g1, a.data(), map.view(), norm, D_staged, 1.f, true};
+  const GradRow<float, float, true, true> from_out{x, g2, b.data(), map.view(), norm, D_staged, 1.f, true};
+  for (int lane = 0; lane < (1 << log_p); ++lane) { staged.write(S, lane, log_p); from_out.write(S, lane, log_p); }
+  if (std::memcmp(g1s.data(), g2s.data(), (S + 8) * sizeof(float)) != 0) {
+    ++fails; std::printf("from_out S=%lld xoff=%d goff=%d lp=%d weighted=%d: bits differ from the staged writer\n",
+                         (long long)S, xoff, goff, log_p, int(weighted));
+  }
+  for (int64_t j = 0; j < S; ++j) {  // and both are the direct formula, element by element
+    const float p = reprogram_ext::exp_f(minus_lse(x[j], norm));
+    float ref = -D_staged * p;
+    for (int e = 0; e < TK; ++e) if (index[e] == j) ref += 1.f * (p * b[e]);
+    if (std::memcmp(&ref, &g2[j], 4) != 0) { ++fails; std::printf("from_out direct S=%lld j=%lld %g vs %g\n", (long long)S, (long long)j, g2[j], ref); break; }
+  }
+  CHECK(g2s[goff + S] != g2s[goff + S]);
+  for (int j = 0; j < goff; ++j) CHECK(g2s[j] != g2s[j]);
+}
+
 int main() {
   // row_threads_log2
   CHECK(row_threads_log2(1000, 10, false) == 4);   // 16 lanes for 10 targets
@@ -287,6 +351,15 @@ int main() {
   const int capture_shapes[][3] = {{1000, 10, 10}, {1000, 100, 10}, {32000, 100, 8}, {53, 5, 3}, {7, 3, 1}, {1003, 7, 4}};
   for (const auto& sh : capture_shapes) for (int off = 0; off < 4; ++off)
     for (int lp : {0, 3, 5, 7}) check_capture(sh[0], sh[1], sh[2], off, lp, static_cast<unsigned>(sh[0] + 7 * lp + off));
+  // the label_map backward without staged logits (reduce sum / mean, pre softmax): the benchmark's
+  // shapes, odd ones, four alignments of x and grad, every lane count the kernels use
+  const int from_out_shapes[][3] = {{1000, 10, 10}, {1000, 100, 10}, {32000, 100, 8}, {53, 5, 3}, {5, 3, 2}, {1003, 7, 4}};
+  for (const auto& sh : from_out_shapes) for (int xoff = 0; xoff < 4; ++xoff) for (int goff = 0; goff < 4; goff += 3)
+    for (int lp : {0, 3, 5, 7}) for (int weighted = 0; weighted < 2; ++weighted) {
+      const unsigned seed = static_cast<unsigned>(sh[0] + 5 * lp + 17 * xoff + goff + 101 * weighted);
+      check_from_out<Reduce::kMean>(sh[0], sh[1], sh[2], xoff, goff, lp, weighted != 0, seed);
+      check_from_out<Reduce::kSum>(sh[0], sh[1], sh[2], xoff, goff, lp, weighted != 0, seed + 1);
+    }
   std::printf(fails ? "FAILED %d\n" : "all passed\n", fails);
   return fails != 0;
 }

@@ -23,7 +23,8 @@ def fake_label_map_forward(logits, index, weight, reduce, pre, topk=0):
     return logits.new_empty((N, index.shape[0])), _acc_empty(logits, *((N, 2) if map_needs_lse(pre) else (0,)))
 
 
-def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad, topk=0):
+def fake_label_map_backward(grad_out, logits, index, weight, row_lse, reduce, pre, need_weight_grad, topk=0,
+                            forward_out=None):
     need_w = need_weight_grad and weight is not None
     return torch.empty_like(logits), _acc_empty(logits, *(index.shape if need_w else (0,)))
 
