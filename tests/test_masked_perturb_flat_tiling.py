@@ -2,8 +2,9 @@
 thread and pass -> sample and plane positions), executed on the host by tests/cpp/masked_perturb_flat_tiling.cpp:
 every output element of a launch written exactly once, each group's window slots inside its block's
 window and its first element 16-byte aligned, for VEC 4 and 8 over planes and batches at and around
-the block edges (Elsayed's 3 x 223 x 225 included); and the flat backward's tiling
-(flat_backward_tiling.h) by tests/cpp/masked_perturb_flat_backward_tiling.cpp."""
+the block edges (Elsayed's 3 x 223 x 225 included); the 16-bit forward's store of the groups that
+cross a plane's end (flat_clipped_store.h) by tests/cpp/masked_perturb_flat_clipped_store.cpp; and the
+flat backward's tiling (flat_backward_tiling.h) by tests/cpp/masked_perturb_flat_backward_tiling.cpp."""
 from __future__ import annotations
 
 import shutil
@@ -45,3 +46,13 @@ def test_window_forward_mask_cell_on_the_host(tmp_path):
     every upscale that bilinear_window_fits for VEC rows, failing for sizes that do not fit (VEC 4
     and 8; SMM's 32 -> 224 and 224 x 224 at s = 8 included)."""
     build_and_run(tmp_path, "masked_perturb_window_tiling")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
+def test_flat_forward_clipped_store_on_the_host(tmp_path):
+    """csrc/masked_perturb/flat_clipped_store.h (the 16-bit flat forward's store of the groups that cross a
+    plane's end: packed into 4 words, unpacked by funnel shifts after the passes), run for every thread
+    of every block of fp16 and bf16 launches (odd and even planes, Elsayed's 3 x 223 x 225): every output
+    element written exactly once with its value's bits, nothing outside the plane touched, every
+    misalignment at both plane ends and every pass count exercised."""
+    build_and_run(tmp_path, "masked_perturb_flat_clipped_store")
