@@ -152,12 +152,13 @@ struct LaneStep {
 };
 template <int VEC, typename index_t>
 C10_HOST_DEVICE inline LaneStep lane_step(int l, int r, index_t left) {
-  const index_t own = left - static_cast<index_t>(VEC * l);  // plane positions from group l's on
+  using uindex_t = std::make_unsigned_t<index_t>;
   const index_t end_group = left & ~static_cast<index_t>(VEC - 1);
-  const bool end_lanes = end_group >= static_cast<index_t>(VEC) && end_group < static_cast<index_t>(kSlice<VEC>);
+  // the end group is one of groups 1 .. 31: VEC <= end_group < kSlice
+  const bool end_lanes = static_cast<uindex_t>(end_group - VEC) < static_cast<uindex_t>(kSlice<VEC> - VEC);
   LaneStep st;
-  st.whole = l != 0 && own >= static_cast<index_t>(VEC);
-  st.staged = l != 0 && static_cast<index_t>(VEC * l) != end_group;
+  st.whole = l != 0 && left >= static_cast<index_t>(VEC * (l + 1));  // whole_group: left - VEC * l >= VEC
+  st.staged = l != 0 && end_group != static_cast<index_t>(VEC * l);
   st.slot = l < VEC ? element_offset<VEC>(0, l, r) : (l < 2 * VEC && end_lanes ? static_cast<int>(end_group) + (l - VEC) : -1);
   return st;
 }
