@@ -15,15 +15,16 @@
 //   plane's end, are read one per lane by the lanes l < 2 VEC (lane_step: one predicated scalar load per
 //   lane and step, no element-by-element path), only inside the plane. Every element is read once. Lane
 //   l's positions take elements m + r of its own group and, for m + r >= VEC, elements m + r - VEC of lane
-//   l + 1's: each lane stages its group in the warp's row of shared memory (16-byte stores) and its extra
-//   element at its slot, a block barrier, and reads its VEC positions back at the offset r. Every warp runs
-//   max_chunk(B, J) batch steps (a step past its chunk reads nothing), so the barriers are uniform.
+//   l + 1's: each lane stages its group's raw bits in the warp's row of shared memory (one 16-byte store)
+//   and its extra element at its slot, a block barrier, and reads its VEC positions back at the offset r
+//   (16-bit: 2-byte reads, 4 lanes a bank; float rows had 8). Every warp runs max_chunk(B, J) batch
+//   steps (a step past its chunk reads nothing), so the barriers are uniform.
 //   (Warp shuffles, or __syncwarp, compile to a convergence check whose divergent fallback jumps back
 //   into the loop from the end of the function: .ci/check_gpu_code.py then measures the whole epilogue
 //   as the loop body.)
 // - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
-//   bits, converted to float when staged), the fetch of step n + 2 (none past the last step) issued
-//   before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
+//   bits, staged as raw bits and converted to float when read back), the fetch of step n + 2 (none past
+//   the last step) issued before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
 //   take the steps in order, so the result is that of fetching each step when it is summed.
 // - Batch chunks: J = 2^log2J warps per slice (flat_backward_tiling::log2_chunks: the smallest power of
 //   two <= 32 giving 4 waves of threads on 132 SMs, but at least 4 samples per chunk); warp j sums the
@@ -65,29 +66,6 @@ struct FlatBackwardArgs {
 template <typename scalar_t>
 using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>;
 
-// p[0 .. VEC) = the VEC elements in bits as float, in 16-byte shared-memory stores (p 16-byte aligned).
-template <typename scalar_t, int VEC>
-__device__ __forceinline__ void store_floats(float* p, const uint4& bits) {
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    // bfloat16 -> float is the 16 bits shifted up: per 32-bit word the low element w << 16, the high one
-    // w & 0xffff0000 (exact; from the element type nvcc extracts the high one with a PRMT and shifts it).
-    static_assert(VEC == 8, "store_floats: 8 bfloat16 per 16-byte group");
-    const uint32_t w[4] = {bits.x, bits.y, bits.z, bits.w};
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      reinterpret_cast<float4*>(p)[i] =
-          make_float4(__uint_as_float(w[2 * i] << 16), __uint_as_float(w[2 * i] & 0xffff0000u),
-                      __uint_as_float(w[2 * i + 1] << 16), __uint_as_float(w[2 * i + 1] & 0xffff0000u));
-  } else {
-    scalar_t e[VEC];
-    memcpy(e, &bits, sizeof(bits));
-#pragma unroll
-    for (int i = 0; i < VEC / 4; ++i)
-      reinterpret_cast<float4*>(p)[i] = make_float4(static_cast<float>(e[4 * i]), static_cast<float>(e[4 * i + 1]),
-                                                    static_cast<float>(e[4 * i + 2]), static_cast<float>(e[4 * i + 3]));
-  }
-}
-
 // p[0 .. VEC) = v in 16-byte shared-memory stores (p 16-byte aligned).
 template <int VEC>
 __device__ __forceinline__ void store_floats(float* p, const float (&v)[VEC]) {
@@ -109,7 +87,7 @@ __device__ __forceinline__ float bits_to_float(bits_t<scalar_t> e) {
 }
 
 // One batch step's grad_out elements held by a lane (flat_backward_tiling.h) as raw bits, 0 where nothing is
-// read: its group (staged unless split_group) and its extra element, staged at slot (-1: none).
+// read: its group (staged unless lane_step says not) and its extra element, staged at slot (-1: none).
 template <typename scalar_t>
 struct StepGroups {
   uint4 bits;
@@ -161,7 +139,8 @@ __global__ void masked_perturb_backward_flat_kernel(const FlatBackwardArgs a, co
   float sum[VEC];
 #pragma unroll
   for (int m = 0; m < VEC; ++m) sum[m] = 0.0f;
-  float* stage = part + warp * fbt::kStage<VEC>;  // this warp's staging row
+  // this warp's staging row: the raw bits of the elements (converted to float when read back)
+  bits_t<scalar_t>* stage = reinterpret_cast<bits_t<scalar_t>*>(part) + warp * fbt::kStage<VEC>;
   const int32_t b0 = fbt::chunk_begin<int32_t>(a.B, j, log2J);
   // Step n's groups in buffer n % kDepth, fetched kDepth steps ahead (flat_backward_tiling.h).
   StepGroups<scalar_t> f[fbt::kDepth];
@@ -174,13 +153,13 @@ __global__ void masked_perturb_backward_flat_kernel(const FlatBackwardArgs a, co
       const int32_t n = n0 + d;
       if (d > 0 && n >= a.steps) break;  // uniform
       const int r = f[d].r;
-      if (f[d].group) store_floats<scalar_t, VEC>(stage + lane * VEC, f[d].bits);  // element i at stage_slot(lane, i, r)
-      if (f[d].slot >= 0) stage[f[d].slot] = bits_to_float<scalar_t>(f[d].extra);
+      if (f[d].group) *reinterpret_cast<uint4*>(stage + lane * VEC) = f[d].bits;  // element i at stage_slot(lane, i, r)
+      if (f[d].slot >= 0) stage[f[d].slot] = f[d].extra;
       if (fbt::fetch_step(n) < a.steps)  // uniform; in flight across the barriers below
         f[d] = fetch_groups<scalar_t, VEC>(a, grad_out, S, b0 + fbt::fetch_step(n), b1, lane);
       __syncthreads();
 #pragma unroll
-      for (int m = 0; m < VEC; ++m) sum[m] += stage[fbt::staged_index<VEC>(lane, m, r)];
+      for (int m = 0; m < VEC; ++m) sum[m] += bits_to_float<scalar_t>(stage[fbt::staged_index<VEC>(lane, m, r)]);
       __syncthreads();  // the staged values are read before the next step stores
     }
   }
