@@ -24,8 +24,9 @@
 //   as the loop body.)
 // - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
 //   bits, staged as raw bits and converted to float when read back), the fetch of step n + 2 (none past
-//   the last step) issued before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
-//   take the steps in order, so the result is that of fetching each step when it is summed.
+//   the last step) issued before step n's barriers: two 16-byte loads per thread in flight while a step
+//   is summed. The sums take the steps in order, so the result is that of fetching each step when it is
+//   summed.
 // - Batch chunks: J = 2^log2J warps per slice (flat_backward_tiling::log2_chunks: the smallest power of
 //   two <= 32 giving 4 waves of threads on 132 SMs, but at least 4 samples per chunk); warp j sums the
 //   samples chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order (float32), the J partials meet
