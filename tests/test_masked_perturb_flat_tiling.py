@@ -2,8 +2,9 @@
 thread and pass -> sample and plane positions), executed on the host by tests/cpp/masked_perturb_flat_tiling.cpp:
 every output element of a launch written exactly once, each group's window slots inside its block's
 window and its first element 16-byte aligned, for VEC 4 and 8 over planes and batches at and around
-the block edges (Elsayed's 3 x 223 x 225 included); and the flat backward's tiling
-(flat_backward_tiling.h) by tests/cpp/masked_perturb_flat_backward_tiling.cpp."""
+the block edges (Elsayed's 3 x 223 x 225 included); the 16-bit forward's store of the groups that
+cross a plane's end (flat_clipped_store.h) by tests/cpp/masked_perturb_flat_clipped_store.cpp; and the
+flat backward's tiling (flat_backward_tiling.h) by tests/cpp/masked_perturb_flat_backward_tiling.cpp."""
 from __future__ import annotations
 
 import shutil
@@ -55,3 +56,11 @@ def test_bank_forward_tiling_on_the_host(tmp_path):
     x read inside the batch, the shared-memory slots of a group contiguous and 16-byte aligned (V 1 .. 17,
     B 1 .. 64, VEC 4 and 8, one- and several-channel delta)."""
     build_and_run(tmp_path, "masked_perturb_bank_tiling")
+
+def test_flat_forward_clipped_store_on_the_host(tmp_path):
+    """csrc/masked_perturb/flat_clipped_store.h (the 16-bit flat forward's store of the groups that cross a
+    plane's end: packed into 4 words, unpacked by funnel shifts after the passes), run for every thread
+    of every block of fp16 and bf16 launches (odd and even planes, Elsayed's 3 x 223 x 225): every output
+    element written exactly once with its value's bits, nothing outside the plane touched, every
+    misalignment at both plane ends and every pass count exercised."""
+    build_and_run(tmp_path, "masked_perturb_flat_clipped_store")

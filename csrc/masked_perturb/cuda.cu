@@ -53,6 +53,7 @@
 #include "masked_perturb/cuda_bank_forward.h"
 #include "masked_perturb/cuda_cell_backward.h"
 #include "masked_perturb/cuda_flat_backward.h"
+#include "masked_perturb/flat_clipped_store.h"
 #include "masked_perturb/flat_tiling.h"
 #include "masked_perturb/kernel_gathers.h"
 #include "masked_perturb/mask_grad_thread.h"
@@ -507,26 +508,6 @@ __global__ void masked_perturb_forward_kernel(const KernelArgs<acc_type_t<scalar
   }
 }
 
-// o[j * stride + i] = element i of the 16-byte group bits[j] (8 elements of a 2-byte T) for
-// first <= i < end and j < n: the 16-bit flat forward's groups that cross a plane's end, of all its
-// passes at once (the passes share the positions, so first and end; pass j's output is stride =
-// VEC * plane elements after pass j - 1's). A rolled loop shifting the groups down by one element per
-// step: fewer instructions than unrolled stores and their lane extractions, no local memory.
-template <typename T, int VEC, int J, typename index_t>
-__device__ __forceinline__ void store_clipped(T* o, index_t stride, uint4 (&bits)[J], int n, int first, int end) {
-  static_assert(VEC == 8 && sizeof(T) == 2, "store_clipped: 16-byte groups of 2-byte elements");
-#pragma unroll 1
-  for (int i = 0; i < end; ++i) {
-#pragma unroll
-    for (int j = 0; j < J; ++j) {
-      if (j >= n) break;
-      if (i >= first) *reinterpret_cast<unsigned short*>(o + (j * stride + i)) = static_cast<unsigned short>(bits[j].x);
-      bits[j].x = __funnelshift_r(bits[j].x, bits[j].y, 16), bits[j].y = __funnelshift_r(bits[j].y, bits[j].z, 16);
-      bits[j].z = __funnelshift_r(bits[j].z, bits[j].w, 16), bits[j].w >>= 16;
-    }
-  }
-}
-
 // v with its bits ANDed with c (0 or ~0): v where c = ~0, +0 where c = 0. Inline PTX, so that nvcc keeps
 // the mask in a register and does not turn it back into a compare and a select.
 __device__ __forceinline__ float and_bits(float v, uint32_t c) {
@@ -549,9 +530,10 @@ __device__ __forceinline__ float and_bits(float v, uint32_t c) {
 // (a 128-bit store). For each sample the G - 1 groups of block x tile [x * VEC * (G - 1) - sh, ...),
 // ceil((plane + VEC - 1) / (VEC * (G - 1))) blocks cover [0, plane), and a group running over the
 // plane's ends stores its positions inside it one by one (16-bit: all passes' such groups after the
-// passes, store_clipped). Positions off the copy load the sample's first x element and mask its term
-// to +0 (and_bits): no predicated loads. p.gpr = W and p.div_gpr = FastDivmod(W) for this kernel
-// (int32 only). The index arithmetic is flat_tiling.h (host-tested).
+// passes, flat_clipped_store.h). Positions off the copy load the sample's first x element and mask its
+// term to +0 (and_bits): no predicated loads. p.gpr = W and p.div_gpr = FastDivmod(W) for this kernel
+// (int32 only). The index arithmetic is flat_tiling.h, the clipped groups' store flat_clipped_store.h
+// (both host-tested).
 // kFlatBlocksPerSm: at most 80 registers (256 threads), 3 blocks per SM (without the bound ptxas
 // took 94 for the 16-bit kernels with their clipped groups in registers: 2 blocks per SM).
 constexpr int kFlatBlocksPerSm = 3;
@@ -570,8 +552,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kFlatBlocksPerSm) masked_per
   __shared__ float4 amk_s[kThreadsPerBlock];  // act(delta), mask, mean, 1 / std
   __shared__ index_t xo_s[kThreadsPerBlock];
   // 16-bit: pass j's group of thread t when it crosses a plane's end, stored after the passes
-  // (store_clipped); each thread uses only its own slots (no barrier). Not in registers: 16 more
-  // registers live over the passes.
+  // (flat_tiling::store_clipped); each thread uses only its own slots (no barrier). Not in
+  // registers: 16 more registers live over the passes.
   constexpr int kKept = sizeof(scalar_t) == 2 ? kThreadsPerBlock : 1;
   __shared__ uint4 kept_s[flat_tiling::kPasses<VEC>][kKept];
   const int t = static_cast<int>(threadIdx.x);
@@ -605,7 +587,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kFlatBlocksPerSm) masked_per
   // (b0 + j * VEC) * plane = b0 * plane (mod VEC), so the same t0, the same positions q0 .. q0 + VEC - 1.
   const int t0 = flat_tiling::group_slot<VEC>(gl, b0, p.plane);  // in [1, 256 - VEC]
   const index_t q0 = Q + t0;
-  const bool whole = q0 >= 0 && q0 + VEC <= p.plane;  // the group lies inside the plane (every pass)
+  const bool whole = flat_tiling::group_in_plane<VEC>(q0, p.plane);  // the same for every pass
   // Off the copy (slot offset -1) the load reads the sample's first element and the coverage mask
   // cm = 0 turns its term into +0: the value of perturb_value(0, false, ...) (u = 0 off the copies).
   index_t xo[VEC];
@@ -640,7 +622,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kFlatBlocksPerSm) masked_per
       for (int i = 0; i < VEC; ++i)
         if (static_cast<uindex_t>(q0 + i) < static_cast<uindex_t>(p.plane)) o[i] = vals[i];
     } else {
-      memcpy(&kept_s[j][t], vals, sizeof(uint4));
+      flat_tiling::pack_group(kept_s[j][t], vals);
     }
   }
   if constexpr (sizeof(scalar_t) == 2) {
@@ -649,8 +631,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kFlatBlocksPerSm) masked_per
 #pragma unroll
       for (int j = 0; j < flat_tiling::kPasses<VEC>; ++j)
         if (j < nj) kept[j] = kept_s[j][t];
-      store_clipped<scalar_t, VEC>(out + (b0 * p.plane + q0), static_cast<index_t>(VEC) * p.plane, kept, nj, q0 < 0 ? static_cast<int>(-q0) : 0,
-                                   p.plane - q0 < VEC ? static_cast<int>(p.plane - q0) : VEC);
+      flat_tiling::store_clipped<scalar_t, VEC>(out + (b0 * p.plane + q0), static_cast<index_t>(VEC) * p.plane, kept, nj,
+                                                flat_tiling::clipped_first(q0), flat_tiling::clipped_end<VEC>(q0, p.plane));
     }
   }
 }

@@ -9,22 +9,24 @@
 // [B * plane] array, groups that may cross a row's (or a sample's) end; the tiling is
 // flat_backward_tiling.h (host-tested by tests/cpp/masked_perturb_flat_backward_tiling.cpp):
 // - a warp sums a slice of 32 * VEC plane positions over one batch chunk; lane l owns the positions
-//   S + VEC * l + m. For sample b the aligned groups start r = (b * plane + S) % VEC before S; lane k
-//   reads group k, lane 0 group 0 from S on and, in the places of group 0's r elements before S, the
-//   first r of group 32 (the slice's last r positions), only elements inside the plane: one 128-bit load
-//   for a whole group, scalar loads for lane 0's wrapped group (r > 0) and at the plane's end. Every
-//   element is read once. Lane l's positions take elements m + r of its own group and, for m + r >= VEC,
-//   elements m + r - VEC of lane l + 1's (group 32: lane 0's): each lane stages its elements in the
-//   warp's row of shared memory (16-byte stores; lane 0 stores them twice, at group 0's and group 32's
-//   place; a block barrier) and reads its VEC positions back at the offset r. Every warp runs
-//   max_chunk(B, J) batch steps (a step past its chunk reads nothing), so the barriers are uniform.
+//   S + VEC * l + m. For sample b the aligned groups start r = (b * plane + S) % VEC before S; lane k > 0
+//   reads group k with one 128-bit load when it lies in the plane whole; the elements of group 0 from S on
+//   and of group 32's first r (in the places of group 0's r before S), and those of the group holding the
+//   plane's end, are read one per lane by the lanes l < 2 VEC (lane_step: one predicated scalar load per
+//   lane and step, no element-by-element path), only inside the plane. Every element is read once. Lane
+//   l's positions take elements m + r of its own group and, for m + r >= VEC, elements m + r - VEC of lane
+//   l + 1's: each lane stages its group's raw bits in the warp's row of shared memory (one 16-byte store)
+//   and its extra element at its slot, a block barrier, and reads its VEC positions back at the offset r
+//   (16-bit: 2-byte reads, 4 lanes a bank; float rows had 8). Every warp runs max_chunk(B, J) batch
+//   steps (a step past its chunk reads nothing), so the barriers are uniform.
 //   (Warp shuffles, or __syncwarp, compile to a convergence check whose divergent fallback jumps back
 //   into the loop from the end of the function: .ci/check_gpu_code.py then measures the whole epilogue
 //   as the loop body.)
 // - Loads in flight: step n's elements are fetched kDepth = 2 steps ahead into register buffers (raw
-//   bits, converted to float when staged), the fetch of step n + 2 (none past the last step) issued
-//   before step n's barriers: two 16-byte loads per thread in flight while a step is summed. The sums
-//   take the steps in order, so the result is that of fetching each step when it is summed.
+//   bits, staged as raw bits and converted to float when read back), the fetch of step n + 2 (none past
+//   the last step) issued before step n's barriers: two 16-byte loads per thread in flight while a step
+//   is summed. The sums take the steps in order, so the result is that of fetching each step when it is
+//   summed.
 // - Batch chunks: J = 2^log2J warps per slice (flat_backward_tiling::log2_chunks: the smallest power of
 //   two <= 32 giving 4 waves of threads on 132 SMs, but at least 4 samples per chunk); warp j sums the
 //   samples chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order (float32), the J partials meet
@@ -65,29 +67,6 @@ struct FlatBackwardArgs {
 template <typename scalar_t>
 using bits_t = std::conditional_t<sizeof(scalar_t) == 4, uint32_t, uint16_t>;
 
-// p[0 .. VEC) = the VEC elements in bits as float, in 16-byte shared-memory stores (p 16-byte aligned).
-template <typename scalar_t, int VEC>
-__device__ __forceinline__ void store_floats(float* p, const uint4& bits) {
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    // bfloat16 -> float is the 16 bits shifted up: per 32-bit word the low element w << 16, the high one
-    // w & 0xffff0000 (exact; from the element type nvcc extracts the high one with a PRMT and shifts it).
-    static_assert(VEC == 8, "store_floats: 8 bfloat16 per 16-byte group");
-    const uint32_t w[4] = {bits.x, bits.y, bits.z, bits.w};
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-      reinterpret_cast<float4*>(p)[i] =
-          make_float4(__uint_as_float(w[2 * i] << 16), __uint_as_float(w[2 * i] & 0xffff0000u),
-                      __uint_as_float(w[2 * i + 1] << 16), __uint_as_float(w[2 * i + 1] & 0xffff0000u));
-  } else {
-    scalar_t e[VEC];
-    memcpy(e, &bits, sizeof(bits));
-#pragma unroll
-    for (int i = 0; i < VEC / 4; ++i)
-      reinterpret_cast<float4*>(p)[i] = make_float4(static_cast<float>(e[4 * i]), static_cast<float>(e[4 * i + 1]),
-                                                    static_cast<float>(e[4 * i + 2]), static_cast<float>(e[4 * i + 3]));
-  }
-}
-
 // p[0 .. VEC) = v in 16-byte shared-memory stores (p 16-byte aligned).
 template <int VEC>
 __device__ __forceinline__ void store_floats(float* p, const float (&v)[VEC]) {
@@ -96,39 +75,48 @@ __device__ __forceinline__ void store_floats(float* p, const float (&v)[VEC]) {
     reinterpret_cast<float4*>(p)[i] = make_float4(v[4 * i], v[4 * i + 1], v[4 * i + 2], v[4 * i + 3]);
 }
 
-// One batch step's grad_out elements held by a lane (flat_backward_tiling.h: group `lane`'s, and for
-// lane 0 group 32's first r in the places of group 0's before the slice) as raw bits, 0 where nothing is
-// read, and the sample's shift r.
+// The float value of the raw bits of one element (exact).
+template <typename scalar_t>
+__device__ __forceinline__ float bits_to_float(bits_t<scalar_t> e) {
+  if constexpr (sizeof(scalar_t) == 4) {
+    return __uint_as_float(e);
+  } else if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    return __uint_as_float(static_cast<uint32_t>(e) << 16);
+  } else {
+    return static_cast<float>(c10::Half(e, c10::Half::from_bits()));
+  }
+}
+
+// One batch step's grad_out elements held by a lane (flat_backward_tiling.h) as raw bits, 0 where nothing is
+// read: its group (staged unless lane_step says not) and its extra element, staged at slot (-1: none).
+template <typename scalar_t>
 struct StepGroups {
   uint4 bits;
+  bits_t<scalar_t> extra;
+  int slot;
+  bool group;
   int r;
 };
 
-// Fetches sample b's elements of the slice at S for `lane` (nothing when b >= b1, past the chunk): one
-// 128-bit load for a whole group, else a scalar load per element in the plane.
+// Fetches sample b's elements of the slice at S for `lane` (flat_backward_tiling::lane_step; nothing when
+// b >= b1, past the chunk): one 128-bit load for a whole group, one scalar load for an extra element inside
+// the plane.
 template <typename scalar_t, int VEC>
-__device__ __forceinline__ StepGroups fetch_groups(const FlatBackwardArgs& a, const scalar_t* __restrict__ grad_out,
-                                                   int32_t S, int32_t b, int32_t b1, int lane) {
-  StepGroups f;
+__device__ __forceinline__ StepGroups<scalar_t> fetch_groups(const FlatBackwardArgs& a, const scalar_t* __restrict__ grad_out,
+                                                             int32_t S, int32_t b, int32_t b1, int lane) {
+  StepGroups<scalar_t> f;
   const bool in_chunk = b < b1;
   f.r = fbt::shift<VEC>(b, a.plane, S);
-  const int32_t pos = fbt::group_position<VEC>(S, f.r, lane);
-  const scalar_t* __restrict__ g = grad_out + (b * a.plane + pos);  // >= 0: r <= b * plane + S
-  if (in_chunk && fbt::whole_group<VEC>(lane, f.r, pos, a.plane)) {
-    f.bits = __ldg(reinterpret_cast<const uint4*>(g));
-  } else {
-    const int32_t left = in_chunk ? a.plane - pos : 0;  // elements of the plane from pos on
-    const bits_t<scalar_t>* __restrict__ p = reinterpret_cast<const bits_t<scalar_t>*>(g);
-    bits_t<scalar_t> e[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {  // element i at p + element_offset: i, or kSlice + i when wrapped
-      const bool w = fbt::wrapped(lane, i, f.r);
-      const bits_t<scalar_t> own = !w && i < left ? p[i] : bits_t<scalar_t>(0);
-      const bits_t<scalar_t> g32 = w && fbt::kSlice<VEC> + i < left ? p[fbt::kSlice<VEC> + i] : bits_t<scalar_t>(0);
-      e[i] = own | g32;  // one of them is 0
-    }
-    memcpy(&f.bits, e, sizeof(f.bits));
-  }
+  const int32_t pos0 = fbt::group_position<VEC>(S, f.r, 0), left = a.plane - pos0;
+  const int32_t flat0 = b * a.plane + pos0;  // >= 0: r <= b * plane + S
+  const fbt::LaneStep st = fbt::lane_step<VEC>(lane, f.r, left);
+  f.bits = make_uint4(0, 0, 0, 0);
+  if (in_chunk && st.whole) f.bits = __ldg(reinterpret_cast<const uint4*>(grad_out + (flat0 + VEC * lane)));
+  f.extra = 0;
+  if (in_chunk && st.slot >= 0 && st.slot < left)
+    f.extra = reinterpret_cast<const bits_t<scalar_t>*>(grad_out)[flat0 + st.slot];
+  f.slot = st.slot;
+  f.group = st.staged;
   return f;
 }
 
@@ -152,10 +140,11 @@ __global__ void masked_perturb_backward_flat_kernel(const FlatBackwardArgs a, co
   float sum[VEC];
 #pragma unroll
   for (int m = 0; m < VEC; ++m) sum[m] = 0.0f;
-  float* stage = part + warp * fbt::kStage<VEC>;  // this warp's staging row
+  // this warp's staging row: the raw bits of the elements (converted to float when read back)
+  bits_t<scalar_t>* stage = reinterpret_cast<bits_t<scalar_t>*>(part) + warp * fbt::kStage<VEC>;
   const int32_t b0 = fbt::chunk_begin<int32_t>(a.B, j, log2J);
   // Step n's groups in buffer n % kDepth, fetched kDepth steps ahead (flat_backward_tiling.h).
-  StepGroups f[fbt::kDepth];
+  StepGroups<scalar_t> f[fbt::kDepth];
 #pragma unroll
   for (int d = 0; d < fbt::kDepth; ++d)
     if (d < a.steps) f[d] = fetch_groups<scalar_t, VEC>(a, grad_out, S, b0 + d, b1, lane);
@@ -165,13 +154,13 @@ __global__ void masked_perturb_backward_flat_kernel(const FlatBackwardArgs a, co
       const int32_t n = n0 + d;
       if (d > 0 && n >= a.steps) break;  // uniform
       const int r = f[d].r;
-      store_floats<scalar_t, VEC>(stage + lane * VEC, f[d].bits);  // element i at stage_slot(lane, i, r)
-      if (lane == 0) store_floats<scalar_t, VEC>(stage + fbt::kSlice<VEC>, f[d].bits);
+      if (f[d].group) *reinterpret_cast<uint4*>(stage + lane * VEC) = f[d].bits;  // element i at stage_slot(lane, i, r)
+      if (f[d].slot >= 0) stage[f[d].slot] = f[d].extra;
       if (fbt::fetch_step(n) < a.steps)  // uniform; in flight across the barriers below
         f[d] = fetch_groups<scalar_t, VEC>(a, grad_out, S, b0 + fbt::fetch_step(n), b1, lane);
       __syncthreads();
 #pragma unroll
-      for (int m = 0; m < VEC; ++m) sum[m] += stage[fbt::staged_index<VEC>(lane, m, r)];
+      for (int m = 0; m < VEC; ++m) sum[m] += bits_to_float<scalar_t>(stage[fbt::staged_index<VEC>(lane, m, r)]);
       __syncthreads();  // the staged values are read before the next step stores
     }
   }

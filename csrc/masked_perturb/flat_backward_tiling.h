@@ -9,13 +9,13 @@
 // sums one slice over one chunk of the batch. Lane l owns positions S + VEC * l + m, m < VEC (S = the
 // slice's first position). For sample b the flat grad_out index of S is e = b * plane + S, and with
 // r = e % VEC the aligned groups that cover the slice start at e - r + VEC * k, k = 0 .. 32: group k
-// holds the positions S - r + VEC * k + i, i < VEC. Lane k reads group k's elements, lane 0 those of
-// group 0 from S on and, in the places of the r before S, group 32's first r (element_offset), each only
-// inside the plane: one 128-bit load when that is group k whole, else one scalar load per element, so
-// each element is read once, by the warp whose slice holds its position. Lane l's position S + VEC * l + m
-// is element m + r of group l when m + r < VEC, else element m + r - VEC of group l + 1 (group 32: held by
-// lane 0); the lanes exchange them through a per-warp staging row of shared memory (stage_slot,
-// staged_index).
+// holds the positions S - r + VEC * k + i, i < VEC. Lane k > 0 reads group k in one 128-bit load when it
+// lies in the plane whole; group 0 from S on and, in the places of the r before S, group 32's first r
+// (element_offset: "lane 0's split group"), and the group that holds the plane's end, are read one element
+// per lane by the lanes l < 2 VEC (lane_step), only inside the plane, so each element is read once, by the
+// warp whose slice holds its position, and no lane reads element by element. Lane l's position
+// S + VEC * l + m is element m + r of group l when m + r < VEC, else element m + r - VEC of group l + 1;
+// the lanes exchange them through a per-warp staging row of shared memory (stage_slot, staged_index).
 //
 // A block is J warps per slice (J = 2^log2_chunks(B, slices), a power of two: warp w of the slice sums the samples
 // chunk_begin(j) .. chunk_begin(j + 1) - 1 in increasing order, j = w % J) times slices_per_block slices;
@@ -124,9 +124,8 @@ C10_HOST_DEVICE inline index_t group_position(index_t S, int r, int k) {
 
 // Lane k's element i (i < VEC) lies element_offset(k, i, r) past group k's position pos =
 // group_position(S, r, k): element i of group k, but for lane 0's first r elements (group 0's, before S)
-// element i of group 32 (the slice's last r positions). Lane k reads those of its elements that lie in the
-// plane (offset < plane - pos; all lie in the slice): one 128-bit load when they are group k whole
-// (whole_group), else one scalar load each.
+// element i of group 32 (the slice's last r positions). whole_group: group k (k > 0, or r == 0) lies in
+// the plane whole.
 C10_HOST_DEVICE constexpr bool wrapped(int k, int i, int r) { return k == 0 && i < r; }
 template <int VEC>
 C10_HOST_DEVICE constexpr int element_offset(int k, int i, int r) { return wrapped(k, i, r) ? kSlice<VEC> + i : i; }
@@ -135,8 +134,37 @@ C10_HOST_DEVICE inline bool whole_group(int k, int r, index_t pos, index_t plane
   return (k != 0 || r == 0) && plane - pos >= static_cast<index_t>(VEC);
 }
 
+// What lane l does in one batch step of the slice at S, shift r, with left = plane - group_position(S, r, 0)
+// plane positions from group 0's on (<= 0: the slice lies past the plane). No lane reads element by
+// element: the elements of group 0 (lane 0's split group: from S on, and group 32's first r in the places
+// of the r before S) and of the group that holds the plane's end are read one per lane, by "extra" lanes:
+// - whole: lane l > 0's group k = l lies in the plane whole (whole_group): one 128-bit load;
+// - staged: lane l stages its VEC values at l * VEC (0 where it read nothing), unless it is lane 0 or its
+//   group is the end group (offset end_group = left rounded down to a multiple of VEC), which the extra
+//   lanes stage;
+// - slot: lane l's extra element's offset from group 0's position, which is also its staging slot
+//   (stage_slot); -1: none. It is read when slot < left (else staged as 0). Lanes l < VEC: element l of
+//   group 0, element_offset(0, l, r). Lanes VEC <= l < 2 VEC: element l - VEC of the end group when that is
+//   one of groups 1 .. 31.
+struct LaneStep {
+  bool whole, staged;
+  int slot;
+};
+template <int VEC, typename index_t>
+C10_HOST_DEVICE inline LaneStep lane_step(int l, int r, index_t left) {
+  using uindex_t = std::make_unsigned_t<index_t>;
+  const index_t end_group = left & ~static_cast<index_t>(VEC - 1);
+  // the end group is one of groups 1 .. 31: VEC <= end_group < kSlice
+  const bool end_lanes = static_cast<uindex_t>(end_group - VEC) < static_cast<uindex_t>(kSlice<VEC> - VEC);
+  LaneStep st;
+  st.whole = l != 0 && left >= static_cast<index_t>(VEC * (l + 1));  // whole_group: left - VEC * l >= VEC
+  st.staged = l != 0 && end_group != static_cast<index_t>(VEC * l);
+  st.slot = l < VEC ? element_offset<VEC>(0, l, r) : (l < 2 * VEC && end_lanes ? static_cast<int>(end_group) + (l - VEC) : -1);
+  return st;
+}
+
 // The kernel hands the elements to the lanes through a per-warp staging row of kStage floats: lane k
-// stores its VEC elements at k * VEC (lane 0 also at kSlice, for its wrapped ones), so its element i
+// stages its VEC elements at k * VEC (the extra lanes stage theirs one each at their slot), so element i of group k
 // lands at stage_slot(k, i, r) = element_offset(k, i, r) + k * VEC (its position - S + r), and lane l's
 // position S + l * VEC + m is read back at staged_index(l, m, r) = l * VEC + m + r.
 template <int VEC>

@@ -1,11 +1,14 @@
 // The CUDA flat backward's tiling (csrc/masked_perturb/flat_backward_tiling.h), executed on the host: for
 // every block, warp, lane and sample of a launch, as masked_perturb_backward_flat_kernel walks them,
-// - each 128-bit group read starts 16-byte aligned in grad_out, every element read lies in the warp's slice
-//   and the plane, every offset formed lies below offset_bound, and every grad_out element (b, q) is read
-//   exactly once (the fetches kDepth steps ahead included: past the chunk they read nothing);
+// - each 128-bit group read starts 16-byte aligned in grad_out, every element read (a lane's whole group or
+//   its one extra element, lane_step) lies in the warp's slice and the plane, every offset formed lies below
+//   offset_bound, and every grad_out element (b, q) is read exactly once (the fetches kDepth steps ahead
+//   included: past the chunk they read nothing); at most one lane besides lane 0 leaves its group to the
+//   extra lanes; no staging slot is stored twice in a step;
 // - step n is summed from buffer buffer_of(n), fetched for step n; lane l's position S + VEC * l + m takes
 //   the element of that position from the staging row (stage_slot, staged_index: group l or l + 1,
-//   group 32 staged by lane 0), one that was read, or nothing past the plane's end;
+//   group 32's and lane 0's split group's elements staged by the extra lanes), one that was read, or 0 past
+//   the plane's end;
 // - the chunks of each slice cover the batch once, in increasing order; each shared-memory partial slot
 //   is written once per block; every plane position is finished exactly once, from the J partials of its
 //   own slice and offset, and its total equals the batch sum of the values placed at it.
@@ -41,48 +44,63 @@ void check_launch(int32_t plane, int32_t B) {
       EXPECT(b1 - b0 <= max_chunk<int32_t>(B, log2J), "chunk %d: %d samples, max_chunk %d", j, b1 - b0,
              max_chunk<int32_t>(B, log2J));
       const int32_t steps = max_chunk<int32_t>(B, log2J);
-      // One fetched batch step of the warp, as the kernel's register buffers hold it: lane k's VEC values
-      // (0 where it reads nothing).
+      // One fetched batch step of the warp, as the kernel's register buffers hold it: lane k's group (VEC
+      // values, 0 where it reads nothing), whether it stages them, its extra element and that one's slot.
       struct Fetched {
         int32_t step;
         int r;
         int64_t v[kLanes][VEC];
+        bool staged[kLanes];
+        int64_t extra[kLanes];
+        int slot[kLanes];
       };
-      // fetch_groups: sample b0 + n's elements of the slice for every lane, counting the reads
+      // An element read: its value (its flat index + 1) and its staging slot (its position - S + r).
+      auto read = [&](int32_t b, int32_t q, int k, const char* how) {
+        EXPECT(q >= S && q < S + kSlice<VEC> && q >= 0 && q < plane, "VEC %d plane %d b %d lane %d (%s): q %d", VEC, plane,
+               b, k, how, q);
+        if (q >= 0 && q < plane) ++reads[static_cast<size_t>(b) * plane + q];
+        return static_cast<int64_t>(b) * plane + q + 1;
+      };
+      // fetch_groups: sample b0 + n's elements of the slice for every lane (lane_step), counting the reads
       auto fetch = [&](int32_t n) {
-        Fetched f{n, 0, {}};
+        Fetched f{n, 0, {}, {}, {}, {}};
         const int32_t b = b0 + n;
         const bool in_chunk = b < b1;
         f.r = shift<VEC>(b, plane, S);
+        const int32_t pos0 = group_position<VEC>(S, f.r, 0), left = plane - pos0;
+        const int64_t flat0 = static_cast<int64_t>(b) * plane + pos0;  // the kernel's int32 offset of group 0
+        EXPECT(flat0 >= 0, "VEC %d plane %d b %d: group 0 at %lld", VEC, plane, b, static_cast<long long>(flat0));
+        int crossing_lanes = 0;
         for (int k = 0; k < kLanes; ++k) {
+          const LaneStep st = lane_step<VEC>(k, f.r, left);
           const int32_t pos = group_position<VEC>(S, f.r, k);
-          const int64_t flat = static_cast<int64_t>(b) * plane + pos;  // the kernel's int32 offset of group k
-          for (int i = 0; i < VEC; ++i)
-            EXPECT(flat >= 0 && flat + element_offset<VEC>(k, i, f.r) < offset_bound<VEC>(B, plane),
-                   "VEC %d plane %d B %d b %d k %d i %d: offset %lld + %d outside [0, %lld)", VEC, plane, B, b, k, i,
-                   static_cast<long long>(flat), element_offset<VEC>(k, i, f.r),
-                   static_cast<long long>(offset_bound<VEC>(B, plane)));
-          const bool whole = in_chunk && whole_group<VEC>(k, f.r, pos, plane);
-          if (whole) EXPECT(flat % VEC == 0, "VEC %d plane %d b %d k %d: 128-bit group at %lld", VEC, plane, b, k,
-                            static_cast<long long>(flat));
-          const int32_t left = in_chunk ? plane - pos : 0;
-          for (int i = 0; i < VEC; ++i) {
-            const int o = element_offset<VEC>(k, i, f.r);
-            if (whole) EXPECT(o == i, "VEC %d k %d i %d r %d: whole group with offset %d", VEC, k, i, f.r, o);
-            if (!whole && o >= left) continue;  // not read: 0
-            const int32_t q = pos + o;
-            EXPECT(q >= S && q < S + kSlice<VEC> && q >= 0 && q < plane, "VEC %d plane %d b %d k %d i %d: q %d", VEC,
-                   plane, b, k, i, q);
-            if (q >= 0 && q < plane) ++reads[static_cast<size_t>(b) * plane + q];
-            f.v[k][i] = flat + o + 1;
+          EXPECT(st.whole == (k > 0 && whole_group<VEC>(k, f.r, pos, plane)), "VEC %d plane %d b %d k %d: whole", VEC, plane,
+                 b, k);
+          f.staged[k] = st.staged;
+          f.slot[k] = st.slot;
+          EXPECT(st.slot < 0 || (k < 2 * VEC && st.slot < kStage<VEC>), "VEC %d plane %d b %d k %d: slot %d", VEC, plane, b,
+                 k, st.slot);
+          if (!st.staged && k != 0) ++crossing_lanes;
+          if (in_chunk && st.whole) {
+            const int64_t flat = flat0 + VEC * k;
+            EXPECT(flat % VEC == 0 && flat + VEC <= offset_bound<VEC>(B, plane), "VEC %d plane %d b %d k %d: 128-bit group at %lld",
+                   VEC, plane, b, k, static_cast<long long>(flat));
+            for (int i = 0; i < VEC; ++i) f.v[k][i] = read(b, pos + i, k, "group");
+          }
+          if (st.slot >= 0) {
+            EXPECT(flat0 + st.slot < offset_bound<VEC>(B, plane), "VEC %d plane %d b %d k %d: offset %lld + %d", VEC, plane, b,
+                   k, static_cast<long long>(flat0), st.slot);
+            if (in_chunk && st.slot < left) f.extra[k] = read(b, pos0 + st.slot, k, "extra");
           }
         }
+        EXPECT(crossing_lanes <= 1, "VEC %d plane %d b %d: %d lanes leave their group to the extra lanes", VEC, plane, b,
+               crossing_lanes);
         return f;
       };
       int64_t sums[kLanes][VEC] = {};
       // the kernel's loop: buffers d = 0 .. kDepth - 1 fetched ahead, steps in rounds of kDepth
       std::vector<Fetched> buf;
-      for (int d = 0; d < kDepth; ++d) buf.push_back(d < steps ? fetch(d) : Fetched{-1, 0, {}});
+      for (int d = 0; d < kDepth; ++d) buf.push_back(d < steps ? fetch(d) : Fetched{-1, 0, {}, {}, {}, {}});
       for (int32_t n0 = 0; n0 < steps; n0 += kDepth) {
         for (int d = 0; d < kDepth; ++d) {
           const int32_t n = n0 + d;
@@ -91,22 +109,23 @@ void check_launch(int32_t plane, int32_t B) {
           const int32_t b = b0 + n;
           const int r = buf[d].r;
           EXPECT(r == shift<VEC>(b, plane, S), "step %d: shift", n);
-          // staging: lane k's values at k * VEC, lane 0's also at kSlice
-          std::vector<int64_t> stage(kStage<VEC>, -1);
           for (int k = 0; k < kLanes; ++k)
             for (int i = 0; i < VEC; ++i) {
-              stage[k * VEC + i] = buf[d].v[k][i];
               const int slot = stage_slot<VEC>(k, i, r);
               EXPECT(slot == k * VEC + i || (k == 0 && slot == kSlice<VEC> + i), "VEC %d k %d i %d r %d: slot %d", VEC,
                      k, i, r, slot);
             }
-          for (int i = 0; i < VEC; ++i) stage[kSlice<VEC> + i] = buf[d].v[0][i];
-          for (int k = 0; k < kLanes; ++k)  // each element at its stage_slot
-            for (int i = 0; i < VEC; ++i) {
-              const int slot = stage_slot<VEC>(k, i, r);
-              if (slot >= kSlice<VEC> + r || slot < r) continue;  // lane 0's copies nobody reads
-              EXPECT(stage[slot] == buf[d].v[k][i], "VEC %d k %d i %d r %d: slot %d holds another", VEC, k, i, r, slot);
-            }
+          // staging: the staged lanes' groups at k * VEC, then the extra elements at their slots; no slot twice
+          std::vector<int64_t> stage(kStage<VEC>, -1);
+          std::vector<int> stores(kStage<VEC>, 0);
+          for (int k = 0; k < kLanes; ++k)
+            if (buf[d].staged[k])
+              for (int i = 0; i < VEC; ++i) stage[k * VEC + i] = buf[d].v[k][i], ++stores[k * VEC + i];
+          for (int k = 0; k < kLanes; ++k)
+            if (buf[d].slot[k] >= 0 && buf[d].slot[k] < kStage<VEC>)
+              stage[buf[d].slot[k]] = buf[d].extra[k], ++stores[buf[d].slot[k]];
+          for (int e = 0; e < kStage<VEC>; ++e)
+            EXPECT(stores[e] <= 1, "VEC %d plane %d b %d r %d: stage slot %d stored %d times", VEC, plane, b, r, e, stores[e]);
           for (int l = 0; l < kLanes; ++l) {
             for (int m = 0; m < VEC; ++m) {
               const int32_t q = S + VEC * l + m;
