@@ -57,6 +57,8 @@ def test_bank_forward_tiling_on_the_host(tmp_path):
     B 1 .. 64, VEC 4 and 8, one- and several-channel delta)."""
     build_and_run(tmp_path, "masked_perturb_bank_tiling")
 
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs a C++ compiler")
 def test_flat_forward_clipped_store_on_the_host(tmp_path):
     """csrc/masked_perturb/flat_clipped_store.h (the 16-bit flat forward's store of the groups that cross a
     plane's end: packed into 4 words, unpacked by funnel shifts after the passes), run for every thread
