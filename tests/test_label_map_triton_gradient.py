@@ -245,3 +245,59 @@ if TRITON:
         other = (index * 7 + 3) % 40  # another index of the same shape
         assert_close_relative(_backward(other, logits, up, device), _reference_grad(other, logits, up))
         assert len(builds) == 3
+
+
+# ------------------------------------------------------------------ the cache key: the caller's index
+
+def test_int32_index_reaches_the_triton_kernels_as_given():
+    """canonicalize keeps an int32 index (plain torch: no Triton needed); kernel_index hands the caller's
+    tensor to the Triton kernels (their source map is cached on it) and int64 to every other backend."""
+    from reprogram_ext.ops.label_map.args import canonicalize, kernel_index
+
+    index = _index("duplicate", 40).to(torch.int32)
+    for chosen, same in (("triton", True), ("cpu", False), ("cuda", False), ("reference", False)):
+        c = canonicalize("label_map", torch.randn(3, 40), index, None, "mean", "none")
+        kernel_index(c, chosen)
+        assert (c.index is index) == same and c.index.dtype == (torch.int32 if same else torch.int64)
+    c = canonicalize("label_map", torch.randn(0, 40), index, None, "mean", "none")  # empty batch: the reference
+    kernel_index(c, "triton")
+    assert c.index.dtype == torch.int64
+    c = canonicalize("label_map", torch.randn(3, 40), index.to(torch.int16), None, "mean", "none")
+    assert c.index.dtype == torch.int64  # other integer dtypes: converted (a new tensor each call)
+
+
+def _counting_builds(monkeypatch) -> list:
+    """A list that grows by one each time a source map is built (sorted)."""
+    builds = []
+    build = maps.build_source_map
+    monkeypatch.setattr(maps, "build_source_map", lambda *a: builds.append(1) or build(*a))
+    return builds
+
+
+if TRITON:
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("one_d", [False, True])
+    def test_int32_index_hits_the_cache(bd, one_d, empty_cache, monkeypatch):
+        """An int32 index (and its [T] form, unsqueezed to a view each call) is sorted once across calls;
+        an in-place write to it is seen (its version counter), for label_map and mapped CE."""
+        device = bd[1]
+        builds = _counting_builds(monkeypatch)
+        index = _index("one_to_one" if one_d else "duplicate", 40).to(device=device, dtype=torch.int32)
+        T = index.shape[0]
+        logits = torch.randn(3, 40, generator=gen(8))
+        up = torch.randn(3, T, generator=gen(9))
+        for _ in range(3):
+            assert_close_relative(_backward(index, logits, up, device), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 1 and maps.cached_maps() == 1
+        index[0] = 39 if one_d else torch.arange(30, 30 + index.shape[1], dtype=torch.int32)  # in place
+        assert_close_relative(_backward(index, logits, up, device), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 2
+        y = torch.tensor([0, 2, 1])
+        for _ in range(2):
+            x = logits.to(device).requires_grad_(True)
+            (gx,) = grads(rx.mapped_cross_entropy(x, y.to(device), index, pre="softmax", backend="triton"), (x,))
+            x64 = logits.double().requires_grad_(True)
+            (want,) = grads(mapped_cross_entropy_reference(x64, y, index.long().cpu(), pre="softmax"), (x64,))
+            assert_close_relative(gx.cpu(), want)
+        assert len(builds) == 2  # the same (written) index: the map of the last build
