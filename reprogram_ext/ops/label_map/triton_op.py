@@ -12,7 +12,8 @@ Launch plan: one program per row for the per-target math (forward, gradient coef
 latter also writing each row's D = sum of its coefficients); the backward then writes each gradient
 element once in [row, block] programs: the dense term (-D softmax, or 0) plus its source's summed
 coefficients, from the index's source -> entries map (triton_source_map.py: sorted once per index
-tensor and cached; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
+tensor and cached, eagerly and under torch.compile, where the writer is an opaque op that finds the map
+at run time; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
 (plus the map's sort on the first call with an index, and aten's sum of the weight-gradient rows).
 """
 from __future__ import annotations
@@ -75,7 +76,21 @@ def _check(logits: Tensor, index: Tensor, reduce: str, pre: str, topk: int = 0) 
 def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
                     scale: Optional[Tensor]) -> Tensor:
     """grad[n] = scale[n] * (-D_n softmax(x[n]) [dense = (max, log_sum, D) rows] + sum of coefficients[n]
-    over each source's entries), one launch of [row, block] programs (kernels.gradient_row_kernel)."""
+    over each source's entries), one launch of [row, block] programs (kernels.gradient_row_kernel).
+
+    Eagerly the launch is made here. While torch.compile traces the op's body (dynamo, or the fake /
+    functional tensors of AOT autograd: on CUDA, triton_op's body is traced into the graph), it is the
+    opaque op ``reprogram_ext::label_map_gradient_rows_triton`` instead: its body runs at run time on the
+    real index, so the index's source map is looked up in the cache (triton_source_map.py) on every
+    compiled call and sorted only when that index tensor is new or was written in place, never traced
+    into the graph as a sort per step."""
+    if torch.compiler.is_compiling() or type(index) is not torch.Tensor:
+        return torch.ops.reprogram_ext.label_map_gradient_rows_triton(logits, index, coefficients, dense, scale)
+    return _launch_gradient_writer(logits, index, coefficients, dense, scale)
+
+
+def _launch_gradient_writer(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
+                            scale: Optional[Tensor]) -> Tensor:
     N, S = logits.shape
     grad = torch.empty_like(logits)
     if N == 0:
@@ -87,6 +102,18 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, dense: 
         m.has, m.ptr, m.ent, m.block_max, grad, S, index.numel(), DENSE=dense is not None,
         HAS_SCALE=scale is not None, BLOCK_S=block_s, ACC=_acc(logits.dtype))
     return grad
+
+
+@torch.library.custom_op("reprogram_ext::label_map_gradient_rows_triton", mutates_args=())
+def _gradient_rows_op(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
+                      scale: Optional[Tensor]) -> Tensor:
+    """_write_gradient's launch as an op that torch.compile does not trace into (its docstring)."""
+    return _launch_gradient_writer(logits, index, coefficients, dense, scale)
+
+
+@_gradient_rows_op.register_fake
+def _(logits, index, coefficients, dense, scale):
+    return torch.empty_like(logits)
 
 
 def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: str,
