@@ -343,53 +343,79 @@ def test_ops_take_option_names(bd):
 # ------------------------------------------------------------------------------------ backend limits
 
 
-def _entries_map(entries: int, S: int = 10):
-    """The canonical form of logits [2, S] with an index [entries, 1] (T*K = entries)."""
+def _meta_map(S: int, T: int, K: int, topk=None):
+    """The canonical form of logits [2, S] with an index [T, K], on the meta device (no memory)."""
     from reprogram_ext.ops.label_map.args import canonicalize
 
-    index = torch.arange(entries).remainder(S).unsqueeze(1)
-    return canonicalize("label_map", torch.randn(2, S), index, None, "mean", "none")
+    index = torch.zeros(T, K, dtype=torch.int64, device="meta")
+    reduce = "topk_mean" if topk else "mean"
+    return canonicalize("label_map", torch.empty(2, S, device="meta"), index, None, reduce, "none", topk)
 
 
-def test_auto_never_picks_triton_past_its_entry_limit():
-    """backends.py states the Triton limit (T*K <= MAX_SORTED_ENTRIES); resolve_backend asks it. The
-    CUDA-device branch is resolved without a GPU: no tensor is made on the device."""
+def test_triton_limits_name_their_reason():
+    """backends.py triton_limit: the real bounds of the Triton kernels, each at its edge; T*K = 40000 (past
+    the first version's one-block limit of 16384) is taken."""
+    from reprogram_ext.ops.label_map.backends import triton_limit
+
+    assert triton_limit(400, 10000, 4) is None
+    assert triton_limit(400, 2**15, 2**16 - 1) is None
+    assert "32 bits" in triton_limit(400, 2**15, 2**16) and "T*K = 2147483648" in triton_limit(400, 2**15, 2**16)
+    assert triton_limit(65535 * 1024, 10, 1) is None
+    wide = triton_limit(65535 * 1024 + 1, 10, 1)
+    assert "65535" in wide and "65536 row blocks" in wide
+    assert triton_limit(400, 2, 1024, topk=3) is None
+    assert "[K, K]" in triton_limit(400, 2, 1025, topk=3) and "K = 1025" in triton_limit(400, 2, 1025, topk=3)
+    assert triton_limit(400, 1, 2**20) is None
+    assert "2^20" in triton_limit(400, 1, 2**20 + 1)
+
+
+def test_auto_never_picks_triton_past_its_limits():
+    """resolve_backend asks backends.py's refusal, which names the limit; the CUDA-device branch is
+    resolved without a GPU: no tensor is made on the device."""
     from reprogram_ext import _extension
     from reprogram_ext.backend_registry import resolve_backend
-    from reprogram_ext.ops.label_map.backends import MAX_SORTED_ENTRIES, refusal
+    from reprogram_ext.ops.label_map.backends import refusal
 
-    big, limit = refusal(_entries_map(MAX_SORTED_ENTRIES + 1)), refusal(_entries_map(MAX_SORTED_ENTRIES))
-    assert f"MAX_SORTED_ENTRIES = {MAX_SORTED_ENTRIES}" in big("triton")
-    assert f"T*K = {MAX_SORTED_ENTRIES + 1}" in big("triton")
-    assert limit("triton") is None
-    assert all(big(name) is None for name in ("cuda", "cpu", "reference"))
+    big, fits = refusal(_meta_map(65535 * 1024 + 1, 10, 2)), refusal(_meta_map(400, 10000, 4))
+    assert "grid axis" in big("triton") and fits("triton") is None
+    wide = refusal(_meta_map(400, 2, 1025, topk=3))
+    assert "topk_mean" in wide("triton")
+    assert all(r(name) is None for r in (big, wide) for name in ("cuda", "cpu", "reference"))
     cuda = torch.device("cuda")
     assert resolve_backend("auto", cuda, "label_map_forward", big) != "triton"
     if _extension.triton_available() and not _extension.has_kernel("label_map_forward", "CUDA"):
-        assert resolve_backend("auto", cuda, "label_map_forward", limit) == "triton"
+        assert resolve_backend("auto", cuda, "label_map_forward", fits) == "triton"
         assert resolve_backend("auto", cuda, "label_map_forward", big) == "reference"
-        with pytest.raises(ValueError, match=f"backend='triton' cannot take these inputs.*{MAX_SORTED_ENTRIES}"):
+        with pytest.raises(ValueError, match="backend='triton' cannot take these inputs.*grid axis"):
             resolve_backend("triton", cuda, "label_map_forward", big)
 
 
-@pytest.mark.parametrize("bd", BACKENDS)
-def test_entries_past_the_triton_limit(bd):
-    """T*K over the Triton limit: every other backend computes it; backend="triton" refuses, naming
-    the limit; backend="auto" picks a backend that takes it."""
-    from reprogram_ext.ops.label_map.backends import MAX_SORTED_ENTRIES
+def _large_index(seed: int, S: int = 400, T: int = 10000, K: int = 4) -> torch.Tensor:
+    """T*K = 40000 entries over S = 400 sources (~100 entries per source: long entry loops), padding
+    in some groups."""
+    index = torch.randint(0, S, (T, K), generator=gen(seed))
+    index[::7, 3] = -1
+    return index
 
+
+@pytest.mark.parametrize("bd", BACKENDS)
+@pytest.mark.parametrize("pre", ["none", "softmax"])
+def test_large_index_matches_the_reference(bd, pre):
+    """T*K = 40000 (the Triton backend refused more than 16384 before its source map): forward and the
+    logits gradient against the float64 reference on every backend; backend="auto" takes it too."""
     backend, device = bd
-    g = gen(11)
-    x = torch.randn(2, 40, generator=g)
-    index = torch.randint(0, 40, (MAX_SORTED_ENTRIES // 4 + 1, 4), generator=g)
-    if backend == "triton":
-        with pytest.raises(ValueError, match=f"MAX_SORTED_ENTRIES = {MAX_SORTED_ENTRIES}"):
-            rx.label_map(*on(device, x, index), backend=backend)
-    else:
-        out = rx.label_map(*on(device, x, index), backend=backend)
-        torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)
-    out = rx.label_map(*on(device, x, index), backend="auto")
-    torch.testing.assert_close(out.cpu(), label_map_reference(x, index), rtol=1e-5, atol=1e-6)
+    index = _large_index(11)
+    logits = torch.randn(2, 400, generator=gen(12))
+    up = torch.randn(2, index.shape[0], generator=gen(13))
+    x64 = logits.double().requires_grad_(True)
+    want = label_map_reference(x64, index, pre=pre)
+    (want_grad,) = grads(want, (x64,), up.double())
+    x = logits.to(device).requires_grad_(True)
+    out = rx.label_map(x, index.to(device), pre=pre, backend=backend)
+    assert_close_relative(out.detach().cpu(), want.detach())
+    assert_close_relative(grads(out, (x,), up.to(device))[0].cpu(), want_grad)
+    out = rx.label_map(*on(device, logits, index), pre=pre, backend="auto")
+    assert_close_relative(out.cpu(), want.detach())
 
 
 # -------------------------------------------------------------------------------------------- topk_mean

@@ -1,9 +1,10 @@
 """The Triton gradient writer of label_map / mapped_cross_entropy (reprogram_ext/ops/label_map/
 triton_source_map.py, triton_kernels.gradient_row_kernel): the cached source -> entries map against a
 loop over the index, its cache (hits, in-place writes, other indexes, inference and fake tensors, the
-LRU bound), and the gradients of index shapes that stress the map (duplicate sources, many-to-one,
-one-to-one, row blocks without entries) against the reference, fp32 and fp16. The map tests are plain
-torch (the normal process); the kernel tests run under the Triton interpreter."""
+LRU bound, int32 indexes keyed on the caller's tensor, torch.compile building no map in the graph and
+sorting once across compiled steps), and the gradients of index shapes that stress the map (duplicate
+sources, many-to-one, one-to-one, row blocks without entries) against the reference, fp32 and fp16. The
+map tests are plain torch (the normal process); the kernel tests run under the Triton interpreter."""
 from __future__ import annotations
 
 import pytest
@@ -245,3 +246,136 @@ if TRITON:
         other = (index * 7 + 3) % 40  # another index of the same shape
         assert_close_relative(_backward(other, logits, up, device), _reference_grad(other, logits, up))
         assert len(builds) == 3
+
+
+# ------------------------------------------------------------------ the cache key: the caller's index
+
+def test_int32_index_reaches_the_triton_kernels_as_given():
+    """canonicalize keeps an int32 index (plain torch: no Triton needed); kernel_index hands the caller's
+    tensor to the Triton kernels (their source map is cached on it) and int64 to every other backend."""
+    from reprogram_ext.ops.label_map.args import canonicalize, kernel_index
+
+    index = _index("duplicate", 40).to(torch.int32)
+    for chosen, same in (("triton", True), ("cpu", False), ("cuda", False), ("reference", False)):
+        c = canonicalize("label_map", torch.randn(3, 40), index, None, "mean", "none")
+        kernel_index(c, chosen)
+        assert (c.index is index) == same and c.index.dtype == (torch.int32 if same else torch.int64)
+    c = canonicalize("label_map", torch.randn(0, 40), index, None, "mean", "none")  # empty batch: the reference
+    kernel_index(c, "triton")
+    assert c.index.dtype == torch.int64
+    c = canonicalize("label_map", torch.randn(3, 40), index.to(torch.int16), None, "mean", "none")
+    assert c.index.dtype == torch.int64  # other integer dtypes: converted (a new tensor each call)
+
+
+def _counting_builds(monkeypatch) -> list:
+    """A list that grows by one each time a source map is built (sorted)."""
+    builds = []
+    build = maps.build_source_map
+    monkeypatch.setattr(maps, "build_source_map", lambda *a: builds.append(1) or build(*a))
+    return builds
+
+
+if TRITON:
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("one_d", [False, True])
+    def test_int32_index_hits_the_cache(bd, one_d, empty_cache, monkeypatch):
+        """An int32 index (and its [T] form, unsqueezed to a view each call) is sorted once across calls;
+        an in-place write to it is seen (its version counter), for label_map and mapped CE."""
+        device = bd[1]
+        builds = _counting_builds(monkeypatch)
+        index = _index("one_to_one" if one_d else "duplicate", 40).to(device=device, dtype=torch.int32)
+        T = index.shape[0]
+        logits = torch.randn(3, 40, generator=gen(8))
+        up = torch.randn(3, T, generator=gen(9))
+        for _ in range(3):
+            assert_close_relative(_backward(index, logits, up, device), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 1 and maps.cached_maps() == 1
+        index[0] = 39 if one_d else torch.arange(30, 30 + index.shape[1], dtype=torch.int32)  # in place
+        assert_close_relative(_backward(index, logits, up, device), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 2
+        y = torch.tensor([0, 2, 1])
+        for _ in range(2):
+            x = logits.to(device).requires_grad_(True)
+            (gx,) = grads(rx.mapped_cross_entropy(x, y.to(device), index, pre="softmax", backend="triton"), (x,))
+            x64 = logits.double().requires_grad_(True)
+            (want,) = grads(mapped_cross_entropy_reference(x64, y, index.long().cpu(), pre="softmax"), (x64,))
+            assert_close_relative(gx.cpu(), want)
+        assert len(builds) == 2  # the same (written) index: the map of the last build
+
+    # ---------------------------------------------------------- torch.compile: no sort per compiled step
+
+    @pytest.mark.parametrize("bd", TRITON)
+    def test_traced_gradient_writer_has_no_sort(bd, empty_cache):
+        """What torch.compile traces of the backward's gradient writer (on CUDA, triton_op's body is traced
+        with fake / functional tensors): the opaque gradient-rows op, no sort or search of the index."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        from reprogram_ext.ops.label_map import triton_op
+
+        index = _index("duplicate", 40).to(bd[1])
+        logits, a, dense = (torch.randn(shape, device=bd[1]) for shape in ((3, 40), (3, *index.shape), (3, 3)))
+        gm = make_fx(triton_op._write_gradient, tracing_mode="fake")(logits, index, a, dense, None)
+        targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+        assert targets == ["reprogram_ext.label_map_gradient_rows_triton.default"], targets
+        assert maps.cached_maps() == 0
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("with_dense,with_scale", [(True, False), (False, True)])
+    def test_gradient_rows_opcheck(bd, with_dense, with_scale, empty_cache):
+        """The opaque writer op: schema, fake kernel, AOT dispatch (it has no autograd: the backward ops'
+        inner launch)."""
+        from reprogram_ext.ops.label_map import triton_op  # noqa: F401  (defines the op)
+
+        device = bd[1]
+        index = _index("duplicate", 40).to(device)
+        logits, a = torch.randn(3, 40, device=device), torch.randn(3, *index.shape, device=device)
+        dense = torch.randn(3, 3, device=device) if with_dense else None
+        scale = torch.randn(3, device=device) if with_scale else None
+        torch.library.opcheck(torch.ops.reprogram_ext.label_map_gradient_rows_triton, (logits, index, a, dense, scale))
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+    def test_compiled_gradient_writer_sorts_once(bd, dtype, empty_cache, monkeypatch):
+        """triton_op._write_gradient compiled (dynamo + aot_eager): the map is built at run time by the
+        opaque op, once across compiled calls with one index, again after an in-place write."""
+        from reprogram_ext.ops.label_map import triton_op
+
+        device = bd[1]
+        builds = _counting_builds(monkeypatch)
+        index = _index("duplicate", 40).to(device=device, dtype=dtype)
+        logits, a, dense = torch.randn(3, 40), torch.randn(3, *index.shape), torch.randn(3, 3)
+        logits, a, dense = logits.to(device), a.to(device), dense.to(device)
+        compiled = torch.compile(triton_op._write_gradient, backend="aot_eager", fullgraph=True)
+        want = triton_op._write_gradient(logits, index, a, dense, None)
+        assert len(builds) == 1
+        for _ in range(3):
+            torch.testing.assert_close(compiled(logits, index, a, dense, None), want)
+        assert len(builds) == 1
+        index[0, 0] = 39
+        torch.testing.assert_close(compiled(logits, index, a, dense, None),
+                                   triton_op._write_gradient(logits, index, a, dense, None))
+        assert len(builds) == 2
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+    def test_compiled_training_steps_sort_once(bd, dtype, empty_cache, monkeypatch):
+        """label_map compiled (aot_eager), backward on its output: repeated steps with one index sort it once;
+        after an in-place write the gradient is the new index's."""
+        device = bd[1]
+        builds = _counting_builds(monkeypatch)
+        index = _index("duplicate", 40).to(device=device, dtype=dtype)
+        logits = torch.randn(3, 40, generator=gen(8))
+        up = torch.randn(3, 7, generator=gen(9))
+        step = torch.compile(lambda x, i: rx.label_map(x, i, pre="softmax", backend="triton"), backend="aot_eager")
+
+        def compiled_grad():
+            x = logits.to(device).requires_grad_(True)
+            return grads(step(x, index), (x,), up.to(device))[0].cpu()
+
+        for _ in range(3):
+            assert_close_relative(compiled_grad(), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 1
+        index[:, 0] = torch.arange(20, 27, device=device, dtype=dtype)
+        assert_close_relative(compiled_grad(), _reference_grad(index.long(), logits, up))
+        assert len(builds) == 2

@@ -13,6 +13,7 @@ from .args import (
     check_index_values,
     check_loss_options,
     check_weight_values,
+    kernel_index,
     values_checked_by_kernel,
 )
 from ...backend_registry import resolve_backend
@@ -34,6 +35,7 @@ def _prepare(op: str, logits, index, weight, reduce, pre, topk, backend: str):
     values); the index values are checked here when the kernel does not check them."""
     c = canonicalize(op, logits, index, weight, reduce, pre, topk)
     chosen = resolve_backend(backend, logits.device, f"{op}_forward", refusal(c, op), auto_order(c, logits.device.type))
+    kernel_index(c, chosen)
     check_weight_values(op, c, log_of_mapped=op == "mapped_cross_entropy" and pre == "softmax")
     kernel_checks = values_checked_by_kernel(chosen, c)
     if not kernel_checks:

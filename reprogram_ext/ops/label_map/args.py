@@ -1,7 +1,8 @@
 """Validation of label_map / mapped_cross_entropy arguments and their canonical form.
 
 Every backend computes on ``logits [N, S]`` (leading dims flattened, contiguous), a sparse
-``index`` int64 ``[T, K]`` (``-1`` pads ragged groups) with an optional ``weight [T, K]`` in the
+``index`` int64 ``[T, K]`` (``-1`` pads ragged groups; an int32 index is kept as the caller's tensor
+for the Triton kernels, see ``kernel_index``) with an optional ``weight [T, K]`` in the
 accumulation dtype (float32, float64 for float64 logits), or a dense ``weight [S, T]``.
 Errors name the argument, what was expected and what was given. Checks on index/target *values*
 need a host read: eagerly they read the values and name the first bad one; while ``torch.compile``
@@ -21,13 +22,14 @@ import torch
 from .options import FLOAT_DTYPES, PRES, REDUCES, REDUCTIONS, TOPK_REDUCES
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+INDEX_DTYPES = (torch.int64, torch.int32)  # kept by canonicalize; others are converted to int64
 
 
 @dataclass
 class CanonicalLabelMap:
     logits: torch.Tensor  # [N, S], contiguous
     lead_shape: tuple  # logits.shape[:-1]
-    index: Optional[torch.Tensor]  # int64 [T, K], contiguous; None for the dense form
+    index: Optional[torch.Tensor]  # int64 or int32 [T, K], contiguous (kernel_index); None for the dense form
     weight: Optional[torch.Tensor]  # sparse: [T, K] accumulation dtype; dense: [S, T]
     reduce: str  # one of options.REDUCES
     pre: str  # one of options.PRES
@@ -193,7 +195,18 @@ def canonicalize(op: str, logits, index, weight, reduce: str, pre: str, topk=Non
             raise ValueError(f"{op}: sparse weight must have index's shape {tuple(index.shape)}, "
                              f"got shape {tuple(weight.shape)}")
         weight = weight.to(acc).contiguous()
-    return CanonicalLabelMap(x2, lead, index.to(torch.int64).contiguous(), weight, reduce, pre, index.shape[0], k)
+    index = (index if index.dtype in INDEX_DTYPES else index.to(torch.int64)).contiguous()
+    return CanonicalLabelMap(x2, lead, index, weight, reduce, pre, index.shape[0], k)
+
+
+def kernel_index(c: CanonicalLabelMap, chosen: str) -> None:
+    """The index the chosen backend computes on: int64, except that the Triton kernels read an int32
+    index as it is. They then get the caller's tensor itself (or a view of it), so that the source
+    map of its backward, cached per index tensor and version (triton_source_map.py), is found again
+    on the next call and sees the caller's in-place writes; a converted copy would be a new tensor
+    each call. The empty batch and the dense form run the reference: int64."""
+    if c.index is not None and c.index.dtype != torch.int64 and (chosen != "triton" or c.logits.shape[0] == 0):
+        c.index = c.index.to(torch.int64)
 
 
 def canonical_target(op: str, target, lead_shape: tuple, num_targets: int, ignore_index: int,

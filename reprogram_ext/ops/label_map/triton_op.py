@@ -12,7 +12,8 @@ Launch plan: one program per row for the per-target math (forward, gradient coef
 latter also writing each row's D = sum of its coefficients); the backward then writes each gradient
 element once in [row, block] programs: the dense term (-D softmax, or 0) plus its source's summed
 coefficients, from the index's source -> entries map (triton_source_map.py: sorted once per index
-tensor and cached; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
+tensor and cached, eagerly and under torch.compile, where the writer is an opaque op that finds the map
+at run time; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
 (plus the map's sort on the first call with an index, and aten's sum of the weight-gradient rows).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch.library import wrap_triton
 from . import autograd as registration
 from . import triton_kernels as kernels
 from .args import accumulation_dtype as _acc_torch
-from .backends import MAX_SORTED_ENTRIES, triton_limit
+from .backends import GRID_BLOCK_S, triton_limit
 from .options import PRES, REDUCES, TOPK_REDUCES, ce_needs_lse, map_needs_lse
 from .triton_source_map import source_map
 
@@ -44,7 +45,7 @@ def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict
     block_k = triton.next_power_of_2(K)
     tile = 1024 if not topk else max(block_k, 4096 // block_k)
     block_t = max(1, min(triton.next_power_of_2(T), tile // block_k))
-    block_s = 1024 if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
+    block_s = GRID_BLOCK_S if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
@@ -54,11 +55,11 @@ def _reduce_launch(reduce: str, topk: int) -> dict:
     return dict(REDUCE="mean" if select else reduce, SELECT_TOP=select)
 
 
-def _check(index: Tensor, reduce: str, pre: str, topk: int = 0) -> None:
+def _check(logits: Tensor, index: Tensor, reduce: str, pre: str, topk: int = 0) -> None:
     """What would make these kernels silently wrong, checked again for direct callers of the ops:
-    the option names (options.py) and the one input limit (backends.py: backend="auto" never picks
-    them past it, backend="triton" refuses). The other checks of the canonical form are the front
-    end's (args.py canonicalize); the ops are called with its output."""
+    the option names (options.py) and the input limits (backends.py triton_limit: backend="auto"
+    never picks Triton past them, backend="triton" refuses). The other checks of the canonical form
+    are the front end's (args.py canonicalize); the ops are called with its output."""
     torch._check_value(reduce in REDUCES,
                        lambda: f"label_map (triton): reduce must be one of {REDUCES}, got {reduce!r}")
     torch._check_value(pre in PRES, lambda: f"label_map (triton): pre must be one of {PRES}, got {pre!r}")
@@ -68,13 +69,28 @@ def _check(index: Tensor, reduce: str, pre: str, topk: int = 0) -> None:
                                                    f"got topk={topk}")
     else:
         torch._check_value(topk == 0, lambda: f"label_map (triton): topk must be 0 for reduce={reduce!r}, got {topk}")
-    torch._check_value(T * K <= MAX_SORTED_ENTRIES, lambda: f"label_map (triton): {triton_limit(T, K)}")
+    limit = triton_limit(logits.shape[-1], T, K, topk)
+    torch._check_value(limit is None, lambda: f"label_map (triton): {limit}")
 
 
 def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
                     scale: Optional[Tensor]) -> Tensor:
     """grad[n] = scale[n] * (-D_n softmax(x[n]) [dense = (max, log_sum, D) rows] + sum of coefficients[n]
-    over each source's entries), one launch of [row, block] programs (kernels.gradient_row_kernel)."""
+    over each source's entries), one launch of [row, block] programs (kernels.gradient_row_kernel).
+
+    Eagerly the launch is made here. While torch.compile traces the op's body (dynamo, or the fake /
+    functional tensors of AOT autograd: on CUDA, triton_op's body is traced into the graph), it is the
+    opaque op ``reprogram_ext::label_map_gradient_rows_triton`` instead: its body runs at run time on the
+    real index, so the index's source map is looked up in the cache (triton_source_map.py) on every
+    compiled call and sorted only when that index tensor is new or was written in place, never traced
+    into the graph as a sort per step."""
+    if torch.compiler.is_compiling() or type(index) is not torch.Tensor:
+        return torch.ops.reprogram_ext.label_map_gradient_rows_triton(logits, index, coefficients, dense, scale)
+    return _launch_gradient_writer(logits, index, coefficients, dense, scale)
+
+
+def _launch_gradient_writer(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
+                            scale: Optional[Tensor]) -> Tensor:
     N, S = logits.shape
     grad = torch.empty_like(logits)
     if N == 0:
@@ -88,9 +104,21 @@ def _write_gradient(logits: Tensor, index: Tensor, coefficients: Tensor, dense: 
     return grad
 
 
+@torch.library.custom_op("reprogram_ext::label_map_gradient_rows_triton", mutates_args=())
+def _gradient_rows_op(logits: Tensor, index: Tensor, coefficients: Tensor, dense: Optional[Tensor],
+                      scale: Optional[Tensor]) -> Tensor:
+    """_write_gradient's launch as an op that torch.compile does not trace into (its docstring)."""
+    return _launch_gradient_writer(logits, index, coefficients, dense, scale)
+
+
+@_gradient_rows_op.register_fake
+def _(logits, index, coefficients, dense, scale):
+    return torch.empty_like(logits)
+
+
 def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Tensor], reduce: str,
                              pre: str, topk: int = 0) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre, topk)
+    _check(logits, index, reduce, pre, topk)
     N, S = logits.shape
     T, K = index.shape
     out = logits.new_empty((N, T))
@@ -106,7 +134,7 @@ def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Ten
 def label_map_backward_triton(grad_out: Tensor, logits: Tensor, index: Tensor, weight: Optional[Tensor],
                               row_lse: Tensor, reduce: str, pre: str,
                               need_weight_grad: bool, topk: int = 0) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre, topk)
+    _check(logits, index, reduce, pre, topk)
     N, S = logits.shape
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -142,7 +170,7 @@ def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, redu
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
                                         reduce: str, pre: str, label_smoothing: float,
                                         ignore_index: int, topk: int = 0) -> Tuple[Tensor, Tensor, Tensor]:
-    _check(index, reduce, pre, topk)
+    _check(logits, index, reduce, pre, topk)
     N = logits.shape[0]
     T, K = index.shape
     acc = _acc_torch(logits.dtype)
@@ -158,7 +186,7 @@ def mapped_cross_entropy_backward_triton(grad_loss: Tensor, logits: Tensor, targ
                                          weight: Optional[Tensor], unit_grad: Tensor, dense: Tensor, reduce: str,
                                          pre: str, label_smoothing: float, ignore_index: int,
                                          need_weight_grad: bool, topk: int = 0) -> Tuple[Tensor, Tensor]:
-    _check(index, reduce, pre, topk)
+    _check(logits, index, reduce, pre, topk)
     N = logits.shape[0]
     T, K = index.shape
     need_w = need_weight_grad and weight is not None

@@ -12,15 +12,19 @@ source (equal sources keep ascending ``e``):
                                  block's entry loop (0: the block writes its dense value only)
 
 Cached per index tensor, as the CUDA path caches its map: an entry keeps the tensor alive (so that its
-memory is not reused by another index) and is used while the tensor's data pointer, shape, device and
-version counter (bumped by every in-place write) are those it was built from, and for the same ``S``
-and ``BLOCK_S``; a stale entry is dropped. Eight entries, least recently used out first. Built per call
-(uncached, with the same traceable torch ops) for inference tensors (no version counter), for tensors
-that are not plain tensors (torch.compile's fake / functional tensors while it traces the op's body)
-and while the CUDA stream is being captured into a graph (the map's memory would belong to the graph's
-pool); under torch.compile on CUDA the op's body is traced, so a compiled backward builds the map (sorts)
-on every call. A use on a CUDA stream other than the building one waits on the build's event and marks
-the tensors as used on that stream.
+memory is not reused by another index) and is used while the tensor's data pointer, shape, dtype, device
+and version counter (bumped by every in-place write) are those it was built from, and for the same ``S``
+and ``BLOCK_S``; a stale entry is dropped. Eight entries, least recently used out first. The key is the
+caller's own index: the front end hands an int32 index to the Triton kernels unconverted
+(args.kernel_index), and a view of the same memory and shape (the ``[T]`` form unsqueezed each call)
+has the same key; an index of another integer dtype, or a non-contiguous one, is copied per call and
+misses. Built per call (uncached) for inference tensors (no version counter), for tensors that are not
+plain tensors, and while the CUDA stream is being captured into a graph (the map's memory would belong
+to the graph's pool, and a replay must see in-place writes: the sort is captured with the graph).
+torch.compile never traces a build: triton_op._write_gradient is then the opaque op
+``reprogram_ext::label_map_gradient_rows_triton``, whose body looks the map up here at run time, on
+the real index of each compiled call. A use on a CUDA stream other than the building one waits on the
+build's event and marks the tensors as used on that stream.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ _lock = threading.Lock()
 
 
 def build_source_map(index: Tensor, S: int, block_s: int) -> SourceMap:
-    """The map of ``index`` (module docstring), with torch ops (traceable by torch.compile)."""
+    """The map of ``index`` (int64 or int32; module docstring), with torch ops."""
     torch._check_value(index.numel() < 2 ** 31 and S < 2 ** 31 - 1,
                        lambda: f"label_map (triton): index entries and S must fit int32, got {index.numel()} and {S}")
     sorted_src, perm = torch.sort(index.reshape(-1), stable=True)
