@@ -8,7 +8,7 @@ import triton.language as tl
 from ...aot import AotKernel
 from . import triton_kernels as kernels
 from .options import ce_needs_lse
-from .triton_op import _blocks
+from .triton_op import _blocks, captures
 
 
 def aot_kernels() -> list:
@@ -29,10 +29,10 @@ def _fixed_kernels(p, i64, row, tile, ce) -> list:
     return [
         AotKernel("label_map_forward", kernels.label_map_forward_kernel,
                   dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **row,
-                       REDUCE="mean", PRE="softmax", BLOCK_S=1024, **tile)),
+                       REDUCE="mean", PRE="softmax", CAPTURE=True, BLOCK_S=1024, **tile)),
         AotKernel("label_map_forward_topk_mean", kernels.label_map_forward_kernel,
                   dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **dict(row, topk=3),
-                       REDUCE="mean", PRE="none", BLOCK_S=1024,
+                       REDUCE="mean", PRE="none", CAPTURE=False, BLOCK_S=1024,
                        **dict(tile, HAS_W=False, SELECT_TOP=True, BLOCK_T=64))),
         AotKernel("label_map_coefficients", kernels.label_map_coefficients_kernel,
                   dict(grad_out_ptr=p(), x_ptr=p(), index_ptr=i64, weight_ptr=p(), stats_ptr=p(), a_ptr=p(),
@@ -86,7 +86,7 @@ def benchmark_kernels() -> list:
             flags = dict(REDUCE="mean", PRE=pre, HAS_W=False, SELECT_TOP=False, ACC=tl.float32)
             entries.append(AotKernel(f"{name}_fwd", kernels.label_map_forward_kernel,
                                      dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(),
-                                          **sizes, **flags, **blocks)))
+                                          **sizes, **flags, CAPTURE=captures(S, T, blocks, pre), **blocks)))
             entries.append(AotKernel(f"{name}_coef", kernels.label_map_coefficients_kernel,
                                      dict(grad_out_ptr=p(), x_ptr=p(), index_ptr=i64, weight_ptr=p(), stats_ptr=p(),
                                           a_ptr=p(), gw_ptr=p(), dense_ptr=p(), **sizes, **flags, WEIGHT_GRAD=False,

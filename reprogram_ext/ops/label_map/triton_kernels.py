@@ -16,6 +16,26 @@ import triton
 import triton.language as tl
 
 NEG_INF = tl.constexpr(float("-inf"))  # globals used in @jit code must be constexpr
+# Row blocks per step of the capturing row pass (_row_norm_capture): its entry checks and predicated
+# loads run once per CAPTURE_BLOCKS blocks (bench/notes/label_map.md, session 9).
+CAPTURE_BLOCKS = tl.constexpr(4)
+
+
+@triton.jit
+def _online_step(m, r, v):
+    """One step of the online (max, sum-exp) of each lane: m' = max(m, v), r' = r exp(m - m') + exp(v - m')
+    (taken about 0 while m' is -inf, so that a lane that has seen only -inf keeps r = 0)."""
+    m_new = tl.maximum(m, v)
+    base = tl.where(m_new == NEG_INF, 0.0, m_new)
+    r = r * tl.exp(m - base) + tl.exp(v - base)
+    return m_new, r
+
+
+@triton.jit
+def _lanes_norm(m, r):
+    """The lanes merged: (max = max_lanes m, log sum_lanes r exp(m - max))."""
+    mx = tl.max(m, 0)
+    return mx, tl.log(tl.sum(r * tl.exp(m - mx), 0))
 
 
 @triton.jit
@@ -29,12 +49,33 @@ def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     r = tl.zeros([BLOCK_S], ACC)
     for s0 in range(0, S, BLOCK_S):
         v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
-        m_new = tl.maximum(m, v)
-        base = tl.where(m_new == NEG_INF, 0.0, m_new)
-        r = r * tl.exp(m - base) + tl.exp(v - base)
-        m = m_new
-    mx = tl.max(m, 0)
-    return mx, tl.log(tl.sum(r * tl.exp(m - mx), 0))
+        m, r = _online_step(m, r, v)
+    return _lanes_norm(m, r)
+
+
+@triton.jit
+def _row_norm_capture(x_row, S, src, valid, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """_row_norm that also captures the mapped logits xv = x_row[src] of a [BLOCK_T, BLOCK_K] index tile
+    while the row streams, so that nothing reads the row after its pass. One step streams CAPTURE_BLOCKS
+    row blocks [s0, s0 + CAPTURE_BLOCKS BLOCK_S) (the same online steps per lane in the same order as
+    _row_norm; a block past S is all -inf, which leaves (m, r) exactly as they were), then each valid
+    entry whose source lies in that span loads its logit: a predicated load of a sector that this step's
+    own stream fetches, served by L1 / L2, never a second DRAM access. Invalid entries keep 0, as _tile's
+    gather gives them. Returns (max, log_sum, xv)."""
+    offs = tl.arange(0, BLOCK_S)
+    m = tl.full([BLOCK_S], NEG_INF, ACC)
+    r = tl.zeros([BLOCK_S], ACC)
+    at = tl.where(valid, src, -1).to(tl.int32)  # -1: in no span
+    xv = tl.zeros_like(at).to(x_row.dtype.element_ty)  # in the row's dtype, converted once after the pass
+    for s0 in range(0, S, CAPTURE_BLOCKS * BLOCK_S):
+        for u in tl.static_range(CAPTURE_BLOCKS):
+            j = s0 + u * BLOCK_S + offs
+            v = tl.load(x_row + j, mask=j < S, other=NEG_INF).to(ACC)
+            m, r = _online_step(m, r, v)
+        rel = at - s0
+        xv = tl.load(x_row + s0 + rel, mask=(rel >= 0) & (rel < CAPTURE_BLOCKS * BLOCK_S), other=xv)
+    mx, log_sum = _lanes_norm(m, r)
+    return mx, log_sum, xv.to(ACC)
 
 
 @triton.jit
@@ -49,9 +90,8 @@ def _pre_value(x, row_max, log_sum, PRE: tl.constexpr):
 
 
 @triton.jit
-def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
-          BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits, weights (0 where invalid)).
+def _tile_index(index_ptr, t0, S, T, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Targets t0 .. t0+BLOCK_T of the index: (t, k, flat entry t K + k, in-bounds, source, valid).
     A source outside [0, S) is treated as padding, so that no value reaches an out-of-bounds read
     (the front end refuses such an index, eagerly or by an in-graph assert, before the launch)."""
     t = t0 + tl.arange(0, BLOCK_T)
@@ -60,11 +100,27 @@ def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_
     flat = t[:, None] * K + k[None, :]
     src = tl.load(index_ptr + flat, mask=inb, other=-1)
     valid = (src >= 0) & (src < S)
-    xv = tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
+    return t, k, flat, inb, src, valid
+
+
+@triton.jit
+def _tile_weights(weight_ptr, flat, valid, HAS_W: tl.constexpr, ACC: tl.constexpr):
+    """The tile's weights, 0 where invalid (1 where valid without HAS_W)."""
     if HAS_W:
         w = tl.load(weight_ptr + flat, mask=valid, other=0.0).to(ACC)
     else:
         w = tl.where(valid, 1.0, 0.0).to(ACC)
+    return w
+
+
+@triton.jit
+def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
+          BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits (0 where invalid), weights
+    (0 where invalid)), the logits gathered from the row."""
+    t, k, flat, inb, src, valid = _tile_index(index_ptr, t0, S, T, K, BLOCK_T, BLOCK_K)
+    xv = tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
+    w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
     return t, k, flat, inb, valid, xv, w
 
 
@@ -88,14 +144,21 @@ def _top_entries(xv, valid, k, topk):
 
 
 @triton.jit
-def _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """_tile, where SELECT_TOP (reduce topk_mean, launched as REDUCE="mean") keeps only each target's
-    topk largest entries valid: topk_mean is the mean over them."""
-    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+def _select_top(xv, valid, w, k, topk, SELECT_TOP: tl.constexpr):
+    """Where SELECT_TOP (reduce topk_mean, launched as REDUCE="mean"): only each target's topk largest
+    entries stay valid (weights 0 elsewhere); topk_mean is the mean over them. (valid, w)."""
     if SELECT_TOP:
         valid = _top_entries(xv, valid, k, topk)
         w = tl.where(valid, w, 0.0)
+    return valid, w
+
+
+@triton.jit
+def _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
+              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """_tile, then _select_top."""
+    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    valid, w = _select_top(xv, valid, w, k, topk, SELECT_TOP)
     return t, k, flat, inb, valid, xv, w
 
 
@@ -197,21 +260,35 @@ def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_m
 @triton.jit
 def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K, topk,
                              REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
-                             BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none"."""
+                             CAPTURE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                             BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none".
+    CAPTURE (PRE != "none", every target in one tile: T <= BLOCK_T): the mapped logits are taken during
+    the row pass (_row_norm_capture), so that nothing reads the row after it; without it each target
+    tile gathers them from the row after the pass (from DRAM once the row has left L2)."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
     row_max = 0.0
     log_sum = 0.0
-    if PRE != "none":
-        row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+    if CAPTURE:
+        t, k, flat, inb, src, valid = _tile_index(index_ptr, 0, S, T, K, BLOCK_T, BLOCK_K)
+        row_max, log_sum, xv = _row_norm_capture(x_row, S, src, valid, BLOCK_S, ACC)
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
-    for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
-                                                  BLOCK_T, BLOCK_K, ACC)
+        w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
+        valid, w = _select_top(xv, valid, w, k, topk, SELECT_TOP)
         out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
         tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
+    else:
+        if PRE != "none":
+            row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+            tl.store(stats_ptr + 2 * n, row_max)
+            tl.store(stats_ptr + 2 * n + 1, log_sum)
+        for t0 in range(0, T, BLOCK_T):
+            t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W,
+                                                      SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
+            out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
+            tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
 
 
 @triton.jit

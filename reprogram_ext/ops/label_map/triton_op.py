@@ -48,6 +48,14 @@ def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
 
 
+def captures(S: int, T: int, blocks: dict, pre: str) -> bool:
+    """Whether the label_map forward takes the mapped logits during its row pass (CAPTURE): when it has a
+    row pass (pre softmax / log_softmax), the row spans several row blocks (with one block the gathers
+    after the pass read the block just loaded, from L1 / L2) and every target fits one tile of registers
+    (T <= BLOCK_T; more targets keep the gathers after the pass)."""
+    return map_needs_lse(pre) and S > blocks["BLOCK_S"] and T <= blocks["BLOCK_T"]
+
+
 def _reduce_launch(reduce: str, topk: int) -> dict:
     """The kernels' reduce constexprs: topk_mean is the mean over the entries SELECT_TOP keeps."""
     select = reduce in TOPK_REDUCES
@@ -96,10 +104,11 @@ def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Ten
     out = logits.new_empty((N, T))
     stats = logits.new_empty((N, 2) if map_needs_lse(pre) else (0,), dtype=_acc_torch(logits.dtype))
     if N > 0:
+        blocks = _blocks(S, T, K, logits.device, topk)
         wrap_triton(kernels.label_map_forward_kernel)[(N,)](
             logits, index, weight if weight is not None else logits, out, stats if map_needs_lse(pre) else out, S, T, K,
             topk, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype), **_reduce_launch(reduce, topk),
-            **_blocks(S, T, K, logits.device, topk))
+            CAPTURE=captures(S, T, blocks, pre), **blocks)
     return out, stats
 
 
