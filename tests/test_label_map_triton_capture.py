@@ -173,3 +173,99 @@ if TRITON:
         index[1, 3] = bad
         with pytest.raises(ValueError, match="index"):
             rx.label_map(torch.randn(2, S_BIG, device=device), index, pre="softmax", backend="triton")
+
+    # ------------------------------------------------------------------ mapped_cross_entropy: one tile, capture
+
+    PRES_CE = ("none", "softmax", "log_softmax")
+
+    def _launch_ce(x, target, index, weight, reduce, pre, eps, one_tile, capture, block_s, topk=0, ignore=-100,
+                   grad_loss=None, stats=None):
+        """mapped_ce_kernel as triton_op launches it, with ONE_TILE / CAPTURE / BLOCK_S given. Forward (no
+        grad_loss): (loss, unit_grad, dense); weight-gradient pass (grad_loss, stats = the forward's dense):
+        (gw_rows,)."""
+        import triton.language as tl
+
+        from reprogram_ext.ops.label_map import triton_kernels as kernels
+        from reprogram_ext.ops.label_map import triton_op
+        from reprogram_ext.ops.label_map.options import ce_needs_lse
+
+        N, S = x.shape
+        T, K = index.shape
+        blocks = dict(triton_op._blocks(S, T, K, x.device, topk), BLOCK_S=block_s)
+        need_lse = ce_needs_lse(pre, reduce, weight is not None)
+        weight_grad = grad_loss is not None
+        loss = torch.zeros(N, device=x.device)
+        a = torch.zeros(N, T, K, device=x.device)
+        dense = torch.zeros(N, 3, device=x.device)
+        kernels.mapped_ce_kernel[(N,)](
+            x, target, index, weight if weight is not None else x, grad_loss if weight_grad else loss,
+            stats if weight_grad else loss, loss, a, dense, S, T, K, ignore, topk, EPS=float(eps), PRE=pre,
+            HAS_W=weight is not None, NEED_LSE=need_lse, WEIGHT_GRAD=weight_grad, ONE_TILE=one_tile,
+            CAPTURE=capture, ACC=tl.float32, **triton_op._reduce_launch(reduce, topk), **blocks)
+        return (a,) if weight_grad else (loss, a, dense)
+
+    CE_CASES = [(pre, r, w) for pre in PRES_CE for r in REDUCES for w in (False, True) if not (w and r == "topk_mean")]
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("pre,reduce,weighted", CE_CASES)
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+    def test_ce_one_tile_and_capture_equal_the_three_passes(bd, pre, reduce, weighted, dtype):
+        """Loss, unit gradient and row constants of the one-tile kernel (and of its capture where the row
+        normaliser is needed) against the three-pass kernel; targets include ignore_index; with label
+        smoothing; then the weight-gradient pass likewise."""
+        from reprogram_ext.ops.label_map.options import ce_needs_lse
+
+        device = bd[1]
+        x = (4 * torch.randn(4, S_SMALL, generator=gen(11))).to(dtype).to(device)
+        index = INDEX_SMALL[:, :4].clone()
+        index[4] = torch.tensor([-1, 203, 63, 64])  # out of range -> padding in the kernels
+        index = index.to(device)
+        target = torch.tensor([0, 5, -100, 3], device=device)
+        weight = (torch.rand(index.shape, generator=gen(12)) + 0.25).to(device) if weighted else None
+        topk = 2 if reduce == "topk_mean" else 0
+        capture = ce_needs_lse(pre, reduce, weighted)
+        got = _launch_ce(x, target, index, weight, reduce, pre, 0.1, True, capture, BLOCK_SMALL, topk)
+        want = _launch_ce(x, target, index, weight, reduce, pre, 0.1, False, False, BLOCK_SMALL, topk)
+        for g, w in zip(got, want):
+            _assert_same(g, w, device)
+        assert got[0][2].item() == 0.0 and (got[1][2] == 0).all()  # the ignored row
+        assert torch.isfinite(got[0]).all()
+        if weighted:
+            grad_loss = torch.tensor([0.5, -1.0, 2.0, 0.25], device=device)
+            gw = _launch_ce(x, target, index, weight, reduce, pre, 0.1, True, False, BLOCK_SMALL, topk,
+                            grad_loss=grad_loss, stats=got[2])
+            gw_want = _launch_ce(x, target, index, weight, reduce, pre, 0.1, False, False, BLOCK_SMALL, topk,
+                                 grad_loss=grad_loss, stats=got[2])
+            _assert_same(gw[0], gw_want[0], device)
+
+    @pytest.mark.parametrize("bd", TRITON)
+    @pytest.mark.parametrize("pre,reduce,weighted", [("softmax", "mean", False), ("log_softmax", "sum", False),
+                                                     ("log_softmax", "max", True), ("none", "mean", True),
+                                                     ("softmax", "topk_mean", False)])
+    @pytest.mark.parametrize("smoothing", [0.0, 0.2])
+    def test_public_ce_one_tile_matches_the_reference(bd, pre, reduce, weighted, smoothing):
+        """mapped_cross_entropy at S = 5000 (one target tile; log_softmax with a varying lse: the capture),
+        ignored targets included, loss and logit gradient against the reference in float64."""
+        from reprogram_ext.ops.label_map import triton_op
+        from reprogram_ext.ops.label_map.options import ce_needs_lse
+        from reprogram_ext.reference import mapped_cross_entropy_reference
+
+        device = bd[1]
+        index = _big_index(device)
+        blocks = triton_op._blocks(S_BIG, 5, 4, torch.device(device), 2 if reduce == "topk_mean" else 0)
+        tiling = triton_op.ce_tiling(S_BIG, 5, blocks, ce_needs_lse(pre, reduce, weighted), False)
+        assert tiling == dict(ONE_TILE=True, CAPTURE=ce_needs_lse(pre, reduce, weighted))
+        x = 3 * torch.randn(4, S_BIG, generator=gen(13))
+        target = torch.tensor([4, -100, 0, 2])
+        w = torch.rand(index.shape, generator=gen(14)) + 0.25 if weighted else None
+        topk = 2 if reduce == "topk_mean" else None
+        xd = x.to(device).requires_grad_(True)
+        loss = rx.mapped_cross_entropy(xd, target.to(device), index, None if w is None else w.to(device),
+                                       reduce=reduce, pre=pre, label_smoothing=smoothing, topk=topk, backend="triton")
+        (g,) = torch.autograd.grad(loss, xd)
+        x64 = x.double().requires_grad_(True)
+        want = mapped_cross_entropy_reference(x64, target, index.cpu(), None if w is None else w.double(),
+                                              reduce=reduce, pre=pre, label_smoothing=smoothing, topk=topk or 0)
+        (g64,) = torch.autograd.grad(want, x64)
+        assert_close_relative(loss.detach().cpu(), want.detach())
+        assert_close_relative(g.cpu(), g64)

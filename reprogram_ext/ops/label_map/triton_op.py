@@ -56,6 +56,14 @@ def captures(S: int, T: int, blocks: dict, pre: str) -> bool:
     return map_needs_lse(pre) and S > blocks["BLOCK_S"] and T <= blocks["BLOCK_T"]
 
 
+def ce_tiling(S: int, T: int, blocks: dict, need_lse: bool, weight_grad: bool) -> dict:
+    """mapped_ce_kernel's ONE_TILE (every target in one tile, T <= BLOCK_T: the index and the mapped
+    logits loaded once, kept in registers for all three steps) and CAPTURE (ONE_TILE and a forward row
+    pass over several row blocks: the mapped logits taken during the pass, as in captures())."""
+    one_tile = T <= blocks["BLOCK_T"]
+    return dict(ONE_TILE=one_tile, CAPTURE=one_tile and need_lse and not weight_grad and S > blocks["BLOCK_S"])
+
+
 def _reduce_launch(reduce: str, topk: int) -> dict:
     """The kernels' reduce constexprs: topk_mean is the mean over the entries SELECT_TOP keeps."""
     select = reduce in TOPK_REDUCES
@@ -141,11 +149,13 @@ def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, redu
     T, K = index.shape
     if N == 0:
         return
+    blocks = _blocks(S, T, K, logits.device, topk)
+    need_lse = ce_needs_lse(pre, reduce, weight is not None)
     wrap_triton(kernels.mapped_ce_kernel)[(N,)](
         logits, target, index, weight if weight is not None else logits, scale, stats, loss, a, dense,
         S, T, K, ignore_index, topk, EPS=float(label_smoothing), PRE=pre, HAS_W=weight is not None,
-        NEED_LSE=ce_needs_lse(pre, reduce, weight is not None), WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype),
-        **_reduce_launch(reduce, topk), **_blocks(S, T, K, logits.device, topk))
+        NEED_LSE=need_lse, WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype), **_reduce_launch(reduce, topk),
+        **ce_tiling(S, T, blocks, need_lse, weight_grad), **blocks)
 
 
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
