@@ -54,8 +54,15 @@ def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _row_norm_capture(x_row, S, src, valid, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """_row_norm that also captures the mapped logits xv = x_row[src] of a [BLOCK_T, BLOCK_K] index tile
+def _capture_sources(src, valid):
+    """The sources as _row_norm_capture takes them: int32, -1 where invalid (in no span). Only these stay
+    live across the row pass; valid is at >= 0 again after it."""
+    return tl.where(valid, src, -1).to(tl.int32)
+
+
+@triton.jit
+def _row_norm_capture(x_row, S, at, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """_row_norm that also captures the mapped logits xv = x_row[at] of a [BLOCK_T, BLOCK_K] index tile
     while the row streams, so that nothing reads the row after its pass. One step streams CAPTURE_BLOCKS
     row blocks [s0, s0 + CAPTURE_BLOCKS BLOCK_S) (the same online steps per lane in the same order as
     _row_norm; a block past S is all -inf, which leaves (m, r) exactly as they were), then each valid
@@ -65,7 +72,6 @@ def _row_norm_capture(x_row, S, src, valid, BLOCK_S: tl.constexpr, ACC: tl.const
     offs = tl.arange(0, BLOCK_S)
     m = tl.full([BLOCK_S], NEG_INF, ACC)
     r = tl.zeros([BLOCK_S], ACC)
-    at = tl.where(valid, src, -1).to(tl.int32)  # -1: in no span
     xv = tl.zeros_like(at).to(x_row.dtype.element_ty)  # in the row's dtype, converted once after the pass
     for s0 in range(0, S, CAPTURE_BLOCKS * BLOCK_S):
         for u in tl.static_range(CAPTURE_BLOCKS):
@@ -328,7 +334,9 @@ def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S
     log_sum = 0.0
     if CAPTURE:
         t, k, flat, inb, src, valid = _tile_index(index_ptr, 0, S, T, K, BLOCK_T, BLOCK_K)
-        row_max, log_sum, xv = _row_norm_capture(x_row, S, src, valid, BLOCK_S, ACC)
+        at = _capture_sources(src, valid)
+        row_max, log_sum, xv = _row_norm_capture(x_row, S, at, BLOCK_S, ACC)
+        valid = at >= 0
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
         w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
@@ -432,7 +440,9 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     if ONE_TILE:
         t, k, flat, inb, src, valid = _tile_index(index_ptr, 0, S, T, K, BLOCK_T, BLOCK_K)
         if CAPTURE:
-            row_max, log_sum, xv = _row_norm_capture(x_row, S, src, valid, BLOCK_S, ACC)
+            at = _capture_sources(src, valid)
+            row_max, log_sum, xv = _row_norm_capture(x_row, S, at, BLOCK_S, ACC)
+            valid = at >= 0
         else:
             if NEED_LSE:
                 row_max, log_sum = _ce_row_norm(x_row, stats_ptr, n, S, WEIGHT_GRAD, BLOCK_S, ACC)
