@@ -14,6 +14,9 @@ element once in [row, block] programs: the dense term (-D softmax, or 0) plus it
 coefficients, from the index's source -> entries map (triton_source_map.py: sorted once per index
 tensor and cached; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
 (plus the map's sort on the first call with an index, and aten's sum of the weight-gradient rows).
+Where every target fits one register tile (T <= BLOCK_T) the forwards load the index and the mapped
+logits once, and where they also stream the row for its normaliser they take the mapped logits during
+that pass, so that the row is read once (``captures``, ``ce_tiling``; bench/notes/label_map.md, session 9).
 """
 from __future__ import annotations
 
