@@ -8,7 +8,7 @@ import triton.language as tl
 from ...aot import AotKernel
 from . import triton_kernels as kernels
 from .options import ce_needs_lse
-from .triton_op import _blocks
+from .triton_op import _blocks, captures, ce_tiling
 
 
 def aot_kernels() -> list:
@@ -29,20 +29,23 @@ def _fixed_kernels(p, i64, row, tile, ce) -> list:
     return [
         AotKernel("label_map_forward", kernels.label_map_forward_kernel,
                   dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **row,
-                       REDUCE="mean", PRE="softmax", BLOCK_S=1024, **tile)),
+                       REDUCE="mean", PRE="softmax", CAPTURE=True, BLOCK_S=1024, **tile)),
         AotKernel("label_map_forward_topk_mean", kernels.label_map_forward_kernel,
                   dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(), **dict(row, topk=3),
-                       REDUCE="mean", PRE="none", BLOCK_S=1024,
+                       REDUCE="mean", PRE="none", CAPTURE=False, BLOCK_S=1024,
                        **dict(tile, HAS_W=False, SELECT_TOP=True, BLOCK_T=64))),
         AotKernel("label_map_coefficients", kernels.label_map_coefficients_kernel,
                   dict(grad_out_ptr=p(), x_ptr=p(), index_ptr=i64, weight_ptr=p(), stats_ptr=p(), a_ptr=p(),
                        gw_ptr=p(), dense_ptr=p(), **row, REDUCE="max", PRE="softmax", WEIGHT_GRAD=True, **tile)),
         AotKernel("mapped_ce_softmax", kernels.mapped_ce_kernel,
                   dict(ce, EPS=0.1, REDUCE="mean", PRE="softmax", NEED_LSE=False, WEIGHT_GRAD=False, BLOCK_S=1024,
-                       **tile)),
+                       **ce_tiling(row["S"], row["T"], dict(tile, BLOCK_S=1024), False, False), **tile)),
+        AotKernel("mapped_ce_log_softmax_capture", kernels.mapped_ce_kernel,
+                  dict(ce, EPS=0.0, REDUCE="sum", PRE="log_softmax", NEED_LSE=True, WEIGHT_GRAD=False, BLOCK_S=1024,
+                       **ce_tiling(row["S"], row["T"], dict(tile, BLOCK_S=1024), True, False), **tile)),
         AotKernel("mapped_ce_weight_grad", kernels.mapped_ce_kernel,
                   dict(ce, EPS=0.0, REDUCE="sum", PRE="log_softmax", NEED_LSE=True, WEIGHT_GRAD=True, BLOCK_S=1024,
-                       **tile)),
+                       **ce_tiling(row["S"], row["T"], dict(tile, BLOCK_S=1024), True, True), **tile)),
         AotKernel("gradient_row_fp16", kernels.gradient_row_kernel,
                   dict(x_ptr=p(torch.float16), dense_ptr=p(), a_ptr=p(), scale_ptr=p(), has_ptr=p(torch.int8),
                        ptr_ptr=p(torch.int32), ent_ptr=p(torch.int32), block_max_ptr=p(torch.int32),
@@ -86,7 +89,7 @@ def benchmark_kernels() -> list:
             flags = dict(REDUCE="mean", PRE=pre, HAS_W=False, SELECT_TOP=False, ACC=tl.float32)
             entries.append(AotKernel(f"{name}_fwd", kernels.label_map_forward_kernel,
                                      dict(x_ptr=p(), index_ptr=i64, weight_ptr=p(), out_ptr=p(), stats_ptr=p(),
-                                          **sizes, **flags, **blocks)))
+                                          **sizes, **flags, CAPTURE=captures(S, T, blocks, pre), **blocks)))
             entries.append(AotKernel(f"{name}_coef", kernels.label_map_coefficients_kernel,
                                      dict(grad_out_ptr=p(), x_ptr=p(), index_ptr=i64, weight_ptr=p(), stats_ptr=p(),
                                           a_ptr=p(), gw_ptr=p(), dense_ptr=p(), **sizes, **flags, WEIGHT_GRAD=False,
@@ -98,6 +101,7 @@ def benchmark_kernels() -> list:
                                  dict(x_ptr=p(), target_ptr=i64, index_ptr=i64, weight_ptr=p(), scale_ptr=p(),
                                       stats_ptr=p(), loss_ptr=p(), a_ptr=p(), dense_ptr=p(), ignore_index=-100,
                                       **sizes, EPS=0.0, REDUCE="mean", PRE="softmax", HAS_W=False, SELECT_TOP=False,
-                                      NEED_LSE=dense, WEIGHT_GRAD=False, ACC=tl.float32, **blocks)))
+                                      NEED_LSE=dense, WEIGHT_GRAD=False, ACC=tl.float32,
+                                      **ce_tiling(S, T, blocks, dense, False), **blocks)))
         entries += _gradient_writer(name, p, S, T, K, dense, True)
     return entries

@@ -16,6 +16,26 @@ import triton
 import triton.language as tl
 
 NEG_INF = tl.constexpr(float("-inf"))  # globals used in @jit code must be constexpr
+# Row blocks per step of the capturing row pass (_row_norm_capture): its entry checks and predicated
+# loads run once per CAPTURE_BLOCKS blocks (bench/notes/label_map.md, session 9).
+CAPTURE_BLOCKS = tl.constexpr(4)
+
+
+@triton.jit
+def _online_step(m, r, v):
+    """One step of the online (max, sum-exp) of each lane: m' = max(m, v), r' = r exp(m - m') + exp(v - m')
+    (taken about 0 while m' is -inf, so that a lane that has seen only -inf keeps r = 0)."""
+    m_new = tl.maximum(m, v)
+    base = tl.where(m_new == NEG_INF, 0.0, m_new)
+    r = r * tl.exp(m - base) + tl.exp(v - base)
+    return m_new, r
+
+
+@triton.jit
+def _lanes_norm(m, r):
+    """The lanes merged: (max = max_lanes m, log sum_lanes r exp(m - max))."""
+    mx = tl.max(m, 0)
+    return mx, tl.log(tl.sum(r * tl.exp(m - mx), 0))
 
 
 @triton.jit
@@ -29,12 +49,39 @@ def _row_norm(x_row, S, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     r = tl.zeros([BLOCK_S], ACC)
     for s0 in range(0, S, BLOCK_S):
         v = tl.load(x_row + s0 + offs, mask=s0 + offs < S, other=NEG_INF).to(ACC)
-        m_new = tl.maximum(m, v)
-        base = tl.where(m_new == NEG_INF, 0.0, m_new)
-        r = r * tl.exp(m - base) + tl.exp(v - base)
-        m = m_new
-    mx = tl.max(m, 0)
-    return mx, tl.log(tl.sum(r * tl.exp(m - mx), 0))
+        m, r = _online_step(m, r, v)
+    return _lanes_norm(m, r)
+
+
+@triton.jit
+def _capture_sources(src, valid):
+    """The sources as _row_norm_capture takes them: int32, -1 where invalid (in no span). Only these stay
+    live across the row pass; valid is at >= 0 again after it."""
+    return tl.where(valid, src, -1).to(tl.int32)
+
+
+@triton.jit
+def _row_norm_capture(x_row, S, at, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """_row_norm that also captures the mapped logits xv = x_row[at] of a [BLOCK_T, BLOCK_K] index tile
+    while the row streams, so that nothing reads the row after its pass. One step streams CAPTURE_BLOCKS
+    row blocks [s0, s0 + CAPTURE_BLOCKS BLOCK_S) (the same online steps per lane in the same order as
+    _row_norm; a block past S is all -inf, which leaves (m, r) exactly as they were), then each valid
+    entry whose source lies in that span loads its logit: a predicated load of a sector that this step's
+    own stream fetches, served by L1 / L2, never a second DRAM access. Invalid entries keep 0, as _tile's
+    gather gives them. Returns (max, log_sum, xv)."""
+    offs = tl.arange(0, BLOCK_S)
+    m = tl.full([BLOCK_S], NEG_INF, ACC)
+    r = tl.zeros([BLOCK_S], ACC)
+    xv = tl.zeros_like(at).to(x_row.dtype.element_ty)  # in the row's dtype, converted once after the pass
+    for s0 in range(0, S, CAPTURE_BLOCKS * BLOCK_S):
+        for u in tl.static_range(CAPTURE_BLOCKS):
+            j = s0 + u * BLOCK_S + offs
+            v = tl.load(x_row + j, mask=j < S, other=NEG_INF).to(ACC)
+            m, r = _online_step(m, r, v)
+        rel = at - s0
+        xv = tl.load(x_row + s0 + rel, mask=(rel >= 0) & (rel < CAPTURE_BLOCKS * BLOCK_S), other=xv)
+    mx, log_sum = _lanes_norm(m, r)
+    return mx, log_sum, xv.to(ACC)
 
 
 @triton.jit
@@ -49,9 +96,8 @@ def _pre_value(x, row_max, log_sum, PRE: tl.constexpr):
 
 
 @triton.jit
-def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
-          BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits, weights (0 where invalid)).
+def _tile_index(index_ptr, t0, S, T, K, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Targets t0 .. t0+BLOCK_T of the index: (t, k, flat entry t K + k, in-bounds, source, valid).
     A source outside [0, S) is treated as padding, so that no value reaches an out-of-bounds read
     (the front end refuses such an index, eagerly or by an in-graph assert, before the launch)."""
     t = t0 + tl.arange(0, BLOCK_T)
@@ -60,11 +106,33 @@ def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_
     flat = t[:, None] * K + k[None, :]
     src = tl.load(index_ptr + flat, mask=inb, other=-1)
     valid = (src >= 0) & (src < S)
-    xv = tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
+    return t, k, flat, inb, src, valid
+
+
+@triton.jit
+def _tile_weights(weight_ptr, flat, valid, HAS_W: tl.constexpr, ACC: tl.constexpr):
+    """The tile's weights, 0 where invalid (1 where valid without HAS_W)."""
     if HAS_W:
         w = tl.load(weight_ptr + flat, mask=valid, other=0.0).to(ACC)
     else:
         w = tl.where(valid, 1.0, 0.0).to(ACC)
+    return w
+
+
+@triton.jit
+def _gather(x_row, src, valid, ACC: tl.constexpr):
+    """x_row[src] where valid, else 0."""
+    return tl.load(x_row + tl.where(valid, src, 0), mask=valid, other=0.0).to(ACC)
+
+
+@triton.jit
+def _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W: tl.constexpr, BLOCK_T: tl.constexpr,
+          BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """Targets t0 .. t0+BLOCK_T: (t, k, in-bounds, valid, gathered logits (0 where invalid), weights
+    (0 where invalid)), the logits gathered from the row."""
+    t, k, flat, inb, src, valid = _tile_index(index_ptr, t0, S, T, K, BLOCK_T, BLOCK_K)
+    xv = _gather(x_row, src, valid, ACC)
+    w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
     return t, k, flat, inb, valid, xv, w
 
 
@@ -88,14 +156,21 @@ def _top_entries(xv, valid, k, topk):
 
 
 @triton.jit
-def _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
-              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """_tile, where SELECT_TOP (reduce topk_mean, launched as REDUCE="mean") keeps only each target's
-    topk largest entries valid: topk_mean is the mean over them."""
-    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+def _select_top(xv, valid, w, k, topk, SELECT_TOP: tl.constexpr):
+    """Where SELECT_TOP (reduce topk_mean, launched as REDUCE="mean"): only each target's topk largest
+    entries stay valid (weights 0 elsewhere); topk_mean is the mean over them. (valid, w)."""
     if SELECT_TOP:
         valid = _top_entries(xv, valid, k, topk)
         w = tl.where(valid, w, 0.0)
+    return valid, w
+
+
+@triton.jit
+def _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
+              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """_tile, then _select_top."""
+    t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K, ACC)
+    valid, w = _select_top(xv, valid, w, k, topk, SELECT_TOP)
     return t, k, flat, inb, valid, xv, w
 
 
@@ -168,13 +243,10 @@ def _group_log_prob(xv, w, valid, k, shift, REDUCE: tl.constexpr, BLOCK_K: tl.co
 
 
 @triton.jit
-def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max, log_sum, REDUCE: tl.constexpr,
-                   PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr, BLOCK_T: tl.constexpr,
-                   BLOCK_K: tl.constexpr, ACC: tl.constexpr):
-    """One tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through
-    (t, k), without the -p_j term), and d L_t / d w_k."""
-    t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
-                                              BLOCK_T, BLOCK_K, ACC)
+def _mapped_logits_of(t, k, valid, xv, w, T, shift, row_max, log_sum, REDUCE: tl.constexpr, PRE: tl.constexpr,
+                      BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """A tile's L_t (-inf beyond T), its coefficient of the logit gradient (d L_t / d x through (t, k),
+    without the -p_j term), and d L_t / d w_k, from its logits xv and weights w."""
     if PRE == "softmax":
         L, e, R, wsum, arg = _group_log_prob(xv, w, valid, k, shift, REDUCE, BLOCK_K)
         if REDUCE == "max":
@@ -191,27 +263,96 @@ def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_m
         coef = _value_coefficient(w, wsum, arg, k, valid, REDUCE)
         wder = _value_weight_derivative(v, L, wsum, arg, k, valid, REDUCE)
     L = tl.where(t < T, L, NEG_INF)
+    return L, coef, wder
+
+
+@triton.jit
+def _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max, log_sum, REDUCE: tl.constexpr,
+                   PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr, BLOCK_T: tl.constexpr,
+                   BLOCK_K: tl.constexpr, ACC: tl.constexpr):
+    """_mapped_logits_of the tile of targets t0 .. t0+BLOCK_T, gathered from the row."""
+    t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
+                                              BLOCK_T, BLOCK_K, ACC)
+    L, coef, wder = _mapped_logits_of(t, k, valid, xv, w, T, shift, row_max, log_sum, REDUCE, PRE, BLOCK_K, ACC)
     return t, flat, inb, L, coef, wder
+
+
+@triton.jit
+def _shift_step(best, xv, valid):
+    """The largest finite valid mapped logit of each target so far."""
+    finite = valid & (xv < float("inf"))
+    return tl.maximum(best, tl.max(tl.where(finite, xv, NEG_INF), 1))
+
+
+@triton.jit
+def _shift_of(best):
+    """The row's shift: the largest finite mapped logit (0 when there is none)."""
+    shift = tl.max(best, 0)
+    return tl.where(shift == NEG_INF, 0.0, shift)
+
+
+@triton.jit
+def _lse_step(run_max, run_sum, sum_L, L_y, L, t, T, y):
+    """One tile of the online log-sum-exp of L over the targets, with sum_t L_t and L_y."""
+    new_max = tl.maximum(run_max, tl.max(L, 0))
+    safe = tl.where(new_max == NEG_INF, 0.0, new_max)
+    run_sum = run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(L - safe), 0)
+    sum_L += tl.sum(tl.where(t < T, L, 0.0), 0)
+    L_y += tl.sum(tl.where(t == y, L, 0.0), 0)
+    return new_max, run_sum, sum_L, L_y
+
+
+@triton.jit
+def _ce_terms(a_ptr, n, T, K, t, y, flat, inb, L, coef, wder, lse_L, scale, eps, num_targets, D,
+              WEIGHT_GRAD: tl.constexpr, ACC: tl.constexpr):
+    """A tile's dL_t = scale (softmax(L)_t - (1 - eps) [t == y] - eps / T) stored as a[n, t, k] =
+    dL_t coef_tk (D += their sum) or, for the weight-gradient pass, dL_t wder_tk. Returns D."""
+    onehot = tl.where(t == y, 1.0, 0.0).to(ACC) * (1.0 - eps)
+    dL = scale * (tl.exp(L - lse_L) - onehot - eps / num_targets)
+    dL = tl.where(t < T, dL, 0.0)
+    if WEIGHT_GRAD:
+        tl.store(a_ptr + n * T * K + flat, dL[:, None] * wder, mask=inb)
+    else:
+        a = dL[:, None] * coef
+        tl.store(a_ptr + n * T * K + flat, a, mask=inb)
+        D += tl.sum(tl.sum(a, 1), 0)
+    return D
 
 
 @triton.jit
 def label_map_forward_kernel(x_ptr, index_ptr, weight_ptr, out_ptr, stats_ptr, S, T, K, topk,
                              REDUCE: tl.constexpr, PRE: tl.constexpr, HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr,
-                             BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
-    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none"."""
+                             CAPTURE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                             BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """One row: out[n, t] = reduce_k w v[index[t, k]]; stats[n] = (max, log_sum) when PRE != "none".
+    CAPTURE (PRE != "none", every target in one tile: T <= BLOCK_T): the mapped logits are taken during
+    the row pass (_row_norm_capture), so that nothing reads the row after it; without it each target
+    tile gathers them from the row after the pass (from DRAM once the row has left L2)."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
     row_max = 0.0
     log_sum = 0.0
-    if PRE != "none":
-        row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+    if CAPTURE:
+        t, k, flat, inb, src, valid = _tile_index(index_ptr, 0, S, T, K, BLOCK_T, BLOCK_K)
+        at = _capture_sources(src, valid)
+        row_max, log_sum, xv = _row_norm_capture(x_row, S, at, BLOCK_S, ACC)
+        valid = at >= 0
         tl.store(stats_ptr + 2 * n, row_max)
         tl.store(stats_ptr + 2 * n + 1, log_sum)
-    for t0 in range(0, T, BLOCK_T):
-        t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W, SELECT_TOP,
-                                                  BLOCK_T, BLOCK_K, ACC)
+        w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
+        valid, w = _select_top(xv, valid, w, k, topk, SELECT_TOP)
         out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
         tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
+    else:
+        if PRE != "none":
+            row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+            tl.store(stats_ptr + 2 * n, row_max)
+            tl.store(stats_ptr + 2 * n + 1, log_sum)
+        for t0 in range(0, T, BLOCK_T):
+            t, k, flat, inb, valid, xv, w = _tile_top(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, HAS_W,
+                                                      SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
+            out, wsum, arg = _group_value(_pre_value(xv, row_max, log_sum, PRE), w, valid, k, REDUCE, BLOCK_K)
+            tl.store(out_ptr + n * T + t, out.to(out_ptr.dtype.element_ty), mask=t < T)
 
 
 @triton.jit
@@ -259,14 +400,31 @@ def _store_dense(dense_ptr, n, row_max, log_sum, D, ACC: tl.constexpr):
 
 
 @triton.jit
+def _ce_row_norm(x_row, stats_ptr, n, S, WEIGHT_GRAD: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+    """mapped CE's row normaliser (max, log_sum): from the forward's dense rows in the weight-gradient
+    pass, else by _row_norm."""
+    if WEIGHT_GRAD:
+        row_max = tl.load(stats_ptr + 3 * n)
+        log_sum = tl.load(stats_ptr + 3 * n + 1)
+    else:
+        row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
+    return row_max, log_sum
+
+
+@triton.jit
 def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_ptr, loss_ptr, a_ptr, dense_ptr,
                      S, T, K, ignore_index, topk, EPS: tl.constexpr, REDUCE: tl.constexpr, PRE: tl.constexpr,
                      HAS_W: tl.constexpr, SELECT_TOP: tl.constexpr, NEED_LSE: tl.constexpr, WEIGHT_GRAD: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_S: tl.constexpr, ACC: tl.constexpr):
+                     ONE_TILE: tl.constexpr, CAPTURE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr,
+                     BLOCK_S: tl.constexpr, ACC: tl.constexpr):
     """One row of mapped_cross_entropy. Forward (WEIGHT_GRAD=False): loss[n], the unit-gradient
     coefficients a[n, t, k] and dense[n] = (max, log_sum, D). Weight-gradient pass (True): the
     per-row terms a[n, t, k] = scale[n] * d loss_n / d w_tk, with the row normaliser from stats.
-    EPS (label smoothing) is a compile-time constant so that float64 rows use it unrounded."""
+    EPS (label smoothing) is a compile-time constant so that float64 rows use it unrounded.
+    ONE_TILE (T <= BLOCK_T): the index and the mapped logits are loaded once and kept in registers for
+    the shift, the log-sum-exp over the targets and the coefficients (otherwise three passes over the
+    target tiles, each loading them again); CAPTURE (ONE_TILE, NEED_LSE, forward, S > BLOCK_S): the
+    mapped logits are taken during the row pass (_row_norm_capture)."""
     n = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + n * S
     y = tl.load(target_ptr + n)
@@ -274,35 +432,42 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
     num_targets = tl.full([1], T, ACC)
     row_max = 0.0
     log_sum = 0.0
-    if NEED_LSE:
-        if WEIGHT_GRAD:
-            row_max = tl.load(stats_ptr + 3 * n)
-            log_sum = tl.load(stats_ptr + 3 * n + 1)
-        else:
-            row_max, log_sum = _row_norm(x_row, S, BLOCK_S, ACC)
     shift = 0.0
-    if PRE == "softmax":  # the largest finite mapped logit keeps L small (the loss ignores the shift)
-        best = tl.full([BLOCK_T], NEG_INF, ACC)
-        for t0 in range(0, T, BLOCK_T):
-            t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T, BLOCK_K,
-                                                  ACC)
-            finite = valid & (xv < float("inf"))
-            best = tl.maximum(best, tl.max(tl.where(finite, xv, NEG_INF), 1))
-        shift = tl.max(best, 0)
-        shift = tl.where(shift == NEG_INF, 0.0, shift)
     run_max = tl.full([1], NEG_INF, ACC)
     run_sum = tl.zeros([1], ACC)
     sum_L = tl.zeros([1], ACC)
     L_y = tl.zeros([1], ACC)
-    for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max,
-                                                      log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
-        new_max = tl.maximum(run_max, tl.max(L, 0))
-        safe = tl.where(new_max == NEG_INF, 0.0, new_max)
-        run_sum = run_sum * tl.exp(run_max - safe) + tl.sum(tl.exp(L - safe), 0)
-        run_max = new_max
-        sum_L += tl.sum(tl.where(t < T, L, 0.0), 0)
-        L_y += tl.sum(tl.where(t == y, L, 0.0), 0)
+    if ONE_TILE:
+        t, k, flat, inb, src, valid = _tile_index(index_ptr, 0, S, T, K, BLOCK_T, BLOCK_K)
+        if CAPTURE:
+            at = _capture_sources(src, valid)
+            row_max, log_sum, xv = _row_norm_capture(x_row, S, at, BLOCK_S, ACC)
+            valid = at >= 0
+        else:
+            if NEED_LSE:
+                row_max, log_sum = _ce_row_norm(x_row, stats_ptr, n, S, WEIGHT_GRAD, BLOCK_S, ACC)
+            xv = _gather(x_row, src, valid, ACC)
+        w = _tile_weights(weight_ptr, flat, valid, HAS_W, ACC)
+        if PRE == "softmax":  # the largest finite mapped logit keeps L small (the loss ignores the shift)
+            shift = _shift_of(_shift_step(tl.full([BLOCK_T], NEG_INF, ACC), xv, valid))
+        valid, w = _select_top(xv, valid, w, k, topk, SELECT_TOP)
+        L, coef, wder = _mapped_logits_of(t, k, valid, xv, w, T, shift, row_max, log_sum, REDUCE, PRE, BLOCK_K, ACC)
+        run_max, run_sum, sum_L, L_y = _lse_step(run_max, run_sum, sum_L, L_y, L, t, T, y)
+    else:
+        if NEED_LSE:
+            row_max, log_sum = _ce_row_norm(x_row, stats_ptr, n, S, WEIGHT_GRAD, BLOCK_S, ACC)
+        if PRE == "softmax":
+            best = tl.full([BLOCK_T], NEG_INF, ACC)
+            for t0 in range(0, T, BLOCK_T):
+                t, k, flat, inb, valid, xv, w = _tile(x_row, index_ptr, weight_ptr, t0, S, T, K, HAS_W, BLOCK_T,
+                                                      BLOCK_K, ACC)
+                best = _shift_step(best, xv, valid)
+            shift = _shift_of(best)
+        for t0 in range(0, T, BLOCK_T):
+            t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift,
+                                                          row_max, log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T,
+                                                          BLOCK_K, ACC)
+            run_max, run_sum, sum_L, L_y = _lse_step(run_max, run_sum, sum_L, L_y, L, t, T, y)
     lse_L = tl.where(run_max == NEG_INF, NEG_INF, run_max + tl.log(run_sum))
     ignored = y == ignore_index
     scale = 1.0
@@ -310,18 +475,16 @@ def mapped_ce_kernel(x_ptr, target_ptr, index_ptr, weight_ptr, scale_ptr, stats_
         scale = tl.load(scale_ptr + n).to(ACC)
     scale = tl.where(ignored, 0.0, scale)
     D = tl.zeros([1], ACC)
-    for t0 in range(0, T, BLOCK_T):
-        t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift, row_max,
-                                                      log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T, BLOCK_K, ACC)
-        onehot = tl.where(t == y, 1.0, 0.0).to(ACC) * (1.0 - eps)
-        dL = scale * (tl.exp(L - lse_L) - onehot - eps / num_targets)
-        dL = tl.where(t < T, dL, 0.0)
-        if WEIGHT_GRAD:
-            tl.store(a_ptr + n * T * K + flat, dL[:, None] * wder, mask=inb)
-        else:
-            a = dL[:, None] * coef
-            tl.store(a_ptr + n * T * K + flat, a, mask=inb)
-            D += tl.sum(tl.sum(a, 1), 0)
+    if ONE_TILE:
+        D = _ce_terms(a_ptr, n, T, K, t, y, flat, inb, L, coef, wder, lse_L, scale, eps, num_targets, D, WEIGHT_GRAD,
+                      ACC)
+    else:
+        for t0 in range(0, T, BLOCK_T):
+            t, flat, inb, L, coef, wder = _mapped_logits(x_row, index_ptr, weight_ptr, t0, S, T, K, topk, shift,
+                                                          row_max, log_sum, REDUCE, PRE, HAS_W, SELECT_TOP, BLOCK_T,
+                                                          BLOCK_K, ACC)
+            D = _ce_terms(a_ptr, n, T, K, t, y, flat, inb, L, coef, wder, lse_L, scale, eps, num_targets, D,
+                          WEIGHT_GRAD, ACC)
     if not WEIGHT_GRAD:
         nll = lse_L - L_y
         if EPS == 0.0:

@@ -15,6 +15,9 @@ coefficients, from the index's source -> entries map (triton_source_map.py: sort
 tensor and cached, eagerly and under torch.compile, where the writer is an opaque op that finds the map
 at run time; deterministic, no atomics). label_map's backward is 2 launches, mapped CE's 1
 (plus the map's sort on the first call with an index, and aten's sum of the weight-gradient rows).
+Where every target fits one register tile (T <= BLOCK_T) the forwards load the index and the mapped
+logits once, and where they also stream the row for its normaliser they take the mapped logits during
+that pass, so that the row is read once (``captures``, ``ce_tiling``; bench/notes/label_map.md, session 9).
 """
 from __future__ import annotations
 
@@ -47,6 +50,22 @@ def _blocks(S: int, T: int, K: int, device: torch.device, topk: int = 0) -> dict
     block_t = max(1, min(triton.next_power_of_2(T), tile // block_k))
     block_s = GRID_BLOCK_S if device.type == "cuda" else min(triton.next_power_of_2(S), 4096)
     return dict(BLOCK_T=block_t, BLOCK_K=block_k, BLOCK_S=block_s)
+
+
+def captures(S: int, T: int, blocks: dict, pre: str) -> bool:
+    """Whether the label_map forward takes the mapped logits during its row pass (CAPTURE): when it has a
+    row pass (pre softmax / log_softmax), the row spans several row blocks (with one block the gathers
+    after the pass read the block just loaded, from L1 / L2) and every target fits one tile of registers
+    (T <= BLOCK_T; more targets keep the gathers after the pass)."""
+    return map_needs_lse(pre) and S > blocks["BLOCK_S"] and T <= blocks["BLOCK_T"]
+
+
+def ce_tiling(S: int, T: int, blocks: dict, need_lse: bool, weight_grad: bool) -> dict:
+    """mapped_ce_kernel's ONE_TILE (every target in one tile, T <= BLOCK_T: the index and the mapped
+    logits loaded once, kept in registers for all three steps) and CAPTURE (ONE_TILE and a forward row
+    pass over several row blocks: the mapped logits taken during the pass, as in captures())."""
+    one_tile = T <= blocks["BLOCK_T"]
+    return dict(ONE_TILE=one_tile, CAPTURE=one_tile and need_lse and not weight_grad and S > blocks["BLOCK_S"])
 
 
 def _reduce_launch(reduce: str, topk: int) -> dict:
@@ -124,10 +143,11 @@ def label_map_forward_triton(logits: Tensor, index: Tensor, weight: Optional[Ten
     out = logits.new_empty((N, T))
     stats = logits.new_empty((N, 2) if map_needs_lse(pre) else (0,), dtype=_acc_torch(logits.dtype))
     if N > 0:
+        blocks = _blocks(S, T, K, logits.device, topk)
         wrap_triton(kernels.label_map_forward_kernel)[(N,)](
             logits, index, weight if weight is not None else logits, out, stats if map_needs_lse(pre) else out, S, T, K,
             topk, PRE=pre, HAS_W=weight is not None, ACC=_acc(logits.dtype), **_reduce_launch(reduce, topk),
-            **_blocks(S, T, K, logits.device, topk))
+            CAPTURE=captures(S, T, blocks, pre), **blocks)
     return out, stats
 
 
@@ -160,11 +180,13 @@ def _ce_launch(logits, target, index, weight, scale, stats, loss, a, dense, redu
     T, K = index.shape
     if N == 0:
         return
+    blocks = _blocks(S, T, K, logits.device, topk)
+    need_lse = ce_needs_lse(pre, reduce, weight is not None)
     wrap_triton(kernels.mapped_ce_kernel)[(N,)](
         logits, target, index, weight if weight is not None else logits, scale, stats, loss, a, dense,
         S, T, K, ignore_index, topk, EPS=float(label_smoothing), PRE=pre, HAS_W=weight is not None,
-        NEED_LSE=ce_needs_lse(pre, reduce, weight is not None), WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype),
-        **_reduce_launch(reduce, topk), **_blocks(S, T, K, logits.device, topk))
+        NEED_LSE=need_lse, WEIGHT_GRAD=weight_grad, ACC=_acc(logits.dtype), **_reduce_launch(reduce, topk),
+        **ce_tiling(S, T, blocks, need_lse, weight_grad), **blocks)
 
 
 def mapped_cross_entropy_forward_triton(logits: Tensor, target: Tensor, index: Tensor, weight: Optional[Tensor],
