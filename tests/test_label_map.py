@@ -606,3 +606,24 @@ def test_backward_from_the_forward_output(bd, reduce, weighted):
     assert_close_relative(x.grad, plain, 1e-5)
     with pytest.raises(RuntimeError, match=r"forward_out must be the forward's contiguous \[6, 7\]"):
         backward(grad_out, logits, index, weight, row_lse, reduce, "softmax", False, 0, out[:, :3])
+
+
+@pytest.mark.parametrize("bd", COMPILED)
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+def test_in_place_change_of_the_output_keeps_the_backward(bd, reduce):
+    """The compiled autograd keeps the output for the CUDA backward that reads it (forward_out). Changing
+    the output in place afterwards (out /= t, a common temperature step) must neither fail the backward
+    nor let it read the changed values: the gradient is the reference's through the same in-place step."""
+    backend, device = bd
+    logits, index, _ = _case("duplicate", False, S=53, T=7, K=3, lead=(6,))
+    logits, index = logits.to(device), index.to(device)
+    grad_out = torch.randn((6, 7), generator=gen(5)).to(device)
+    grads = []
+    for b in (backend, "reference"):
+        x = logits.clone().requires_grad_(True)
+        out = rx.label_map(x, index, reduce=reduce, pre="softmax", backend=b)
+        out.div_(0.37)
+        out.add_(1.0)
+        out.backward(grad_out)
+        grads.append(x.grad)
+    assert_close_relative(grads[0], grads[1], 1e-5)

@@ -35,6 +35,15 @@ std::optional<Tensor> optional_of(const Tensor& t) {
   return t.defined() ? std::optional<Tensor>(t) : std::nullopt;
 }
 
+// The forward's output kept by LabelMapFunction, if it is still what the forward wrote (its version
+// unchanged since); otherwise none, and the backward gathers the mapped logits instead.
+std::optional<Tensor> unchanged_output(AutogradContext* ctx) {
+  if (ctx->saved_data.find("out") == ctx->saved_data.end()) return std::nullopt;
+  Tensor out = ctx->saved_data["out"].toTensor();
+  if (static_cast<int64_t>(out._version()) != ctx->saved_data["out_version"].toInt()) return std::nullopt;
+  return out;
+}
+
 class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const Tensor& logits, const Tensor& index,
@@ -49,11 +58,22 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({row_lse});
     // The CUDA backward of reduce sum / mean with pre softmax (float32 / float64) reads the output
-    // instead of the mapped logits (label_map_backward's forward_out): saved only there, so that an
-    // in-place change of the output fails its backward only where that backward would read it.
-    const bool save_out = logits.is_cuda() && pre == "softmax" && (reduce == "sum" || reduce == "mean") &&
+    // instead of the mapped logits (label_map_backward's forward_out). It is kept as an alias without
+    // autograd history (no reference cycle with the output's node) and with its version, not through
+    // save_for_backward: an in-place change of the output (out /= t) must not make the backward fail;
+    // it only sends the backward to the kernel that gathers the mapped logits. Kept on every device
+    // (the CPU kernel checks and ignores forward_out), so that CPU tests run this code too.
+    const bool keep_out = pre == "softmax" && (reduce == "sum" || reduce == "mean") &&
                           (logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kDouble);
-    ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse, save_out ? out : Tensor()});
+    ctx->save_for_backward({logits, index, weight.value_or(Tensor()), row_lse});
+    if (keep_out) {
+      // An alias of the output's storage that shares its version counter (set explicitly: below the
+      // ADInplaceOrView key an alias would get a counter of its own and miss the user's writes).
+      Tensor alias = out.alias();
+      alias.unsafeGetTensorImpl()->set_version_counter(out.unsafeGetTensorImpl()->version_counter());
+      ctx->saved_data["out"] = alias;
+      ctx->saved_data["out_version"] = static_cast<int64_t>(out._version());
+    }
     ctx->saved_data["reduce"] = std::string(reduce);
     ctx->saved_data["pre"] = std::string(pre);
     ctx->saved_data["topk"] = topk;
@@ -74,7 +94,7 @@ class LabelMapFunction : public torch::autograd::Function<LabelMapFunction> {
     const bool need_w = weight.has_value() && ctx->needs_input_grad(2);
     auto [grad, gw] = op.call(grads[0].contiguous(), saved[0], saved[1], weight, saved[3],
                               ctx->saved_data["reduce"].toStringRef(), ctx->saved_data["pre"].toStringRef(), need_w,
-                              ctx->saved_data["topk"].toInt(), optional_of(saved[4]));
+                              ctx->saved_data["topk"].toInt(), unchanged_output(ctx));
     return {grad, Tensor(), need_w ? gw : Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
