@@ -46,6 +46,19 @@ OPTIONS = {
 }
 
 
+def _assert_rows_are_single_calls(backend, device, x, delta, mask, kwargs):
+    """The bank's [V, B, C, H, W] output: program v's rows equal the single-program call on the same
+    backend bit for bit, and the reference's call to float32 rounding."""
+    to = (lambda t: None if t is None else t.to(device))
+    out = masked_perturb(to(x), to(delta), to(mask), bank=True, backend=backend, **kwargs).cpu()
+    assert out.shape == (delta.shape[0], B, C, H, W)
+    for v in range(delta.shape[0]):
+        single = masked_perturb(to(x), to(delta[v]), to(mask), backend=backend, **kwargs).cpu()
+        assert torch.equal(out[v], single), f"program {v}"
+        want = masked_perturb(x, delta[v], mask, backend="reference", **kwargs)
+        torch.testing.assert_close(out[v], want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bd", BACKENDS)
 @pytest.mark.parametrize("V", [1, 3, 8])
 @pytest.mark.parametrize("channels", [1, C])
@@ -55,15 +68,7 @@ def test_bank_rows_are_the_single_program_calls(bd, V, channels, mask_kind):
     backend, and the reference's loop of calls to float32 rounding."""
     backend, device = bd
     x, delta, mask = _inputs(V, channels, mask_kind)
-    kwargs = OPTIONS["ilmvp"]
-    to = (lambda t: None if t is None else t.to(device))
-    out = masked_perturb(to(x), to(delta), to(mask), bank=True, backend=backend, **kwargs).cpu()
-    assert out.shape == (V, B, C, H, W)
-    for v in range(V):
-        single = masked_perturb(to(x), to(delta[v]), to(mask), backend=backend, **kwargs).cpu()
-        assert torch.equal(out[v], single), f"program {v}"
-        want = masked_perturb(x, delta[v], mask, backend="reference", **kwargs)
-        torch.testing.assert_close(out[v], want, rtol=1e-5, atol=1e-5)
+    _assert_rows_are_single_calls(backend, device, x, delta, mask, OPTIONS["ilmvp"])
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
@@ -76,13 +81,7 @@ def test_bank_per_sample_coarse_mask_rows_are_the_single_program_calls(bd, V, ch
     x, delta, _ = _inputs(V, channels, "none")
     mask = torch.rand(B, channels, H // 4, W // 4, generator=torch.Generator().manual_seed(V + channels))
     kwargs = dict(offset=(4, 4), normalize="before", mean=IN_MEAN, std=IN_STD, mask_scale=4)
-    to = (lambda t: t.to(device))
-    out = masked_perturb(to(x), to(delta), to(mask), bank=True, backend=backend, **kwargs).cpu()
-    for v in range(V):
-        single = masked_perturb(to(x), to(delta[v]), to(mask), backend=backend, **kwargs).cpu()
-        assert torch.equal(out[v], single), f"program {v}"
-        want = masked_perturb(x, delta[v], mask, backend="reference", **kwargs)
-        torch.testing.assert_close(out[v], want, rtol=1e-5, atol=1e-5)
+    _assert_rows_are_single_calls(backend, device, x, delta, mask, kwargs)
 
 
 @pytest.mark.parametrize("bd", BACKENDS)
